@@ -1,0 +1,1 @@
+#include "mailcore/smtp/command.h"  // placeholder: implemented by the mailcore work

@@ -1,0 +1,53 @@
+// SMTP command-line parser (RFC 5321 4.1): one line in, one Command out.
+// Pure function over bytes: no I/O, no clock, no allocation beyond the
+// result. Never trusts its input; every malformed line is a value, not
+// an exception.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mailcore/event/event.h"
+
+namespace mailhook::smtp {
+
+// RFC 5321 4.5.3.1.4: a command line is at most 512 octets incl. CRLF.
+inline constexpr std::size_t kMaxCommandLine = 512;
+
+enum class Verb : std::uint8_t {
+  Helo, Ehlo, Mail, Rcpt, Data, Rset, Noop, Quit, Help, Vrfy, Expn,
+  Starttls, Auth, Xclient, Bdat,
+  Unknown,  // anything else: the verb word is in Command::verb_text
+};
+
+enum class ParseError : std::uint8_t {
+  None,
+  Syntax,         // 501 5.5.4: the verb is known, its arguments are not
+  MissingArg,     // 501 5.5.4: HELO/EHLO/MAIL/RCPT/VRFY without argument
+  ExtraArg,       // 501 5.5.4: DATA/RSET/QUIT/STARTTLS with argument
+  BadAddress,     // 501 5.1.3 (RCPT) / 501 5.1.7 (MAIL)
+  BadParameter,   // 555 5.5.4: malformed ESMTP parameter
+  NulByte,        // 500 5.5.2: a NUL in the line
+};
+
+struct Command {
+  Verb verb = Verb::Unknown;
+  std::string verb_text;      // the verb as the client wrote it
+  std::string argument;       // everything after the verb and one space, trimmed
+  std::string address;        // MAIL/RCPT: between < and >, source route removed
+  std::vector<Parameter> parameters;  // MAIL/RCPT ESMTP parameters
+  ParseError error = ParseError::None;
+};
+
+// Parses one command line given without its CRLF. Verbs are
+// case-insensitive; "MAIL FROM:<a>" and "MAIL FROM: <a>" are both taken
+// (RFC 5321 4.1.1.2 forbids the space, but real clients send it).
+Command parse_command(std::string_view line);
+
+// RFC 5321 4.1.2 Mailbox, loosely: local@domain, domain with a dot or an
+// address literal; the empty path "<>" is valid for MAIL only.
+bool is_valid_mailbox(std::string_view address);
+
+}  // namespace mailhook::smtp

@@ -1,0 +1,1 @@
+#include "mailcore/smtp/dot_decoder.h"  // placeholder: implemented by the mailcore work
