@@ -1,0 +1,82 @@
+// The policy runtime: N worker threads, each owning one master lua_State
+// that loaded the scripts, each SMTP session a Lua thread (coroutine) of
+// one worker. This header is the whole surface the transports (gRPC
+// server, milter adapter) see: SessionStart/SessionEvent in, Capabilities
+// and Decisions out. No lua_State* crosses it. Thread-safe; never blocks
+// the caller beyond posting to a worker's queue.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mailcore/event/event.h"
+
+namespace mailhook::policyd {
+
+struct RuntimeConfig {
+  std::vector<std::filesystem::path> scripts;     // chained in this order
+  int workers = 2;                                // Lua worker threads
+  std::chrono::milliseconds hook_timeout{5000};   // per hook call
+  std::size_t lua_memory_bytes = 256u << 20;      // heap cap per worker state
+  std::filesystem::path spool_dir;                // message temp files
+};
+
+// Receives a session's answers. Called on the session's worker thread,
+// in event order; implementations must not block (post, queue, return).
+class SessionObserver {
+ public:
+  virtual ~SessionObserver() = default;
+  // Exactly once, first: what the scripts listen to, and the decision on
+  // the connection (hook.accept), seq 0.
+  virtual void opened(Capabilities capabilities, Decision connect) = 0;
+  // Once per event that wants_reply, in order.
+  virtual void decided(Decision decision) = 0;
+};
+
+// A session's handle for its transport. Methods post to the worker.
+class Session {
+ public:
+  virtual ~Session() = default;
+  // One SMTP event; events are handled strictly in the order posted.
+  virtual void post(SessionEvent event) = 0;
+  // The transport is gone (stream ended, MTA disconnected): run hook.close
+  // if the CLOSE event never came, drop temp files, free the Lua thread.
+  // No observer call happens after close() returns... or shortly after:
+  // the observer is kept alive by the session until then.
+  virtual void close() = 0;
+};
+
+class Runtime {
+ public:
+  virtual ~Runtime() = default;
+
+  // Loads the scripts in every worker. On failure returns nullptr and sets
+  // `error` to a message naming file and line.
+  static std::unique_ptr<Runtime> create(const RuntimeConfig& config, std::string& error);
+
+  // --check: loads the scripts once in a fresh state; "" when fine, else
+  // the error naming file and line.
+  static std::string check(const RuntimeConfig& config);
+
+  // Starts a session on the least busy worker. The observer's opened()
+  // follows asynchronously.
+  virtual std::shared_ptr<Session> open(SessionStart start, std::shared_ptr<SessionObserver> observer) = 0;
+
+  // SIGHUP: loads the scripts anew. New sessions get the new code, open
+  // sessions finish on the old. On failure nothing changes and the error
+  // (file and line) is returned; "" on success. Blocks the caller (the
+  // signal thread) until every worker has swapped.
+  virtual std::string reload() = 0;
+
+  // Sessions open right now (for drain).
+  virtual std::size_t open_sessions() const = 0;
+
+  // Stops the workers after their queues are empty; joins the threads.
+  virtual void stop() = 0;
+};
+
+}  // namespace mailhook::policyd
