@@ -51,3 +51,8 @@ Command parse_command(std::string_view line);
 bool is_valid_mailbox(std::string_view address);
 
 }  // namespace mailhook::smtp
+
+namespace mailhook::smtp {
+// The default reply for a command that failed to parse.
+Reply parse_error_reply(const Command& command);
+}  // namespace mailhook::smtp

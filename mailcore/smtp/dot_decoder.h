@@ -34,8 +34,9 @@ class DotDecoder {
   // Octets of decoded message seen so far (also those past the limit).
   std::uint64_t size() const { return size_; }
 
+  enum class State : std::uint8_t;  // defined in dot_decoder.cc
+
  private:
-  enum class State : std::uint8_t;
   std::uint64_t max_size_;
   std::uint64_t size_ = 0;
   int state_;

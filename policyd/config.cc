@@ -1,0 +1,56 @@
+// The options table of mailhook-policyd: every flag with its default,
+// bounds, unit and help, in one place (ARCHITECTURE pattern 5).
+#include "policyd/config.h"
+
+#include <CLI/CLI.hpp>
+
+#include <cstdlib>
+#include <thread>
+
+namespace mailhook::policyd {
+
+PolicyConfig parse_config(int argc, char** argv) {
+  PolicyConfig c;
+  CLI::App app{"mailhook-policyd: runs SMTP policy written as Lua hooks for mailhook-front "
+               "(and, later, MTAs through the milter protocol).",
+               "mailhook-policyd"};
+  app.set_version_flag("--version", MAILHOOK_VERSION);
+  app.get_formatter()->column_width(34);
+
+  app.add_option("--listen", c.listen, "gRPC address, host:port or unix:PATH")
+      ->capture_default_str();
+  app.add_option("--script", c.scripts,
+                 "Lua policy script; repeatable: chained in the order given, the first reply decides "
+                 "[default: lua/policy.lua]");
+  app.add_option("--dialect", c.dialect, "Lua API of the scripts: auto or smtpe (smtpf, vpop3, qpsmtpd: not yet)")
+      ->check(CLI::IsMember({"auto", "smtpe"}))
+      ->capture_default_str();
+  app.add_option("--workers", c.workers, "Lua worker threads, each with its own Lua state [default: cores]")
+      ->check(CLI::Range(1, 256));
+  app.add_option("--hook-timeout", c.hook_timeout_ms,
+                 "milliseconds a hook may run; past it the event gets 451 4.3.0")
+      ->check(CLI::Range(1, 600000))
+      ->capture_default_str();
+  app.add_option("--lua-memory", c.lua_memory_mb, "heap cap of each worker's Lua state, MB")
+      ->check(CLI::Range(1, 65536))
+      ->capture_default_str();
+  app.add_option("--spool-dir", c.spool_dir,
+                 "directory for each message's temp file (hook.dot, hook.forward) [default: a fresh temp dir]");
+  app.add_option("--drain-timeout", c.drain_timeout_s,
+                 "seconds SIGTERM waits for open sessions before cancelling them")
+      ->check(CLI::Range(0, 3600))
+      ->capture_default_str();
+  app.add_flag("--check", c.check, "load the scripts, print errors, exit 0 or 1");
+  app.add_flag("--log-stderr", c.log_stderr, "log to stderr instead of syslog (facility mail)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    std::exit(app.exit(e));
+  }
+  if (c.scripts.empty()) c.scripts.push_back("lua/policy.lua");
+  if (c.workers == 0) c.workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return c;
+}
+
+}  // namespace mailhook::policyd

@@ -1,0 +1,28 @@
+// mailhook-policyd's configuration: one options table (options.cc) makes
+// the flags and --help and fills a const PolicyConfig that main() passes
+// down. Never a global; nothing here opens files or sockets.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace mailhook::policyd {
+
+struct PolicyConfig {
+  std::string listen = "127.0.0.1:7070";
+  std::vector<std::string> scripts;   // chained in this order
+  std::string dialect = "auto";
+  int workers = 0;                    // 0: number of cores
+  int hook_timeout_ms = 5000;
+  int lua_memory_mb = 256;
+  std::string spool_dir;              // empty: a fresh temp dir
+  int drain_timeout_s = 30;
+  bool check = false;
+  bool log_stderr = false;
+};
+
+// Parses argv. Returns the config, or exits the process with CLI11's
+// message and code for --help or a bad flag (the only exit outside main).
+PolicyConfig parse_config(int argc, char** argv);
+
+}  // namespace mailhook::policyd

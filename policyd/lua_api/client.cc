@@ -1,0 +1,98 @@
+// `client`: the calling session's facts. A proxy table whose __index reads
+// the running session, so it is right in every coroutine. The availability
+// rules of the smtpe seed live in one table (kAvailability); outside its
+// window a variable reads as nil.
+#include <initializer_list>
+#include <string_view>
+
+#include "policyd/lua_api/modules.h"
+#include "policyd/lua_runtime/context.h"
+
+namespace mailhook::policyd {
+namespace {
+
+using P = HookPhase;
+
+struct Availability {
+  std::string_view name;
+  std::initializer_list<HookPhase> phases;  // empty: every hook
+};
+
+// smtpe: address, port, host, id_log "from hook.accept to hook.close";
+// id_trans, msg_file "from hook.mail to hook.forward; cleared by RSET,
+// HELO, EHLO"; input "in each SMTP command related hook".
+constexpr std::initializer_list<HookPhase> kTransaction{P::Mail, P::Rcpt, P::Data, P::Content, P::Header,
+                                                        P::Eoh, P::Body, P::Dot, P::Forward};
+constexpr std::initializer_list<HookPhase> kCommand{P::Helo, P::Ehlo, P::Auth, P::Mail, P::Rcpt,
+                                                    P::Data, P::Rset, P::Unknown, P::Error};
+const Availability kAvailability[] = {
+    {"address", {}}, {"port", {}}, {"host", {}}, {"id_log", {}}, {"is_pipelining", {}},
+    {"id_trans", kTransaction}, {"msg_file", kTransaction}, {"input", kCommand},
+};
+
+bool available(std::string_view name, HookPhase phase, bool& known) {
+  for (const auto& a : kAvailability) {
+    if (a.name != name) continue;
+    known = true;
+    if (a.phases.size() == 0) return true;
+    for (HookPhase p : a.phases) {
+      if (p == phase) return true;
+    }
+    return false;
+  }
+  known = false;
+  return false;
+}
+
+int client_index(lua_State* L) {
+  const std::string_view key = luaL_checkstring(L, 2);
+  const SessionContext* s = current_session(L);
+  bool known = false;
+  if (s == nullptr || !available(key, s->phase, known)) {
+    lua_pushnil(L);
+    return 1;
+  }
+  const ClientFacts& c = s->start.client;
+  if (key == "address") {
+    lua_pushlstring(L, c.address.data(), c.address.size());
+  } else if (key == "port") {
+    lua_pushinteger(L, c.port);
+  } else if (key == "host") {
+    lua_pushlstring(L, c.host.data(), c.host.size());
+  } else if (key == "id_log") {
+    lua_pushlstring(L, s->start.session_id.data(), s->start.session_id.size());
+  } else if (key == "is_pipelining") {
+    lua_pushboolean(L, s->start.early_talker);
+  } else if (key == "id_trans") {
+    if (s->transaction_id.empty()) return lua_pushnil(L), 1;
+    lua_pushlstring(L, s->transaction_id.data(), s->transaction_id.size());
+  } else if (key == "msg_file") {
+    if (s->transaction_id.empty()) return lua_pushnil(L), 1;
+    lua_pushstring(L, s->msg_file.c_str());
+  } else if (key == "input") {
+    if (s->event == nullptr) return lua_pushnil(L), 1;
+    lua_pushlstring(L, s->event->input.data(), s->event->input.size());
+  } else {
+    lua_pushnil(L);
+  }
+  return 1;
+}
+
+int client_newindex(lua_State* L) {
+  return luaL_error(L, "client.%s is read-only", luaL_checkstring(L, 2));
+}
+
+}  // namespace
+
+void open_client(lua_State* L) {
+  lua_newtable(L);
+  lua_newtable(L);
+  lua_pushcfunction(L, client_index);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, client_newindex);
+  lua_setfield(L, -2, "__newindex");
+  lua_setmetatable(L, -2);
+  lua_setglobal(L, "client");
+}
+
+}  // namespace mailhook::policyd

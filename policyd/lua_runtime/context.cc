@@ -1,0 +1,63 @@
+// Generation lifetime, the capped allocator and phase names.
+#include "policyd/lua_runtime/context.h"
+
+#include <cstdlib>
+#include <cstring>
+
+namespace mailhook::policyd {
+
+void* CappedAllocator::alloc(void* ud, void* ptr, std::size_t osize, std::size_t nsize) {
+  auto* a = static_cast<CappedAllocator*>(ud);
+  if (ptr == nullptr) osize = 0;  // osize then encodes the object type
+  if (nsize == 0) {
+    std::free(ptr);
+    a->used -= osize;
+    return nullptr;
+  }
+  // Growing past the cap fails; shrinking always succeeds (Lua relies on it).
+  if (nsize > osize && a->cap != 0 && a->used - osize + nsize > a->cap) return nullptr;
+  void* p = std::realloc(ptr, nsize);
+  if (p != nullptr) a->used = a->used - osize + nsize;
+  return p;
+}
+
+Generation::~Generation() {
+  if (L) lua_close(L);
+}
+
+Generation& generation_of(lua_State* L) {
+  return **static_cast<Generation**>(lua_getextraspace(L));
+}
+
+SessionContext* current_session(lua_State* L) { return generation_of(L).current; }
+
+std::string_view hook_name(HookPhase phase) {
+  switch (phase) {
+    case HookPhase::Load: return "load";
+    case HookPhase::Accept: return "accept";
+    case HookPhase::Helo: return "helo";
+    case HookPhase::Ehlo: return "ehlo";
+    case HookPhase::Auth: return "auth";
+    case HookPhase::Mail: return "mail";
+    case HookPhase::Rcpt: return "rcpt";
+    case HookPhase::Data: return "data";
+    case HookPhase::Content: return "content";
+    case HookPhase::Header: return "header";
+    case HookPhase::Eoh: return "eoh";
+    case HookPhase::Body: return "body";
+    case HookPhase::Dot: return "dot";
+    case HookPhase::Forward: return "forward";
+    case HookPhase::Reset: return "reset";
+    case HookPhase::Rset: return "rset";
+    case HookPhase::Noop: return "noop";
+    case HookPhase::Help: return "help";
+    case HookPhase::Quit: return "quit";
+    case HookPhase::Unknown: return "unknown";
+    case HookPhase::Xclient: return "xclient";
+    case HookPhase::Error: return "error";
+    case HookPhase::Close: return "close";
+  }
+  return "?";
+}
+
+}  // namespace mailhook::policyd

@@ -1,0 +1,81 @@
+// The per-worker Lua generation (one master lua_State with the scripts
+// loaded) and the per-session context the Lua modules read through
+// `client`, `message`, `syslog`. Only policyd/lua_runtime, lua_api and
+// dialects include this; everything here runs on one worker thread.
+#pragma once
+
+#include <lua.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mailcore/event/event.h"
+
+namespace mailhook::policyd {
+
+// Lua's allocator with a cap: the allocation past `cap` fails, only it.
+struct CappedAllocator {
+  std::size_t used = 0;
+  std::size_t cap = 0;
+  static void* alloc(void* ud, void* ptr, std::size_t osize, std::size_t nsize);
+};
+
+// What the hook that is running may see (ARCHITECTURE pattern 7).
+enum class HookPhase : std::uint8_t {
+  Load,      // top-level code of a script while loading
+  Accept, Helo, Ehlo, Auth, Mail, Rcpt, Data, Content, Header, Eoh, Body, Dot, Forward,
+  Reset, Rset, Noop, Help, Quit, Unknown, Xclient, Error, Close,
+};
+std::string_view hook_name(HookPhase phase);
+
+struct SessionContext;
+
+// One loaded set of scripts in one master state. Replaced on reload;
+// sessions keep the generation they started on alive until they end.
+struct Generation {
+  CappedAllocator allocator;
+  lua_State* L = nullptr;
+  std::vector<int> env_refs;          // per script environment, registry refs
+  std::vector<std::string> script_names;
+  Capabilities capabilities;
+  std::chrono::milliseconds hook_timeout{5000};
+  std::filesystem::path spool_dir;
+  // Set while a hook of a session runs (one at a time per worker).
+  SessionContext* current = nullptr;
+  std::chrono::steady_clock::time_point deadline;
+  bool timed_out = false;
+
+  Generation() = default;
+  Generation(const Generation&) = delete;
+  Generation& operator=(const Generation&) = delete;
+  ~Generation();
+};
+
+// Per-session facts and transaction state, owned by the worker.
+struct SessionContext {
+  SessionStart start;
+  Generation* generation = nullptr;
+  int thread_ref = LUA_NOREF;        // the session's Lua thread
+  lua_State* thread = nullptr;
+  HookPhase phase = HookPhase::Accept;
+  const SessionEvent* event = nullptr;  // the event being handled
+  std::string transaction_id;
+  std::filesystem::path msg_file;
+  std::FILE* msg_out = nullptr;
+  // Line splitting of message chunks for header/eoh/body hooks.
+  std::string partial_line;
+  std::string header;                // the header being collected (folded)
+  bool in_body = false;
+  std::vector<MessageChange> changes;  // from `message` in hook.dot/forward
+};
+
+// The generation of a state (any of its threads).
+Generation& generation_of(lua_State* L);
+// The session whose hook runs now, or nullptr at load time.
+SessionContext* current_session(lua_State* L);
+
+}  // namespace mailhook::policyd

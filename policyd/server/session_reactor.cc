@@ -1,0 +1,132 @@
+// The per-stream reactor: FrontMessage -> Runtime, Decision -> PolicyMessage.
+// The Outbox is what the runtime holds: it outlives the reactor safely, so
+// a decision that arrives after the stream ended is dropped, not written
+// to freed memory.
+#include "policyd/server/session_reactor.h"
+
+#include "mailcore/telemetry/log.h"
+#include "mailcore/wire/convert.h"
+
+namespace mailhook::policyd {
+
+class SessionReactor::Outbox final : public SessionObserver {
+ public:
+  explicit Outbox(SessionReactor* r) : reactor_(r) {}
+
+  void opened(Capabilities capabilities, Decision connect) override {
+    v1::PolicyMessage m;
+    auto* o = m.mutable_opened();
+    wire::to_proto(capabilities, o->mutable_capabilities());
+    wire::to_proto(connect, o->mutable_decision());
+    deliver(std::move(m));
+  }
+
+  void decided(Decision decision) override {
+    v1::PolicyMessage m;
+    wire::to_proto(decision, m.mutable_decision());
+    deliver(std::move(m));
+  }
+
+  void detach() {
+    std::lock_guard l(mu_);
+    reactor_ = nullptr;
+  }
+
+ private:
+  void deliver(v1::PolicyMessage m) {
+    std::lock_guard l(mu_);
+    if (reactor_) reactor_->enqueue(std::move(m));
+  }
+
+  std::mutex mu_;
+  SessionReactor* reactor_;
+};
+
+SessionReactor::SessionReactor(Runtime& runtime, SessionCounter& counter)
+    : runtime_(runtime), counter_(counter), outbox_(std::make_shared<Outbox>(this)) {
+  counter_.up();
+  StartRead(&in_);
+}
+
+void SessionReactor::OnReadDone(bool ok) {
+  if (!ok) {  // the front half-closed or the stream broke
+    end_reads();
+    return;
+  }
+  switch (in_.kind_case()) {
+    case v1::FrontMessage::kStart:
+      if (session_) {
+        log::warning("bug: session={} second SessionStart on one stream; ignored", session_id_);
+      } else {
+        start_session(in_.start());
+      }
+      break;
+    case v1::FrontMessage::kEvent:
+      if (!session_) {
+        log::warning("stream sent an event before SessionStart; closing it");
+        end_reads();
+        return;
+      }
+      session_->post(wire::from_proto(std::move(*in_.mutable_event())));
+      break;
+    case v1::FrontMessage::KIND_NOT_SET:
+      break;
+  }
+  StartRead(&in_);
+}
+
+void SessionReactor::start_session(const v1::SessionStart& start) {
+  session_id_ = start.session_id();
+  session_ = runtime_.open(wire::from_proto(start), outbox_);
+}
+
+void SessionReactor::end_reads() {
+  if (session_) session_->close();
+  std::lock_guard l(mu_);
+  reads_done_ = true;
+  maybe_finish_locked();
+}
+
+void SessionReactor::enqueue(v1::PolicyMessage message) {
+  std::lock_guard l(mu_);
+  if (reads_done_ || finished_) return;  // nobody reads it any more
+  out_.push_back(std::move(message));
+  if (!writing_) {
+    writing_ = true;
+    StartWrite(&out_.front());
+  }
+}
+
+void SessionReactor::OnWriteDone(bool ok) {
+  std::lock_guard l(mu_);
+  out_.pop_front();
+  writing_ = false;
+  if (!ok) {  // the stream broke; reads will end too
+    out_.clear();
+    return;
+  }
+  if (!out_.empty()) {
+    writing_ = true;
+    StartWrite(&out_.front());
+    return;
+  }
+  maybe_finish_locked();
+}
+
+void SessionReactor::maybe_finish_locked() {
+  if (finished_ || writing_ || !reads_done_) return;
+  finished_ = true;
+  Finish(grpc::Status::OK);
+}
+
+void SessionReactor::OnCancel() {
+  // Reads and writes in flight complete with ok=false; OnDone follows.
+}
+
+void SessionReactor::OnDone() {
+  outbox_->detach();  // the session was closed when reads ended
+  counter_.down();
+  delete this;
+}
+
+}  // namespace mailhook::policyd
