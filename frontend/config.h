@@ -1,0 +1,36 @@
+// mailhook-front's configuration: the options table in config.cc makes the
+// flags and --help and fills a const FrontConfig that main() passes down.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace mailhook::front {
+
+enum class PolicyFailure : std::uint8_t {
+  Tempfail,  // 421 4.3.0 at connect, 451 4.3.0 in a session
+  Accept,    // default replies, mail goes on
+};
+
+struct FrontConfig {
+  std::string listen = "127.0.0.1:2525";
+  std::string policyd = "127.0.0.1:7070";
+  std::string hostname;
+  std::string smart_host;  // empty: spool
+  std::string spool = "./spool";
+  PolicyFailure policy_failure = PolicyFailure::Tempfail;
+  int policy_timeout_ms = 10000;
+  std::uint64_t max_message_size = 26214400;
+  std::uint32_t max_recipients = 100;
+  int max_connections = 1000;
+  int max_connections_per_ip = 50;
+  int command_timeout_s = 300;
+  int data_timeout_s = 600;
+  int threads = 0;
+  bool log_stderr = false;
+};
+
+// Exits with CLI11's message for --help or a bad flag.
+FrontConfig parse_config(int argc, char** argv);
+
+}  // namespace mailhook::front

@@ -1,0 +1,33 @@
+// An accepted message on its way out: the envelope and the message bytes
+// (dot-unstuffed, CRLF). Plus the edits a policy asks for at end of
+// message and the Received header (RFC 5321 4.4). Pure: no I/O.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "mailcore/event/event.h"
+
+namespace mailhook::front {
+
+struct Envelope {
+  std::string session_id;
+  std::string queue_id;        // the transaction id
+  std::string client_address;
+  std::uint32_t client_port = 0;
+  std::string client_host;
+  std::string helo;
+  bool esmtp = false;
+  std::string sender;
+  std::vector<std::string> recipients;
+  std::string quarantine;      // non-empty: quarantined, with this reason
+  bool discard = false;
+};
+
+// "Received: from helo (host [ip]) by me (mailhook) with ESMTP id X for <r>; date\r\n"
+std::string received_header(const Envelope& e, const std::string& local_host);
+
+// Applies the policy's changes to the envelope and the message.
+void apply_changes(const std::vector<MessageChange>& changes, Envelope& envelope, std::string& message);
+
+}  // namespace mailhook::front

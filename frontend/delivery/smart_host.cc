@@ -1,0 +1,146 @@
+// The SMTP client side of the relay: one connection per message, EHLO,
+// MAIL, RCPT per recipient, DATA, the dot-stuffed message, QUIT.
+#include "frontend/delivery/smart_host.h"
+
+#include "mailcore/smtp/reply_text.h"
+#include "mailcore/telemetry/log.h"
+
+namespace mailhook::front {
+namespace {
+
+using asio::ip::tcp;
+
+const Reply kRelayFailed{451, "4.4.1", {"Smart host unavailable, try again later"}};
+
+// RFC 5321 4.5.2: a line starting with "." gets one more.
+std::string dot_stuff(const std::string& received, const std::string& message) {
+  std::string out;
+  out.reserve(received.size() + message.size() + 64);
+  auto add = [&](const std::string& s) {
+    bool line_start = out.empty() || out.ends_with("\r\n");
+    for (char c : s) {
+      if (line_start && c == '.') out += '.';
+      out += c;
+      line_start = c == '\n';
+    }
+  };
+  add(received);
+  add(message);
+  if (!out.ends_with("\r\n")) out += "\r\n";
+  out += ".\r\n";
+  return out;
+}
+
+class SmtpClient {
+ public:
+  SmtpClient(asio::any_io_executor ex, std::chrono::seconds timeout)
+      : socket_(std::make_shared<tcp::socket>(ex)), watchdog_(ex), timeout_(timeout) {}
+
+  asio::awaitable<bool> connect(const std::string& host, const std::string& port) {
+    tcp::resolver resolver(socket_->get_executor());
+    arm();
+    asio::error_code ec;
+    auto endpoints = co_await resolver.async_resolve(host, port, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return false;
+    co_await asio::async_connect(*socket_, endpoints, asio::redirect_error(asio::use_awaitable, ec));
+    co_return !ec;
+  }
+
+  // Reads one complete (multi-line) reply; nullopt on I/O error or garbage.
+  asio::awaitable<std::optional<Reply>> read_reply() {
+    arm();
+    std::string text;
+    for (;;) {
+      asio::error_code ec;
+      const std::size_t n =
+          co_await asio::async_read_until(*socket_, asio::dynamic_buffer(buffer_), "\r\n",
+                                          asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return std::nullopt;
+      const std::string line = buffer_.substr(0, n);
+      buffer_.erase(0, n);
+      text += line;
+      if (line.size() < 4 || line[3] != '-') break;
+      if (text.size() > 64 * 1024) co_return std::nullopt;
+    }
+    auto parsed = smtp::parse_reply(text);
+    co_return parsed.reply;
+  }
+
+  asio::awaitable<bool> send(const std::string& data) {
+    arm();
+    asio::error_code ec;
+    co_await asio::async_write(*socket_, asio::buffer(data), asio::redirect_error(asio::use_awaitable, ec));
+    co_return !ec;
+  }
+
+  asio::awaitable<std::optional<Reply>> command(const std::string& line) {
+    if (!co_await send(line + "\r\n")) co_return std::nullopt;
+    co_return co_await read_reply();
+  }
+
+  ~SmtpClient() {
+    watchdog_.cancel();
+    asio::error_code ec;
+    socket_->close(ec);
+  }
+
+ private:
+  // A stalled smart host is cut off: the pending operation then fails.
+  void arm() {
+    watchdog_.expires_after(timeout_);
+    // Holds the socket weakly: a late expiry after the client ended is a no-op.
+    watchdog_.async_wait([weak = std::weak_ptr<tcp::socket>(socket_)](asio::error_code ec) {
+      if (auto s = weak.lock(); s && !ec) s->close(ec);
+    });
+  }
+
+  std::shared_ptr<tcp::socket> socket_;
+  asio::steady_timer watchdog_;
+  std::chrono::seconds timeout_;
+  std::string buffer_;
+};
+
+// 2xx/3xx go on; 4xx or nothing → 451 4.4.1; 5xx is the client's answer.
+bool failed(const std::optional<Reply>& r, int want_class, Reply& out) {
+  if (r && r->code / 100 == want_class) return false;
+  out = (r && r->code >= 500) ? *r : kRelayFailed;
+  return true;
+}
+
+}  // namespace
+
+bool parse_host_port(const std::string& text, std::string& host, std::string& port) {
+  const std::size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) return false;
+  host = text.substr(0, colon);
+  port = text.substr(colon + 1);
+  if (host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return true;
+}
+
+asio::awaitable<Reply> relay_message(const SmartHostConfig& config, const Envelope& envelope,
+                                     const std::string& received, const std::string& message) {
+  auto ex = co_await asio::this_coro::executor;
+  SmtpClient c(ex, config.timeout);
+  Reply out;
+  if (!co_await c.connect(config.host, config.port)) {
+    log::warning("relay queue_id={} smart_host={}:{} unreachable", envelope.queue_id, config.host, config.port);
+    co_return kRelayFailed;
+  }
+  if (failed(co_await c.read_reply(), 2, out)) co_return out;
+  if (failed(co_await c.command("EHLO " + config.helo_name), 2, out)) co_return out;
+  if (failed(co_await c.command("MAIL FROM:<" + envelope.sender + ">"), 2, out)) co_return out;
+  // A recipient the smart host refuses fails the whole message: the
+  // client already has 250 for it, and a silent drop would lose mail.
+  for (const auto& r : envelope.recipients) {
+    if (failed(co_await c.command("RCPT TO:<" + r + ">"), 2, out)) co_return out;
+  }
+  if (failed(co_await c.command("DATA"), 3, out)) co_return out;
+  if (!co_await c.send(dot_stuff(received, message))) co_return kRelayFailed;
+  std::optional<Reply> final_reply = co_await c.read_reply();
+  if (failed(final_reply, 2, out)) co_return out;
+  co_await c.command("QUIT");
+  co_return Reply{250, "2.0.0", {"Ok: queued as " + envelope.queue_id}};
+}
+
+}  // namespace mailhook::front

@@ -1,0 +1,122 @@
+// mailhook-front: parse the flags, connect the policy channel, accept SMTP
+// connections on --threads I/O threads (one io_context each, so a
+// connection's coroutine never needs a strand), stop on SIGINT/SIGTERM.
+#include <grpcpp/grpcpp.h>
+
+#include <asio.hpp>
+#include <csignal>
+#include <thread>
+#include <vector>
+
+#include "frontend/config.h"
+#include "frontend/server/connection.h"
+#include "mailcore/telemetry/log.h"
+
+namespace mf = mailhook::front;
+namespace mlog = mailhook::log;
+using asio::ip::tcp;
+
+namespace {
+
+std::shared_ptr<grpc::Channel> policy_channel(const std::string& target) {
+  grpc::ChannelArguments args;
+  // dns:/// and ipv4:a,b targets spread sessions over every policyd.
+  args.SetLoadBalancingPolicyName("round_robin");
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  args.SetMaxReceiveMessageSize(64 << 20);
+  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+}
+
+asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, std::vector<std::unique_ptr<asio::io_context>>& ios,
+                                  mf::FrontContext& ctx) {
+  std::size_t next = 0;
+  for (;;) {
+    asio::io_context& io = *ios[next++ % ios.size()];
+    asio::error_code ec;
+    tcp::socket socket = co_await acceptor.async_accept(io, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (ec == asio::error::operation_aborted) co_return;
+      mlog::warning("accept: {}", ec.message());
+      continue;
+    }
+    socket.set_option(tcp::no_delay(true), ec);
+    asio::co_spawn(io, mf::serve_connection(std::move(socket), ctx), [](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        mlog::error("bug: connection ended by exception: {}", ex.what());
+      }
+    });
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const mf::FrontConfig config = mf::parse_config(argc, argv);
+  mlog::init("mailhook-front", config.log_stderr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  std::string host, port;
+  mf::SmartHostConfig smart{.helo_name = config.hostname};
+  if (!config.smart_host.empty() && !mf::parse_host_port(config.smart_host, smart.host, smart.port)) {
+    std::fprintf(stderr, "mailhook-front: --smart-host: expected HOST:PORT, got '%s'\n", config.smart_host.c_str());
+    return 2;
+  }
+  if (!mf::parse_host_port(config.listen, host, port)) {
+    std::fprintf(stderr, "mailhook-front: --listen: expected HOST:PORT, got '%s'\n", config.listen.c_str());
+    return 2;
+  }
+  auto stub = mailhook::v1::Policy::NewStub(policy_channel(config.policyd));
+  asio::thread_pool disk(2);
+  mf::FrontContext ctx{config, *stub, mf::Spool(config.spool), smart, disk,
+                       mf::ConnectionLimiter(config.max_connections, config.max_connections_per_ip)};
+  if (smart.host.empty()) {
+    if (std::string e = ctx.spool.prepare(); !e.empty()) {
+      std::fprintf(stderr, "mailhook-front: %s\n", e.c_str());
+      return 1;
+    }
+  }
+
+  std::vector<std::unique_ptr<asio::io_context>> ios;
+  for (int i = 0; i < config.threads; ++i) ios.push_back(std::make_unique<asio::io_context>(1));
+  asio::io_context& main_io = *ios.front();
+  tcp::acceptor acceptor(main_io);
+  try {
+    tcp::resolver resolver(main_io);
+    const tcp::endpoint ep = *resolver.resolve(host, port, tcp::resolver::numeric_host).begin();
+    acceptor.open(ep.protocol());
+    acceptor.set_option(tcp::acceptor::reuse_address(true));
+    acceptor.bind(ep);
+    acceptor.listen(1024);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mailhook-front: cannot listen on %s: %s\n", config.listen.c_str(), e.what());
+    return 1;
+  }
+  asio::signal_set signals(main_io, SIGINT, SIGTERM);
+  signals.async_wait([&](asio::error_code, int sig) {
+    mlog::notice("{}: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    asio::error_code ec;
+    acceptor.close(ec);
+    for (auto& io : ios) io->stop();
+  });
+  asio::co_spawn(main_io, accept_loop(acceptor, ios, ctx), asio::detached);
+  mlog::notice("listening on {} ({} threads), policyd {}, delivery {}", config.listen, config.threads,
+               config.policyd, smart.host.empty() ? "spool " + config.spool : "smart host " + config.smart_host);
+
+  std::vector<std::thread> threads;
+  for (std::size_t i = 1; i < ios.size(); ++i) {
+    threads.emplace_back([&io = *ios[i]] {
+      auto guard = asio::make_work_guard(io);
+      io.run();
+    });
+  }
+  main_io.run();
+  for (auto& io : ios) io->stop();
+  for (auto& t : threads) t.join();
+  disk.join();
+  mlog::notice("stopped");
+  return 0;
+}

@@ -1,0 +1,59 @@
+// PolicyStream: the gRPC stream of one SMTP session (callback API). The
+// connection coroutine sends events and awaits answers; gRPC threads only
+// queue what arrives and wake the coroutine through its executor. Never
+// blocks a gRPC thread; one write in flight; lifetime ends in OnDone.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <asio.hpp>
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+
+#include "mailhook/v1/session.grpc.pb.h"
+
+namespace mailhook::front {
+
+class PolicyStream final : public grpc::ClientBidiReactor<v1::FrontMessage, v1::PolicyMessage>,
+                           public std::enable_shared_from_this<PolicyStream> {
+ public:
+  PolicyStream(v1::Policy::Stub& stub, asio::any_io_executor executor);
+
+  // Starts the call with the first message; must be called once.
+  void start(v1::FrontMessage first);
+  void send(v1::FrontMessage message);
+  // Half-closes: no more events.
+  void close();
+  // Awaits the next message from policyd until `deadline`; nullopt when the
+  // stream broke or the deadline passed. Connection thread only.
+  asio::awaitable<std::optional<v1::PolicyMessage>> next(std::chrono::steady_clock::time_point deadline);
+  bool broken();
+
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
+  void OnWritesDoneDone(bool ok) override {}
+  void OnDone(const grpc::Status& status) override;
+
+ private:
+  void wake();
+  void write_next_locked();
+
+  grpc::ClientContext context_;
+  asio::any_io_executor executor_;
+  asio::steady_timer timer_;
+  v1::PolicyMessage in_;
+  std::shared_ptr<PolicyStream> self_;  // held until OnDone
+
+  std::mutex mu_;
+  std::deque<v1::PolicyMessage> received_;
+  std::deque<v1::FrontMessage> out_;
+  bool writing_ = false;
+  bool close_pending_ = false;
+  bool closed_ = false;
+  bool broken_ = false;
+};
+
+}  // namespace mailhook::front

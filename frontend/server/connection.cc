@@ -1,0 +1,375 @@
+// The SMTP connection coroutine. Command phase: line in, Step from the
+// SessionMachine, policy decision (or default), reply out. DATA phase:
+// DotDecoder, chunks to policyd if it wants them, end-of-message decision,
+// then delivery, and only then the final reply.
+#include "frontend/server/connection.h"
+
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <chrono>
+
+#include "frontend/delivery/envelope.h"
+#include "frontend/policy_client/policy_stream.h"
+#include "frontend/server/replies.h"
+#include "mailcore/session/session_machine.h"
+#include "mailcore/smtp/dot_decoder.h"
+#include "mailcore/smtp/reply_text.h"
+#include "mailcore/telemetry/log.h"
+#include "mailcore/wire/convert.h"
+
+namespace mailhook::front {
+
+bool ConnectionLimiter::admit(const std::string& ip) {
+  std::lock_guard l(mu_);
+  int& n = per_ip_[ip];
+  if (total_ >= total_limit_ || n >= per_ip_limit_) {
+    if (n == 0) per_ip_.erase(ip);
+    return false;
+  }
+  ++n;
+  ++total_;
+  return true;
+}
+
+void ConnectionLimiter::release(const std::string& ip) {
+  std::lock_guard l(mu_);
+  --total_;
+  if (--per_ip_[ip] <= 0) per_ip_.erase(ip);
+}
+
+namespace {
+
+using asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+constexpr std::size_t kChunk = 64 * 1024;  // MessageChunk size to policyd
+
+class Connection {
+ public:
+  Connection(tcp::socket socket, FrontContext& ctx)
+      : socket_(std::move(socket)), ctx_(ctx), timer_(socket_.get_executor()),
+        machine_(ctx.config.hostname, {ctx.config.max_message_size, ctx.config.max_recipients}, EventSet{}) {}
+
+  asio::awaitable<void> run();
+
+ private:
+  enum class Read : std::uint8_t { Ok, Closed, TimedOut };
+
+  asio::awaitable<Read> read_more(std::chrono::seconds timeout);
+  asio::awaitable<void> flush();
+  void queue_reply(const Reply& r) { out_ += r.wire(); }
+  asio::awaitable<bool> open_policy();
+  asio::awaitable<Decision> ask(SessionEvent event);
+  void notify(SessionEvent event);
+  Reply choose(const SessionEvent* event, const Decision& d, const Reply& fallback, bool& close);
+  asio::awaitable<bool> command_loop();
+  asio::awaitable<bool> data_phase();
+  asio::awaitable<Reply> deliver(Envelope& envelope, std::string& message, const Decision& eom);
+  // The id a MAIL command would start; counted once the MAIL is accepted.
+  std::string next_transaction_id() const { return id_ + "T" + std::to_string(transactions_ + 1); }
+
+  tcp::socket socket_;
+  FrontContext& ctx_;
+  asio::steady_timer timer_;
+  session::SessionMachine machine_;
+  std::shared_ptr<PolicyStream> stream_;
+  bool policy_down_ = false;
+  bool wants_message_ = false;
+  std::string id_;
+  std::string address_;
+  std::uint32_t port_ = 0;
+  std::string in_;
+  std::string out_;
+  int transactions_ = 0;
+  int accepted_ = 0;
+  std::string end_reason_ = "quit";
+};
+
+asio::awaitable<Connection::Read> Connection::read_more(std::chrono::seconds timeout) {
+  using namespace asio::experimental::awaitable_operators;
+  constexpr auto token = asio::experimental::as_tuple(asio::use_awaitable);
+  char buf[16 * 1024];
+  timer_.expires_after(timeout);
+  auto result = co_await (socket_.async_read_some(asio::buffer(buf), token) || timer_.async_wait(token));
+  if (result.index() == 1) co_return Read::TimedOut;
+  const auto [ec, n] = std::get<0>(result);
+  if (ec) co_return Read::Closed;
+  in_.append(buf, n);
+  co_return Read::Ok;
+}
+
+asio::awaitable<void> Connection::flush() {
+  if (out_.empty()) co_return;
+  asio::error_code ec;
+  co_await asio::async_write(socket_, asio::buffer(out_), asio::redirect_error(asio::use_awaitable, ec));
+  out_.clear();
+}
+
+asio::awaitable<bool> Connection::open_policy() {
+  SessionStart start;
+  start.session_id = id_;
+  start.local_host = ctx_.config.hostname;
+  start.client.address = address_;
+  start.client.port = port_;
+  asio::error_code ec;
+  const auto local = socket_.local_endpoint(ec);
+  start.client.local_address = local.address().to_string();
+  start.client.local_port = local.port();
+  start.early_talker = socket_.available(ec) > 0;  // talked before the greeting
+  start.limits = {ctx_.config.max_message_size, ctx_.config.max_recipients, 512};
+  v1::FrontMessage first;
+  wire::to_proto(start, first.mutable_start());
+  stream_ = std::make_shared<PolicyStream>(ctx_.policy, socket_.get_executor());
+  stream_->start(std::move(first));
+  auto m = co_await stream_->next(Clock::now() + std::chrono::milliseconds(ctx_.config.policy_timeout_ms));
+  std::optional<Reply> greeting;
+  if (m && m->has_opened()) {
+    const Capabilities caps = wire::from_proto(m->opened().capabilities());
+    machine_.set_listened(caps.events);
+    wants_message_ = caps.wants_message;
+    bool close = false;
+    const Decision d = wire::from_proto(m->opened().decision());
+    Reply r = choose(nullptr, d, Reply{220, "", {ctx_.config.hostname + " ESMTP mailhook"}}, close);
+    queue_reply(r);
+    if (r.code >= 400 || close) {
+      log::info("session={} client={} refused at connect: {}", id_, address_, r.summary());
+      end_reason_ = "refused";
+      co_return false;
+    }
+    co_return true;
+  }
+  policy_down_ = true;
+  stream_->close();
+  log::warning("session={} client={} policy failure at connect (mode={})", id_, address_,
+               ctx_.config.policy_failure == PolicyFailure::Tempfail ? "tempfail" : "accept");
+  if (ctx_.config.policy_failure == PolicyFailure::Tempfail) {
+    queue_reply(replies::kPolicyDownAtConnect);
+    end_reason_ = "policy_down";
+    co_return false;
+  }
+  queue_reply(Reply{220, "", {ctx_.config.hostname + " ESMTP mailhook"}});
+  co_return true;
+}
+
+void Connection::notify(SessionEvent event) {
+  if (policy_down_ || !stream_) return;
+  v1::FrontMessage m;
+  wire::to_proto(std::move(event), m.mutable_event());
+  stream_->send(std::move(m));
+}
+
+// Sends one event that wants a reply and awaits its decision. A broken or
+// slow policyd is a policy failure: the mode of --policy-failure decides.
+asio::awaitable<Decision> Connection::ask(SessionEvent event) {
+  const std::uint64_t seq = event.seq;
+  if (!policy_down_) {
+    notify(std::move(event));
+    auto m = co_await stream_->next(Clock::now() + std::chrono::milliseconds(ctx_.config.policy_timeout_ms));
+    if (m && m->has_decision() && m->decision().seq() == seq) co_return wire::from_proto(m->decision());
+    policy_down_ = true;
+    stream_->close();
+    log::warning("session={} policy failure at seq {} ({}; mode={})", id_, seq, m ? "out of order" : "down or timeout",
+                 ctx_.config.policy_failure == PolicyFailure::Tempfail ? "tempfail" : "accept");
+  }
+  if (ctx_.config.policy_failure == PolicyFailure::Tempfail) {
+    co_return Decision::respond(seq, replies::kPolicyDownInSession);
+  }
+  co_return Decision::proceed(seq);
+}
+
+// The reply to send: the policy's if it is valid for this command, else
+// the default. 421 or disconnect closes.
+Reply Connection::choose(const SessionEvent* event, const Decision& d, const Reply& fallback, bool& close) {
+  close = d.disconnect;
+  if (d.action != Decision::Action::Reply) return fallback;
+  const smtp::ReplyError e = smtp::validate(d.reply);
+  // 354 only answers DATA, and DATA only 354 or a refusal (RFC 5321 4.3.2).
+  const bool is_data = event && event->kind == EventKind::Data;
+  const bool fits = is_data ? (d.reply.code == 354 || d.reply.code >= 400) : d.reply.code / 100 != 3;
+  if (e != smtp::ReplyError::None || !fits) {
+    log::warning("session={} invalid reply from policyd ({}); default sent", id_,
+                 e != smtp::ReplyError::None ? smtp::reply_error_text(e) : "wrong class for the command");
+    close = false;
+    return fallback;
+  }
+  if (d.reply.code == 421) close = true;
+  return d.reply;
+}
+
+asio::awaitable<bool> Connection::command_loop() {
+  bool discarding = false;  // inside an over-long line
+  for (;;) {
+    std::size_t eol = in_.find('\n');
+    if (eol == std::string::npos) {
+      if (in_.size() > smtp::kMaxCommandLine) {  // RFC 5321 4.5.3.1.4
+        if (!discarding) queue_reply(replies::kLineTooLong);
+        discarding = true;
+        in_.clear();
+      }
+      co_await flush();  // RFC 2920: reply when the client's batch is read
+      const Read r = co_await read_more(std::chrono::seconds(ctx_.config.command_timeout_s));
+      if (r == Read::TimedOut) {
+        queue_reply(replies::kTimeout);
+        end_reason_ = "timeout";
+        co_return false;
+      }
+      if (r == Read::Closed) {
+        end_reason_ = "disconnect";
+        co_return false;
+      }
+      continue;
+    }
+    std::string_view line(in_.data(), eol);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (discarding || eol + 1 > smtp::kMaxCommandLine) {
+      if (!discarding) queue_reply(replies::kLineTooLong);
+      discarding = false;
+      in_.erase(0, eol + 1);
+      continue;
+    }
+    const std::string command(line);
+    in_.erase(0, eol + 1);
+    const std::string candidate = next_transaction_id();
+    session::Step step = machine_.on_command(command, candidate);
+    Reply final_reply = step.default_reply;
+    bool close = false;
+    if (step.event) {
+      const SessionEvent event_copy_kind{.kind = step.event->kind};
+      Decision d = co_await ask(std::move(*step.event));
+      step.event.reset();
+      final_reply = choose(&event_copy_kind, d, step.default_reply, close);
+    }
+    if (!step.policy_may_decide) final_reply = step.default_reply;
+    queue_reply(final_reply);
+    if (auto reset = machine_.commit(step, final_reply)) notify(std::move(*reset));
+    if (machine_.transaction_id() == candidate && step.verb == smtp::Verb::Mail) ++transactions_;
+    if (step.verb == smtp::Verb::Quit || close || final_reply.code == 421) {
+      if (step.verb != smtp::Verb::Quit) end_reason_ = "closed_by_policy";
+      co_return false;
+    }
+    if (step.verb == smtp::Verb::Data && final_reply.code == 354) {
+      co_await flush();
+      if (!co_await data_phase()) co_return false;
+    }
+  }
+}
+
+asio::awaitable<bool> Connection::data_phase() {
+  smtp::DotDecoder decoder(ctx_.config.max_message_size);
+  std::string message;
+  std::size_t sent = 0;
+  auto send_chunks = [&](bool all) {
+    if (!wants_message_ || !machine_.listens(EventKind::MessageChunk) || decoder.fault() != smtp::DotDecoder::Fault::None) return;
+    while (message.size() - sent >= kChunk || (all && message.size() > sent)) {
+      const std::size_t n = std::min(kChunk, message.size() - sent);
+      SessionEvent e = machine_.notification(EventKind::MessageChunk);
+      e.chunk.assign(message, sent, n);
+      sent += n;
+      notify(std::move(e));
+    }
+  };
+  for (;;) {
+    const std::size_t used = decoder.feed(in_, message);
+    in_.erase(0, used);
+    send_chunks(false);
+    if (decoder.done()) break;
+    const Read r = co_await read_more(std::chrono::seconds(ctx_.config.data_timeout_s));
+    if (r != Read::Ok) {
+      if (r == Read::TimedOut) queue_reply(replies::kTimeout);
+      end_reason_ = r == Read::TimedOut ? "data_timeout" : "disconnect_in_data";
+      co_return false;
+    }
+  }
+  Envelope envelope{.session_id = id_, .queue_id = machine_.transaction_id(), .client_address = address_,
+                    .client_port = port_, .helo = machine_.helo(), .esmtp = machine_.esmtp(),
+                    .sender = machine_.sender(), .recipients = machine_.recipients()};
+  Reply final_reply;
+  bool final_reply_closes = false;
+  switch (decoder.fault()) {
+    case smtp::DotDecoder::Fault::BareLineEnd: final_reply = replies::kBareLineEnd; break;
+    case smtp::DotDecoder::Fault::NulByte: final_reply = replies::kNulInMessage; break;
+    case smtp::DotDecoder::Fault::TooBig: final_reply = replies::kTooBig; break;
+    case smtp::DotDecoder::Fault::None: {
+      send_chunks(true);
+      Decision d = Decision::proceed(0);
+      bool close = false;
+      if (machine_.listens(EventKind::EndOfMessage)) {
+        d = co_await ask(machine_.end_of_message_event(message.size()));
+      }
+      const Reply policy_reply = choose(nullptr, d, Reply{}, close);
+      if (policy_reply.code >= 400) {
+        final_reply = policy_reply;
+      } else {
+        final_reply = co_await deliver(envelope, message, d);
+        // smtpe: a 2xx from hook.dot is the final reply once the mail is safe.
+        if (final_reply.code < 300 && policy_reply.code != 0) final_reply = policy_reply;
+      }
+      if (close) final_reply_closes = true;
+      break;
+    }
+  }
+  log::info("session={} queue_id={} from=<{}> to=<{}> size={} reply=\"{}\"", id_, envelope.queue_id,
+            envelope.sender, fmt::join(envelope.recipients, ">,<"), decoder.size(), final_reply.summary());
+  if (final_reply.code < 300) ++accepted_;
+  queue_reply(final_reply);
+  if (auto reset = machine_.end_transaction()) notify(std::move(*reset));
+  co_return final_reply.code != 421 && !final_reply_closes;
+}
+
+asio::awaitable<Reply> Connection::deliver(Envelope& envelope, std::string& message, const Decision& eom) {
+  apply_changes(eom.changes, envelope, message);
+  if (envelope.discard) {
+    log::info("session={} queue_id={} discarded by policy", id_, envelope.queue_id);
+    co_return Reply{250, "2.0.0", {"Ok: queued as " + envelope.queue_id}};
+  }
+  const std::string received = received_header(envelope, ctx_.config.hostname);
+  if (!ctx_.smart_host.host.empty() && envelope.quarantine.empty()) {
+    co_return co_await relay_message(ctx_.smart_host, envelope, received, message);
+  }
+  // fsync takes milliseconds: do it on the disk pool, then come back.
+  auto home = co_await asio::this_coro::executor;
+  co_await asio::post(ctx_.disk, asio::use_awaitable);
+  const std::string error = ctx_.spool.write(envelope, received, message);
+  co_await asio::post(home, asio::use_awaitable);
+  if (!error.empty()) {
+    log::error("session={} queue_id={} spool write failed: {}", id_, envelope.queue_id, error);
+    co_return replies::kSpoolFailed;
+  }
+  co_return Reply{250, "2.0.0", {"Ok: queued as " + envelope.queue_id}};
+}
+
+asio::awaitable<void> Connection::run() {
+  asio::error_code ec;
+  const auto remote = socket_.remote_endpoint(ec);
+  address_ = remote.address().to_string();
+  port_ = remote.port();
+  const auto started = Clock::now();
+  const std::uint64_t n = ctx_.sequence.fetch_add(1);
+  id_ = fmt::format("{:08X}{:04X}", static_cast<std::uint32_t>(std::time(nullptr)), static_cast<std::uint32_t>(n & 0xffff));
+  if (!ctx_.limiter.admit(address_)) {
+    queue_reply(replies::kTooManyConnections);
+    co_await flush();
+    log::notice("session={} client={} refused: too many connections", id_, address_);
+    co_return;
+  }
+  if (co_await open_policy()) {
+    co_await command_loop();
+  }
+  co_await flush();
+  if (machine_.listens(EventKind::Close)) notify(machine_.notification(EventKind::Close));
+  if (stream_) stream_->close();
+  socket_.shutdown(tcp::socket::shutdown_both, ec);
+  socket_.close(ec);
+  ctx_.limiter.release(address_);
+  log::info("session={} client={}:{} helo={} transactions={} accepted={} end={} duration_ms={}", id_, address_, port_,
+            machine_.helo().empty() ? "-" : machine_.helo(), transactions_, accepted_, end_reason_,
+            std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count());
+}
+
+}  // namespace
+
+asio::awaitable<void> serve_connection(tcp::socket socket, FrontContext& context) {
+  Connection c(std::move(socket), context);
+  co_await c.run();
+}
+
+}  // namespace mailhook::front

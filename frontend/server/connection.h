@@ -1,0 +1,50 @@
+// One SMTP connection as a C++20 coroutine: reads lines, asks the
+// SessionMachine what they mean, asks policyd (through PolicyStream) for
+// the events the scripts listen to, writes replies in order (batched under
+// pipelining), receives DATA and hands accepted mail to delivery. Knows no
+// Lua; never blocks its I/O thread (disk writes go to the disk pool).
+#pragma once
+
+#include <asio.hpp>
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "frontend/config.h"
+#include "frontend/delivery/smart_host.h"
+#include "frontend/delivery/spool.h"
+#include "mailhook/v1/session.grpc.pb.h"
+
+namespace mailhook::front {
+
+// Counts connections in total and per client address (421 4.7.0 beyond).
+class ConnectionLimiter {
+ public:
+  ConnectionLimiter(int total, int per_ip) : total_limit_(total), per_ip_limit_(per_ip) {}
+  bool admit(const std::string& ip);
+  void release(const std::string& ip);
+
+ private:
+  std::mutex mu_;
+  int total_limit_, per_ip_limit_;
+  int total_ = 0;
+  std::map<std::string, int> per_ip_;
+};
+
+// What every connection shares; built once by main().
+struct FrontContext {
+  const FrontConfig& config;
+  v1::Policy::Stub& policy;
+  Spool spool;
+  SmartHostConfig smart_host;   // host empty: spool
+  asio::thread_pool& disk;      // blocking file I/O runs here
+  ConnectionLimiter limiter;
+  std::atomic<std::uint64_t> sequence{0};
+};
+
+// Serves one accepted connection until it closes.
+asio::awaitable<void> serve_connection(asio::ip::tcp::socket socket, FrontContext& context);
+
+}  // namespace mailhook::front

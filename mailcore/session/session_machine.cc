@@ -1,0 +1,222 @@
+// The command table of the session: sequencing (503 5.5.1), limits
+// (452 4.5.3, 552 5.3.4) and each command's default reply.
+#include "mailcore/session/session_machine.h"
+
+#include <charconv>
+
+namespace mailhook::session {
+namespace {
+
+using smtp::Verb;
+
+Reply reply(int code, std::string enhanced, std::string text) {
+  return Reply{code, std::move(enhanced), {std::move(text)}};
+}
+
+const Reply kBadSequence = reply(503, "5.5.1", "Bad sequence of commands");
+
+EventKind kind_of(Verb v) {
+  switch (v) {
+    case Verb::Helo: return EventKind::Helo;
+    case Verb::Ehlo: return EventKind::Ehlo;
+    case Verb::Mail: return EventKind::Mail;
+    case Verb::Rcpt: return EventKind::Rcpt;
+    case Verb::Data: return EventKind::Data;
+    case Verb::Rset: return EventKind::Rset;
+    case Verb::Noop: return EventKind::Noop;
+    case Verb::Quit: return EventKind::Quit;
+    case Verb::Help: return EventKind::Help;
+    case Verb::Vrfy: return EventKind::Vrfy;
+    case Verb::Expn: return EventKind::Expn;
+    case Verb::Starttls:
+    case Verb::Auth:
+    case Verb::Xclient:
+    case Verb::Bdat:
+    case Verb::Unknown:
+      return EventKind::Unknown;
+  }
+  return EventKind::Unknown;
+}
+
+bool positive(const Reply& r) { return r.code >= 200 && r.code < 400; }
+
+}  // namespace
+
+SessionEvent SessionMachine::make_event(EventKind kind, std::string_view line, const smtp::Command& cmd) {
+  SessionEvent e;
+  e.seq = ++seq_;
+  e.kind = kind;
+  e.wants_reply = true;
+  e.input = std::string(line);
+  e.argument = cmd.argument;
+  e.address = cmd.address;
+  e.parameters = cmd.parameters;
+  e.transaction_id = transaction_id_;
+  return e;
+}
+
+SessionEvent SessionMachine::notification(EventKind kind) {
+  SessionEvent e;
+  e.seq = ++seq_;
+  e.kind = kind;
+  e.transaction_id = transaction_id_;
+  return e;
+}
+
+Reply SessionMachine::ehlo_reply(const std::string& arg) const {
+  // RFC 5321 4.1.1.1 and the extensions of SPEC: PIPELINING (RFC 2920),
+  // SIZE (RFC 1870), 8BITMIME (RFC 6152), ENHANCEDSTATUSCODES (RFC 2034).
+  return Reply{250, "", {host_ + " Hello " + arg, "PIPELINING", "SIZE " + std::to_string(limits_.max_message_size),
+                         "8BITMIME", "ENHANCEDSTATUSCODES"}};
+}
+
+Step SessionMachine::on_command(std::string_view line, const std::string& next_transaction_id) {
+  const smtp::Command cmd = smtp::parse_command(line);
+  Step step;
+  step.verb = cmd.verb;
+  step.argument = cmd.argument;
+  step.address = cmd.address;
+  if (cmd.error != smtp::ParseError::None) {
+    step.default_reply = smtp::parse_error_reply(cmd);
+    return step;
+  }
+  auto sequence_error = [&] {
+    step.default_reply = kBadSequence;
+    return step;
+  };
+  switch (cmd.verb) {
+    case Verb::Helo:
+      step.default_reply = reply(250, "", host_);
+      break;
+    case Verb::Ehlo:
+      step.default_reply = ehlo_reply(cmd.argument);
+      break;
+    case Verb::Mail: {
+      if (state_ == State::Connected || state_ == State::Mail || state_ == State::Rcpt) return sequence_error();
+      for (const auto& p : cmd.parameters) {
+        // RFC 1870 6: a declared size over the limit gets 552.
+        if (p.name.size() == 4 && (p.name == "SIZE" || p.name == "size" || p.name == "Size")) {
+          std::uint64_t declared = 0;
+          std::from_chars(p.value.data(), p.value.data() + p.value.size(), declared);
+          if (limits_.max_message_size != 0 && declared > limits_.max_message_size) {
+            step.default_reply = reply(552, "5.3.4", "Message size exceeds fixed limit");
+            return step;
+          }
+        }
+      }
+      pending_transaction_id_ = next_transaction_id;
+      step.default_reply = reply(250, "2.1.0", "Ok");
+      break;
+    }
+    case Verb::Rcpt:
+      if (state_ != State::Mail && state_ != State::Rcpt) return sequence_error();
+      if (recipients_.size() >= limits_.max_recipients) {
+        step.default_reply = reply(452, "4.5.3", "Too many recipients");
+        return step;
+      }
+      step.default_reply = reply(250, "2.1.5", "Ok");
+      break;
+    case Verb::Data:
+      if (state_ != State::Rcpt) {
+        if (state_ == State::Mail) {
+          step.default_reply = reply(554, "5.5.1", "No valid recipients");
+          return step;
+        }
+        return sequence_error();
+      }
+      step.default_reply = reply(354, "", "End data with <CR><LF>.<CR><LF>");
+      break;
+    case Verb::Rset: step.default_reply = reply(250, "2.0.0", "Ok"); break;
+    case Verb::Noop: step.default_reply = reply(250, "2.0.0", "Ok"); break;
+    case Verb::Quit: step.default_reply = reply(221, "2.0.0", "Bye"); break;
+    case Verb::Help: step.default_reply = reply(214, "2.0.0", "See RFC 5321"); break;
+    case Verb::Vrfy: step.default_reply = reply(252, "2.5.0", "Cannot VRFY user, but will accept message"); break;
+    case Verb::Expn: step.default_reply = reply(502, "5.5.1", "EXPN not available"); break;
+    case Verb::Starttls:
+    case Verb::Auth:
+    case Verb::Xclient:
+    case Verb::Bdat:
+    case Verb::Unknown:
+      step.default_reply = reply(502, "5.5.2", "Error: command not recognized");
+      break;
+  }
+  step.policy_may_decide = true;
+  const EventKind kind = kind_of(cmd.verb);
+  if (listened_.has(kind)) {
+    step.event = make_event(kind, line, cmd);
+    if (cmd.verb == Verb::Mail) step.event->transaction_id = pending_transaction_id_;
+    step.event->default_reply = step.default_reply;
+  }
+  return step;
+}
+
+void SessionMachine::reset_transaction() {
+  sender_.clear();
+  recipients_.clear();
+  transaction_id_.clear();
+  if (state_ == State::Mail || state_ == State::Rcpt) state_ = State::Greeted;
+}
+
+std::optional<SessionEvent> SessionMachine::end_transaction() {
+  const bool had = !transaction_id_.empty();
+  reset_transaction();
+  if (!listened_.has(EventKind::Reset)) return std::nullopt;
+  (void)had;  // smtpe: hook.reset runs after every end of message and RSET/HELO/EHLO
+  return notification(EventKind::Reset);
+}
+
+std::optional<SessionEvent> SessionMachine::commit(const Step& step, const Reply& final_reply) {
+  if (final_reply.code == 421) {
+    state_ = State::Closing;
+    return std::nullopt;
+  }
+  switch (step.verb) {
+    case Verb::Helo:
+    case Verb::Ehlo:
+      if (!positive(final_reply)) return std::nullopt;
+      helo_ = step.argument;
+      esmtp_ = step.verb == Verb::Ehlo;
+      state_ = State::Greeted;
+      return end_transaction();
+    case Verb::Rset:
+      if (!positive(final_reply)) return std::nullopt;
+      return end_transaction();
+    case Verb::Mail:
+      if (positive(final_reply) && step.policy_may_decide) {
+        transaction_id_ = pending_transaction_id_;
+        sender_ = step.address;
+        state_ = State::Mail;
+      }
+      return std::nullopt;
+    case Verb::Rcpt:
+      if (positive(final_reply) && step.policy_may_decide) {
+        recipients_.push_back(step.address);
+        state_ = State::Rcpt;
+      }
+      return std::nullopt;
+    case Verb::Quit:
+      state_ = State::Closing;
+      return std::nullopt;
+    case Verb::Data:
+    case Verb::Noop:
+    case Verb::Help:
+    case Verb::Vrfy:
+    case Verb::Expn:
+    case Verb::Starttls:
+    case Verb::Auth:
+    case Verb::Xclient:
+    case Verb::Bdat:
+    case Verb::Unknown:
+      return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+SessionEvent SessionMachine::end_of_message_event(std::uint64_t size) {
+  SessionEvent e = notification(EventKind::EndOfMessage);
+  e.wants_reply = true;
+  e.message_size = size;
+  return e;
+}
+
+}  // namespace mailhook::session

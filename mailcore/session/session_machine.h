@@ -1,0 +1,92 @@
+// SessionMachine: the SMTP session's rules without any I/O (RFC 5321 4.1.4
+// order of commands, limits). A parsed line goes in; out comes the event
+// for the policy (if the scripts listen to it) and the default reply. Once
+// the final reply is known, commit() applies the state change it allows.
+// Never includes Asio, gRPC or Lua; never blocks.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mailcore/event/event.h"
+#include "mailcore/smtp/command.h"
+
+namespace mailhook::session {
+
+struct Limits {
+  std::uint64_t max_message_size = 26214400;
+  std::uint32_t max_recipients = 100;
+};
+
+enum class State : std::uint8_t {
+  Connected,    // greeting sent, no HELO/EHLO yet
+  Greeted,      // HELO/EHLO accepted, no transaction
+  Mail,         // MAIL accepted, no recipient yet
+  Rcpt,         // at least one RCPT accepted
+  Closing,      // QUIT or a closing reply: nothing more is read
+};
+
+// What to do with one command line.
+struct Step {
+  smtp::Verb verb = smtp::Verb::Unknown;
+  std::string argument;               // HELO name, …
+  std::string address;                // MAIL / RCPT address
+  std::optional<SessionEvent> event;  // to send to policyd, when listened to
+  Reply default_reply;
+  bool policy_may_decide = false;     // false: the default is final (syntax, sequence, limits)
+};
+
+class SessionMachine {
+ public:
+  SessionMachine(std::string host, Limits limits, EventSet listened)
+      : host_(std::move(host)), limits_(limits), listened_(listened) {}
+
+  void set_listened(EventSet e) { listened_ = e; }
+
+  // One command line without its line end. `next_transaction_id` is used
+  // if the line is a MAIL command that may start a transaction.
+  Step on_command(std::string_view line, const std::string& next_transaction_id);
+
+  // The final reply of `step` is known: apply what it allows. Returns the
+  // Reset event to send when a transaction ended (RSET, HELO, EHLO).
+  std::optional<SessionEvent> commit(const Step& step, const Reply& final_reply);
+
+  // The message after DATA: its event, and the end of the transaction.
+  SessionEvent end_of_message_event(std::uint64_t size);
+  std::optional<SessionEvent> end_transaction();  // after the final reply to DATA
+
+  // A no-reply event (MessageChunk, Error, Close) carrying the state.
+  SessionEvent notification(EventKind kind);
+
+  bool listens(EventKind k) const { return listened_.has(k); }
+  State state() const { return state_; }
+  const std::string& helo() const { return helo_; }
+  const std::string& sender() const { return sender_; }
+  const std::vector<std::string>& recipients() const { return recipients_; }
+  std::vector<std::string>& recipients() { return recipients_; }
+  const std::string& transaction_id() const { return transaction_id_; }
+  void set_sender(std::string s) { sender_ = std::move(s); }
+  const Limits& limits() const { return limits_; }
+  bool esmtp() const { return esmtp_; }
+
+ private:
+  SessionEvent make_event(EventKind kind, std::string_view line, const smtp::Command& cmd);
+  Reply ehlo_reply(const std::string& arg) const;
+  void reset_transaction();
+
+  std::string host_;
+  Limits limits_;
+  EventSet listened_;
+  State state_ = State::Connected;
+  std::string helo_;
+  bool esmtp_ = false;
+  std::string sender_;
+  std::vector<std::string> recipients_;
+  std::string transaction_id_;
+  std::string pending_transaction_id_;
+  std::uint64_t seq_ = 0;
+};
+
+}  // namespace mailhook::session
