@@ -27,6 +27,8 @@ class PolicyStream final : public grpc::ClientBidiReactor<v1::FrontMessage, v1::
   void send(v1::FrontMessage message);
   // Half-closes: no more events.
   void close();
+  // Abandons the call (the connection is being destroyed).
+  void cancel() { context_.TryCancel(); }
   // Awaits the next message from policyd until `deadline`; nullopt when the
   // stream broke or the deadline passed. Connection thread only.
   asio::awaitable<std::optional<v1::PolicyMessage>> next(std::chrono::steady_clock::time_point deadline);

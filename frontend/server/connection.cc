@@ -49,6 +49,10 @@ class Connection {
       : socket_(std::move(socket)), ctx_(ctx), timer_(socket_.get_executor()),
         machine_(ctx.config.hostname, {ctx.config.max_message_size, ctx.config.max_recipients}, EventSet{}) {}
 
+  ~Connection() {
+    if (stream_) stream_->cancel();  // e.g. the front stops mid-session
+  }
+
   asio::awaitable<void> run();
 
  private:

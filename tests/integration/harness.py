@@ -1,0 +1,295 @@
+"""Integration-test harness: starts the real mailhook-policyd and
+mailhook-front on free loopback ports, speaks SMTP over real sockets, and
+runs a small SMTP sink for relay tests. Every process and thread it starts
+is bounded in time and stopped by PID; waiting is polling a condition with
+a deadline, never a bare sleep."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+FRONT = os.environ.get("MAILHOOK_FRONT", "build/frontend/mailhook-front")
+POLICYD = os.environ.get("MAILHOOK_POLICYD", "build/policyd/mailhook-policyd")
+LUA_DIR = os.environ.get("MAILHOOK_LUA", "lua")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.01)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def port_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class Process:
+    """A child process with its stderr in a file; killed at the latest in stop()."""
+
+    def __init__(self, args, log_path):
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def signal(self, sig):
+        if self.alive():
+            self.proc.send_signal(sig)
+
+    def stop(self, timeout=10):
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.log.close()
+        return self.proc.returncode
+
+    def kill(self):
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def output(self):
+        if not self.log.closed:
+            self.log.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+
+class SmtpClient:
+    def __init__(self, port, timeout=10):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+
+    def read_reply(self):
+        """One complete reply as (code, [lines]); (None, []) on EOF."""
+        lines = []
+        while True:
+            while b"\r\n" not in self.buf:
+                data = self.sock.recv(65536)
+                if not data:
+                    return (None, lines)
+                self.buf += data
+            line, self.buf = self.buf.split(b"\r\n", 1)
+            text = line.decode(errors="replace")
+            lines.append(text)
+            if len(text) < 4 or text[3] != "-":
+                return (int(text[:3]), lines)
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def cmd(self, line):
+        self.send(line + "\r\n")
+        return self.read_reply()
+
+    def closed(self):
+        """True when the server closed the connection."""
+        try:
+            self.sock.settimeout(5)
+            return self.sock.recv(1) == b""
+        except OSError:
+            return True
+
+    def close(self):
+        self.sock.close()
+
+
+def reply_text(reply):
+    code, lines = reply
+    return lines[-1] if lines else ""
+
+
+class Sink:
+    """A minimal SMTP server on loopback recording what it receives.
+    `fail_at` ("connect", "mail", "rcpt", "data", "dot") with `fail_reply`
+    makes it refuse there; `hold` (an Event) delays the reply to the final
+    dot until set."""
+
+    def __init__(self, fail_at=None, fail_reply="451 4.3.0 sink says later", hold=None):
+        self.port = free_port()
+        self.fail_at = fail_at
+        self.fail_reply = fail_reply
+        self.hold = hold
+        self.messages = []
+        self.dot_received = threading.Event()
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", self.port))
+        self.server.listen(16)
+        self.server.settimeout(0.2)
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        deadline = time.monotonic() + 120
+        while self.running and time.monotonic() < deadline:
+            try:
+                conn, _ = self.server.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+
+    def _reply(self, f, stage, ok):
+        f.write(((self.fail_reply if self.fail_at == stage else ok) + "\r\n").encode())
+        f.flush()
+        return self.fail_at != stage
+
+    def _session(self, conn):
+        conn.settimeout(30)
+        f = conn.makefile("rwb")
+        try:
+            if not self._reply(f, "connect", "220 sink ESMTP"):
+                return
+            sender, rcpts = None, []
+            while True:
+                line = f.readline()
+                if not line:
+                    return
+                verb = line[:4].upper()
+                if verb in (b"EHLO", b"HELO"):
+                    f.write(b"250 sink\r\n"); f.flush()
+                elif verb == b"MAIL":
+                    if self._reply(f, "mail", "250 ok"):
+                        sender = line.strip()[10:].decode()
+                elif verb == b"RCPT":
+                    if self._reply(f, "rcpt", "250 ok"):
+                        rcpts.append(line.strip()[8:].decode())
+                elif verb == b"DATA":
+                    if not self._reply(f, "data", "354 go"):
+                        continue
+                    data = b""
+                    while True:
+                        l = f.readline()
+                        if not l or l == b".\r\n":
+                            break
+                        data += l[1:] if l.startswith(b"..") else l
+                    self.dot_received.set()
+                    if self.hold is not None:
+                        self.hold.wait(20)
+                    if self._reply(f, "dot", "250 queued"):
+                        self.messages.append((sender, rcpts, data))
+                    sender, rcpts = None, []
+                elif verb == b"QUIT":
+                    f.write(b"221 bye\r\n"); f.flush()
+                    return
+                else:
+                    f.write(b"250 ok\r\n"); f.flush()
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def stop(self):
+        self.running = False
+        self.server.close()
+        self.thread.join(5)
+
+
+class MailhookTest(unittest.TestCase):
+    """Starts policyd with `SCRIPT` and a front per test (or per class)."""
+
+    SCRIPT = ""
+    POLICYD_ARGS = []
+    FRONT_ARGS = []
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="mailhook-it-")
+        self.spool = os.path.join(self.dir, "spool")
+        self.processes = []
+        self.policyd = None
+        self.front = None
+
+    def tearDown(self):
+        for p in reversed(self.processes):  # the front first: policyd drains open streams
+            p.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def write_script(self, text, name="policy.lua"):
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def start_policyd(self, script=None, args=(), wait=True, port=None):
+        self.policyd_port = port or free_port()
+        path = self.write_script(script if script is not None else self.SCRIPT)
+        self.script_path = path
+        p = Process([POLICYD, "--listen", "127.0.0.1:%d" % self.policyd_port, "--script", path, "--log-stderr",
+                     "--workers", "1", "--spool-dir", os.path.join(self.dir, "tmp")] + list(self.POLICYD_ARGS) +
+                    list(args), os.path.join(self.dir, "policyd-%d.log" % len(self.processes)))
+        self.processes.append(p)
+        self.policyd = p
+        if wait:
+            wait_for(lambda: port_open(self.policyd_port) or not p.alive(), what="policyd port")
+            self.assertTrue(p.alive(), p.output())
+        return p
+
+    def start_front(self, args=()):
+        self.front_port = free_port()
+        if not hasattr(self, "policyd_port"):
+            self.policyd_port = free_port()
+        p = Process([FRONT, "--listen", "127.0.0.1:%d" % self.front_port, "--policyd",
+                     "127.0.0.1:%d" % self.policyd_port, "--spool", self.spool, "--hostname", "mx.test",
+                     "--log-stderr", "--threads", "2"] + list(self.FRONT_ARGS) + list(args),
+                    os.path.join(self.dir, "front-%d.log" % len(self.processes)))
+        self.processes.append(p)
+        self.front = p
+        wait_for(lambda: port_open(self.front_port) or not p.alive(), what="front port")
+        self.assertTrue(p.alive(), p.output())
+        return p
+
+    def start_both(self, script=None, policyd_args=(), front_args=()):
+        self.start_policyd(script, policyd_args)
+        self.start_front(front_args)
+
+    def client(self, expect_greeting=220):
+        c = SmtpClient(self.front_port)
+        code, lines = c.read_reply()
+        if expect_greeting is not None:
+            self.assertEqual(code, expect_greeting, lines)
+        self.addCleanup(c.close)
+        return c
+
+    def spooled(self):
+        if not os.path.isdir(self.spool):
+            return []
+        return sorted(os.path.join(self.spool, f) for f in os.listdir(self.spool) if f.endswith(".eml"))
+
+    def send_message(self, c, sender="a@example.com", rcpts=("b@example.com",), body="Subject: t\r\n\r\nhello\r\n"):
+        """A whole transaction; returns the reply to the final dot."""
+        self.assertEqual(c.cmd("MAIL FROM:<%s>" % sender)[0], 250)
+        for r in rcpts:
+            self.assertEqual(c.cmd("RCPT TO:<%s>" % r)[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(body + ".\r\n")
+        return c.read_reply()
