@@ -62,8 +62,9 @@ class SmtpClient {
       if (line.size() < 4 || line[3] != '-') break;
       if (text.size() > 64 * 1024) co_return std::nullopt;
     }
-    auto parsed = smtp::parse_reply(text);
-    co_return parsed.reply;
+    smtp::ParsedReply parsed = smtp::parse_reply(text);
+    std::optional<Reply> reply = std::move(parsed.reply);
+    co_return reply;
   }
 
   asio::awaitable<bool> send(const std::string& data) {
@@ -73,9 +74,13 @@ class SmtpClient {
     co_return !ec;
   }
 
+  // GCC 12: keep each co_await a statement of its own (co_await inside a
+  // condition or an argument list miscompiles).
   asio::awaitable<std::optional<Reply>> command(const std::string& line) {
-    if (!co_await send(line + "\r\n")) co_return std::nullopt;
-    co_return co_await read_reply();
+    const bool sent = co_await send(line + "\r\n");
+    std::optional<Reply> reply;
+    if (sent) reply = co_await read_reply();
+    co_return reply;
   }
 
   ~SmtpClient() {
@@ -123,23 +128,30 @@ asio::awaitable<Reply> relay_message(const SmartHostConfig& config, const Envelo
   auto ex = co_await asio::this_coro::executor;
   SmtpClient c(ex, config.timeout);
   Reply out;
-  if (!co_await c.connect(config.host, config.port)) {
+  const bool connected = co_await c.connect(config.host, config.port);
+  if (!connected) {
     log::warning("relay queue_id={} smart_host={}:{} unreachable", envelope.queue_id, config.host, config.port);
     co_return kRelayFailed;
   }
-  if (failed(co_await c.read_reply(), 2, out)) co_return out;
-  if (failed(co_await c.command("EHLO " + config.helo_name), 2, out)) co_return out;
-  if (failed(co_await c.command("MAIL FROM:<" + envelope.sender + ">"), 2, out)) co_return out;
+  std::optional<Reply> r = co_await c.read_reply();
+  if (failed(r, 2, out)) co_return out;
+  r = co_await c.command("EHLO " + config.helo_name);
+  if (failed(r, 2, out)) co_return out;
+  r = co_await c.command("MAIL FROM:<" + envelope.sender + ">");
+  if (failed(r, 2, out)) co_return out;
   // A recipient the smart host refuses fails the whole message: the
   // client already has 250 for it, and a silent drop would lose mail.
-  for (const auto& r : envelope.recipients) {
-    if (failed(co_await c.command("RCPT TO:<" + r + ">"), 2, out)) co_return out;
+  for (const auto& rcpt : envelope.recipients) {
+    r = co_await c.command("RCPT TO:<" + rcpt + ">");
+    if (failed(r, 2, out)) co_return out;
   }
-  if (failed(co_await c.command("DATA"), 3, out)) co_return out;
-  if (!co_await c.send(dot_stuff(received, message))) co_return kRelayFailed;
-  std::optional<Reply> final_reply = co_await c.read_reply();
-  if (failed(final_reply, 2, out)) co_return out;
-  co_await c.command("QUIT");
+  r = co_await c.command("DATA");
+  if (failed(r, 3, out)) co_return out;
+  const bool sent = co_await c.send(dot_stuff(received, message));
+  if (!sent) co_return kRelayFailed;
+  r = co_await c.read_reply();
+  if (failed(r, 2, out)) co_return out;
+  r = co_await c.command("QUIT");
   co_return Reply{250, "2.0.0", {"Ok: queued as " + envelope.queue_id}};
 }
 

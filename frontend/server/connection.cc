@@ -252,7 +252,8 @@ asio::awaitable<bool> Connection::command_loop() {
     }
     if (step.verb == smtp::Verb::Data && final_reply.code == 354) {
       co_await flush();
-      if (!co_await data_phase()) co_return false;
+      const bool go_on = co_await data_phase();
+      if (!go_on) co_return false;
     }
   }
 }
@@ -327,7 +328,8 @@ asio::awaitable<Reply> Connection::deliver(Envelope& envelope, std::string& mess
   }
   const std::string received = received_header(envelope, ctx_.config.hostname);
   if (!ctx_.smart_host.host.empty() && envelope.quarantine.empty()) {
-    co_return co_await relay_message(ctx_.smart_host, envelope, received, message);
+    Reply relayed = co_await relay_message(ctx_.smart_host, envelope, received, message);
+    co_return relayed;
   }
   // fsync takes milliseconds: do it on the disk pool, then come back.
   auto home = co_await asio::this_coro::executor;
@@ -355,9 +357,8 @@ asio::awaitable<void> Connection::run() {
     log::notice("session={} client={} refused: too many connections", id_, address_);
     co_return;
   }
-  if (co_await open_policy()) {
-    co_await command_loop();
-  }
+  const bool opened = co_await open_policy();
+  if (opened) co_await command_loop();
   co_await flush();
   if (machine_.listens(EventKind::Close)) notify(machine_.notification(EventKind::Close));
   if (stream_) stream_->close();

@@ -47,6 +47,7 @@ class Process:
 
     def __init__(self, args, log_path):
         self.log_path = log_path
+        self.args = args
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
 
@@ -230,7 +231,9 @@ class MailhookTest(unittest.TestCase):
         self.front = None
 
     def tearDown(self):
-        for p in reversed(self.processes):  # the front first: policyd drains open streams
+        # Fronts first: policyd's SIGTERM drain waits for their open streams.
+        fronts = [p for p in self.processes if p.args[0] == FRONT]
+        for p in fronts + [p for p in self.processes if p not in fronts]:
             p.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
