@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""mailhook benchmarks, each beside a baseline measured in the same run.
+
+  roundtrip   per-event round trip front -> policyd -> front: 10,000 NOOPs on
+              one session with hook.noop defined (every NOOP crosses to
+              policyd), beside the same NOOPs when no script listens to NOOP
+              (the front answers alone) and against Postfix's smtp-sink.
+  throughput  messages/s for 2,000 messages over 20 concurrent sessions
+              (Postfix's smtp-source, one message per connection) into the
+              front with the default policy and the spool (fsync'd), beside
+              smtp-source straight into smtp-sink.
+
+Loopback only; every process started here is stopped by PID at the end.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.environ.get("MAILHOOK_BUILD", os.path.join(ROOT, "build"))
+FRONT = os.path.join(BUILD, "frontend", "mailhook-front")
+POLICYD = os.path.join(BUILD, "policyd", "mailhook-policyd")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError("port %d never opened" % port)
+
+
+class Stack:
+    """policyd + front, or smtp-sink, on free ports; stopped by PID."""
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.procs = []
+
+    def start(self, args, port):
+        log = open(os.path.join(self.tmp, "proc-%d.log" % len(self.procs)), "wb")
+        self.procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT))
+        wait_port(port)
+
+    def mailhook(self, script_text, spool):
+        script = os.path.join(self.tmp, "bench-%d.lua" % len(self.procs))
+        with open(script, "w") as f:
+            f.write(script_text)
+        pport, fport = free_port(), free_port()
+        self.start([POLICYD, "--listen", "127.0.0.1:%d" % pport, "--script", script, "--log-stderr",
+                    "--spool-dir", os.path.join(self.tmp, "ptmp")], pport)
+        self.start([FRONT, "--listen", "127.0.0.1:%d" % fport, "--policyd", "127.0.0.1:%d" % pport,
+                    "--spool", spool, "--hostname", "bench.test", "--log-stderr"], fport)
+        return fport
+
+    def sink(self):
+        port = free_port()
+        self.start(["smtp-sink", "-c", "127.0.0.1:%d" % port, "256"], port)
+        return port
+
+    def stop(self):
+        for p in reversed(self.procs):
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.procs = []
+
+
+def noop_latencies(port, n):
+    s = socket.create_connection(("127.0.0.1", port))
+    f = s.makefile("rb")
+    f.readline()
+    s.sendall(b"EHLO bench.test\r\n")
+    while True:
+        line = f.readline()
+        if line[3:4] == b" ":
+            break
+    out = []
+    for _ in range(n):
+        t = time.perf_counter_ns()
+        s.sendall(b"NOOP\r\n")
+        f.readline()
+        out.append(time.perf_counter_ns() - t)
+    s.sendall(b"QUIT\r\n")
+    f.readline()
+    s.close()
+    return sorted(out)
+
+
+def pct(v, p):
+    return v[min(len(v) - 1, int(len(v) * p))] / 1000.0
+
+
+def roundtrip(n=10000):
+    tmp = tempfile.mkdtemp(prefix="mailhook-bench-")
+    rows = []
+    try:
+        for name, script in (("mailhook, hook.noop (event crosses to policyd)", "function hook.noop() end"),
+                             ("mailhook, no NOOP hook (front answers alone)", "function hook.rcpt(r) end")):
+            st = Stack(tmp)
+            port = st.mailhook(script, os.path.join(tmp, "spool"))
+            noop_latencies(port, 500)  # warm up
+            rows.append((name, noop_latencies(port, n)))
+            st.stop()
+        st = Stack(tmp)
+        port = st.sink()
+        noop_latencies(port, 500)
+        rows.append(("baseline: Postfix smtp-sink", noop_latencies(port, n)))
+        st.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("roundtrip: %d sequential NOOPs on one session, client-observed latency (us)" % n)
+    print("%-50s %8s %8s" % ("system", "p50", "p99"))
+    for name, v in rows:
+        print("%-50s %8.1f %8.1f" % (name, pct(v, 0.5), pct(v, 0.99)))
+    hook, alone, sink = rows[0][1], rows[1][1], rows[2][1]
+    print("policy round trip front->policyd->front (hook minus no-hook): p50 %.1f us, p99 %.1f us" %
+          (pct(hook, 0.5) - pct(alone, 0.5), pct(hook, 0.99) - pct(alone, 0.99)))
+    print("ratio p50 mailhook-with-hook / smtp-sink: %.2f" % (pct(hook, 0.5) / pct(sink, 0.5)))
+
+
+def smtp_source(port, messages, sessions):
+    t = time.monotonic()
+    r = subprocess.run(["smtp-source", "-s", str(sessions), "-m", str(messages), "-l", "2048", "-f",
+                        "sender@example.com", "-t", "rcpt@example.com", "-M", "bench.test",
+                        "127.0.0.1:%d" % port], capture_output=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError("smtp-source failed: %s" % r.stderr.decode())
+    return time.monotonic() - t
+
+
+def throughput(messages=2000, sessions=20):
+    tmp = tempfile.mkdtemp(prefix="mailhook-bench-")
+    try:
+        with open(os.path.join(ROOT, "lua", "policy.lua")) as f:
+            policy = f.read().replace("local RATE_LIMIT = 60", "local RATE_LIMIT = 1e9")
+        st = Stack(tmp)
+        spool = os.path.join(tmp, "spool")
+        port = st.mailhook(policy, spool)
+        mh = smtp_source(port, messages, sessions)
+        spooled = len([x for x in os.listdir(spool) if x.endswith(".eml")])
+        st.stop()
+        st = Stack(tmp)
+        port = st.sink()
+        base = smtp_source(port, messages, sessions)
+        st.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("throughput: smtp-source, %d messages of 2 KiB, %d sessions, one message per connection" %
+          (messages, sessions))
+    print("mailhook (default policy, rate limit lifted; spool with fsync): %7.0f msgs/s (%d spooled)" %
+          (messages / mh, spooled))
+    print("baseline: Postfix smtp-sink (no policy, no disk):             %7.0f msgs/s" % (messages / base))
+    print("ratio mailhook / smtp-sink: %.2f" % (base / mh))
+
+
+if __name__ == "__main__":
+    what = sys.argv[1] if len(sys.argv) > 1 else "all"
+    if what in ("roundtrip", "all"):
+        roundtrip()
+    if what in ("throughput", "all"):
+        throughput()
