@@ -69,7 +69,8 @@ class Stack:
 
     def sink(self):
         port = free_port()
-        self.start(["smtp-sink", "-c", "127.0.0.1:%d" % port, "256"], port)
+        user = ["-u", "nobody"] if os.geteuid() == 0 else []  # smtp-sink refuses to run as root
+        self.start(["smtp-sink"] + user + ["-c", "127.0.0.1:%d" % port, "256"], port)
         return port
 
     def stop(self):
