@@ -157,11 +157,11 @@ void SessionMachine::reset_transaction() {
   if (state_ == State::Mail || state_ == State::Rcpt) state_ = State::Greeted;
 }
 
+// smtpe: hook.reset runs on RSET, HELO, EHLO and after every end of message,
+// whether or not a transaction was open.
 std::optional<SessionEvent> SessionMachine::end_transaction() {
-  const bool had = !transaction_id_.empty();
   reset_transaction();
   if (!listened_.has(EventKind::Reset)) return std::nullopt;
-  (void)had;  // smtpe: hook.reset runs after every end of message and RSET/HELO/EHLO
   return notification(EventKind::Reset);
 }
 
