@@ -67,26 +67,27 @@ class PolicydDown(MailhookTest):
 
 
 class LuaLimits(MailhookTest):
-    def test_hook_timeout_gives_451_and_the_next_session_works(self):
-        self.start_both('function hook.rcpt(r) while true do end end function hook.noop() return "250 alive\\r\\n" end',
-                        policyd_args=["--hook-timeout", "200"])
+    ALIVE = 'function hook.noop() return "250 alive\\r\\n" end\n'
+
+    def assert_rcpt_overruns(self, rcpt_hook, policyd_args, log_text):
+        """hook.rcpt overruns a limit: that event gets 451, policyd logs it,
+        and the next session on the same worker is served."""
+        self.start_both(rcpt_hook + "\n" + self.ALIVE, policyd_args=policyd_args)
         c = self.client()
         c.cmd("EHLO client.example")
         c.cmd("MAIL FROM:<a@example.com>")
-        self.assertEqual(c.cmd("RCPT TO:<b@example.com>")[0], 451)
-        self.assertIn("--hook-timeout", self.policyd.output())
+        self.assertEqual(c.cmd("RCPT TO:<b@example.com>")[1], ["451 4.3.0 Policy temporarily unavailable, try again later"])
+        self.assertIn(log_text, self.policyd.output())
         self.assertEqual(self.client().cmd("NOOP"), (250, ["250 alive"]))
 
+    def test_hook_timeout_gives_451_and_the_next_session_works(self):
+        self.assert_rcpt_overruns("function hook.rcpt(r) while true do end end", ["--hook-timeout", "200"],
+                                  "--hook-timeout")
+
     def test_memory_cap_fails_the_hook_only(self):
-        hog = 'function hook.rcpt(r) local t = {} for i = 1, 1e9 do t[i] = string.rep("x", 64) .. i end end\n' \
-              'function hook.noop() return "250 alive\\r\\n" end'
-        self.start_both(hog, policyd_args=["--lua-memory", "8"])
-        c = self.client()
-        c.cmd("EHLO client.example")
-        c.cmd("MAIL FROM:<a@example.com>")
-        self.assertEqual(c.cmd("RCPT TO:<b@example.com>")[0], 451)
-        self.assertIn("out of --lua-memory", self.policyd.output())
-        self.assertEqual(self.client().cmd("NOOP"), (250, ["250 alive"]))
+        self.assert_rcpt_overruns(
+            'function hook.rcpt(r) local t = {} for i = 1, 1e9 do t[i] = string.rep("x", 64) .. i end end',
+            ["--lua-memory", "8"], "out of --lua-memory")
 
 
 class Scripts(MailhookTest):
