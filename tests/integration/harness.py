@@ -253,7 +253,7 @@ class MailhookTest(unittest.TestCase):
         self.processes.append(p)
         self.policyd = p
         if wait:
-            wait_for(lambda: port_open(self.policyd_port) or not p.alive(), what="policyd port")
+            wait_for(lambda: "listening on" in p.output() or not p.alive(), what="policyd listening")
             self.assertTrue(p.alive(), p.output())
         return p
 
@@ -267,7 +267,9 @@ class MailhookTest(unittest.TestCase):
                     os.path.join(self.dir, "front-%d.log" % len(self.processes)))
         self.processes.append(p)
         self.front = p
-        wait_for(lambda: port_open(self.front_port) or not p.alive(), what="front port")
+        # Await the log line, not a probe connection: a probe would be a
+        # session of its own and hold a connection slot for a moment.
+        wait_for(lambda: "listening on" in p.output() or not p.alive(), what="front listening")
         self.assertTrue(p.alive(), p.output())
         return p
 

@@ -139,6 +139,12 @@ TEST_F(Policyd, ServesHealthAndDrainsOnSigterm) {
   ASSERT_TRUE(s->Read(&m));
 
   ASSERT_EQ(kill(pid_, SIGTERM), 0);
+  // Draining has begun once health stops answering SERVING.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (health() == HealthStatus::SERVING && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_NE(health(), HealthStatus::SERVING);
   // The open session is still served while policyd drains...
   ASSERT_TRUE(s->Write(rcpt(1, "during@drain")));
   ASSERT_TRUE(s->Read(&m));
