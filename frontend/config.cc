@@ -49,6 +49,10 @@ FrontConfig parse_config(int argc, char** argv) {
   app.add_option("--data-timeout", c.data_timeout_s, "seconds idle inside DATA (421 4.4.2)")
       ->check(CLI::Range(1, 86400))
       ->capture_default_str();
+  app.add_option("--shutdown-grace", c.shutdown_grace_s,
+                 "seconds SIGTERM lets open transactions finish; idle sessions get 421 4.3.2 at once")
+      ->check(CLI::Range(0, 3600))
+      ->capture_default_str();
   app.add_option("--threads", c.threads, "I/O threads [default: cores]")->check(CLI::Range(1, 256));
   app.add_flag("--log-stderr", c.log_stderr, "log to stderr instead of syslog (facility mail)");
   try {

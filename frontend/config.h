@@ -26,6 +26,7 @@ struct FrontConfig {
   int max_connections_per_ip = 50;
   int command_timeout_s = 300;
   int data_timeout_s = 600;
+  int shutdown_grace_s = 30;
   int threads = 0;
   bool log_stderr = false;
 };

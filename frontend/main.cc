@@ -5,6 +5,7 @@
 
 #include <asio.hpp>
 #include <csignal>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -95,12 +96,29 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "mailhook-front: cannot listen on %s: %s\n", config.listen.c_str(), e.what());
     return 1;
   }
+  // SIGTERM/SIGINT: no new connections; idle sessions get 421 4.3.2,
+  // transactions in flight get --shutdown-grace to finish; then stop.
   asio::signal_set signals(main_io, SIGINT, SIGTERM);
+  asio::steady_timer drain_timer(main_io);
+  const auto grace_end = [&] { return std::chrono::steady_clock::now() + std::chrono::seconds(config.shutdown_grace_s); };
+  std::chrono::steady_clock::time_point deadline;
+  std::function<void()> wait_drained = [&] {
+    if (ctx.drain.open() == 0 || std::chrono::steady_clock::now() >= deadline) {
+      if (ctx.drain.open() != 0) mlog::warning("shutdown grace over: closing {} session(s)", ctx.drain.open());
+      for (auto& io : ios) io->stop();
+      return;
+    }
+    drain_timer.expires_after(std::chrono::milliseconds(20));
+    drain_timer.async_wait([&](asio::error_code) { wait_drained(); });
+  };
   signals.async_wait([&](asio::error_code, int sig) {
-    mlog::notice("{}: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    mlog::notice("{}: no new connections; draining {} session(s), up to {}s", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                 ctx.drain.open(), config.shutdown_grace_s);
     asio::error_code ec;
     acceptor.close(ec);
-    for (auto& io : ios) io->stop();
+    deadline = grace_end();
+    ctx.drain.start();
+    wait_drained();
   });
   asio::co_spawn(main_io, accept_loop(acceptor, ios, ctx), asio::detached);
   mlog::notice("listening on {} ({} threads), policyd {}, delivery {}", config.listen, config.threads,

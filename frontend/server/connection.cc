@@ -37,6 +37,45 @@ void ConnectionLimiter::release(const std::string& ip) {
   if (--per_ip_[ip] <= 0) per_ip_.erase(ip);
 }
 
+std::uint64_t DrainRegistry::add(asio::any_io_executor executor, std::function<void()> on_drain) {
+  std::lock_guard l(mu_);
+  const std::uint64_t id = ++next_;
+  entries_.emplace(id, Entry{executor, std::move(on_drain)});
+  if (draining_) post_drain(id, executor);
+  return id;
+}
+
+void DrainRegistry::remove(std::uint64_t id) {
+  std::lock_guard l(mu_);
+  entries_.erase(id);
+}
+
+void DrainRegistry::start() {
+  std::lock_guard l(mu_);
+  draining_ = true;
+  for (const auto& [id, e] : entries_) post_drain(id, e.executor);
+}
+
+std::size_t DrainRegistry::open() {
+  std::lock_guard l(mu_);
+  return entries_.size();
+}
+
+// Runs on the connection's own executor, where it is also destroyed, so a
+// connection still registered there is alive for the whole call.
+void DrainRegistry::post_drain(std::uint64_t id, const asio::any_io_executor& executor) {
+  asio::post(executor, [this, id] {
+    std::function<void()> fn;
+    {
+      std::lock_guard l(mu_);
+      auto it = entries_.find(id);
+      if (it == entries_.end()) return;
+      fn = it->second.on_drain;
+    }
+    fn();
+  });
+}
+
 namespace {
 
 using asio::ip::tcp;
@@ -51,12 +90,13 @@ class Connection {
 
   ~Connection() {
     if (stream_) stream_->cancel();  // e.g. the front stops mid-session
+    if (drain_id_ != 0) ctx_.drain.remove(drain_id_);
   }
 
   asio::awaitable<void> run();
 
  private:
-  enum class Read : std::uint8_t { Ok, Closed, TimedOut };
+  enum class Read : std::uint8_t { Ok, Closed, TimedOut, Draining };
 
   asio::awaitable<Read> read_more(std::chrono::seconds timeout);
   asio::awaitable<void> flush();
@@ -83,6 +123,8 @@ class Connection {
   std::uint32_t port_ = 0;
   std::string in_;
   std::string out_;
+  std::uint64_t drain_id_ = 0;
+  bool draining_ = false;
   int transactions_ = 0;
   int accepted_ = 0;
   std::string end_reason_ = "quit";
@@ -94,7 +136,7 @@ asio::awaitable<Connection::Read> Connection::read_more(std::chrono::seconds tim
   char buf[16 * 1024];
   timer_.expires_after(timeout);
   auto result = co_await (socket_.async_read_some(asio::buffer(buf), token) || timer_.async_wait(token));
-  if (result.index() == 1) co_return Read::TimedOut;
+  if (result.index() == 1) co_return draining_ ? Read::Draining : Read::TimedOut;
   const auto [ec, n] = std::get<0>(result);
   if (ec) co_return Read::Closed;
   in_.append(buf, n);
@@ -203,6 +245,11 @@ asio::awaitable<bool> Connection::command_loop() {
   bool discarding = false;  // inside an over-long line
   for (;;) {
     std::size_t eol = in_.find('\n');
+    if (eol == std::string::npos && draining_ && machine_.transaction_id().empty()) {
+      queue_reply(replies::kShuttingDown);  // idle at shutdown: RFC 5321 3.8
+      end_reason_ = "shutdown";
+      co_return false;
+    }
     if (eol == std::string::npos) {
       if (in_.size() > smtp::kMaxCommandLine) {  // RFC 5321 4.5.3.1.4
         if (!discarding) queue_reply(replies::kLineTooLong);
@@ -211,6 +258,7 @@ asio::awaitable<bool> Connection::command_loop() {
       }
       co_await flush();  // RFC 2920: reply when the client's batch is read
       const Read r = co_await read_more(std::chrono::seconds(ctx_.config.command_timeout_s));
+      if (r == Read::Draining) continue;  // idle: 421 4.3.2 above; in a transaction: let it finish
       if (r == Read::TimedOut) {
         queue_reply(replies::kTimeout);
         end_reason_ = "timeout";
@@ -278,6 +326,7 @@ asio::awaitable<bool> Connection::data_phase() {
     send_chunks(false);
     if (decoder.done()) break;
     const Read r = co_await read_more(std::chrono::seconds(ctx_.config.data_timeout_s));
+    if (r == Read::Draining) continue;  // a message in flight finishes
     if (r != Read::Ok) {
       if (r == Read::TimedOut) queue_reply(replies::kTimeout);
       end_reason_ = r == Read::TimedOut ? "data_timeout" : "disconnect_in_data";
@@ -351,6 +400,10 @@ asio::awaitable<void> Connection::run() {
   const auto started = Clock::now();
   const std::uint64_t n = ctx_.sequence.fetch_add(1);
   id_ = fmt::format("{:08X}{:04X}", static_cast<std::uint32_t>(std::time(nullptr)), static_cast<std::uint32_t>(n & 0xffff));
+  drain_id_ = ctx_.drain.add(socket_.get_executor(), [this] {
+    draining_ = true;
+    timer_.cancel();  // wakes an idle read
+  });
   if (!ctx_.limiter.admit(address_)) {
     queue_reply(replies::kTooManyConnections);
     co_await flush();

@@ -7,6 +7,7 @@
 
 #include <asio.hpp>
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -33,6 +34,29 @@ class ConnectionLimiter {
   std::map<std::string, int> per_ip_;
 };
 
+// SIGTERM: every open connection is told once, on its own executor, that
+// the front is shutting down; idle ones then answer 421 4.3.2 and close,
+// those inside a transaction finish it first.
+class DrainRegistry {
+ public:
+  std::uint64_t add(asio::any_io_executor executor, std::function<void()> on_drain);
+  void remove(std::uint64_t id);
+  void start();
+  std::size_t open();
+
+ private:
+  struct Entry {
+    asio::any_io_executor executor;
+    std::function<void()> on_drain;
+  };
+  void post_drain(std::uint64_t id, const asio::any_io_executor& executor);
+
+  std::mutex mu_;
+  std::map<std::uint64_t, Entry> entries_;
+  std::uint64_t next_ = 0;
+  bool draining_ = false;
+};
+
 // What every connection shares; built once by main().
 struct FrontContext {
   const FrontConfig& config;
@@ -41,6 +65,7 @@ struct FrontContext {
   SmartHostConfig smart_host;   // host empty: spool
   asio::thread_pool& disk;      // blocking file I/O runs here
   ConnectionLimiter limiter;
+  DrainRegistry drain;
   std::atomic<std::uint64_t> sequence{0};
 };
 

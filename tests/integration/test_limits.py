@@ -1,10 +1,13 @@
 """Front limits at their edges: connections per client address and in
-total, and the idle timeouts between commands and inside DATA."""
+total, the idle timeouts between commands and inside DATA, and what
+SIGTERM does to open sessions."""
 
+import signal
+import socket
 import time
 import unittest
 
-from harness import MailhookTest, SmtpClient
+from harness import MailhookTest, SmtpClient, wait_for
 
 
 class ConnectionLimits(MailhookTest):
@@ -57,6 +60,36 @@ class IdleTimeouts(MailhookTest):
         self.assertEqual(c.read_reply()[0], 421)
         self.assertTrue(c.closed())
         self.assertEqual(self.spooled(), [])
+
+
+class FrontShutdown(MailhookTest):
+    def setUp(self):
+        super().setUp()
+        self.start_both("function hook.rcpt(r) end", front_args=["--shutdown-grace", "20"])
+
+    def test_idle_session_gets_421_4_3_2_and_the_front_exits(self):
+        c = self.client()
+        c.cmd("EHLO client.example")
+        self.front.signal(signal.SIGTERM)
+        self.assertEqual(c.read_reply(), (421, ["421 4.3.2 Service shutting down"]))
+        self.assertTrue(c.closed())
+        self.assertEqual(self.front.proc.wait(timeout=10), 0)
+
+    def test_open_transaction_finishes_and_no_new_connection_is_taken(self):
+        c = self.client()
+        c.cmd("EHLO client.example")
+        c.cmd("MAIL FROM:<a@example.com>")
+        self.assertEqual(c.cmd("RCPT TO:<b@example.com>")[0], 250)
+        self.front.signal(signal.SIGTERM)
+        wait_for(lambda: "no new connections" in self.front.output(), what="shutdown log")
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", self.front_port), timeout=2).close()
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send("Subject: in flight\r\n\r\nbody\r\n.\r\n")
+        self.assertEqual(c.read_reply()[0], 250)
+        self.assertEqual(c.read_reply()[0], 421)  # idle again: shut down
+        self.assertEqual(self.front.proc.wait(timeout=10), 0)
+        self.assertEqual(len(self.spooled()), 1)
 
 
 if __name__ == "__main__":
