@@ -53,12 +53,19 @@ FrontConfig parse_config(int argc, char** argv) {
                  "seconds SIGTERM lets open transactions finish; idle sessions get 421 4.3.2 at once")
       ->check(CLI::Range(0, 3600))
       ->capture_default_str();
+  app.add_option("--tls-cert", c.tls_cert, "PEM certificate chain; with --tls-key offers STARTTLS")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", c.tls_key, "PEM private key of --tls-cert")->check(CLI::ExistingFile);
   app.add_option("--threads", c.threads, "I/O threads [default: cores]")->check(CLI::Range(1, 256));
   app.add_flag("--log-stderr", c.log_stderr, "log to stderr instead of syslog (facility mail)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     std::exit(app.exit(e));
+  }
+  if (c.tls_cert.empty() != c.tls_key.empty()) {
+    std::fprintf(stderr, "mailhook-front: --tls-cert and --tls-key go together\n");
+    std::exit(2);
   }
   c.policy_failure = failure == "accept" ? PolicyFailure::Accept : PolicyFailure::Tempfail;
   if (c.threads == 0) c.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));

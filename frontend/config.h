@@ -27,6 +27,8 @@ struct FrontConfig {
   int command_timeout_s = 300;
   int data_timeout_s = 600;
   int shutdown_grace_s = 30;
+  std::string tls_cert;   // PEM chain; with tls_key enables STARTTLS
+  std::string tls_key;
   int threads = 0;
   bool log_stderr = false;
 };

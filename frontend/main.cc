@@ -72,7 +72,22 @@ int main(int argc, char** argv) {
   }
   auto stub = mailhook::v1::Policy::NewStub(policy_channel(config.policyd));
   asio::thread_pool disk(2);
-  mf::FrontContext ctx{config, *stub, mf::Spool(config.spool), smart, disk,
+  std::unique_ptr<asio::ssl::context> tls;
+  if (!config.tls_cert.empty()) {
+    tls = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+    // TLS 1.2 and later only; no compression, no renegotiation by the client.
+    tls->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                     asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1 |
+                     asio::ssl::context::no_compression);
+    asio::error_code ec;
+    tls->use_certificate_chain_file(config.tls_cert, ec);
+    if (!ec) tls->use_private_key_file(config.tls_key, asio::ssl::context::pem, ec);
+    if (ec) {
+      std::fprintf(stderr, "mailhook-front: cannot load --tls-cert/--tls-key: %s\n", ec.message().c_str());
+      return 1;
+    }
+  }
+  mf::FrontContext ctx{config, *stub, mf::Spool(config.spool), smart, disk, tls.get(),
                        mf::ConnectionLimiter(config.max_connections, config.max_connections_per_ip)};
   if (smart.host.empty()) {
     if (std::string e = ctx.spool.prepare(); !e.empty()) {

@@ -18,6 +18,8 @@ struct Envelope {
   std::string client_host;
   std::string helo;
   bool esmtp = false;
+  std::string tls_protocol;    // empty: no TLS
+  std::string tls_cipher;
   std::string sender;
   std::vector<std::string> recipients;
   std::string quarantine;      // non-empty: quarantined, with this reason

@@ -86,7 +86,9 @@ class Connection {
  public:
   Connection(tcp::socket socket, FrontContext& ctx)
       : socket_(std::move(socket)), ctx_(ctx), timer_(socket_.get_executor()),
-        machine_(ctx.config.hostname, {ctx.config.max_message_size, ctx.config.max_recipients}, EventSet{}) {}
+        machine_(ctx.config.hostname, {ctx.config.max_message_size, ctx.config.max_recipients}, EventSet{}) {
+    machine_.set_tls(ctx.tls != nullptr, false);
+  }
 
   ~Connection() {
     if (stream_) stream_->cancel();  // e.g. the front stops mid-session
@@ -106,6 +108,7 @@ class Connection {
   void notify(SessionEvent event);
   Reply choose(const SessionEvent* event, const Decision& d, const Reply& fallback, bool& close);
   asio::awaitable<bool> command_loop();
+  asio::awaitable<bool> start_tls();
   asio::awaitable<bool> data_phase();
   asio::awaitable<Reply> deliver(Envelope& envelope, std::string& message, const Decision& eom);
   // The id a MAIL command would start; counted once the MAIL is accepted.
@@ -116,6 +119,8 @@ class Connection {
   asio::steady_timer timer_;
   session::SessionMachine machine_;
   std::shared_ptr<PolicyStream> stream_;
+  std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls_;
+  ClientFacts facts_;
   bool policy_down_ = false;
   bool wants_message_ = false;
   std::string id_;
@@ -135,7 +140,12 @@ asio::awaitable<Connection::Read> Connection::read_more(std::chrono::seconds tim
   constexpr auto token = asio::experimental::as_tuple(asio::use_awaitable);
   char buf[16 * 1024];
   timer_.expires_after(timeout);
-  auto result = co_await (socket_.async_read_some(asio::buffer(buf), token) || timer_.async_wait(token));
+  std::variant<std::tuple<asio::error_code, std::size_t>, std::tuple<asio::error_code>> result;
+  if (tls_) {
+    result = co_await (tls_->async_read_some(asio::buffer(buf), token) || timer_.async_wait(token));
+  } else {
+    result = co_await (socket_.async_read_some(asio::buffer(buf), token) || timer_.async_wait(token));
+  }
   if (result.index() == 1) co_return draining_ ? Read::Draining : Read::TimedOut;
   const auto [ec, n] = std::get<0>(result);
   if (ec) co_return Read::Closed;
@@ -146,7 +156,11 @@ asio::awaitable<Connection::Read> Connection::read_more(std::chrono::seconds tim
 asio::awaitable<void> Connection::flush() {
   if (out_.empty()) co_return;
   asio::error_code ec;
-  co_await asio::async_write(socket_, asio::buffer(out_), asio::redirect_error(asio::use_awaitable, ec));
+  if (tls_) {
+    co_await asio::async_write(*tls_, asio::buffer(out_), asio::redirect_error(asio::use_awaitable, ec));
+  } else {
+    co_await asio::async_write(socket_, asio::buffer(out_), asio::redirect_error(asio::use_awaitable, ec));
+  }
   out_.clear();
 }
 
@@ -156,11 +170,14 @@ asio::awaitable<bool> Connection::open_policy() {
   start.local_host = ctx_.config.hostname;
   start.client.address = address_;
   start.client.port = port_;
+  facts_ = start.client;
   asio::error_code ec;
   const auto local = socket_.local_endpoint(ec);
   start.client.local_address = local.address().to_string();
   start.client.local_port = local.port();
   start.early_talker = socket_.available(ec) > 0;  // talked before the greeting
+  facts_.local_address = start.client.local_address;
+  facts_.local_port = start.client.local_port;
   start.limits = {ctx_.config.max_message_size, ctx_.config.max_recipients, 512};
   v1::FrontMessage first;
   wire::to_proto(start, first.mutable_start());
@@ -298,12 +315,47 @@ asio::awaitable<bool> Connection::command_loop() {
       if (step.verb != smtp::Verb::Quit) end_reason_ = "closed_by_policy";
       co_return false;
     }
+    if (step.verb == smtp::Verb::Starttls && final_reply.code == 220) {
+      const bool ok = co_await start_tls();
+      if (!ok) co_return false;
+      continue;
+    }
     if (step.verb == smtp::Verb::Data && final_reply.code == 354) {
       co_await flush();
       const bool go_on = co_await data_phase();
       if (!go_on) co_return false;
     }
   }
+}
+
+// RFC 3207: the handshake after "220 Ready". Anything the client sent
+// behind STARTTLS in the clear is dropped, never executed (CVE-2011-0411),
+// and the session starts over: EHLO is required again.
+asio::awaitable<bool> Connection::start_tls() {
+  co_await flush();
+  in_.clear();
+  tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket_, *ctx_.tls);
+  using namespace asio::experimental::awaitable_operators;
+  constexpr auto token = asio::experimental::as_tuple(asio::use_awaitable);
+  timer_.expires_after(std::chrono::seconds(ctx_.config.command_timeout_s));
+  auto result = co_await (tls_->async_handshake(asio::ssl::stream_base::server, token) || timer_.async_wait(token));
+  const asio::error_code ec = result.index() == 0 ? std::get<0>(std::get<0>(result)) : asio::error::timed_out;
+  if (ec) {
+    log::notice("session={} client={} TLS handshake failed: {}", id_, address_, ec.message());
+    tls_.reset();
+    end_reason_ = "tls_failed";
+    co_return false;
+  }
+  SSL* ssl = tls_->native_handle();
+  facts_.tls_protocol = SSL_get_version(ssl);
+  facts_.tls_cipher = SSL_get_cipher_name(ssl);
+  machine_.restart_after_tls();
+  // Always told, so client.* in policyd knows the TLS facts.
+  SessionEvent e = machine_.notification(EventKind::Starttls);
+  e.client = facts_;
+  notify(std::move(e));
+  log::info("session={} client={} TLS {} {}", id_, address_, facts_.tls_protocol, facts_.tls_cipher);
+  co_return true;
 }
 
 asio::awaitable<bool> Connection::data_phase() {
@@ -335,6 +387,7 @@ asio::awaitable<bool> Connection::data_phase() {
   }
   Envelope envelope{.session_id = id_, .queue_id = machine_.transaction_id(), .client_address = address_,
                     .client_port = port_, .helo = machine_.helo(), .esmtp = machine_.esmtp(),
+                    .tls_protocol = facts_.tls_protocol, .tls_cipher = facts_.tls_cipher,
                     .sender = machine_.sender(), .recipients = machine_.recipients()};
   Reply final_reply;
   bool final_reply_closes = false;
@@ -415,6 +468,10 @@ asio::awaitable<void> Connection::run() {
   co_await flush();
   if (machine_.listens(EventKind::Close)) notify(machine_.notification(EventKind::Close));
   if (stream_) stream_->close();
+  if (tls_) {
+    // A close_notify would wait on a possibly silent peer; just close.
+    tls_.reset();
+  }
   socket_.shutdown(tcp::socket::shutdown_both, ec);
   socket_.close(ec);
   ctx_.limiter.release(address_);

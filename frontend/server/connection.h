@@ -6,6 +6,7 @@
 #pragma once
 
 #include <asio.hpp>
+#include <asio/ssl.hpp>
 #include <atomic>
 #include <functional>
 #include <map>
@@ -64,6 +65,7 @@ struct FrontContext {
   Spool spool;
   SmartHostConfig smart_host;   // host empty: spool
   asio::thread_pool& disk;      // blocking file I/O runs here
+  asio::ssl::context* tls;      // nullptr: no STARTTLS
   ConnectionLimiter limiter;
   DrainRegistry drain;
   std::atomic<std::uint64_t> sequence{0};

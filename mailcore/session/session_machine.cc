@@ -66,8 +66,10 @@ SessionEvent SessionMachine::notification(EventKind kind) {
 Reply SessionMachine::ehlo_reply(const std::string& arg) const {
   // RFC 5321 4.1.1.1 and the extensions of SPEC: PIPELINING (RFC 2920),
   // SIZE (RFC 1870), 8BITMIME (RFC 6152), ENHANCEDSTATUSCODES (RFC 2034).
-  return Reply{250, "", {host_ + " Hello " + arg, "PIPELINING", "SIZE " + std::to_string(limits_.max_message_size),
-                         "8BITMIME", "ENHANCEDSTATUSCODES"}};
+  Reply r{250, "", {host_ + " Hello " + arg, "PIPELINING", "SIZE " + std::to_string(limits_.max_message_size),
+                    "8BITMIME", "ENHANCEDSTATUSCODES"}};
+  if (tls_offered_ && !tls_active_) r.lines.push_back("STARTTLS");  // RFC 3207 4
+  return r;
 }
 
 Step SessionMachine::on_command(std::string_view line, const std::string& next_transaction_id) {
@@ -133,6 +135,15 @@ Step SessionMachine::on_command(std::string_view line, const std::string& next_t
     case Verb::Vrfy: step.default_reply = reply(252, "2.5.0", "Cannot VRFY user, but will accept message"); break;
     case Verb::Expn: step.default_reply = reply(502, "5.5.1", "EXPN not available"); break;
     case Verb::Starttls:
+      if (tls_offered_ && !tls_active_) {
+        // RFC 3207 4: not inside a transaction.
+        if (state_ == State::Mail || state_ == State::Rcpt) return sequence_error();
+        step.default_reply = reply(220, "2.0.0", "Ready to start TLS");
+        return step;  // the policy hears of it once the handshake is done
+      }
+      step.default_reply = tls_active_ ? reply(503, "5.5.1", "TLS already active")
+                                       : reply(502, "5.5.1", "STARTTLS not available");
+      return step;
     case Verb::Auth:
     case Verb::Xclient:
     case Verb::Bdat:
@@ -210,6 +221,14 @@ std::optional<SessionEvent> SessionMachine::commit(const Step& step, const Reply
       return std::nullopt;
   }
   return std::nullopt;
+}
+
+void SessionMachine::restart_after_tls() {
+  reset_transaction();
+  helo_.clear();
+  esmtp_ = false;
+  tls_active_ = true;
+  state_ = State::Connected;
 }
 
 SessionEvent SessionMachine::end_of_message_event(std::uint64_t size) {

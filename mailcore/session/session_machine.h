@@ -44,6 +44,14 @@ class SessionMachine {
       : host_(std::move(host)), limits_(limits), listened_(listened) {}
 
   void set_listened(EventSet e) { listened_ = e; }
+  // RFC 3207: STARTTLS is offered while TLS is configured and not active.
+  void set_tls(bool offered, bool active) {
+    tls_offered_ = offered;
+    tls_active_ = active;
+  }
+  bool tls_active() const { return tls_active_; }
+  // RFC 3207 4.2: after the handshake the session starts over; EHLO again.
+  void restart_after_tls();
 
   // One command line without its line end. `next_transaction_id` is used
   // if the line is a MAIL command that may start a transaction.
@@ -82,6 +90,8 @@ class SessionMachine {
   State state_ = State::Connected;
   std::string helo_;
   bool esmtp_ = false;
+  bool tls_offered_ = false;
+  bool tls_active_ = false;
   std::string sender_;
   std::vector<std::string> recipients_;
   std::string transaction_id_;
