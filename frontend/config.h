@@ -29,6 +29,7 @@ struct FrontConfig {
   int shutdown_grace_s = 30;
   std::string tls_cert;   // PEM chain; with tls_key enables STARTTLS
   std::string tls_key;
+  bool auth_plaintext = false;  // offer AUTH without TLS
   int threads = 0;
   bool log_stderr = false;
 };

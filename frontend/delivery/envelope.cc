@@ -58,9 +58,10 @@ std::string received_header(const Envelope& e, const std::string& local_host) {
   std::string h = "Received: from " + (e.helo.empty() ? std::string("unknown") : e.helo) + " (" +
                   (e.client_host.empty() ? std::string("unknown") : e.client_host) + " [" + e.client_address +
                   "])\r\n\t";
-  // RFC 3848: ESMTPS when the session ran over TLS; the TLS facts as a comment.
+  // RFC 3848: ESMTP, ESMTPS, ESMTPA, ESMTPSA; TLS and AUTH facts as comments.
   if (!e.tls_protocol.empty()) h += "(using " + e.tls_protocol + " with cipher " + e.tls_cipher + ")\r\n\t";
-  h += "by " + local_host + " (mailhook) with " + (e.esmtp ? "ESMTP" : "SMTP") + (e.tls_protocol.empty() ? "" : "S") +
+  if (!e.auth_user.empty()) h += "(Authenticated sender: " + e.auth_user + ")\r\n\t";
+  h += "by " + local_host + " (mailhook) with " + (e.esmtp ? "ESMTP" : "SMTP") + (e.tls_protocol.empty() ? "" : "S") + (e.auth_user.empty() ? "" : "A") +
        " id " + e.queue_id + "\r\n\t";
   if (e.recipients.size() == 1) h += "for <" + e.recipients.front() + ">; ";
   h += rfc5322_now() + "\r\n";

@@ -20,6 +20,7 @@ struct Envelope {
   bool esmtp = false;
   std::string tls_protocol;    // empty: no TLS
   std::string tls_cipher;
+  std::string auth_user;       // empty: not authenticated
   std::string sender;
   std::vector<std::string> recipients;
   std::string quarantine;      // non-empty: quarantined, with this reason

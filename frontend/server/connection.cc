@@ -12,6 +12,7 @@
 #include "frontend/policy_client/policy_stream.h"
 #include "frontend/server/replies.h"
 #include "mailcore/session/session_machine.h"
+#include "mailcore/smtp/base64.h"
 #include "mailcore/smtp/dot_decoder.h"
 #include "mailcore/smtp/reply_text.h"
 #include "mailcore/telemetry/log.h"
@@ -88,6 +89,7 @@ class Connection {
       : socket_(std::move(socket)), ctx_(ctx), timer_(socket_.get_executor()),
         machine_(ctx.config.hostname, {ctx.config.max_message_size, ctx.config.max_recipients}, EventSet{}) {
     machine_.set_tls(ctx.tls != nullptr, false);
+    machine_.allow_plaintext_auth(ctx.config.auth_plaintext);
   }
 
   ~Connection() {
@@ -109,6 +111,8 @@ class Connection {
   Reply choose(const SessionEvent* event, const Decision& d, const Reply& fallback, bool& close);
   asio::awaitable<bool> command_loop();
   asio::awaitable<bool> start_tls();
+  asio::awaitable<std::optional<std::string>> read_line();
+  asio::awaitable<Reply> authenticate(const std::string& line, const std::string& argument);
   asio::awaitable<bool> data_phase();
   asio::awaitable<Reply> deliver(Envelope& envelope, std::string& message, const Decision& eom);
   // The id a MAIL command would start; counted once the MAIL is accepted.
@@ -301,6 +305,12 @@ asio::awaitable<bool> Connection::command_loop() {
     session::Step step = machine_.on_command(command, candidate);
     Reply final_reply = step.default_reply;
     bool close = false;
+    if (step.starts_auth) {
+      final_reply = co_await authenticate(command, step.argument);
+      queue_reply(final_reply);
+      if (final_reply.code == 421) co_return false;
+      continue;
+    }
     if (step.event) {
       const SessionEvent event_copy_kind{.kind = step.event->kind};
       Decision d = co_await ask(std::move(*step.event));
@@ -326,6 +336,94 @@ asio::awaitable<bool> Connection::command_loop() {
       if (!go_on) co_return false;
     }
   }
+}
+
+// One line of an AUTH exchange (RFC 4954 4); nullopt when the client left.
+asio::awaitable<std::optional<std::string>> Connection::read_line() {
+  for (;;) {
+    const std::size_t eol = in_.find('\n');
+    if (eol != std::string::npos) {
+      std::string line = in_.substr(0, eol);
+      in_.erase(0, eol + 1);
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      co_return line;
+    }
+    if (in_.size() > 12288) co_return std::nullopt;  // RFC 4954 4: 12288 octets
+    co_await flush();
+    const Read r = co_await read_more(std::chrono::seconds(ctx_.config.command_timeout_s));
+    if (r == Read::Draining) continue;
+    if (r != Read::Ok) co_return std::nullopt;
+  }
+}
+
+// AUTH PLAIN and LOGIN (RFC 4954, 4616): collect and decode the
+// credentials, then hook.auth decides; only 235 authenticates.
+asio::awaitable<Reply> Connection::authenticate(const std::string& line, const std::string& argument) {
+  static const Reply kCanceled{501, "5.7.0", {"Authentication canceled"}};
+  static const Reply kBadBase64{501, "5.5.2", {"Cannot decode response"}};
+  static const Reply kFailed{535, "5.7.8", {"Authentication credentials invalid"}};
+  const std::size_t sp = argument.find(' ');
+  std::string mech = argument.substr(0, sp);
+  for (auto& ch : mech) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  std::string initial = sp == std::string::npos ? std::string() : argument.substr(sp + 1);
+  // Asks with a 334 challenge; the decoded answer, or the reply that ends it.
+  std::variant<std::string, Reply> answer;
+  auto ask_client = [&](const std::string& challenge) -> asio::awaitable<std::variant<std::string, Reply>> {
+    queue_reply(Reply{334, "", {challenge}});
+    std::optional<std::string> got = co_await read_line();
+    if (!got) co_return Reply{421, "4.4.2", {"Connection lost"}};
+    if (*got == "*") co_return kCanceled;
+    std::optional<std::string> decoded = smtp::base64_decode(*got);
+    if (!decoded) co_return kBadBase64;
+    co_return *decoded;
+  };
+  std::string user, password;
+  if (mech == "PLAIN") {
+    std::optional<std::string> decoded;
+    if (initial.empty()) {
+      answer = co_await ask_client("");
+      if (auto* r = std::get_if<Reply>(&answer)) co_return *r;
+      decoded = std::get<std::string>(answer);
+    } else if (initial == "=") {
+      decoded = std::string();
+    } else {
+      decoded = smtp::base64_decode(initial);
+      if (!decoded) co_return kBadBase64;
+    }
+    // RFC 4616 2: [authzid] NUL authcid NUL passwd
+    const std::size_t a = decoded->find('\0');
+    const std::size_t b = a == std::string::npos ? a : decoded->find('\0', a + 1);
+    if (b == std::string::npos) co_return kBadBase64;
+    user = decoded->substr(a + 1, b - a - 1);
+    password = decoded->substr(b + 1);
+  } else {  // LOGIN
+    if (!initial.empty()) {
+      std::optional<std::string> u = smtp::base64_decode(initial);
+      if (!u) co_return kBadBase64;
+      user = *u;
+    } else {
+      answer = co_await ask_client("VXNlcm5hbWU6");  // "Username:"
+      if (auto* r = std::get_if<Reply>(&answer)) co_return *r;
+      user = std::get<std::string>(answer);
+    }
+    answer = co_await ask_client("UGFzc3dvcmQ6");  // "Password:"
+    if (auto* r = std::get_if<Reply>(&answer)) co_return *r;
+    password = std::get<std::string>(answer);
+  }
+  if (!machine_.listens(EventKind::Auth)) co_return kFailed;  // no hook.auth: nobody can log in
+  Decision d = co_await ask(machine_.auth_event(line, argument, user, password));
+  bool close = false;
+  const SessionEvent auth_kind{.kind = EventKind::Auth};
+  const Reply r = choose(&auth_kind, d, kFailed, close);
+  if (r.code == 235) {
+    machine_.authenticated(user);
+    facts_.auth_user = user;
+    log::info("session={} client={} authenticated user={}", id_, address_, user);
+    co_return r;
+  }
+  log::notice("session={} client={} authentication failed user={}", id_, address_, user);
+  if (r.code >= 400) co_return r;  // the hook's refusal, e.g. 454 4.7.0
+  co_return kFailed;
 }
 
 // RFC 3207: the handshake after "220 Ready". Anything the client sent
@@ -388,6 +486,7 @@ asio::awaitable<bool> Connection::data_phase() {
   Envelope envelope{.session_id = id_, .queue_id = machine_.transaction_id(), .client_address = address_,
                     .client_port = port_, .helo = machine_.helo(), .esmtp = machine_.esmtp(),
                     .tls_protocol = facts_.tls_protocol, .tls_cipher = facts_.tls_cipher,
+                    .auth_user = machine_.auth_user(),
                     .sender = machine_.sender(), .recipients = machine_.recipients()};
   Reply final_reply;
   bool final_reply_closes = false;

@@ -2,6 +2,7 @@
 // (452 4.5.3, 552 5.3.4) and each command's default reply.
 #include "mailcore/session/session_machine.h"
 
+#include <cctype>
 #include <charconv>
 
 namespace mailhook::session {
@@ -69,6 +70,7 @@ Reply SessionMachine::ehlo_reply(const std::string& arg) const {
   Reply r{250, "", {host_ + " Hello " + arg, "PIPELINING", "SIZE " + std::to_string(limits_.max_message_size),
                     "8BITMIME", "ENHANCEDSTATUSCODES"}};
   if (tls_offered_ && !tls_active_) r.lines.push_back("STARTTLS");  // RFC 3207 4
+  if (auth_offered()) r.lines.push_back("AUTH PLAIN LOGIN");           // RFC 4954 3
   return r;
 }
 
@@ -144,7 +146,25 @@ Step SessionMachine::on_command(std::string_view line, const std::string& next_t
       step.default_reply = tls_active_ ? reply(503, "5.5.1", "TLS already active")
                                        : reply(502, "5.5.1", "STARTTLS not available");
       return step;
-    case Verb::Auth:
+    case Verb::Auth: {
+      // RFC 4954 4: not before EHLO, not twice, not in a transaction.
+      if (!auth_offered()) {
+        step.default_reply = reply(503, "5.5.1", "Authentication not enabled");
+        return step;
+      }
+      if (state_ == State::Connected || state_ == State::Mail || state_ == State::Rcpt || !auth_user_.empty()) {
+        return sequence_error();
+      }
+      std::string mech = cmd.argument.substr(0, cmd.argument.find(' '));
+      for (auto& ch : mech) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+      if (mech != "PLAIN" && mech != "LOGIN") {
+        step.default_reply = reply(504, "5.5.4", "Unrecognized authentication type");
+        return step;
+      }
+      step.default_reply = reply(535, "5.7.8", "Authentication credentials invalid");
+      step.starts_auth = true;
+      return step;
+    }
     case Verb::Xclient:
     case Verb::Bdat:
     case Verb::Unknown:
@@ -223,9 +243,21 @@ std::optional<SessionEvent> SessionMachine::commit(const Step& step, const Reply
   return std::nullopt;
 }
 
+SessionEvent SessionMachine::auth_event(const std::string& line, const std::string& argument, const std::string& user,
+                                        const std::string& password) {
+  SessionEvent e = notification(EventKind::Auth);
+  e.wants_reply = true;
+  e.input = line;
+  e.argument = argument;
+  e.parameters = {{"user", user}, {"password", password}};
+  e.default_reply = reply(535, "5.7.8", "Authentication credentials invalid");
+  return e;
+}
+
 void SessionMachine::restart_after_tls() {
   reset_transaction();
   helo_.clear();
+  auth_user_.clear();  // RFC 3207 4.2: forget what the client said in the clear
   esmtp_ = false;
   tls_active_ = true;
   state_ = State::Connected;

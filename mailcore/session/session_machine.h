@@ -36,6 +36,7 @@ struct Step {
   std::optional<SessionEvent> event;  // to send to policyd, when listened to
   Reply default_reply;
   bool policy_may_decide = false;     // false: the default is final (syntax, sequence, limits)
+  bool starts_auth = false;           // AUTH accepted for an exchange (RFC 4954 4)
 };
 
 class SessionMachine {
@@ -50,6 +51,14 @@ class SessionMachine {
     tls_active_ = active;
   }
   bool tls_active() const { return tls_active_; }
+  // RFC 4954: AUTH is offered under TLS, or in the clear when allowed.
+  void allow_plaintext_auth(bool allowed) { auth_plaintext_ = allowed; }
+  bool auth_offered() const { return tls_active_ || auth_plaintext_; }
+  void authenticated(std::string user) { auth_user_ = std::move(user); }
+  const std::string& auth_user() const { return auth_user_; }
+  // The Auth event for an exchange the connection completed.
+  SessionEvent auth_event(const std::string& line, const std::string& argument, const std::string& user,
+                          const std::string& password);
   // RFC 3207 4.2: after the handshake the session starts over; EHLO again.
   void restart_after_tls();
 
@@ -92,6 +101,8 @@ class SessionMachine {
   bool esmtp_ = false;
   bool tls_offered_ = false;
   bool tls_active_ = false;
+  bool auth_plaintext_ = false;
+  std::string auth_user_;
   std::string sender_;
   std::vector<std::string> recipients_;
   std::string transaction_id_;

@@ -28,6 +28,7 @@ constexpr std::initializer_list<HookPhase> kCommand{P::Helo, P::Ehlo, P::Auth, P
 const Availability kAvailability[] = {
     {"address", {}}, {"port", {}}, {"host", {}}, {"id_log", {}}, {"is_pipelining", {}},
     {"tls_protocol", {}}, {"tls_cipher", {}},  // mailhook: nil until STARTTLS completed
+    {"auth_user", {}},                         // mailhook: nil until AUTH succeeded
     {"id_trans", kTransaction}, {"msg_file", kTransaction}, {"input", kCommand},
 };
 
@@ -64,8 +65,8 @@ int client_index(lua_State* L) {
     lua_pushlstring(L, s->start.session_id.data(), s->start.session_id.size());
   } else if (key == "is_pipelining") {
     lua_pushboolean(L, s->start.early_talker);
-  } else if (key == "tls_protocol" || key == "tls_cipher") {
-    const std::string& v = key == "tls_protocol" ? c.tls_protocol : c.tls_cipher;
+  } else if (key == "tls_protocol" || key == "tls_cipher" || key == "auth_user") {
+    const std::string& v = key == "tls_protocol" ? c.tls_protocol : key == "tls_cipher" ? c.tls_cipher : c.auth_user;
     if (v.empty()) return lua_pushnil(L), 1;
     lua_pushlstring(L, v.data(), v.size());
   } else if (key == "id_trans") {

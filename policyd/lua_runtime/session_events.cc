@@ -154,7 +154,24 @@ std::optional<Decision> handle_event(SessionContext& s, const SessionEvent& e) {
   switch (e.kind) {
     case EventKind::Helo: o = run_hook(s, HookPhase::Helo, arg(e.argument)); break;
     case EventKind::Ehlo: o = run_hook(s, HookPhase::Ehlo, arg(e.argument)); break;
-    case EventKind::Auth: o = run_hook(s, HookPhase::Auth, arg(e.argument)); break;
+    case EventKind::Auth: {
+      // hook.auth(auth_arg, user, password): the seed's argument, plus the
+      // decoded credentials the front collected (RFC 4954 exchange).
+      auto param = [&](std::string_view name) {
+        for (const auto& p : e.parameters) {
+          if (p.name == name) return std::string_view(p.value);
+        }
+        return std::string_view();
+      };
+      o = run_hook(s, HookPhase::Auth, [&](lua_State* T) {
+        push_string(T, e.argument);
+        push_string(T, param("user"));
+        push_string(T, param("password"));
+        return 3;
+      });
+      if (o.kind == HookOutcome::Kind::Replied && o.reply.code == 235) s.start.client.auth_user = param("user");
+      break;
+    }
     case EventKind::Mail: o = run_hook(s, HookPhase::Mail, arg(e.address)); break;
     case EventKind::Rcpt: o = run_hook(s, HookPhase::Rcpt, arg(e.address)); break;
     case EventKind::Data: o = run_hook(s, HookPhase::Data); break;
