@@ -58,6 +58,7 @@ FrontConfig parse_config(int argc, char** argv) {
   app.add_option("--tls-key", c.tls_key, "PEM private key of --tls-cert")->check(CLI::ExistingFile);
   app.add_flag("--auth-plaintext", c.auth_plaintext,
                "offer AUTH PLAIN/LOGIN without TLS too (passwords then cross the network in the clear)");
+  app.add_option("--xclient-hosts", c.xclient_hosts, "CIDR list of clients allowed to send XCLIENT [default: none]");
   app.add_option("--threads", c.threads, "I/O threads [default: cores]")->check(CLI::Range(1, 256));
   app.add_flag("--log-stderr", c.log_stderr, "log to stderr instead of syslog (facility mail)");
   try {

@@ -30,6 +30,7 @@ struct FrontConfig {
   std::string tls_cert;   // PEM chain; with tls_key enables STARTTLS
   std::string tls_key;
   bool auth_plaintext = false;  // offer AUTH without TLS
+  std::string xclient_hosts;    // CIDR list
   int threads = 0;
   bool log_stderr = false;
 };

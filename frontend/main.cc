@@ -87,7 +87,13 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  mf::FrontContext ctx{config, *stub, mf::Spool(config.spool), smart, disk, tls.get(),
+  std::string cidr_error;
+  std::optional<mf::CidrList> xclient_hosts = mf::CidrList::parse(config.xclient_hosts, cidr_error);
+  if (!xclient_hosts) {
+    std::fprintf(stderr, "mailhook-front: --xclient-hosts: %s\n", cidr_error.c_str());
+    return 2;
+  }
+  mf::FrontContext ctx{config, *stub, mf::Spool(config.spool), smart, disk, tls.get(), std::move(*xclient_hosts),
                        mf::ConnectionLimiter(config.max_connections, config.max_connections_per_ip)};
   if (smart.host.empty()) {
     if (std::string e = ctx.spool.prepare(); !e.empty()) {

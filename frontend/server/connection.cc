@@ -11,6 +11,7 @@
 #include "frontend/delivery/envelope.h"
 #include "frontend/policy_client/policy_stream.h"
 #include "frontend/server/replies.h"
+#include "frontend/server/xclient.h"
 #include "mailcore/session/session_machine.h"
 #include "mailcore/smtp/base64.h"
 #include "mailcore/smtp/dot_decoder.h"
@@ -113,6 +114,7 @@ class Connection {
   asio::awaitable<bool> start_tls();
   asio::awaitable<std::optional<std::string>> read_line();
   asio::awaitable<Reply> authenticate(const std::string& line, const std::string& argument);
+  asio::awaitable<Reply> xclient(const std::string& line, const std::string& argument);
   asio::awaitable<bool> data_phase();
   asio::awaitable<Reply> deliver(Envelope& envelope, std::string& message, const Decision& eom);
   // The id a MAIL command would start; counted once the MAIL is accepted.
@@ -305,6 +307,12 @@ asio::awaitable<bool> Connection::command_loop() {
     session::Step step = machine_.on_command(command, candidate);
     Reply final_reply = step.default_reply;
     bool close = false;
+    if (step.starts_xclient) {
+      final_reply = co_await xclient(command, step.argument);
+      queue_reply(final_reply);
+      if (final_reply.code == 421) co_return false;
+      continue;
+    }
     if (step.starts_auth) {
       final_reply = co_await authenticate(command, step.argument);
       queue_reply(final_reply);
@@ -426,6 +434,35 @@ asio::awaitable<Reply> Connection::authenticate(const std::string& line, const s
   co_return kFailed;
 }
 
+// XCLIENT: the attributes become the client facts (and hook.xclient may
+// refuse them); the session then starts over with a new greeting.
+asio::awaitable<Reply> Connection::xclient(const std::string& line, const std::string& argument) {
+  ClientFacts next = facts_;
+  std::string helo = machine_.helo();
+  bool esmtp = machine_.esmtp();
+  const std::string error = apply_xclient(argument, next, helo, esmtp);
+  if (!error.empty()) co_return Reply{501, "5.5.4", {"XCLIENT: " + error}};
+  SessionEvent e = machine_.notification(EventKind::Xclient);
+  e.input = line;
+  e.argument = argument;
+  e.client = next;
+  if (machine_.listens(EventKind::Xclient)) {
+    e.wants_reply = true;
+    Decision d = co_await ask(std::move(e));
+    bool close = false;
+    const SessionEvent kind{.kind = EventKind::Xclient};
+    const Reply r = choose(&kind, d, Reply{}, close);
+    if (r.code >= 400) co_return r;  // the hook refused: nothing changes
+  } else {
+    notify(std::move(e));  // policyd's client.* must follow anyway
+  }
+  log::info("session={} xclient from {} now client={}:{} name={}", id_, address_, next.address, next.port,
+            next.host.empty() ? "-" : next.host);
+  facts_ = std::move(next);
+  machine_.restart_after_xclient(helo, esmtp, facts_.auth_user);
+  co_return Reply{220, "", {ctx_.config.hostname + " ESMTP mailhook"}};
+}
+
 // RFC 3207: the handshake after "220 Ready". Anything the client sent
 // behind STARTTLS in the clear is dropped, never executed (CVE-2011-0411),
 // and the session starts over: EHLO is required again.
@@ -483,8 +520,8 @@ asio::awaitable<bool> Connection::data_phase() {
       co_return false;
     }
   }
-  Envelope envelope{.session_id = id_, .queue_id = machine_.transaction_id(), .client_address = address_,
-                    .client_port = port_, .helo = machine_.helo(), .esmtp = machine_.esmtp(),
+  Envelope envelope{.session_id = id_, .queue_id = machine_.transaction_id(), .client_address = facts_.address,
+                    .client_port = facts_.port, .client_host = facts_.host, .helo = machine_.helo(), .esmtp = machine_.esmtp(),
                     .tls_protocol = facts_.tls_protocol, .tls_cipher = facts_.tls_cipher,
                     .auth_user = machine_.auth_user(),
                     .sender = machine_.sender(), .recipients = machine_.recipients()};
@@ -556,6 +593,7 @@ asio::awaitable<void> Connection::run() {
     draining_ = true;
     timer_.cancel();  // wakes an idle read
   });
+  machine_.allow_xclient(ctx_.xclient_hosts.contains(address_));
   if (!ctx_.limiter.admit(address_)) {
     queue_reply(replies::kTooManyConnections);
     co_await flush();

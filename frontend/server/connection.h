@@ -17,6 +17,7 @@
 #include "frontend/config.h"
 #include "frontend/delivery/smart_host.h"
 #include "frontend/delivery/spool.h"
+#include "frontend/server/xclient.h"
 #include "mailhook/v1/session.grpc.pb.h"
 
 namespace mailhook::front {
@@ -66,6 +67,7 @@ struct FrontContext {
   SmartHostConfig smart_host;   // host empty: spool
   asio::thread_pool& disk;      // blocking file I/O runs here
   asio::ssl::context* tls;      // nullptr: no STARTTLS
+  CidrList xclient_hosts;       // who may send XCLIENT
   ConnectionLimiter limiter;
   DrainRegistry drain;
   std::atomic<std::uint64_t> sequence{0};

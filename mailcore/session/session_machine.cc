@@ -71,6 +71,7 @@ Reply SessionMachine::ehlo_reply(const std::string& arg) const {
                     "8BITMIME", "ENHANCEDSTATUSCODES"}};
   if (tls_offered_ && !tls_active_) r.lines.push_back("STARTTLS");  // RFC 3207 4
   if (auth_offered()) r.lines.push_back("AUTH PLAIN LOGIN");           // RFC 4954 3
+  if (xclient_allowed_) r.lines.push_back("XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT");
   return r;
 }
 
@@ -166,6 +167,14 @@ Step SessionMachine::on_command(std::string_view line, const std::string& next_t
       return step;
     }
     case Verb::Xclient:
+      if (!xclient_allowed_) {
+        step.default_reply = reply(550, "5.7.0", "Insufficient authorization");
+        return step;
+      }
+      if (state_ == State::Mail || state_ == State::Rcpt) return sequence_error();
+      step.default_reply = reply(220, "", host_ + " ESMTP mailhook");
+      step.starts_xclient = true;
+      return step;
     case Verb::Bdat:
     case Verb::Unknown:
       step.default_reply = reply(502, "5.5.2", "Error: command not recognized");
@@ -252,6 +261,14 @@ SessionEvent SessionMachine::auth_event(const std::string& line, const std::stri
   e.parameters = {{"user", user}, {"password", password}};
   e.default_reply = reply(535, "5.7.8", "Authentication credentials invalid");
   return e;
+}
+
+void SessionMachine::restart_after_xclient(std::string helo, bool esmtp, std::string auth_user) {
+  reset_transaction();
+  helo_ = std::move(helo);
+  esmtp_ = esmtp;
+  auth_user_ = std::move(auth_user);
+  state_ = State::Connected;
 }
 
 void SessionMachine::restart_after_tls() {

@@ -37,6 +37,7 @@ struct Step {
   Reply default_reply;
   bool policy_may_decide = false;     // false: the default is final (syntax, sequence, limits)
   bool starts_auth = false;           // AUTH accepted for an exchange (RFC 4954 4)
+  bool starts_xclient = false;        // XCLIENT from an allowed client
 };
 
 class SessionMachine {
@@ -56,6 +57,10 @@ class SessionMachine {
   bool auth_offered() const { return tls_active_ || auth_plaintext_; }
   void authenticated(std::string user) { auth_user_ = std::move(user); }
   const std::string& auth_user() const { return auth_user_; }
+  // Postfix XCLIENT_README: only for clients in --xclient-hosts.
+  void allow_xclient(bool allowed) { xclient_allowed_ = allowed; }
+  // After XCLIENT the session starts over as the client it names.
+  void restart_after_xclient(std::string helo, bool esmtp, std::string auth_user);
   // The Auth event for an exchange the connection completed.
   SessionEvent auth_event(const std::string& line, const std::string& argument, const std::string& user,
                           const std::string& password);
@@ -102,6 +107,7 @@ class SessionMachine {
   bool tls_offered_ = false;
   bool tls_active_ = false;
   bool auth_plaintext_ = false;
+  bool xclient_allowed_ = false;
   std::string auth_user_;
   std::string sender_;
   std::vector<std::string> recipients_;

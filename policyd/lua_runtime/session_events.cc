@@ -144,6 +144,8 @@ Decision accept_session(SessionContext& s) {
 }
 
 std::optional<Decision> handle_event(SessionContext& s, const SessionEvent& e) {
+  std::optional<ClientFacts> before_xclient;
+  if (e.kind == EventKind::Xclient) before_xclient = s.start.client;
   if (e.client) s.start.client = *e.client;
   track_transaction(s, e);
   s.event = &e;
@@ -180,7 +182,11 @@ std::optional<Decision> handle_event(SessionContext& s, const SessionEvent& e) {
     case EventKind::Help: o = run_hook(s, HookPhase::Help); break;
     case EventKind::Quit: o = run_hook(s, HookPhase::Quit); break;
     case EventKind::Unknown: o = run_hook(s, HookPhase::Unknown, arg(e.input)); break;
-    case EventKind::Xclient: o = run_hook(s, HookPhase::Xclient); break;
+    case EventKind::Xclient:
+      // hook.xclient sees the new facts; a refusal keeps the old ones.
+      o = run_hook(s, HookPhase::Xclient);
+      if (o.kind != HookOutcome::Kind::Default && o.reply.code >= 400) s.start.client = *before_xclient;
+      break;
     case EventKind::Vrfy:
     case EventKind::Expn:
     case EventKind::Starttls:
