@@ -54,6 +54,12 @@ std::string field_text(const MessageChange& c) { return c.name + ": " + c.value 
 
 }  // namespace
 
+std::string parameter_text(const std::vector<Parameter>& params) {
+  std::string out;
+  for (const auto& p : params) out += " " + p.name + (p.value.empty() ? "" : "=" + p.value);
+  return out;
+}
+
 std::string received_header(const Envelope& e, const std::string& local_host) {
   std::string h = "Received: from " + (e.helo.empty() ? std::string("unknown") : e.helo) + " (" +
                   (e.client_host.empty() ? std::string("unknown") : e.client_host) + " [" + e.client_address +
@@ -92,11 +98,18 @@ void apply_changes(const std::vector<MessageChange>& changes, Envelope& envelope
         break;
       }
       case K::AddRcpt:
-        if (std::find(envelope.recipients.begin(), envelope.recipients.end(), c.value) == envelope.recipients.end())
+        if (std::find(envelope.recipients.begin(), envelope.recipients.end(), c.value) == envelope.recipients.end()) {
           envelope.recipients.push_back(c.value);
+          envelope.rcpt_parameters.resize(envelope.recipients.size());
+        }
         break;
       case K::DelRcpt:
-        std::erase(envelope.recipients, c.value);
+        envelope.rcpt_parameters.resize(envelope.recipients.size());
+        for (std::size_t i = envelope.recipients.size(); i-- > 0;) {
+          if (envelope.recipients[i] != c.value) continue;
+          envelope.recipients.erase(envelope.recipients.begin() + static_cast<std::ptrdiff_t>(i));
+          envelope.rcpt_parameters.erase(envelope.rcpt_parameters.begin() + static_cast<std::ptrdiff_t>(i));
+        }
         break;
       case K::ChangeFrom:
         envelope.sender = c.value;

@@ -23,12 +23,17 @@ struct Envelope {
   std::string auth_user;       // empty: not authenticated
   std::string sender;
   std::vector<std::string> recipients;
+  std::vector<Parameter> mail_parameters;                // BODY, SMTPUTF8, RET, ENVID…
+  std::vector<std::vector<Parameter>> rcpt_parameters;   // NOTIFY, ORCPT; parallel to recipients
   std::string quarantine;      // non-empty: quarantined, with this reason
   bool discard = false;
 };
 
 // "Received: from helo (host [ip]) by me (mailhook) with ESMTP id X for <r>; date\r\n"
 std::string received_header(const Envelope& e, const std::string& local_host);
+
+// " NAME=value NAME2" as in a MAIL or RCPT command; "" for none.
+std::string parameter_text(const std::vector<Parameter>& params);
 
 // Applies the policy's changes to the envelope and the message.
 void apply_changes(const std::vector<MessageChange>& changes, Envelope& envelope, std::string& message);

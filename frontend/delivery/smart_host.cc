@@ -112,6 +112,42 @@ bool failed(const std::optional<Reply>& r, int want_class, Reply& out) {
   return true;
 }
 
+// What the smart host's EHLO offers (RFC 5321 4.1.1.1 keywords).
+struct Offers {
+  bool eightbit = false, smtputf8 = false, dsn = false;
+};
+
+Offers offers_of(const Reply& ehlo) {
+  Offers o;
+  for (std::size_t i = 1; i < ehlo.lines.size(); ++i) {
+    std::string k = ehlo.lines[i].substr(0, ehlo.lines[i].find(' '));
+    for (auto& ch : k) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    o.eightbit = o.eightbit || k == "8BITMIME";
+    o.smtputf8 = o.smtputf8 || k == "SMTPUTF8";
+    o.dsn = o.dsn || k == "DSN";
+  }
+  return o;
+}
+
+bool needs_smtputf8(const Envelope& e) {
+  for (const auto& p : e.mail_parameters) {
+    if (p.name == "SMTPUTF8") return true;
+  }
+  return false;
+}
+
+// The client's parameters the smart host understands: BODY with 8BITMIME,
+// SMTPUTF8, and the DSN ones (RET, ENVID, NOTIFY, ORCPT) with DSN. SIZE
+// and AUTH stay here.
+std::vector<Parameter> pass_on(const std::vector<Parameter>& params, const Offers& o) {
+  std::vector<Parameter> out;
+  for (const auto& p : params) {
+    const bool dsn = p.name == "RET" || p.name == "ENVID" || p.name == "NOTIFY" || p.name == "ORCPT";
+    if ((p.name == "BODY" && o.eightbit) || (p.name == "SMTPUTF8" && o.smtputf8) || (dsn && o.dsn)) out.push_back(p);
+  }
+  return out;
+}
+
 }  // namespace
 
 bool parse_host_port(const std::string& text, std::string& host, std::string& port) {
@@ -137,12 +173,18 @@ asio::awaitable<Reply> relay_message(const SmartHostConfig& config, const Envelo
   if (failed(r, 2, out)) co_return out;
   r = co_await c.command("EHLO " + config.helo_name);
   if (failed(r, 2, out)) co_return out;
-  r = co_await c.command("MAIL FROM:<" + envelope.sender + ">");
+  const Offers offers = offers_of(*r);
+  if (needs_smtputf8(envelope) && !offers.smtputf8) {
+    co_return Reply{550, "5.6.7", {"Smart host cannot take an SMTPUTF8 message"}};  // RFC 6531 3.6
+  }
+  r = co_await c.command("MAIL FROM:<" + envelope.sender + ">" + parameter_text(pass_on(envelope.mail_parameters, offers)));
   if (failed(r, 2, out)) co_return out;
   // A recipient the smart host refuses fails the whole message: the
   // client already has 250 for it, and a silent drop would lose mail.
-  for (const auto& rcpt : envelope.recipients) {
-    r = co_await c.command("RCPT TO:<" + rcpt + ">");
+  for (std::size_t i = 0; i < envelope.recipients.size(); ++i) {
+    const auto params = i < envelope.rcpt_parameters.size() ? pass_on(envelope.rcpt_parameters[i], offers)
+                                                            : std::vector<Parameter>{};
+    r = co_await c.command("RCPT TO:<" + envelope.recipients[i] + ">" + parameter_text(params));
     if (failed(r, 2, out)) co_return out;
   }
   r = co_await c.command("DATA");

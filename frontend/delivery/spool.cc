@@ -50,8 +50,12 @@ std::string Spool::write(const Envelope& e, const std::string& received, const s
                      "\r\nX-Mailhook-Queue-Id: " + e.queue_id + "\r\nX-Mailhook-Client: " + e.client_address + " " +
                      std::to_string(e.client_port) + " " + (e.client_host.empty() ? "-" : e.client_host) +
                      "\r\nX-Mailhook-Helo: " + e.helo + "\r\nX-Mailhook-Received-At: " +
-                     std::to_string(std::time(nullptr)) + "\r\nX-Mailhook-From: <" + e.sender + ">\r\n";
-  for (const auto& r : e.recipients) head += "X-Mailhook-To: <" + r + ">\r\n";
+                     std::to_string(std::time(nullptr)) + "\r\nX-Mailhook-From: <" + e.sender + ">" +
+                     parameter_text(e.mail_parameters) + "\r\n";
+  for (std::size_t i = 0; i < e.recipients.size(); ++i) {
+    head += "X-Mailhook-To: <" + e.recipients[i] + ">" +
+            (i < e.rcpt_parameters.size() ? parameter_text(e.rcpt_parameters[i]) : std::string()) + "\r\n";
+  }
   if (!e.quarantine.empty()) head += "X-Mailhook-Quarantine: " + e.quarantine + "\r\n";
   head += "X-Mailhook-Size: " + std::to_string(received.size() + message.size()) + "\r\n\r\n";
 

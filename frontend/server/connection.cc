@@ -524,7 +524,8 @@ asio::awaitable<bool> Connection::data_phase() {
                     .client_port = facts_.port, .client_host = facts_.host, .helo = machine_.helo(), .esmtp = machine_.esmtp(),
                     .tls_protocol = facts_.tls_protocol, .tls_cipher = facts_.tls_cipher,
                     .auth_user = machine_.auth_user(),
-                    .sender = machine_.sender(), .recipients = machine_.recipients()};
+                    .sender = machine_.sender(), .recipients = machine_.recipients(),
+                    .mail_parameters = machine_.mail_parameters(), .rcpt_parameters = machine_.rcpt_parameters()};
   Reply final_reply;
   bool final_reply_closes = false;
   switch (decoder.fault()) {

@@ -2,6 +2,7 @@
 // (452 4.5.3, 552 5.3.4) and each command's default reply.
 #include "mailcore/session/session_machine.h"
 
+#include <algorithm>
 #include <cctype>
 #include <charconv>
 
@@ -41,6 +42,49 @@ EventKind kind_of(Verb v) {
 
 bool positive(const Reply& r) { return r.code >= 200 && r.code < 400; }
 
+bool one_of(const std::string& v, std::initializer_list<std::string_view> allowed) {
+  for (auto a : allowed) {
+    if (v.size() == a.size() && std::equal(v.begin(), v.end(), a.begin(), [](char x, char y) {
+          return std::toupper(static_cast<unsigned char>(x)) == y;
+        })) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// The MAIL parameters of the extensions we advertise: SIZE (RFC 1870),
+// BODY (RFC 6152), SMTPUTF8 (RFC 6531), RET/ENVID (RFC 3461), AUTH (RFC
+// 4954 5). Anything else is 555 5.5.4 (RFC 5321 4.1.1.11).
+bool valid_mail_parameter(const Parameter& p) {
+  if (p.name == "SIZE") return !p.value.empty() && p.value.find_first_not_of("0123456789") == std::string::npos;
+  if (p.name == "BODY") return one_of(p.value, {"7BIT", "8BITMIME"});
+  if (p.name == "SMTPUTF8") return p.value.empty();
+  if (p.name == "RET") return one_of(p.value, {"FULL", "HDRS"});
+  if (p.name == "ENVID" || p.name == "AUTH") return !p.value.empty();
+  return false;
+}
+
+// RCPT: NOTIFY and ORCPT (RFC 3461 4.1, 4.2).
+bool valid_rcpt_parameter(const Parameter& p) {
+  if (p.name == "NOTIFY") {
+    if (one_of(p.value, {"NEVER"})) return true;
+    std::size_t start = 0;
+    while (start <= p.value.size()) {
+      const std::size_t comma = p.value.find(',', start);
+      const std::string item = p.value.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      if (!one_of(item, {"SUCCESS", "FAILURE", "DELAY"})) return false;
+      if (comma == std::string::npos) return true;
+      start = comma + 1;
+    }
+    return false;
+  }
+  if (p.name == "ORCPT") return p.value.find(';') != std::string::npos;
+  return false;
+}
+
+const Reply kBadParameter{555, "5.5.4", {"Unsupported or malformed parameter"}};
+
 }  // namespace
 
 SessionEvent SessionMachine::make_event(EventKind kind, std::string_view line, const smtp::Command& cmd) {
@@ -66,9 +110,10 @@ SessionEvent SessionMachine::notification(EventKind kind) {
 
 Reply SessionMachine::ehlo_reply(const std::string& arg) const {
   // RFC 5321 4.1.1.1 and the extensions of SPEC: PIPELINING (RFC 2920),
-  // SIZE (RFC 1870), 8BITMIME (RFC 6152), ENHANCEDSTATUSCODES (RFC 2034).
+  // SIZE (RFC 1870), 8BITMIME (RFC 6152), ENHANCEDSTATUSCODES (RFC 2034),
+  // SMTPUTF8 (RFC 6531), DSN (RFC 3461: passed on to a smart host that has it).
   Reply r{250, "", {host_ + " Hello " + arg, "PIPELINING", "SIZE " + std::to_string(limits_.max_message_size),
-                    "8BITMIME", "ENHANCEDSTATUSCODES"}};
+                    "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "DSN"}};
   if (tls_offered_ && !tls_active_) r.lines.push_back("STARTTLS");  // RFC 3207 4
   if (auth_offered()) r.lines.push_back("AUTH PLAIN LOGIN");           // RFC 4954 3
   if (xclient_allowed_) r.lines.push_back("XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT");
@@ -81,6 +126,7 @@ Step SessionMachine::on_command(std::string_view line, const std::string& next_t
   step.verb = cmd.verb;
   step.argument = cmd.argument;
   step.address = cmd.address;
+  step.parameters = cmd.parameters;
   if (cmd.error != smtp::ParseError::None) {
     step.default_reply = smtp::parse_error_reply(cmd);
     return step;
@@ -99,8 +145,12 @@ Step SessionMachine::on_command(std::string_view line, const std::string& next_t
     case Verb::Mail: {
       if (state_ == State::Connected || state_ == State::Mail || state_ == State::Rcpt) return sequence_error();
       for (const auto& p : cmd.parameters) {
+        if (!valid_mail_parameter(p)) {
+          step.default_reply = kBadParameter;
+          return step;
+        }
         // RFC 1870 6: a declared size over the limit gets 552.
-        if (p.name.size() == 4 && (p.name == "SIZE" || p.name == "size" || p.name == "Size")) {
+        if (p.name == "SIZE") {
           std::uint64_t declared = 0;
           std::from_chars(p.value.data(), p.value.data() + p.value.size(), declared);
           if (limits_.max_message_size != 0 && declared > limits_.max_message_size) {
@@ -115,6 +165,12 @@ Step SessionMachine::on_command(std::string_view line, const std::string& next_t
     }
     case Verb::Rcpt:
       if (state_ != State::Mail && state_ != State::Rcpt) return sequence_error();
+      for (const auto& p : cmd.parameters) {
+        if (!valid_rcpt_parameter(p)) {
+          step.default_reply = kBadParameter;
+          return step;
+        }
+      }
       if (recipients_.size() >= limits_.max_recipients) {
         step.default_reply = reply(452, "4.5.3", "Too many recipients");
         return step;
@@ -193,6 +249,8 @@ Step SessionMachine::on_command(std::string_view line, const std::string& next_t
 void SessionMachine::reset_transaction() {
   sender_.clear();
   recipients_.clear();
+  mail_parameters_.clear();
+  rcpt_parameters_.clear();
   transaction_id_.clear();
   if (state_ == State::Mail || state_ == State::Rcpt) state_ = State::Greeted;
 }
@@ -225,12 +283,14 @@ std::optional<SessionEvent> SessionMachine::commit(const Step& step, const Reply
       if (positive(final_reply) && step.policy_may_decide) {
         transaction_id_ = pending_transaction_id_;
         sender_ = step.address;
+        mail_parameters_ = step.parameters;
         state_ = State::Mail;
       }
       return std::nullopt;
     case Verb::Rcpt:
       if (positive(final_reply) && step.policy_may_decide) {
         recipients_.push_back(step.address);
+        rcpt_parameters_.push_back(step.parameters);
         state_ = State::Rcpt;
       }
       return std::nullopt;

@@ -33,6 +33,7 @@ struct Step {
   smtp::Verb verb = smtp::Verb::Unknown;
   std::string argument;               // HELO name, …
   std::string address;                // MAIL / RCPT address
+  std::vector<Parameter> parameters;  // MAIL / RCPT ESMTP parameters
   std::optional<SessionEvent> event;  // to send to policyd, when listened to
   Reply default_reply;
   bool policy_may_decide = false;     // false: the default is final (syntax, sequence, limits)
@@ -87,6 +88,9 @@ class SessionMachine {
   const std::string& helo() const { return helo_; }
   const std::string& sender() const { return sender_; }
   const std::vector<std::string>& recipients() const { return recipients_; }
+  // ESMTP parameters of MAIL and of each RCPT (parallel to recipients()).
+  const std::vector<Parameter>& mail_parameters() const { return mail_parameters_; }
+  const std::vector<std::vector<Parameter>>& rcpt_parameters() const { return rcpt_parameters_; }
   std::vector<std::string>& recipients() { return recipients_; }
   const std::string& transaction_id() const { return transaction_id_; }
   void set_sender(std::string s) { sender_ = std::move(s); }
@@ -111,6 +115,8 @@ class SessionMachine {
   std::string auth_user_;
   std::string sender_;
   std::vector<std::string> recipients_;
+  std::vector<Parameter> mail_parameters_;
+  std::vector<std::vector<Parameter>> rcpt_parameters_;
   std::string transaction_id_;
   std::string pending_transaction_id_;
   std::uint64_t seq_ = 0;

@@ -79,8 +79,10 @@ void parse_path(std::string_view arg, std::string_view tag, Command& cmd) {
     const std::string_view param = rest.substr(0, sp);
     rest = sp == std::string_view::npos ? std::string_view{} : trim(rest.substr(sp + 1));
     const std::size_t eq = param.find('=');
+    // RFC 5321 4.1.2: esmtp-keywords are case-insensitive; keep them upper case.
     Parameter p{std::string(param.substr(0, eq)),
                 eq == std::string_view::npos ? std::string() : std::string(param.substr(eq + 1))};
+    for (auto& ch : p.name) ch = static_cast<char>(ch >= 'a' && ch <= 'z' ? ch - 32 : ch);
     if (!is_keyword(p.name) || (eq != std::string_view::npos && p.value.empty())) {
       cmd.error = ParseError::BadParameter;
       return;

@@ -133,11 +133,13 @@ class Sink:
     makes it refuse there; `hold` (an Event) delays the reply to the final
     dot until set."""
 
-    def __init__(self, fail_at=None, fail_reply="451 4.3.0 sink says later", hold=None):
+    def __init__(self, fail_at=None, fail_reply="451 4.3.0 sink says later", hold=None, ehlo=()):
         self.port = free_port()
         self.fail_at = fail_at
         self.fail_reply = fail_reply
         self.hold = hold
+        self.ehlo = list(ehlo)        # extension keywords to offer
+        self.commands = []            # every MAIL and RCPT line as received
         self.messages = []
         self.dot_received = threading.Event()
         self.server = socket.socket()
@@ -178,11 +180,16 @@ class Sink:
                     return
                 verb = line[:4].upper()
                 if verb in (b"EHLO", b"HELO"):
-                    f.write(b"250 sink\r\n"); f.flush()
+                    lines = ["sink"] + self.ehlo
+                    f.write("".join("250%s%s\r\n" % ("-" if i + 1 < len(lines) else " ", l)
+                                    for i, l in enumerate(lines)).encode())
+                    f.flush()
                 elif verb == b"MAIL":
+                    self.commands.append(line.strip().decode())
                     if self._reply(f, "mail", "250 ok"):
                         sender = line.strip()[10:].decode()
                 elif verb == b"RCPT":
+                    self.commands.append(line.strip().decode())
                     if self._reply(f, "rcpt", "250 ok"):
                         rcpts.append(line.strip()[8:].decode())
                 elif verb == b"DATA":

@@ -62,6 +62,75 @@ class SmartHostRelay(MailhookTest):
         self.assertEqual(self.send_message(c)[0], 451)
 
 
+class EsmtpParameters(MailhookTest):
+    def test_dsn_body_and_smtputf8_reach_a_smart_host_that_offers_them(self):
+        sink = Sink(ehlo=["8BITMIME", "SMTPUTF8", "DSN"])
+        self.addCleanup(sink.stop)
+        self.start_both(SCRIPT, front_args=["--smart-host", "127.0.0.1:%d" % sink.port])
+        c = self.client()
+        code, lines = c.cmd("EHLO client.example")
+        for ext in ("250-SMTPUTF8", "250-DSN", "250-8BITMIME"):
+            self.assertTrue(any(l.startswith(ext) or l == ext.replace("-", " ") for l in lines), (ext, lines))
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.com> BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=QQ314159 SIZE=100")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<b@example.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@example.com")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send("Subject: t\r\n\r\n8bit \xc3\xa9\r\n.\r\n")
+        self.assertEqual(c.read_reply()[0], 250)
+        self.assertEqual(sink.commands, ["MAIL FROM:<a@example.com> BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=QQ314159",
+                                         "RCPT TO:<b@example.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@example.com"])
+
+    def test_parameters_a_smart_host_does_not_offer_are_left_out(self):
+        sink = Sink(ehlo=["8BITMIME"])
+        self.addCleanup(sink.stop)
+        self.start_both(SCRIPT, front_args=["--smart-host", "127.0.0.1:%d" % sink.port])
+        c = self.client()
+        c.cmd("EHLO client.example")
+        c.cmd("MAIL FROM:<a@example.com> BODY=8BITMIME RET=FULL")
+        c.cmd("RCPT TO:<b@example.com> NOTIFY=NEVER")
+        c.cmd("DATA")
+        c.send("Subject: t\r\n\r\nx\r\n.\r\n")
+        self.assertEqual(c.read_reply()[0], 250)
+        self.assertEqual(sink.commands, ["MAIL FROM:<a@example.com> BODY=8BITMIME", "RCPT TO:<b@example.com>"])
+
+    def test_unknown_or_malformed_parameters_get_555(self):
+        self.start_both(SCRIPT)
+        c = self.client()
+        c.cmd("EHLO client.example")
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.com> FOO=bar")[1], ["555 5.5.4 Unsupported or malformed parameter"])
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.com> BODY=BINARYMIME")[0], 555)
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.com> body=8bitmime")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<b@example.com> NOTIFY=SOMETIMES")[0], 555)
+
+
+class SmugglingThroughTheRelay(MailhookTest):
+    """SMTP smuggling (CVE-2023-51764) end to end: each bare-line-end
+    variant refuses the message, and no second message reaches the smart host."""
+
+    def test_no_variant_ever_relays_a_smuggled_message(self):
+        sink = Sink()
+        self.addCleanup(sink.stop)
+        self.start_both(SCRIPT, front_args=["--smart-host", "127.0.0.1:%d" % sink.port])
+        smuggled = "MAIL FROM:<evil@example.com>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\nSubject: smuggled\r\n\r\nx\r\n"
+        for end in ("\n.\n", "\n.\r\n", "\r.\r", "\r\n.\n"):
+            c = self.client()
+            c.cmd("EHLO client.example")
+            c.cmd("MAIL FROM:<a@example.com>")
+            c.cmd("RCPT TO:<b@example.com>")
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            c.send("Subject: outer\r\n\r\nhello" + end + smuggled + ".\r\n")
+            code, lines = c.read_reply()
+            self.assertEqual(code, 550, (repr(end), lines))
+            self.assertIn("5.5.2", lines[0])
+            self.assertEqual(c.cmd("NOOP")[0], 250)  # in sync: nothing of the payload ran as commands
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        c = self.client()
+        c.cmd("EHLO client.example")
+        self.assertEqual(self.send_message(c)[0], 250)
+        wait_for(lambda: len(sink.messages) == 1, what="the one clean message")
+        self.assertEqual(len(sink.messages), 1)
+        self.assertEqual(sink.commands, ["MAIL FROM:<a@example.com>", "RCPT TO:<b@example.com>"])
+
+
 class Spool(MailhookTest):
     def test_each_accepted_message_is_spooled_exactly_once(self):
         self.start_both(SCRIPT)
