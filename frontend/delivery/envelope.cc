@@ -2,6 +2,8 @@
 // fields, not lines: a folded field is one field.
 #include "frontend/delivery/envelope.h"
 
+#include "mailcore/smtp/ascii.h"
+
 #include <algorithm>
 #include <ctime>
 
@@ -45,11 +47,6 @@ std::vector<Field> header_fields(const std::string& message, std::size_t& header
   return fields;
 }
 
-bool iequals(const std::string& a, const std::string& b) {
-  return a.size() == b.size() &&
-         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return std::tolower(x) == std::tolower(y); });
-}
-
 std::string field_text(const MessageChange& c) { return c.name + ": " + c.value + "\r\n"; }
 
 }  // namespace
@@ -91,7 +88,7 @@ void apply_changes(const std::vector<MessageChange>& changes, Envelope& envelope
       case K::ChangeHeader: {
         std::uint32_t seen = 0;
         for (const auto& f : fields) {
-          if (!iequals(f.name, c.name) || ++seen != c.index) continue;
+          if (!smtp::iequals(f.name, c.name) || ++seen != c.index) continue;
           message.replace(f.begin, f.end - f.begin, c.erase ? std::string() : field_text(c));
           break;
         }

@@ -2,6 +2,7 @@
 // MAIL, RCPT per recipient, DATA, the dot-stuffed message, QUIT.
 #include "frontend/delivery/smart_host.h"
 
+#include "mailcore/smtp/ascii.h"
 #include "mailcore/smtp/reply_text.h"
 #include "mailcore/telemetry/log.h"
 
@@ -120,8 +121,7 @@ struct Offers {
 Offers offers_of(const Reply& ehlo) {
   Offers o;
   for (std::size_t i = 1; i < ehlo.lines.size(); ++i) {
-    std::string k = ehlo.lines[i].substr(0, ehlo.lines[i].find(' '));
-    for (auto& ch : k) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    const std::string k = smtp::ascii_upper(ehlo.lines[i].substr(0, ehlo.lines[i].find(' ')));
     o.eightbit = o.eightbit || k == "8BITMIME";
     o.smtputf8 = o.smtputf8 || k == "SMTPUTF8";
     o.dsn = o.dsn || k == "DSN";

@@ -13,6 +13,7 @@
 #include "frontend/server/replies.h"
 #include "frontend/server/xclient.h"
 #include "mailcore/session/session_machine.h"
+#include "mailcore/smtp/ascii.h"
 #include "mailcore/smtp/base64.h"
 #include "mailcore/smtp/dot_decoder.h"
 #include "mailcore/smtp/reply_text.h"
@@ -371,8 +372,7 @@ asio::awaitable<Reply> Connection::authenticate(const std::string& line, const s
   static const Reply kBadBase64{501, "5.5.2", {"Cannot decode response"}};
   static const Reply kFailed{535, "5.7.8", {"Authentication credentials invalid"}};
   const std::size_t sp = argument.find(' ');
-  std::string mech = argument.substr(0, sp);
-  for (auto& ch : mech) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  const std::string mech = smtp::ascii_upper(argument.substr(0, sp));
   std::string initial = sp == std::string::npos ? std::string() : argument.substr(sp + 1);
   // Asks with a 334 challenge; the decoded answer, or the reply that ends it.
   std::variant<std::string, Reply> answer;

@@ -1,6 +1,8 @@
 // CIDR matching and XCLIENT attribute parsing.
 #include "frontend/server/xclient.h"
 
+#include "mailcore/smtp/ascii.h"
+
 #include <asio/ip/address.hpp>
 
 #include <cctype>
@@ -97,8 +99,7 @@ std::string apply_xclient(const std::string& attributes, ClientFacts& facts, std
   while (ss >> item) {
     const std::size_t eq = item.find('=');
     if (eq == std::string::npos) return "malformed attribute: " + item;
-    std::string name = item.substr(0, eq);
-    for (auto& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    const std::string name = smtp::ascii_upper(item.substr(0, eq));
     std::optional<std::string> value = xtext_decode(item.substr(eq + 1));
     if (!value) return "bad xtext in " + name;
     const bool unavailable = *value == "[UNAVAILABLE]" || *value == "[TEMPUNAVAIL]";

@@ -2,6 +2,8 @@
 // (452 4.5.3, 552 5.3.4) and each command's default reply.
 #include "mailcore/session/session_machine.h"
 
+#include "mailcore/smtp/ascii.h"
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -44,11 +46,7 @@ bool positive(const Reply& r) { return r.code >= 200 && r.code < 400; }
 
 bool one_of(const std::string& v, std::initializer_list<std::string_view> allowed) {
   for (auto a : allowed) {
-    if (v.size() == a.size() && std::equal(v.begin(), v.end(), a.begin(), [](char x, char y) {
-          return std::toupper(static_cast<unsigned char>(x)) == y;
-        })) {
-      return true;
-    }
+    if (smtp::iequals(v, a)) return true;
   }
   return false;
 }
@@ -212,8 +210,7 @@ Step SessionMachine::on_command(std::string_view line, const std::string& next_t
       if (state_ == State::Connected || state_ == State::Mail || state_ == State::Rcpt || !auth_user_.empty()) {
         return sequence_error();
       }
-      std::string mech = cmd.argument.substr(0, cmd.argument.find(' '));
-      for (auto& ch : mech) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+      const std::string mech = smtp::ascii_upper(cmd.argument.substr(0, cmd.argument.find(' ')));
       if (mech != "PLAIN" && mech != "LOGIN") {
         step.default_reply = reply(504, "5.5.4", "Unrecognized authentication type");
         return step;

@@ -2,21 +2,13 @@
 // 4.1.1 and 4.1.2). Total: any byte string gives a Command.
 #include "mailcore/smtp/command.h"
 
+#include "mailcore/smtp/ascii.h"
+
 #include <array>
 #include <utility>
 
 namespace mailhook::smtp {
 namespace {
-
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (lower(a[i]) != lower(b[i])) return false;
-  }
-  return true;
-}
 
 bool istarts_with(std::string_view s, std::string_view prefix) {
   return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
@@ -82,7 +74,7 @@ void parse_path(std::string_view arg, std::string_view tag, Command& cmd) {
     // RFC 5321 4.1.2: esmtp-keywords are case-insensitive; keep them upper case.
     Parameter p{std::string(param.substr(0, eq)),
                 eq == std::string_view::npos ? std::string() : std::string(param.substr(eq + 1))};
-    for (auto& ch : p.name) ch = static_cast<char>(ch >= 'a' && ch <= 'z' ? ch - 32 : ch);
+    p.name = ascii_upper(p.name);
     if (!is_keyword(p.name) || (eq != std::string_view::npos && p.value.empty())) {
       cmd.error = ParseError::BadParameter;
       return;
