@@ -2,12 +2,11 @@
 // SessionMachine, policy decision (or default), reply out. DATA phase:
 // DotDecoder, chunks to policyd if it wants them, end-of-message decision,
 // then delivery, and only then the final reply.
-#include "frontend/server/connection.h"
+#include "frontend/server/session_connection.h"
 
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <chrono>
-
 #include "frontend/delivery/envelope.h"
 #include "frontend/policy_client/policy_stream.h"
 #include "frontend/server/replies.h"
@@ -21,126 +20,7 @@
 #include "mailcore/wire/convert.h"
 
 namespace mailhook::front {
-
-bool ConnectionLimiter::admit(const std::string& ip) {
-  std::lock_guard l(mu_);
-  int& n = per_ip_[ip];
-  if (total_ >= total_limit_ || n >= per_ip_limit_) {
-    if (n == 0) per_ip_.erase(ip);
-    return false;
-  }
-  ++n;
-  ++total_;
-  return true;
-}
-
-void ConnectionLimiter::release(const std::string& ip) {
-  std::lock_guard l(mu_);
-  --total_;
-  if (--per_ip_[ip] <= 0) per_ip_.erase(ip);
-}
-
-std::uint64_t DrainRegistry::add(asio::any_io_executor executor, std::function<void()> on_drain) {
-  std::lock_guard l(mu_);
-  const std::uint64_t id = ++next_;
-  entries_.emplace(id, Entry{executor, std::move(on_drain)});
-  if (draining_) post_drain(id, executor);
-  return id;
-}
-
-void DrainRegistry::remove(std::uint64_t id) {
-  std::lock_guard l(mu_);
-  entries_.erase(id);
-}
-
-void DrainRegistry::start() {
-  std::lock_guard l(mu_);
-  draining_ = true;
-  for (const auto& [id, e] : entries_) post_drain(id, e.executor);
-}
-
-std::size_t DrainRegistry::open() {
-  std::lock_guard l(mu_);
-  return entries_.size();
-}
-
-// Runs on the connection's own executor, where it is also destroyed, so a
-// connection still registered there is alive for the whole call.
-void DrainRegistry::post_drain(std::uint64_t id, const asio::any_io_executor& executor) {
-  asio::post(executor, [this, id] {
-    std::function<void()> fn;
-    {
-      std::lock_guard l(mu_);
-      auto it = entries_.find(id);
-      if (it == entries_.end()) return;
-      fn = it->second.on_drain;
-    }
-    fn();
-  });
-}
-
-namespace {
-
-using asio::ip::tcp;
-using Clock = std::chrono::steady_clock;
-constexpr std::size_t kChunk = 64 * 1024;  // MessageChunk size to policyd
-
-class Connection {
- public:
-  Connection(tcp::socket socket, FrontContext& ctx)
-      : socket_(std::move(socket)), ctx_(ctx), timer_(socket_.get_executor()),
-        machine_(ctx.config.hostname, {ctx.config.max_message_size, ctx.config.max_recipients}, EventSet{}) {
-    machine_.set_tls(ctx.tls != nullptr, false);
-    machine_.allow_plaintext_auth(ctx.config.auth_plaintext);
-  }
-
-  ~Connection() {
-    if (stream_) stream_->cancel();  // e.g. the front stops mid-session
-    if (drain_id_ != 0) ctx_.drain.remove(drain_id_);
-  }
-
-  asio::awaitable<void> run();
-
- private:
-  enum class Read : std::uint8_t { Ok, Closed, TimedOut, Draining };
-
-  asio::awaitable<Read> read_more(std::chrono::seconds timeout);
-  asio::awaitable<void> flush();
-  void queue_reply(const Reply& r) { out_ += r.wire(); }
-  asio::awaitable<bool> open_policy();
-  asio::awaitable<Decision> ask(SessionEvent event);
-  void notify(SessionEvent event);
-  Reply choose(const SessionEvent* event, const Decision& d, const Reply& fallback, bool& close);
-  asio::awaitable<bool> command_loop();
-  asio::awaitable<bool> start_tls();
-  asio::awaitable<std::optional<std::string>> read_line();
-  asio::awaitable<Reply> authenticate(const std::string& line, const std::string& argument);
-  asio::awaitable<Reply> xclient(const std::string& line, const std::string& argument);
-  asio::awaitable<bool> data_phase();
-  asio::awaitable<Reply> deliver(Envelope& envelope, std::string& message, const Decision& eom);
-  // The id a MAIL command would start; counted once the MAIL is accepted.
-  std::string next_transaction_id() const { return id_ + "T" + std::to_string(transactions_ + 1); }
-
-  tcp::socket socket_;
-  FrontContext& ctx_;
-  asio::steady_timer timer_;
-  session::SessionMachine machine_;
-  std::shared_ptr<PolicyStream> stream_;
-  std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls_;
-  ClientFacts facts_;
-  bool policy_down_ = false;
-  bool wants_message_ = false;
-  std::string id_;
-  std::string address_;
-  std::uint32_t port_ = 0;
-  std::string in_;
-  std::string out_;
-  std::uint64_t drain_id_ = 0;
-  bool draining_ = false;
-  int transactions_ = 0;
-  int accepted_ = 0;
-  std::string end_reason_ = "quit";
-};
+namespace detail {
 
 asio::awaitable<Connection::Read> Connection::read_more(std::chrono::seconds timeout) {
   using namespace asio::experimental::awaitable_operators;
@@ -348,150 +228,6 @@ asio::awaitable<bool> Connection::command_loop() {
 }
 
 // One line of an AUTH exchange (RFC 4954 4); nullopt when the client left.
-asio::awaitable<std::optional<std::string>> Connection::read_line() {
-  for (;;) {
-    const std::size_t eol = in_.find('\n');
-    if (eol != std::string::npos) {
-      std::string line = in_.substr(0, eol);
-      in_.erase(0, eol + 1);
-      if (!line.empty() && line.back() == '\r') line.pop_back();
-      co_return line;
-    }
-    if (in_.size() > 12288) co_return std::nullopt;  // RFC 4954 4: 12288 octets
-    co_await flush();
-    const Read r = co_await read_more(std::chrono::seconds(ctx_.config.command_timeout_s));
-    if (r == Read::Draining) continue;
-    if (r != Read::Ok) co_return std::nullopt;
-  }
-}
-
-// AUTH PLAIN and LOGIN (RFC 4954, 4616): collect and decode the
-// credentials, then hook.auth decides; only 235 authenticates.
-asio::awaitable<Reply> Connection::authenticate(const std::string& line, const std::string& argument) {
-  static const Reply kCanceled{501, "5.7.0", {"Authentication canceled"}};
-  static const Reply kBadBase64{501, "5.5.2", {"Cannot decode response"}};
-  static const Reply kFailed{535, "5.7.8", {"Authentication credentials invalid"}};
-  const std::size_t sp = argument.find(' ');
-  const std::string mech = smtp::ascii_upper(argument.substr(0, sp));
-  std::string initial = sp == std::string::npos ? std::string() : argument.substr(sp + 1);
-  // Asks with a 334 challenge; the decoded answer, or the reply that ends it.
-  std::variant<std::string, Reply> answer;
-  auto ask_client = [&](const std::string& challenge) -> asio::awaitable<std::variant<std::string, Reply>> {
-    queue_reply(Reply{334, "", {challenge}});
-    std::optional<std::string> got = co_await read_line();
-    if (!got) co_return Reply{421, "4.4.2", {"Connection lost"}};
-    if (*got == "*") co_return kCanceled;
-    std::optional<std::string> decoded = smtp::base64_decode(*got);
-    if (!decoded) co_return kBadBase64;
-    co_return *decoded;
-  };
-  std::string user, password;
-  if (mech == "PLAIN") {
-    std::optional<std::string> decoded;
-    if (initial.empty()) {
-      answer = co_await ask_client("");
-      if (auto* r = std::get_if<Reply>(&answer)) co_return *r;
-      decoded = std::get<std::string>(answer);
-    } else if (initial == "=") {
-      decoded = std::string();
-    } else {
-      decoded = smtp::base64_decode(initial);
-      if (!decoded) co_return kBadBase64;
-    }
-    // RFC 4616 2: [authzid] NUL authcid NUL passwd
-    const std::size_t a = decoded->find('\0');
-    const std::size_t b = a == std::string::npos ? a : decoded->find('\0', a + 1);
-    if (b == std::string::npos) co_return kBadBase64;
-    user = decoded->substr(a + 1, b - a - 1);
-    password = decoded->substr(b + 1);
-  } else {  // LOGIN
-    if (!initial.empty()) {
-      std::optional<std::string> u = smtp::base64_decode(initial);
-      if (!u) co_return kBadBase64;
-      user = *u;
-    } else {
-      answer = co_await ask_client("VXNlcm5hbWU6");  // "Username:"
-      if (auto* r = std::get_if<Reply>(&answer)) co_return *r;
-      user = std::get<std::string>(answer);
-    }
-    answer = co_await ask_client("UGFzc3dvcmQ6");  // "Password:"
-    if (auto* r = std::get_if<Reply>(&answer)) co_return *r;
-    password = std::get<std::string>(answer);
-  }
-  if (!machine_.listens(EventKind::Auth)) co_return kFailed;  // no hook.auth: nobody can log in
-  Decision d = co_await ask(machine_.auth_event(line, argument, user, password));
-  bool close = false;
-  const SessionEvent auth_kind{.kind = EventKind::Auth};
-  const Reply r = choose(&auth_kind, d, kFailed, close);
-  if (r.code == 235) {
-    machine_.authenticated(user);
-    facts_.auth_user = user;
-    log::info("session={} client={} authenticated user={}", id_, address_, user);
-    co_return r;
-  }
-  log::notice("session={} client={} authentication failed user={}", id_, address_, user);
-  if (r.code >= 400) co_return r;  // the hook's refusal, e.g. 454 4.7.0
-  co_return kFailed;
-}
-
-// XCLIENT: the attributes become the client facts (and hook.xclient may
-// refuse them); the session then starts over with a new greeting.
-asio::awaitable<Reply> Connection::xclient(const std::string& line, const std::string& argument) {
-  ClientFacts next = facts_;
-  std::string helo = machine_.helo();
-  bool esmtp = machine_.esmtp();
-  const std::string error = apply_xclient(argument, next, helo, esmtp);
-  if (!error.empty()) co_return Reply{501, "5.5.4", {"XCLIENT: " + error}};
-  SessionEvent e = machine_.notification(EventKind::Xclient);
-  e.input = line;
-  e.argument = argument;
-  e.client = next;
-  if (machine_.listens(EventKind::Xclient)) {
-    e.wants_reply = true;
-    Decision d = co_await ask(std::move(e));
-    bool close = false;
-    const SessionEvent kind{.kind = EventKind::Xclient};
-    const Reply r = choose(&kind, d, Reply{}, close);
-    if (r.code >= 400) co_return r;  // the hook refused: nothing changes
-  } else {
-    notify(std::move(e));  // policyd's client.* must follow anyway
-  }
-  log::info("session={} xclient from {} now client={}:{} name={}", id_, address_, next.address, next.port,
-            next.host.empty() ? "-" : next.host);
-  facts_ = std::move(next);
-  machine_.restart_after_xclient(helo, esmtp, facts_.auth_user);
-  co_return Reply{220, "", {ctx_.config.hostname + " ESMTP mailhook"}};
-}
-
-// RFC 3207: the handshake after "220 Ready". Anything the client sent
-// behind STARTTLS in the clear is dropped, never executed (CVE-2011-0411),
-// and the session starts over: EHLO is required again.
-asio::awaitable<bool> Connection::start_tls() {
-  co_await flush();
-  in_.clear();
-  tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket_, *ctx_.tls);
-  using namespace asio::experimental::awaitable_operators;
-  constexpr auto token = asio::experimental::as_tuple(asio::use_awaitable);
-  timer_.expires_after(std::chrono::seconds(ctx_.config.command_timeout_s));
-  auto result = co_await (tls_->async_handshake(asio::ssl::stream_base::server, token) || timer_.async_wait(token));
-  const asio::error_code ec = result.index() == 0 ? std::get<0>(std::get<0>(result)) : asio::error::timed_out;
-  if (ec) {
-    log::notice("session={} client={} TLS handshake failed: {}", id_, address_, ec.message());
-    tls_.reset();
-    end_reason_ = "tls_failed";
-    co_return false;
-  }
-  SSL* ssl = tls_->native_handle();
-  facts_.tls_protocol = SSL_get_version(ssl);
-  facts_.tls_cipher = SSL_get_cipher_name(ssl);
-  machine_.restart_after_tls();
-  // Always told, so client.* in policyd knows the TLS facts.
-  SessionEvent e = machine_.notification(EventKind::Starttls);
-  e.client = facts_;
-  notify(std::move(e));
-  log::info("session={} client={} TLS {} {}", id_, address_, facts_.tls_protocol, facts_.tls_cipher);
-  co_return true;
-}
 
 asio::awaitable<bool> Connection::data_phase() {
   smtp::DotDecoder decoder(ctx_.config.max_message_size);
@@ -618,10 +354,10 @@ asio::awaitable<void> Connection::run() {
             std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count());
 }
 
-}  // namespace
+}  // namespace detail
 
-asio::awaitable<void> serve_connection(tcp::socket socket, FrontContext& context) {
-  Connection c(std::move(socket), context);
+asio::awaitable<void> serve_connection(asio::ip::tcp::socket socket, FrontContext& context) {
+  detail::Connection c(std::move(socket), context);
   co_await c.run();
 }
 

@@ -1,0 +1,67 @@
+// Admission of connections: the per-IP and total connection limits, and
+// the drain registry SIGTERM uses. Shared by all I/O threads behind one
+// mutex each; never blocks beyond it, never touches a socket.
+#include <mutex>
+
+#include "frontend/server/connection.h"
+
+namespace mailhook::front {
+
+bool ConnectionLimiter::admit(const std::string& ip) {
+  std::lock_guard l(mu_);
+  int& n = per_ip_[ip];
+  if (total_ >= total_limit_ || n >= per_ip_limit_) {
+    if (n == 0) per_ip_.erase(ip);
+    return false;
+  }
+  ++n;
+  ++total_;
+  return true;
+}
+
+void ConnectionLimiter::release(const std::string& ip) {
+  std::lock_guard l(mu_);
+  --total_;
+  if (--per_ip_[ip] <= 0) per_ip_.erase(ip);
+}
+
+std::uint64_t DrainRegistry::add(asio::any_io_executor executor, std::function<void()> on_drain) {
+  std::lock_guard l(mu_);
+  const std::uint64_t id = ++next_;
+  entries_.emplace(id, Entry{executor, std::move(on_drain)});
+  if (draining_) post_drain(id, executor);
+  return id;
+}
+
+void DrainRegistry::remove(std::uint64_t id) {
+  std::lock_guard l(mu_);
+  entries_.erase(id);
+}
+
+void DrainRegistry::start() {
+  std::lock_guard l(mu_);
+  draining_ = true;
+  for (const auto& [id, e] : entries_) post_drain(id, e.executor);
+}
+
+std::size_t DrainRegistry::open() {
+  std::lock_guard l(mu_);
+  return entries_.size();
+}
+
+// Runs on the connection's own executor, where it is also destroyed, so a
+// connection still registered there is alive for the whole call.
+void DrainRegistry::post_drain(std::uint64_t id, const asio::any_io_executor& executor) {
+  asio::post(executor, [this, id] {
+    std::function<void()> fn;
+    {
+      std::lock_guard l(mu_);
+      auto it = entries_.find(id);
+      if (it == entries_.end()) return;
+      fn = it->second.on_drain;
+    }
+    fn();
+  });
+}
+
+}  // namespace mailhook::front

@@ -1,0 +1,169 @@
+// The session-changing commands of a Connection: STARTTLS (RFC 3207),
+// AUTH PLAIN/LOGIN (RFC 4954, 4616) and XCLIENT (Postfix XCLIENT_README).
+// Each collects what it needs from the client, asks policyd where a hook
+// listens, and restarts the SessionMachine as its RFC says.
+#include "frontend/server/session_connection.h"
+
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <chrono>
+#include "frontend/delivery/envelope.h"
+#include "frontend/policy_client/policy_stream.h"
+#include "frontend/server/replies.h"
+#include "frontend/server/xclient.h"
+#include "mailcore/session/session_machine.h"
+#include "mailcore/smtp/ascii.h"
+#include "mailcore/smtp/base64.h"
+#include "mailcore/smtp/dot_decoder.h"
+#include "mailcore/smtp/reply_text.h"
+#include "mailcore/telemetry/log.h"
+#include "mailcore/wire/convert.h"
+
+namespace mailhook::front::detail {
+
+asio::awaitable<std::optional<std::string>> Connection::read_line() {
+  for (;;) {
+    const std::size_t eol = in_.find('\n');
+    if (eol != std::string::npos) {
+      std::string line = in_.substr(0, eol);
+      in_.erase(0, eol + 1);
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      co_return line;
+    }
+    if (in_.size() > 12288) co_return std::nullopt;  // RFC 4954 4: 12288 octets
+    co_await flush();
+    const Read r = co_await read_more(std::chrono::seconds(ctx_.config.command_timeout_s));
+    if (r == Read::Draining) continue;
+    if (r != Read::Ok) co_return std::nullopt;
+  }
+}
+
+// AUTH PLAIN and LOGIN (RFC 4954, 4616): collect and decode the
+// credentials, then hook.auth decides; only 235 authenticates.
+asio::awaitable<Reply> Connection::authenticate(const std::string& line, const std::string& argument) {
+  static const Reply kCanceled{501, "5.7.0", {"Authentication canceled"}};
+  static const Reply kBadBase64{501, "5.5.2", {"Cannot decode response"}};
+  static const Reply kFailed{535, "5.7.8", {"Authentication credentials invalid"}};
+  const std::size_t sp = argument.find(' ');
+  const std::string mech = smtp::ascii_upper(argument.substr(0, sp));
+  std::string initial = sp == std::string::npos ? std::string() : argument.substr(sp + 1);
+  // Asks with a 334 challenge; the decoded answer, or the reply that ends it.
+  std::variant<std::string, Reply> answer;
+  auto ask_client = [&](const std::string& challenge) -> asio::awaitable<std::variant<std::string, Reply>> {
+    queue_reply(Reply{334, "", {challenge}});
+    std::optional<std::string> got = co_await read_line();
+    if (!got) co_return Reply{421, "4.4.2", {"Connection lost"}};
+    if (*got == "*") co_return kCanceled;
+    std::optional<std::string> decoded = smtp::base64_decode(*got);
+    if (!decoded) co_return kBadBase64;
+    co_return *decoded;
+  };
+  std::string user, password;
+  if (mech == "PLAIN") {
+    std::optional<std::string> decoded;
+    if (initial.empty()) {
+      answer = co_await ask_client("");
+      if (auto* r = std::get_if<Reply>(&answer)) co_return *r;
+      decoded = std::get<std::string>(answer);
+    } else if (initial == "=") {
+      decoded = std::string();
+    } else {
+      decoded = smtp::base64_decode(initial);
+      if (!decoded) co_return kBadBase64;
+    }
+    // RFC 4616 2: [authzid] NUL authcid NUL passwd
+    const std::size_t a = decoded->find('\0');
+    const std::size_t b = a == std::string::npos ? a : decoded->find('\0', a + 1);
+    if (b == std::string::npos) co_return kBadBase64;
+    user = decoded->substr(a + 1, b - a - 1);
+    password = decoded->substr(b + 1);
+  } else {  // LOGIN
+    if (!initial.empty()) {
+      std::optional<std::string> u = smtp::base64_decode(initial);
+      if (!u) co_return kBadBase64;
+      user = *u;
+    } else {
+      answer = co_await ask_client("VXNlcm5hbWU6");  // "Username:"
+      if (auto* r = std::get_if<Reply>(&answer)) co_return *r;
+      user = std::get<std::string>(answer);
+    }
+    answer = co_await ask_client("UGFzc3dvcmQ6");  // "Password:"
+    if (auto* r = std::get_if<Reply>(&answer)) co_return *r;
+    password = std::get<std::string>(answer);
+  }
+  if (!machine_.listens(EventKind::Auth)) co_return kFailed;  // no hook.auth: nobody can log in
+  Decision d = co_await ask(machine_.auth_event(line, argument, user, password));
+  bool close = false;
+  const SessionEvent auth_kind{.kind = EventKind::Auth};
+  const Reply r = choose(&auth_kind, d, kFailed, close);
+  if (r.code == 235) {
+    machine_.authenticated(user);
+    facts_.auth_user = user;
+    log::info("session={} client={} authenticated user={}", id_, address_, user);
+    co_return r;
+  }
+  log::notice("session={} client={} authentication failed user={}", id_, address_, user);
+  if (r.code >= 400) co_return r;  // the hook's refusal, e.g. 454 4.7.0
+  co_return kFailed;
+}
+
+// XCLIENT: the attributes become the client facts (and hook.xclient may
+// refuse them); the session then starts over with a new greeting.
+asio::awaitable<Reply> Connection::xclient(const std::string& line, const std::string& argument) {
+  ClientFacts next = facts_;
+  std::string helo = machine_.helo();
+  bool esmtp = machine_.esmtp();
+  const std::string error = apply_xclient(argument, next, helo, esmtp);
+  if (!error.empty()) co_return Reply{501, "5.5.4", {"XCLIENT: " + error}};
+  SessionEvent e = machine_.notification(EventKind::Xclient);
+  e.input = line;
+  e.argument = argument;
+  e.client = next;
+  if (machine_.listens(EventKind::Xclient)) {
+    e.wants_reply = true;
+    Decision d = co_await ask(std::move(e));
+    bool close = false;
+    const SessionEvent kind{.kind = EventKind::Xclient};
+    const Reply r = choose(&kind, d, Reply{}, close);
+    if (r.code >= 400) co_return r;  // the hook refused: nothing changes
+  } else {
+    notify(std::move(e));  // policyd's client.* must follow anyway
+  }
+  log::info("session={} xclient from {} now client={}:{} name={}", id_, address_, next.address, next.port,
+            next.host.empty() ? "-" : next.host);
+  facts_ = std::move(next);
+  machine_.restart_after_xclient(helo, esmtp, facts_.auth_user);
+  co_return Reply{220, "", {ctx_.config.hostname + " ESMTP mailhook"}};
+}
+
+// RFC 3207: the handshake after "220 Ready". Anything the client sent
+// behind STARTTLS in the clear is dropped, never executed (CVE-2011-0411),
+// and the session starts over: EHLO is required again.
+asio::awaitable<bool> Connection::start_tls() {
+  co_await flush();
+  in_.clear();
+  tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket_, *ctx_.tls);
+  using namespace asio::experimental::awaitable_operators;
+  constexpr auto token = asio::experimental::as_tuple(asio::use_awaitable);
+  timer_.expires_after(std::chrono::seconds(ctx_.config.command_timeout_s));
+  auto result = co_await (tls_->async_handshake(asio::ssl::stream_base::server, token) || timer_.async_wait(token));
+  const asio::error_code ec = result.index() == 0 ? std::get<0>(std::get<0>(result)) : asio::error::timed_out;
+  if (ec) {
+    log::notice("session={} client={} TLS handshake failed: {}", id_, address_, ec.message());
+    tls_.reset();
+    end_reason_ = "tls_failed";
+    co_return false;
+  }
+  SSL* ssl = tls_->native_handle();
+  facts_.tls_protocol = SSL_get_version(ssl);
+  facts_.tls_cipher = SSL_get_cipher_name(ssl);
+  machine_.restart_after_tls();
+  // Always told, so client.* in policyd knows the TLS facts.
+  SessionEvent e = machine_.notification(EventKind::Starttls);
+  e.client = facts_;
+  notify(std::move(e));
+  log::info("session={} client={} TLS {} {}", id_, address_, facts_.tls_protocol, facts_.tls_cipher);
+  co_return true;
+}
+
+}  // namespace mailhook::front::detail

@@ -1,0 +1,83 @@
+// The Connection behind serve_connection(): one SMTP session as a C++20
+// coroutine (its methods live in connection.cc and, for STARTTLS, AUTH and
+// XCLIENT, connection_extensions.cc). Private to frontend/server; knows
+// no Lua and never blocks its I/O thread.
+#pragma once
+
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/ssl.hpp>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "frontend/delivery/envelope.h"
+#include "frontend/policy_client/policy_stream.h"
+#include "frontend/server/connection.h"
+#include "mailcore/session/session_machine.h"
+
+namespace mailhook::front::detail {
+
+using asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+constexpr std::size_t kChunk = 64 * 1024;  // MessageChunk size to policyd
+
+class Connection {
+ public:
+  Connection(tcp::socket socket, FrontContext& ctx)
+      : socket_(std::move(socket)), ctx_(ctx), timer_(socket_.get_executor()),
+        machine_(ctx.config.hostname, {ctx.config.max_message_size, ctx.config.max_recipients}, EventSet{}) {
+    machine_.set_tls(ctx.tls != nullptr, false);
+    machine_.allow_plaintext_auth(ctx.config.auth_plaintext);
+  }
+
+  ~Connection() {
+    if (stream_) stream_->cancel();  // e.g. the front stops mid-session
+    if (drain_id_ != 0) ctx_.drain.remove(drain_id_);
+  }
+
+  asio::awaitable<void> run();
+
+ private:
+  enum class Read : std::uint8_t { Ok, Closed, TimedOut, Draining };
+
+  asio::awaitable<Read> read_more(std::chrono::seconds timeout);
+  asio::awaitable<void> flush();
+  void queue_reply(const Reply& r) { out_ += r.wire(); }
+  asio::awaitable<bool> open_policy();
+  asio::awaitable<Decision> ask(SessionEvent event);
+  void notify(SessionEvent event);
+  Reply choose(const SessionEvent* event, const Decision& d, const Reply& fallback, bool& close);
+  asio::awaitable<bool> command_loop();
+  asio::awaitable<bool> start_tls();
+  asio::awaitable<std::optional<std::string>> read_line();
+  asio::awaitable<Reply> authenticate(const std::string& line, const std::string& argument);
+  asio::awaitable<Reply> xclient(const std::string& line, const std::string& argument);
+  asio::awaitable<bool> data_phase();
+  asio::awaitable<Reply> deliver(Envelope& envelope, std::string& message, const Decision& eom);
+  // The id a MAIL command would start; counted once the MAIL is accepted.
+  std::string next_transaction_id() const { return id_ + "T" + std::to_string(transactions_ + 1); }
+
+  tcp::socket socket_;
+  FrontContext& ctx_;
+  asio::steady_timer timer_;
+  session::SessionMachine machine_;
+  std::shared_ptr<PolicyStream> stream_;
+  std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls_;
+  ClientFacts facts_;
+  bool policy_down_ = false;
+  bool wants_message_ = false;
+  std::string id_;
+  std::string address_;
+  std::uint32_t port_ = 0;
+  std::string in_;
+  std::string out_;
+  std::uint64_t drain_id_ = 0;
+  bool draining_ = false;
+  int transactions_ = 0;
+  int accepted_ = 0;
+  std::string end_reason_ = "quit";
+};
+
+}  // namespace mailhook::front::detail
