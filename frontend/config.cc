@@ -49,6 +49,11 @@ FrontConfig parse_config(int argc, char** argv) {
   app.add_option("--data-timeout", c.data_timeout_s, "seconds idle inside DATA (421 4.4.2)")
       ->check(CLI::Range(1, 86400))
       ->capture_default_str();
+  app.add_option("--greet-pause", c.greet_pause_ms,
+                 "milliseconds to wait before the greeting, to catch clients that talk first "
+                 "(client.is_pipelining); 0 checks only what already arrived")
+      ->check(CLI::Range(0, 60000))
+      ->capture_default_str();
   app.add_option("--shutdown-grace", c.shutdown_grace_s,
                  "seconds SIGTERM lets open transactions finish; idle sessions get 421 4.3.2 at once")
       ->check(CLI::Range(0, 3600))

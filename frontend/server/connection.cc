@@ -62,7 +62,15 @@ asio::awaitable<bool> Connection::open_policy() {
   const auto local = socket_.local_endpoint(ec);
   start.client.local_address = local.address().to_string();
   start.client.local_port = local.port();
-  start.early_talker = socket_.available(ec) > 0;  // talked before the greeting
+  if (ctx_.config.greet_pause_ms > 0) {
+    // RFC 5321 4.3.1: a client must wait for the greeting. Watch for one
+    // that does not, for --greet-pause, without reading its bytes.
+    using namespace asio::experimental::awaitable_operators;
+    constexpr auto token = asio::experimental::as_tuple(asio::use_awaitable);
+    timer_.expires_after(std::chrono::milliseconds(ctx_.config.greet_pause_ms));
+    co_await (socket_.async_wait(tcp::socket::wait_read, token) || timer_.async_wait(token));
+  }
+  start.early_talker = socket_.available(ec) > 0;  // talked before the greeting (client.is_pipelining)
   facts_.local_address = start.client.local_address;
   facts_.local_port = start.client.local_port;
   start.limits = {ctx_.config.max_message_size, ctx_.config.max_recipients, 512};

@@ -62,6 +62,24 @@ class IdleTimeouts(MailhookTest):
         self.assertEqual(self.spooled(), [])
 
 
+class EarlyTalker(MailhookTest):
+    SCRIPT = r'''
+function hook.accept(ip, ptr)
+  if client.is_pipelining then return "554 5.5.0 talked before the greeting\r\n" end
+end
+function hook.noop() return "250 2.0.0 patient " .. tostring(client.is_pipelining) .. "\r\n" end
+'''
+
+    def test_a_client_that_talks_first_is_flagged_and_the_policy_decides(self):
+        self.start_both(self.SCRIPT, front_args=["--greet-pause", "500"])
+        c = SmtpClient(self.front_port)
+        c.send("EHLO hasty.example\r\n")  # before the greeting
+        self.assertEqual(c.read_reply(), (554, ["554 5.5.0 talked before the greeting"]))
+        self.assertTrue(c.closed())
+        patient = self.client()
+        self.assertEqual(patient.cmd("NOOP"), (250, ["250 2.0.0 patient false"]))
+
+
 class FrontShutdown(MailhookTest):
     def setUp(self):
         super().setUp()
