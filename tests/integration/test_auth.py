@@ -77,6 +77,23 @@ class AuthNeedsTlsByDefault(MailhookTest):
         self.assertEqual(c.cmd("AUTH PLAIN " + b64("\0alice\0secret"))[0], 503)
 
 
+class AuthExample(MailhookTest):
+    def test_the_auth_example_checks_its_users_file(self):
+        import os
+        users = os.path.join(self.dir, "users")
+        with open(users, "w") as f:
+            f.write("# comment\nalice:secret\nbob:hunter2\n")
+        os.environ["MAILHOOK_AUTH_USERS"] = users
+        self.addCleanup(os.environ.pop, "MAILHOOK_AUTH_USERS")
+        lua = os.environ.get("MAILHOOK_LUA", "../../lua")
+        with open(os.path.join(lua, "examples", "auth.lua")) as f:
+            self.start_both(f.read(), front_args=["--auth-plaintext"])
+        c = self.client()
+        c.cmd("EHLO client.example")
+        self.assertEqual(c.cmd("AUTH PLAIN " + b64("\0bob\0wrong"))[0], 535)
+        self.assertEqual(c.cmd("AUTH PLAIN " + b64("\0bob\0hunter2"))[0], 235)
+
+
 class AuthWithoutHook(MailhookTest):
     def test_no_hook_auth_means_nobody_logs_in(self):
         self.start_both("function hook.rcpt(r) end", front_args=["--auth-plaintext"])
