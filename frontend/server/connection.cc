@@ -97,6 +97,7 @@ asio::awaitable<bool> Connection::open_policy() {
   }
   policy_down_ = true;
   stream_->close();
+  ctx_.metrics.policy_failures.add();
   log::warning("session={} client={} policy failure at connect (mode={})", id_, address_,
                ctx_.config.policy_failure == PolicyFailure::Tempfail ? "tempfail" : "accept");
   if (ctx_.config.policy_failure == PolicyFailure::Tempfail) {
@@ -120,10 +121,15 @@ void Connection::notify(SessionEvent event) {
 asio::awaitable<Decision> Connection::ask(SessionEvent event) {
   const std::uint64_t seq = event.seq;
   if (!policy_down_) {
+    const auto sent = Clock::now();
     notify(std::move(event));
-    auto m = co_await stream_->next(Clock::now() + std::chrono::milliseconds(ctx_.config.policy_timeout_ms));
-    if (m && m->has_decision() && m->decision().seq() == seq) co_return wire::from_proto(m->decision());
+    auto m = co_await stream_->next(sent + std::chrono::milliseconds(ctx_.config.policy_timeout_ms));
+    if (m && m->has_decision() && m->decision().seq() == seq) {
+      ctx_.metrics.policy_seconds.observe(std::chrono::duration<double>(Clock::now() - sent).count());
+      co_return wire::from_proto(m->decision());
+    }
     policy_down_ = true;
+    ctx_.metrics.policy_failures.add();
     stream_->close();
     log::warning("session={} policy failure at seq {} ({}; mode={})", id_, seq, m ? "out of order" : "down or timeout",
                  ctx_.config.policy_failure == PolicyFailure::Tempfail ? "tempfail" : "accept");
@@ -312,6 +318,10 @@ asio::awaitable<Reply> Connection::deliver(Envelope& envelope, std::string& mess
   const std::string received = received_header(envelope, ctx_.config.hostname);
   if (!ctx_.smart_host.host.empty() && envelope.quarantine.empty()) {
     Reply relayed = co_await relay_message(ctx_.smart_host, envelope, received, message);
+    if (relayed.code / 100 == 2) {
+      ctx_.metrics.relayed.add();
+      ctx_.metrics.relayed_bytes.add(received.size() + message.size());
+    }
     co_return relayed;
   }
   // fsync takes milliseconds: do it on the disk pool, then come back.
@@ -323,6 +333,8 @@ asio::awaitable<Reply> Connection::deliver(Envelope& envelope, std::string& mess
     log::error("session={} queue_id={} spool write failed: {}", id_, envelope.queue_id, error);
     co_return replies::kSpoolFailed;
   }
+  ctx_.metrics.spooled.add();
+  ctx_.metrics.spooled_bytes.add(received.size() + message.size());
   co_return Reply{250, "2.0.0", {"Ok: queued as " + envelope.queue_id}};
 }
 
@@ -345,6 +357,8 @@ asio::awaitable<void> Connection::run() {
     log::notice("session={} client={} refused: too many connections", id_, address_);
     co_return;
   }
+  ctx_.metrics.sessions_total.add();
+  ctx_.metrics.sessions_open.add(1);
   const bool opened = co_await open_policy();
   if (opened) co_await command_loop();
   co_await flush();
@@ -357,6 +371,7 @@ asio::awaitable<void> Connection::run() {
   socket_.shutdown(tcp::socket::shutdown_both, ec);
   socket_.close(ec);
   ctx_.limiter.release(address_);
+  ctx_.metrics.sessions_open.add(-1);
   log::info("session={} client={}:{} helo={} transactions={} accepted={} end={} duration_ms={}", id_, address_, port_,
             machine_.helo().empty() ? "-" : machine_.helo(), transactions_, accepted_, end_reason_,
             std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count());

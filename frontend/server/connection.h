@@ -17,6 +17,7 @@
 #include "frontend/config.h"
 #include "frontend/delivery/smart_host.h"
 #include "frontend/delivery/spool.h"
+#include "frontend/server/front_metrics.h"
 #include "frontend/server/xclient.h"
 #include "mailhook/v1/session.grpc.pb.h"
 
@@ -66,6 +67,7 @@ struct FrontContext {
   Spool spool;
   SmartHostConfig smart_host;   // host empty: spool
   asio::thread_pool& disk;      // blocking file I/O runs here
+  FrontMetrics& metrics;
   asio::ssl::context* tls;      // nullptr: no STARTTLS
   CidrList xclient_hosts;       // who may send XCLIENT
   ConnectionLimiter limiter;

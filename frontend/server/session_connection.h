@@ -44,7 +44,10 @@ class Connection {
 
   asio::awaitable<Read> read_more(std::chrono::seconds timeout);
   asio::awaitable<void> flush();
-  void queue_reply(const Reply& r) { out_ += r.wire(); }
+  void queue_reply(const Reply& r) {
+    ctx_.metrics.reply(r.code);
+    out_ += r.wire();
+  }
   asio::awaitable<bool> open_policy();
   asio::awaitable<Decision> ask(SessionEvent event);
   void notify(SessionEvent event);
