@@ -11,7 +11,7 @@
 
 #include "frontend/config.h"
 #include "frontend/server/connection.h"
-#include "frontend/server/metrics_http.h"
+#include "daemon/metrics_http.h"
 #include "mailcore/telemetry/log.h"
 
 namespace mf = mailhook::front;
@@ -109,7 +109,7 @@ int main(int argc, char** argv) {
   for (int i = 0; i < config.threads; ++i) ios.push_back(std::make_unique<asio::io_context>(1));
   asio::io_context& main_io = *ios.front();
   tcp::acceptor acceptor(main_io);
-  tcp::acceptor metrics_acceptor(main_io);
+  mailhook::daemon::MetricsEndpoint metrics_endpoint(main_io, registry);
   try {
     tcp::resolver resolver(main_io);
     const tcp::endpoint ep = *resolver.resolve(host, port, tcp::resolver::numeric_host).begin();
@@ -141,26 +141,17 @@ int main(int argc, char** argv) {
                  ctx.drain.open(), config.shutdown_grace_s);
     asio::error_code ec;
     acceptor.close(ec);
-    metrics_acceptor.close(ec);
+    metrics_endpoint.stop();
     deadline = grace_end();
     ctx.drain.start();
     wait_drained();
   });
   asio::co_spawn(main_io, accept_loop(acceptor, ios, ctx), asio::detached);
   if (!config.metrics.empty()) {
-    std::string mhost, mport;
-    try {
-      if (!mf::parse_host_port(config.metrics, mhost, mport)) throw std::invalid_argument("expected HOST:PORT");
-      const tcp::endpoint ep = *tcp::resolver(main_io).resolve(mhost, mport, tcp::resolver::numeric_host).begin();
-      metrics_acceptor.open(ep.protocol());
-      metrics_acceptor.set_option(tcp::acceptor::reuse_address(true));
-      metrics_acceptor.bind(ep);
-      metrics_acceptor.listen();
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "mailhook-front: cannot serve --metrics on %s: %s\n", config.metrics.c_str(), e.what());
+    if (std::string e = metrics_endpoint.start(config.metrics); !e.empty()) {
+      std::fprintf(stderr, "mailhook-front: %s\n", e.c_str());
       return 1;
     }
-    asio::co_spawn(main_io, mf::serve_metrics(metrics_acceptor, registry), asio::detached);
   }
   mlog::notice("listening on {} ({} threads), policyd {}, delivery {}", config.listen, config.threads,
                config.policyd, smart.host.empty() ? "spool " + config.spool : "smart host " + config.smart_host);

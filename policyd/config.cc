@@ -40,6 +40,18 @@ PolicyConfig parse_config(int argc, char** argv) {
                  "seconds SIGTERM waits for open sessions before cancelling them")
       ->check(CLI::Range(0, 3600))
       ->capture_default_str();
+  app.add_option("--dns-server", c.dns_servers,
+                 "nameserver(s) for dns.* and client.host, ip[:port] comma-separated ([::1]:53 for IPv6) "
+                 "[default: from /etc/resolv.conf]");
+  app.add_option("--dns-timeout", c.dns_timeout_ms, "milliseconds a DNS query may take (per nameserver tried)")
+      ->check(CLI::Range(10, 60000))
+      ->capture_default_str();
+  std::string ptr_lookup = "yes";
+  app.add_option("--ptr-lookup", ptr_lookup,
+                 "look up client.host (PTR, forward-confirmed) when the front or MTA did not give it: yes or no")
+      ->check(CLI::IsMember({"yes", "no"}))
+      ->capture_default_str();
+  app.add_option("--metrics", c.metrics, "serve Prometheus text metrics on HOST:PORT (GET /metrics)");
   app.add_flag("--check", c.check, "load the scripts, print errors, exit 0 or 1");
   app.add_flag("--log-stderr", c.log_stderr, "log to stderr instead of syslog (facility mail)");
 
@@ -48,6 +60,7 @@ PolicyConfig parse_config(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::exit(app.exit(e));
   }
+  c.ptr_lookup = ptr_lookup == "yes";
   if (c.scripts.empty()) c.scripts.push_back("lua/policy.lua");
   if (c.workers == 0) c.workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   return c;

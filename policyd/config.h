@@ -17,6 +17,10 @@ struct PolicyConfig {
   int lua_memory_mb = 256;
   std::string spool_dir;              // empty: a fresh temp dir
   int drain_timeout_s = 30;
+  std::string dns_servers;            // empty: /etc/resolv.conf
+  int dns_timeout_ms = 5000;
+  bool ptr_lookup = true;
+  std::string metrics;                // HOST:PORT; empty: none
   bool check = false;
   bool log_stderr = false;
 };

@@ -9,6 +9,9 @@
 #include <filesystem>
 #include <system_error>
 
+#include <thread>
+
+#include "daemon/metrics_http.h"
 #include "mailcore/telemetry/log.h"
 #include "policyd/config.h"
 #include "policyd/lua_runtime/runtime.h"
@@ -26,6 +29,9 @@ mp::RuntimeConfig runtime_config(const mp::PolicyConfig& c) {
   r.hook_timeout = std::chrono::milliseconds(c.hook_timeout_ms);
   r.lua_memory_bytes = static_cast<std::size_t>(c.lua_memory_mb) << 20;
   r.spool_dir = c.spool_dir;
+  r.dns_servers = c.dns_servers;
+  r.dns_timeout = std::chrono::milliseconds(c.dns_timeout_ms);
+  r.ptr_lookup = c.ptr_lookup;
   return r;
 }
 
@@ -75,6 +81,8 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   if (!prepare_spool_dir(rc)) return 1;
+  mailhook::telemetry::Registry registry;
+  rc.registry = &registry;
   std::string error;
   std::unique_ptr<mp::Runtime> runtime = mp::Runtime::create(rc, error);
   if (!runtime) {
@@ -87,6 +95,18 @@ int main(int argc, char** argv) {
     mlog::error("cannot start: {}", e);
     if (!config.log_stderr) std::fprintf(stderr, "mailhook-policyd: cannot start: %s\n", e.c_str());
     return 1;
+  }
+  // --metrics: a small loop of its own; scrapes never touch a worker.
+  asio::io_context metrics_io(1);
+  mailhook::daemon::MetricsEndpoint metrics(metrics_io, registry);
+  std::thread metrics_thread;
+  if (!config.metrics.empty()) {
+    if (std::string e = metrics.start(config.metrics); !e.empty()) {
+      mlog::error("cannot start: {}", e);
+      if (!config.log_stderr) std::fprintf(stderr, "mailhook-policyd: %s\n", e.c_str());
+      return 1;
+    }
+    metrics_thread = std::thread([&] { metrics_io.run(); });
   }
   mlog::notice("listening on {} with {} worker(s), scripts: {}", config.listen, rc.workers,
               fmt::join(config.scripts, ", "));
@@ -106,6 +126,8 @@ int main(int argc, char** argv) {
     mlog::notice("{}: no new sessions; draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     server.drain(std::chrono::seconds(config.drain_timeout_s));
     runtime->stop();
+    asio::post(metrics_io, [&] { metrics.stop(); });
+    if (metrics_thread.joinable()) metrics_thread.join();
     mlog::notice("stopped");
     return 0;
   }

@@ -49,19 +49,33 @@ Histogram& Registry::histogram(const std::string& name, const std::string& help,
 
 std::string Registry::render() const {
   std::lock_guard l(mu_);
+  // Families in the order first registered, each family's samples together
+  // (the format wants one HELP/TYPE and then all of its samples).
+  std::vector<const Entry*> order;
+  order.reserve(entries_.size());
+  std::vector<bool> taken(entries_.size(), false);
+  for (std::size_t i = 0; i < entries_.size(); ++i) {
+    if (taken[i]) continue;
+    for (std::size_t j = i; j < entries_.size(); ++j) {
+      if (!taken[j] && entries_[j].name == entries_[i].name) {
+        taken[j] = true;
+        order.push_back(&entries_[j]);
+      }
+    }
+  }
   std::string out;
   std::string last_name;
-  for (const auto& e : entries_) {
-    if (e.name != last_name) {  // HELP and TYPE once per metric family
-      const char* type = e.kind == Kind::Counter ? "counter" : e.kind == Kind::Gauge ? "gauge" : "histogram";
-      out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", e.name, e.help, e.name, type);
-      last_name = e.name;
+  for (const Entry* e : order) {
+    if (e->name != last_name) {
+      const char* type = e->kind == Kind::Counter ? "counter" : e->kind == Kind::Gauge ? "gauge" : "histogram";
+      out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", e->name, e->help, e->name, type);
+      last_name = e->name;
     }
-    const std::string braces = e.labels.empty() ? "" : "{" + e.labels + "}";
-    switch (e.kind) {
-      case Kind::Counter: out += fmt::format("{}{} {}\n", e.name, braces, counters_[e.index].value()); break;
-      case Kind::Gauge: out += fmt::format("{}{} {}\n", e.name, braces, gauges_[e.index].value()); break;
-      case Kind::Histogram: out += histograms_[e.index].render(e.name, e.labels); break;
+    const std::string braces = e->labels.empty() ? "" : "{" + e->labels + "}";
+    switch (e->kind) {
+      case Kind::Counter: out += fmt::format("{}{} {}\n", e->name, braces, counters_[e->index].value()); break;
+      case Kind::Gauge: out += fmt::format("{}{} {}\n", e->name, braces, gauges_[e->index].value()); break;
+      case Kind::Histogram: out += histograms_[e->index].render(e->name, e->labels); break;
     }
   }
   return out;

@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "policyd/lua_api/modules.h"
+#include "policyd/lua_runtime/client_host.h"
 #include "policyd/lua_runtime/context.h"
 
 namespace mailhook::policyd {
@@ -48,7 +49,7 @@ bool available(std::string_view name, HookPhase phase, bool& known) {
 
 int client_index(lua_State* L) {
   const std::string_view key = luaL_checkstring(L, 2);
-  const SessionContext* s = current_session(L);
+  SessionContext* s = current_session(L);
   bool known = false;
   if (s == nullptr || !available(key, s->phase, known)) {
     lua_pushnil(L);
@@ -60,7 +61,7 @@ int client_index(lua_State* L) {
   } else if (key == "port") {
     lua_pushinteger(L, c.port);
   } else if (key == "host") {
-    lua_pushlstring(L, c.host.data(), c.host.size());
+    return push_client_host(L, *s);  // may wait for the PTR lookup
   } else if (key == "id_log") {
     lua_pushlstring(L, s->start.session_id.data(), s->start.session_id.size());
   } else if (key == "is_pipelining") {

@@ -13,6 +13,7 @@ void open_smtpe(lua_State* L);    // smtpe.*   (smtpe.cc)
 void open_net(lua_State* L);      // net.*     (net.cc)
 void open_syslog(lua_State* L);   // syslog.*  (syslog.cc)
 void open_message(lua_State* L);  // message.* (message.cc)
+void open_dns(lua_State* L);      // dns.*     (dns.cc)
 
 // hook.cc: pushes a new script environment {hook = {}} whose reads fall
 // back to the shared globals.

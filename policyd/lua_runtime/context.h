@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,6 +34,13 @@ enum class HookPhase : std::uint8_t {
 std::string_view hook_name(HookPhase phase);
 
 struct SessionContext;
+struct RuntimeMetrics;
+struct DnsSession;  // lua_api/dns.cc: the session's queries and answers
+struct HostLookup;  // client_host.cc: the PTR lookup of client.host
+class Waker;        // hook_runner.h: what a suspended hook waits on
+namespace dns {
+class Resolver;
+}
 
 // One loaded set of scripts in one master state. Replaced on reload;
 // sessions keep the generation they started on alive until they end.
@@ -71,6 +79,23 @@ struct SessionContext {
   std::string header;                // the header being collected (folded)
   bool in_body = false;
   std::vector<MessageChange> changes;  // from `message` in hook.dot/forward
+
+  // Set by the runtime when the session opens.
+  RuntimeMetrics* metrics = nullptr;
+  dns::Resolver* resolver = nullptr;   // the worker's; nullptr: no DNS
+  std::shared_ptr<Waker> waker;
+  bool ptr_lookup = true;              // resolve client.host when empty
+  bool host_resolved = false;          // client.host was looked up (or given)
+  std::shared_ptr<HostLookup> host_lookup;  // while it runs
+
+  // Suspension (ARCHITECTURE pattern 8): a Lua function that must wait for
+  // I/O sets `resume_when` and yields; completions store their results and
+  // call wake(); the hook runner resumes the hook once resume_when() holds.
+  // `aborted`: the session ended while suspended; the hook is dropped.
+  std::function<bool()> resume_when;
+  bool aborted = false;
+  void wake();
+  std::shared_ptr<DnsSession> dns;     // created by the first dns.* call
 };
 
 // The generation of a state (any of its threads).

@@ -1,8 +1,11 @@
 // Hook calls: deadline by count hook, reply validation, thread recycling.
 #include "policyd/lua_runtime/hook_runner.h"
 
+#include <asio/experimental/as_tuple.hpp>
+
 #include "mailcore/smtp/reply_text.h"
 #include "mailcore/telemetry/log.h"
+#include "policyd/lua_runtime/runtime_metrics.h"
 
 namespace mailhook::policyd {
 namespace {
@@ -45,7 +48,29 @@ bool push_hook(Generation& g, std::size_t i, std::string_view name) {
   return fn;
 }
 
+using Clock = std::chrono::steady_clock;
+
+// Starts (or continues) the hook's run under the deadline.
+void arm_deadline(Generation& g, SessionContext& s, lua_State* T, Clock::duration budget) {
+  g.current = &s;
+  g.timed_out = false;
+  g.deadline = Clock::now() + budget;
+  lua_sethook(T, deadline_hook, LUA_MASKCOUNT, kCheckEvery);
+}
+
 }  // namespace
+
+void SessionContext::wake() {
+  if (waker) waker->wake();
+}
+
+asio::awaitable<void> Waker::wait() {
+  while (!woken_) {
+    timer_.expires_at(Clock::time_point::max());
+    co_await timer_.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+  }
+  woken_ = false;
+}
 
 Reply overrun_reply() { return Reply{451, "4.3.0", {"Policy temporarily unavailable, try again later"}}; }
 
@@ -65,22 +90,41 @@ void release_thread(SessionContext& s) {
   s.thread = nullptr;
 }
 
-HookOutcome run_hook(SessionContext& s, HookPhase phase, const PushArgs& args) {
+asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushArgs args) {
   Generation& g = *s.generation;
   const std::string_view name = hook_name(phase);
   for (std::size_t i = 0; i < g.env_refs.size(); ++i) {
     if (!push_hook(g, i, name)) continue;
+    const Clock::time_point started = Clock::now();
     lua_State* T = session_thread(s);
     lua_xmove(g.L, T, 1);
     const int nargs = args ? args(T) : 0;
     s.phase = phase;
-    g.current = &s;
-    g.timed_out = false;
-    g.deadline = std::chrono::steady_clock::now() + g.hook_timeout;
-    lua_sethook(T, deadline_hook, LUA_MASKCOUNT, kCheckEvery);
+    arm_deadline(g, s, T, g.hook_timeout);
     int nres = 0;
-    const int status = lua_resume(T, g.L, nargs, &nres);
+    int status = lua_resume(T, g.L, nargs, &nres);
+    // Suspended on I/O: wait without holding the worker, then go on with
+    // what was left of the hook's time (the wait is bounded on its own,
+    // by --dns-timeout), the same client and the same memory cap.
+    while (status == LUA_YIELD && s.resume_when) {
+      const Clock::duration left = g.deadline - Clock::now();
+      g.current = nullptr;
+      while (!s.aborted && !s.resume_when()) {
+        co_await s.waker->wait();
+      }
+      s.resume_when = nullptr;
+      if (s.aborted) {  // the session ended meanwhile: drop the hook
+        log::info("session={} {} hook.{}: session ended while waiting", s.start.session_id, g.script_names[i], name);
+        release_thread(s);
+        co_return HookOutcome{};
+      }
+      s.phase = phase;
+      arm_deadline(g, s, T, std::max(left, Clock::duration::zero()));
+      status = lua_resume(T, g.L, 0, &nres);
+    }
     g.current = nullptr;
+    s.resume_when = nullptr;
+    s.metrics->hook_seconds(phase).observe(std::chrono::duration<double>(Clock::now() - started).count());
     const std::string& script = g.script_names[i];
     switch (status) {
       case LUA_OK: {
@@ -92,39 +136,44 @@ HookOutcome run_hook(SessionContext& s, HookPhase phase, const PushArgs& args) {
         const char* text = lua_type(T, -nres) == LUA_TSTRING ? lua_tolstring(T, -nres, &len) : nullptr;
         smtp::ParsedReply parsed = text ? smtp::parse_reply({text, len}) : smtp::ParsedReply{};
         lua_settop(T, 0);
-        if (parsed.reply) return {HookOutcome::Kind::Replied, std::move(*parsed.reply)};
+        if (parsed.reply) co_return HookOutcome{HookOutcome::Kind::Replied, std::move(*parsed.reply)};
         log::warning("session={} {} hook.{}: malformed reply ({}); default reply sent", s.start.session_id,
                      script, name, text ? smtp::reply_error_text(parsed.error) : "not a string");
-        return {};
+        s.metrics->hook_errors(phase).add();
+        co_return HookOutcome{};
       }
       case LUA_YIELD:
-        // Only dns.wait may suspend a hook, and it is not built yet.
-        log::warning("session={} {} hook.{}: yielded outside a wait; default reply sent", s.start.session_id,
-                     script, name);
+        // Only mailhook's own I/O functions may suspend a hook.
+        log::warning("session={} {} hook.{}: coroutine.yield outside a coroutine of the script; default reply sent",
+                     s.start.session_id, script, name);
+        s.metrics->hook_errors(phase).add();
         release_thread(s);
-        return {};
+        co_return HookOutcome{};
       case LUA_ERRMEM:
         log::error("session={} {} hook.{}: out of --lua-memory; 451 sent", s.start.session_id, script, name);
+        s.metrics->hook_overruns(phase).add();
         release_thread(s);
         lua_gc(g.L, LUA_GCCOLLECT);
-        return {HookOutcome::Kind::Overrun, overrun_reply()};
+        co_return HookOutcome{HookOutcome::Kind::Overrun, overrun_reply()};
       default: {
         const char* msg = lua_tostring(T, -1);
         const bool timed_out = g.timed_out;
         if (timed_out) {
           log::error("session={} {} hook.{}: stopped after --hook-timeout ({}); 451 sent", s.start.session_id,
                      script, name, msg ? msg : "");
+          s.metrics->hook_overruns(phase).add();
         } else {
           log::warning("session={} {} hook.{}: error: {}; default reply sent", s.start.session_id, script, name,
                        msg ? msg : "(no message)");
+          s.metrics->hook_errors(phase).add();
         }
         release_thread(s);
-        if (timed_out) return {HookOutcome::Kind::Overrun, overrun_reply()};
-        return {};
+        if (timed_out) co_return HookOutcome{HookOutcome::Kind::Overrun, overrun_reply()};
+        co_return HookOutcome{};
       }
     }
   }
-  return {};
+  co_return HookOutcome{};
 }
 
 }  // namespace mailhook::policyd

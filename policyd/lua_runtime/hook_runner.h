@@ -1,7 +1,11 @@
-// Calls one smtpe hook of every script in --script order on the session's
-// Lua thread, under the hook deadline, and turns what comes back into an
-// outcome. The one place with a switch on lua_resume's status.
+// Calls one hook of every script in --script order on the session's Lua
+// thread, under the hook deadline, and turns what comes back into an
+// outcome. The one place with a switch on lua_resume's status. A hook
+// that yields for I/O (dns.wait) suspends this coroutine only; the worker
+// serves other sessions until the session's Waker is woken.
 #pragma once
+
+#include <asio.hpp>
 
 #include <functional>
 #include <optional>
@@ -23,11 +27,27 @@ struct HookOutcome {
 // Pushes the hook's arguments onto `thread`; returns how many.
 using PushArgs = std::function<int(lua_State* thread)>;
 
+// Wakes a suspended hook: a timer that never fires by itself, cancelled
+// by wake(). A wake before the wait is kept, so none is lost.
+class Waker {
+ public:
+  explicit Waker(const asio::any_io_executor& ex) : timer_(ex) {}
+  void wake() {
+    woken_ = true;
+    timer_.cancel();
+  }
+  asio::awaitable<void> wait();
+
+ private:
+  asio::steady_timer timer_;
+  bool woken_ = false;
+};
+
 // True when any script defines hook.<phase>.
 bool has_hook(Generation& g, HookPhase phase);
 
 // Runs hook.<phase> of each script until one replies.
-HookOutcome run_hook(SessionContext& s, HookPhase phase, const PushArgs& args = {});
+asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushArgs args = {});
 
 // Releases the session's Lua thread (end of session, or a failed thread).
 void release_thread(SessionContext& s);

@@ -101,6 +101,7 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   open_net(g->L);
   open_syslog(g->L);
   open_message(g->L);
+  open_dns(g->L);
   for (const auto& script : config.scripts) {
     if (!load_script(*g, script.string(), error)) return nullptr;
   }

@@ -1,17 +1,24 @@
-// Runtime: worker threads (one asio::io_context and one Generation each)
-// and the session handles the transports hold. Transports post; the
-// worker runs the Lua and hands decisions to the observer on its thread.
+// Runtime: worker threads (one asio::io_context, one Generation and one
+// DNS resolver each) and the session handles the transports hold.
+// Transports post; each session is one coroutine on its worker that takes
+// its events in order, so a hook suspended on DNS holds up its own session
+// only. Decisions go to the observer on the worker's thread.
 #include "policyd/lua_runtime/runtime.h"
 
 #include <asio.hpp>
 
 #include <atomic>
+#include <deque>
 #include <future>
 #include <thread>
 
 #include "mailcore/telemetry/log.h"
+#include "policyd/dns/resolver.h"
+#include "policyd/lua_runtime/activity.h"
+#include "policyd/lua_runtime/client_host.h"
 #include "policyd/lua_runtime/hook_runner.h"
 #include "policyd/lua_runtime/loader.h"
+#include "policyd/lua_runtime/runtime_metrics.h"
 #include "policyd/lua_runtime/session_events.h"
 
 namespace mailhook::policyd {
@@ -19,17 +26,26 @@ namespace {
 
 class Worker {
  public:
-  explicit Worker(std::shared_ptr<Generation> g) : generation_(std::move(g)), guard_(io_.get_executor()) {
-    thread_ = std::thread([this] { io_.run(); });
-  }
+  explicit Worker(std::shared_ptr<Generation> g) : generation_(std::move(g)), guard_(io_.get_executor()) {}
   ~Worker() { stop(); }
 
+  bool start(const RuntimeConfig& c, std::string& error) {
+    resolver_ = dns::Resolver::create(io_, dns::ResolverConfig{c.dns_servers, c.dns_timeout}, error);
+    if (!resolver_) return false;
+    thread_ = std::thread([this] { io_.run(); });
+    return true;
+  }
+
+  // After drain: sessions still waiting (on DNS) are dropped with the loop.
   void stop() {
     guard_.reset();
+    io_.stop();
     if (thread_.joinable()) thread_.join();
+    resolver_.reset();
   }
 
   asio::io_context& io() { return io_; }
+  dns::Resolver* resolver() { return resolver_.get(); }
   // Worker thread only.
   std::shared_ptr<Generation>& generation() { return generation_; }
   std::atomic<int>& sessions() { return sessions_; }
@@ -38,6 +54,7 @@ class Worker {
   std::shared_ptr<Generation> generation_;
   asio::io_context io_{1};
   asio::executor_work_guard<asio::io_context::executor_type> guard_;
+  std::unique_ptr<dns::Resolver> resolver_;  // before the loop ends, after it stops
   std::atomic<int> sessions_{0};
   std::thread thread_;
 };
@@ -48,13 +65,69 @@ struct SessionRecord {
   std::shared_ptr<Generation> generation;  // keeps its state alive
   std::shared_ptr<SessionObserver> observer;
   Worker* worker = nullptr;
+  std::optional<ActivityLog> activity;
+  std::deque<SessionEvent> queue;  // events not yet handled
+  bool running = false;            // the session's coroutine is active
+  bool closing = false;            // the transport is gone
   bool close_hook_ran = false;
   bool ended = false;
 
   ~SessionRecord() {
-    if (!ended) end_session(ctx, true);  // worker stopped first: no hooks
+    if (!ended) discard_session(ctx);  // the worker stopped first: no hooks
   }
 };
+
+// hook.accept's ptr argument needs client.host before the hook runs; other
+// hooks look it up only when a script reads client.host.
+bool host_needed_now(SessionContext& s) {
+  return s.ptr_lookup && s.resolver && !s.host_resolved && has_hook(*s.generation, HookPhase::Accept);
+}
+
+// The session's life: client.host if needed, hook.accept, then its events
+// in order; after close, hook.close if the CLOSE event never came.
+asio::awaitable<void> run_session(std::shared_ptr<SessionRecord> r, bool opening) {
+  SessionContext& s = r->ctx;
+  if (opening) {
+    if (host_needed_now(s)) {
+      start_host_lookup(s);
+      while (!s.host_resolved && !s.aborted) {
+        co_await s.waker->wait();
+      }
+    }
+  }
+  if (opening && !s.aborted) {
+    Decision d = co_await accept_session(s);
+    log::info("session={} client={} host={} policy={} connect={}", s.start.session_id, s.start.client.address,
+              s.start.client.host.empty() ? "-" : s.start.client.host, r->generation->capabilities.policy_name,
+              d.action == Decision::Action::Reply ? d.reply.summary() : "default");
+    s.metrics->decision(d);
+    if (r->observer) r->observer->opened(r->generation->capabilities, std::move(d));
+  }
+  while (!r->queue.empty() && !s.aborted) {
+    const SessionEvent e = std::move(r->queue.front());
+    r->queue.pop_front();
+    if (e.kind == EventKind::Close) r->close_hook_ran = true;
+    std::optional<Decision> d = co_await handle_event(s, e);
+    r->activity->record(e, d);
+    if (d && r->observer) r->observer->decided(std::move(*d));
+  }
+  r->running = false;
+  if (!r->closing || r->ended) co_return;
+  s.aborted = false;  // hook.close still runs after a dropped wait
+  r->running = true;
+  co_await end_session(s, r->close_hook_ran);
+  r->activity->session_ended();
+  r->ended = true;
+  r->running = false;
+  r->observer.reset();
+  s.metrics->sessions_open.add(-1);
+  r->worker->sessions().fetch_sub(1);
+}
+
+void spawn(const std::shared_ptr<SessionRecord>& r, bool opening) {
+  r->running = true;
+  asio::co_spawn(r->worker->io(), run_session(r, opening), asio::detached);
+}
 
 class SessionHandle final : public Session {
  public:
@@ -63,21 +136,25 @@ class SessionHandle final : public Session {
 
   void post(SessionEvent event) override {
     asio::post(worker_.io(), [r = record_, e = std::move(event)]() mutable {
-      if (r->ended) return;
-      if (e.kind == EventKind::Close) r->close_hook_ran = true;
-      std::optional<Decision> d = handle_event(r->ctx, e);
-      if (d && r->observer) r->observer->decided(std::move(*d));
+      if (r->ended || r->closing) return;
+      r->queue.push_back(std::move(e));
+      if (!r->running) spawn(r, false);
     });
   }
 
   void close() override {
     if (closed_.exchange(true)) return;
-    asio::post(worker_.io(), [r = record_, &w = worker_] {
-      if (r->ended) return;
-      end_session(r->ctx, r->close_hook_ran);
-      r->ended = true;
-      r->observer.reset();
-      w.sessions().fetch_sub(1);
+    asio::post(worker_.io(), [r = record_] {
+      if (r->ended || r->closing) return;
+      r->closing = true;
+      if (r->running) {
+        // The coroutine can only be waiting on I/O (DNS): drop the wait and
+        // the events behind it; the coroutine then ends the session.
+        r->ctx.aborted = true;
+        r->ctx.wake();
+        return;
+      }
+      spawn(r, false);
     });
   }
 
@@ -89,7 +166,8 @@ class SessionHandle final : public Session {
 
 class RuntimeImpl final : public Runtime {
  public:
-  explicit RuntimeImpl(const RuntimeConfig& c) : config_(c) {}
+  explicit RuntimeImpl(const RuntimeConfig& c)
+      : config_(c), metrics_(c.registry ? *c.registry : own_registry_) {}
   ~RuntimeImpl() override { stop(); }
 
   bool start(std::string& error) {
@@ -97,6 +175,7 @@ class RuntimeImpl final : public Runtime {
       auto g = load_generation(config_, error);
       if (!g) return false;
       workers_.push_back(std::make_unique<Worker>(std::move(g)));
+      if (!workers_.back()->start(config_, error)) return false;
     }
     return true;
   }
@@ -107,18 +186,24 @@ class RuntimeImpl final : public Runtime {
       if (candidate->sessions().load() < w->sessions().load()) w = candidate.get();
     }
     w->sessions().fetch_add(1);
+    metrics_.sessions_total.add();
+    metrics_.sessions_open.add(1);
     auto r = std::make_shared<SessionRecord>();
     r->ctx.start = std::move(start);
     r->observer = std::move(observer);
     r->worker = w;
-    asio::post(w->io(), [r, w] {
+    r->running = true;  // events wait for hook.accept
+    asio::post(w->io(), [this, r, w] {
+      SessionContext& s = r->ctx;
       r->generation = w->generation();
-      r->ctx.generation = r->generation.get();
-      Decision d = accept_session(r->ctx);
-      log::info("session={} client={} policy={} connect={}", r->ctx.start.session_id,
-                r->ctx.start.client.address, r->generation->capabilities.policy_name,
-                d.action == Decision::Action::Reply ? d.reply.summary() : "default");
-      if (r->observer) r->observer->opened(r->generation->capabilities, std::move(d));
+      s.generation = r->generation.get();
+      s.metrics = &metrics_;
+      s.resolver = w->resolver();
+      s.waker = std::make_shared<Waker>(w->io().get_executor());
+      s.ptr_lookup = config_.ptr_lookup;
+      s.host_resolved = !s.start.client.host.empty() || !config_.ptr_lookup;
+      r->activity.emplace(s.start.session_id, s.start.client.address, metrics_);
+      spawn(r, true);
     });
     return std::make_shared<SessionHandle>(*w, std::move(r));
   }
@@ -156,6 +241,8 @@ class RuntimeImpl final : public Runtime {
 
  private:
   RuntimeConfig config_;
+  telemetry::Registry own_registry_;
+  RuntimeMetrics metrics_;
   std::vector<std::unique_ptr<Worker>> workers_;
 };
 
@@ -169,7 +256,8 @@ std::unique_ptr<Runtime> Runtime::create(const RuntimeConfig& config, std::strin
 
 std::string Runtime::check(const RuntimeConfig& config) {
   std::string error;
-  return load_generation(config, error) ? "" : error;
+  if (!load_generation(config, error)) return error;
+  return dns::Resolver::check(dns::ResolverConfig{config.dns_servers, config.dns_timeout});
 }
 
 }  // namespace mailhook::policyd

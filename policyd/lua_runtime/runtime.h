@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "mailcore/event/event.h"
+#include "mailcore/telemetry/metrics.h"
 
 namespace mailhook::policyd {
 
@@ -23,6 +24,10 @@ struct RuntimeConfig {
   std::chrono::milliseconds hook_timeout{5000};   // per hook call
   std::size_t lua_memory_bytes = 256u << 20;      // heap cap per worker state
   std::filesystem::path spool_dir;                // message temp files
+  std::string dns_servers;                        // "ip[:port],…"; empty: /etc/resolv.conf
+  std::chrono::milliseconds dns_timeout{5000};    // per DNS query
+  bool ptr_lookup = true;                         // resolve client.host when not given
+  telemetry::Registry* registry = nullptr;        // --metrics; nullptr: kept private
 };
 
 // Receives a session's answers. Called on the session's worker thread,
@@ -54,8 +59,9 @@ class Runtime {
  public:
   virtual ~Runtime() = default;
 
-  // Loads the scripts in every worker. On failure returns nullptr and sets
-  // `error` to a message naming file and line.
+  // Loads the scripts in every worker and starts each worker's DNS
+  // resolver. On failure returns nullptr and sets `error` to a message
+  // naming file and line (or the bad --dns-server).
   static std::unique_ptr<Runtime> create(const RuntimeConfig& config, std::string& error);
 
   // --check: loads the scripts once in a fresh state; "" when fine, else

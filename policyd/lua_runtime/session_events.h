@@ -3,6 +3,8 @@
 // hooks, and the Decision that results. Runs on the session's worker.
 #pragma once
 
+#include <asio.hpp>
+
 #include <optional>
 
 #include "policyd/lua_runtime/context.h"
@@ -10,12 +12,15 @@
 namespace mailhook::policyd {
 
 // hook.accept(ip, ptr): the decision on the connection (seq 0).
-Decision accept_session(SessionContext& s);
+asio::awaitable<Decision> accept_session(SessionContext& s);
 
 // One event; a Decision when the event wants a reply.
-std::optional<Decision> handle_event(SessionContext& s, const SessionEvent& event);
+asio::awaitable<std::optional<Decision>> handle_event(SessionContext& s, const SessionEvent& event);
 
 // The transport is gone: hook.close if it did not run, drop the temp file.
-void end_session(SessionContext& s, bool close_hook_ran);
+asio::awaitable<void> end_session(SessionContext& s, bool close_hook_ran);
+
+// The worker is stopping: free what the session holds, run no hook.
+void discard_session(SessionContext& s);
 
 }  // namespace mailhook::policyd

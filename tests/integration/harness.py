@@ -254,9 +254,14 @@ class MailhookTest(unittest.TestCase):
         self.policyd_port = port or free_port()
         path = self.write_script(script if script is not None else self.SCRIPT)
         self.script_path = path
+        extra = list(self.POLICYD_ARGS) + list(args)
+        # No PTR lookups against the machine's resolver unless a test asks
+        # (the DNS tests point --dns-server at their own server).
+        if "--ptr-lookup" not in extra:
+            extra += ["--ptr-lookup", "no"]
         p = Process([POLICYD, "--listen", "127.0.0.1:%d" % self.policyd_port, "--script", path, "--log-stderr",
-                     "--workers", "1", "--spool-dir", os.path.join(self.dir, "tmp")] + list(self.POLICYD_ARGS) +
-                    list(args), os.path.join(self.dir, "policyd-%d.log" % len(self.processes)))
+                     "--workers", "1", "--spool-dir", os.path.join(self.dir, "tmp")] + extra,
+                    os.path.join(self.dir, "policyd-%d.log" % len(self.processes)))
         self.processes.append(p)
         self.policyd = p
         if wait:

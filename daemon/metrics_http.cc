@@ -1,13 +1,14 @@
 // The scrape endpoint: read the request head (at most 8 KiB, 5 s), answer
 // the registry's text for GET /metrics, 404 otherwise, close.
-#include "frontend/server/metrics_http.h"
+#include "daemon/metrics_http.h"
 
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <chrono>
+#include <stdexcept>
 #include <string>
 
-namespace mailhook::front {
+namespace mailhook::daemon {
 namespace {
 
 using asio::ip::tcp;
@@ -29,15 +30,42 @@ asio::awaitable<void> answer(tcp::socket socket, const telemetry::Registry& regi
   co_await (asio::async_write(socket, asio::buffer(response), token) || timer.async_wait(token));
 }
 
-}  // namespace
-
-asio::awaitable<void> serve_metrics(tcp::acceptor& acceptor, const telemetry::Registry& registry) {
+asio::awaitable<void> serve(tcp::acceptor& acceptor, const telemetry::Registry& registry) {
   for (;;) {
     auto [ec, socket] = co_await acceptor.async_accept(asio::experimental::as_tuple(asio::use_awaitable));
-    if (ec == asio::error::operation_aborted) co_return;
+    if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
     if (ec) continue;
     asio::co_spawn(acceptor.get_executor(), answer(std::move(socket), registry), asio::detached);
   }
 }
 
-}  // namespace mailhook::front
+}  // namespace
+
+std::string MetricsEndpoint::start(const std::string& host_port) {
+  const std::size_t colon = host_port.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == host_port.size()) {
+    return "--metrics " + host_port + ": expected HOST:PORT";
+  }
+  std::string host = host_port.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  try {
+    const tcp::endpoint ep =
+        *tcp::resolver(acceptor_.get_executor()).resolve(host, host_port.substr(colon + 1), tcp::resolver::numeric_host |
+                                                                                    tcp::resolver::numeric_service).begin();
+    acceptor_.open(ep.protocol());
+    acceptor_.set_option(tcp::acceptor::reuse_address(true));
+    acceptor_.bind(ep);
+    acceptor_.listen();
+  } catch (const std::exception& e) {
+    return "cannot serve --metrics on " + host_port + ": " + e.what();
+  }
+  asio::co_spawn(acceptor_.get_executor(), serve(acceptor_, registry_), asio::detached);
+  return "";
+}
+
+void MetricsEndpoint::stop() {
+  asio::error_code ec;
+  acceptor_.close(ec);
+}
+
+}  // namespace mailhook::daemon

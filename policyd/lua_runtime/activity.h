@@ -1,0 +1,41 @@
+// policyd's side of the mail log: one line per transaction and one per
+// session, built from the events a session saw and the decisions it
+// returned, so it reads the same whatever dialect the scripts use. A code
+// is what the policy answered; "-" means the policy left the reply to the
+// front (or MTA). Also feeds the reply counters. Never touches Lua.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mailcore/event/event.h"
+#include "policyd/lua_runtime/runtime_metrics.h"
+
+namespace mailhook::policyd {
+
+class ActivityLog {
+ public:
+  ActivityLog(std::string session_id, std::string client, RuntimeMetrics& metrics);
+
+  // After each event; `decision` when the event wanted one.
+  void record(const SessionEvent& e, const std::optional<Decision>& decision);
+  // The session ended (stream closed or MTA disconnected).
+  void session_ended();
+
+ private:
+  void transaction_ended();
+
+  std::string session_id_, client_, helo_, auth_user_;
+  RuntimeMetrics& metrics_;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  int transactions_ = 0;
+  // The open transaction.
+  std::string transaction_id_, sender_, mail_code_, data_code_, eom_code_;
+  std::vector<std::string> rcpts_;  // "<addr>:code"
+  std::size_t changes_ = 0;
+  std::uint64_t size_ = 0;
+};
+
+}  // namespace mailhook::policyd

@@ -1,0 +1,42 @@
+// Registration of policyd's metrics.
+#include "policyd/lua_runtime/runtime_metrics.h"
+
+namespace mailhook::policyd {
+namespace {
+
+std::string label(std::string_view key, std::string_view value) {
+  return std::string(key) + "=\"" + std::string(value) + "\"";
+}
+
+}  // namespace
+
+RuntimeMetrics::RuntimeMetrics(telemetry::Registry& r)
+    : sessions_total(r.counter("mailhook_policyd_sessions_total", "sessions opened by fronts or MTAs")),
+      sessions_open(r.gauge("mailhook_policyd_sessions_open", "sessions open now")),
+      replies{&r.counter("mailhook_policyd_replies_total", "replies decided by the scripts, by class", label("class", "2xx")),
+              &r.counter("mailhook_policyd_replies_total", "replies decided by the scripts, by class", label("class", "3xx")),
+              &r.counter("mailhook_policyd_replies_total", "replies decided by the scripts, by class", label("class", "4xx")),
+              &r.counter("mailhook_policyd_replies_total", "replies decided by the scripts, by class", label("class", "5xx"))},
+      defaults(r.counter("mailhook_policyd_default_replies_total", "events the scripts left to the default reply")),
+      dns_queries(r.counter("mailhook_policyd_dns_queries_total", "DNS queries sent by dns.query and client.host")),
+      dns_outcomes{&r.counter("mailhook_policyd_dns_answers_total", "DNS answers by outcome", label("rcode", "NOERROR")),
+                   &r.counter("mailhook_policyd_dns_answers_total", "DNS answers by outcome", label("rcode", "NXDOMAIN")),
+                   &r.counter("mailhook_policyd_dns_answers_total", "DNS answers by outcome", label("rcode", "SERVFAIL")),
+                   &r.counter("mailhook_policyd_dns_answers_total", "DNS answers by outcome", label("rcode", "REFUSED")),
+                   &r.counter("mailhook_policyd_dns_answers_total", "DNS answers by outcome", label("rcode", "TIMEOUT")),
+                   &r.counter("mailhook_policyd_dns_answers_total", "DNS answers by outcome", label("rcode", "OTHER"))},
+      dns_seconds(r.histogram("mailhook_policyd_dns_seconds", "DNS query latency")) {
+  for (std::size_t i = 1; i < kPhases; ++i) {  // 0 is Load: not a hook
+    const std::string hook = label("hook", hook_name(static_cast<HookPhase>(i)));
+    hook_seconds_[i] = &r.histogram("mailhook_policyd_hook_seconds", "hook latency, per hook called", hook);
+    hook_errors_[i] = &r.counter("mailhook_policyd_hook_errors_total",
+                                 "hook calls that raised an error or returned a malformed reply", hook);
+    hook_overruns_[i] = &r.counter("mailhook_policyd_hook_timeouts_total",
+                                   "hook calls stopped by --hook-timeout or --lua-memory (451 4.3.0)", hook);
+  }
+  hook_seconds_[0] = hook_seconds_[1];
+  hook_errors_[0] = hook_errors_[1];
+  hook_overruns_[0] = hook_overruns_[1];
+}
+
+}  // namespace mailhook::policyd

@@ -1,0 +1,45 @@
+// policyd's Prometheus metrics (names mailhook_policyd_*): sessions,
+// decisions by reply class, and per hook its latency, errors and overruns.
+// Registered once per Runtime; updated lock-free from the workers.
+#pragma once
+
+#include <array>
+#include <string>
+
+#include "mailcore/event/event.h"
+#include "mailcore/telemetry/metrics.h"
+#include "policyd/lua_runtime/context.h"
+
+namespace mailhook::policyd {
+
+struct RuntimeMetrics {
+  static constexpr std::size_t kPhases = static_cast<std::size_t>(HookPhase::Close) + 1;
+
+  explicit RuntimeMetrics(telemetry::Registry& r);
+
+  void decision(const Decision& d) {
+    if (d.action == Decision::Action::Reply && d.reply.code >= 200 && d.reply.code < 600) {
+      replies[static_cast<std::size_t>(d.reply.code / 100 - 2)]->add();
+    } else if (d.action == Decision::Action::Continue) {
+      defaults.add();
+    }
+  }
+  telemetry::Histogram& hook_seconds(HookPhase p) { return *hook_seconds_[static_cast<std::size_t>(p)]; }
+  telemetry::Counter& hook_errors(HookPhase p) { return *hook_errors_[static_cast<std::size_t>(p)]; }
+  telemetry::Counter& hook_overruns(HookPhase p) { return *hook_overruns_[static_cast<std::size_t>(p)]; }
+
+  telemetry::Counter& sessions_total;
+  telemetry::Gauge& sessions_open;
+  std::array<telemetry::Counter*, 4> replies;
+  telemetry::Counter& defaults;
+  telemetry::Counter& dns_queries;
+  std::array<telemetry::Counter*, 6> dns_outcomes;  // by DnsOutcome (dns/resolver.h)
+  telemetry::Histogram& dns_seconds;
+
+ private:
+  std::array<telemetry::Histogram*, kPhases> hook_seconds_{};
+  std::array<telemetry::Counter*, kPhases> hook_errors_{};
+  std::array<telemetry::Counter*, kPhases> hook_overruns_{};
+};
+
+}  // namespace mailhook::policyd
