@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <array>
 
 namespace mailhook::policyd::dns {
@@ -71,6 +72,7 @@ class Reader {
   }
 
   std::size_t pos() const { return pos_; }
+  std::size_t left() const { return wire_.size() - pos_; }
   void seek(std::size_t p) { pos_ = p; }
 
  private:
@@ -149,7 +151,9 @@ bool parse_rdata(Reader& in, std::uint16_t len, Record& r) {
 }
 
 bool parse_section(Reader& in, std::uint16_t count, std::vector<Record>& out) {
-  out.reserve(count);
+  // Trust the count no further than the bytes left (11 octets per RR at
+  // least): a hostile header must not make us allocate megabytes.
+  out.reserve(std::min<std::size_t>(count, in.left() / 11));
   for (std::uint16_t i = 0; i < count; ++i) {
     Record r;
     std::uint16_t len = 0;

@@ -259,8 +259,10 @@ class MailhookTest(unittest.TestCase):
         # (the DNS tests point --dns-server at their own server).
         if "--ptr-lookup" not in extra:
             extra += ["--ptr-lookup", "no"]
+        if "--workers" not in extra:
+            extra += ["--workers", "1"]
         p = Process([POLICYD, "--listen", "127.0.0.1:%d" % self.policyd_port, "--script", path, "--log-stderr",
-                     "--workers", "1", "--spool-dir", os.path.join(self.dir, "tmp")] + extra,
+                     "--spool-dir", os.path.join(self.dir, "tmp")] + extra,
                     os.path.join(self.dir, "policyd-%d.log" % len(self.processes)))
         self.processes.append(p)
         self.policyd = p

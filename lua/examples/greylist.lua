@@ -1,0 +1,66 @@
+-- Greylisting (the Harris triplet): the first attempt of each (client
+-- network, sender, recipient) gets a temporary failure; a retry after
+-- MAILHOOK_GREYLIST_DELAY seconds (default 300) passes, and the triplet is
+-- then remembered for MAILHOOK_GREYLIST_PASS seconds (default 36 days) so
+-- later mail is not delayed again. Clients are grouped by /24 (IPv4) or
+-- /64 (IPv6) because big senders retry from a different address.
+--
+-- The table lives in the worker's globals: each policyd worker keeps its
+-- own, and a restart forgets it. With --workers above 1 a retry may land
+-- on another worker and be delayed once more; run this with one worker,
+-- or keep the triplets in a shared store.
+local delay = tonumber(os.getenv("MAILHOOK_GREYLIST_DELAY") or "") or 300
+local pass_for = tonumber(os.getenv("MAILHOOK_GREYLIST_PASS") or "") or 36 * 86400
+local max_entries = 100000
+
+greylist = greylist or { entries = {}, count = 0, senders = {} }
+
+local function network(ip)
+  local v4 = ip:match("^(%d+%.%d+%.%d+)%.%d+$")
+  if v4 then return v4 end
+  local groups, n = {}, 0
+  for g in (ip .. ":"):gmatch("([^:]*):") do
+    n = n + 1
+    if n > 4 then break end
+    groups[n] = g
+  end
+  return table.concat(groups, ":")
+end
+
+local function expire(now)
+  for key, e in pairs(greylist.entries) do
+    if e.until_ < now then
+      greylist.entries[key] = nil
+      greylist.count = greylist.count - 1
+    end
+  end
+end
+
+-- Globals are shared by the sessions of a worker, so the sender is kept
+-- per session (client.id_log) until the session closes.
+function hook.mail(sender)
+  greylist.senders[client.id_log] = sender:lower()
+end
+
+function hook.close()
+  greylist.senders[client.id_log] = nil
+end
+
+function hook.rcpt(recipient)
+  if client.auth_user then return end  -- authenticated users are never greylisted
+  local now = os.time()
+  local sender = greylist.senders[client.id_log] or ""
+  local key = network(client.address) .. "/" .. sender .. "/" .. recipient:lower()
+  local e = greylist.entries[key]
+  if e == nil then
+    if greylist.count >= max_entries then expire(now) end
+    if greylist.count >= max_entries then return end  -- full: fail open
+    greylist.entries[key] = { first = now, until_ = now + delay + 86400 }
+    greylist.count = greylist.count + 1
+    return string.format("451 4.7.1 Greylisted, please try again in %d seconds\r\n", delay)
+  end
+  if now - e.first < delay then
+    return string.format("451 4.7.1 Greylisted, please try again in %d seconds\r\n", delay - (now - e.first))
+  end
+  e.until_ = now + pass_for
+end
