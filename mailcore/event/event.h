@@ -126,6 +126,7 @@ struct SessionEvent {
   std::optional<ClientFacts> client;  // facts that changed with this event
   std::string transaction_id;
   std::uint64_t message_size = 0;
+  std::string helo;       // the HELO/EHLO name in effect
 };
 
 // A change to the message, asked for at end of message.

@@ -95,6 +95,7 @@ SessionEvent SessionMachine::make_event(EventKind kind, std::string_view line, c
   e.address = cmd.address;
   e.parameters = cmd.parameters;
   e.transaction_id = transaction_id_;
+  e.helo = helo_;
   return e;
 }
 
@@ -103,6 +104,7 @@ SessionEvent SessionMachine::notification(EventKind kind) {
   e.seq = ++seq_;
   e.kind = kind;
   e.transaction_id = transaction_id_;
+  e.helo = helo_;
   return e;
 }
 

@@ -108,6 +108,7 @@ void to_proto(SessionEvent&& in, v1::Event* out) {
   out->set_error_text(std::move(in.error_text));
   if (in.client) facts_to_proto(*in.client, out->mutable_client());
   out->set_transaction_id(std::move(in.transaction_id));
+  out->set_helo(std::move(in.helo));
   out->set_message_size(in.message_size);
 }
 
@@ -131,6 +132,7 @@ SessionEvent from_proto(v1::Event&& in) {
   out.error_text = std::move(*in.mutable_error_text());
   if (in.has_client()) out.client = facts_from_proto(in.client());
   out.transaction_id = std::move(*in.mutable_transaction_id());
+  out.helo = std::move(*in.mutable_helo());
   out.message_size = in.message_size();
   return out;
 }

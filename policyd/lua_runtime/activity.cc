@@ -19,6 +19,7 @@ ActivityLog::ActivityLog(std::string session_id, std::string client, RuntimeMetr
 void ActivityLog::record(const SessionEvent& e, const std::optional<Decision>& d) {
   if (d) metrics_.decision(*d);
   if (e.client && !e.client->address.empty()) client_ = e.client->address;
+  if (!e.helo.empty()) helo_ = e.helo;
   if (e.kind != EventKind::Reset && e.kind != EventKind::Close && e.transaction_id != transaction_id_) {
     transaction_ended();
     transaction_id_ = e.transaction_id;
@@ -26,7 +27,7 @@ void ActivityLog::record(const SessionEvent& e, const std::optional<Decision>& d
   switch (e.kind) {
     case EventKind::Helo:
     case EventKind::Ehlo:
-      if (!d || d->action == Decision::Action::Continue || d->reply.code < 400) helo_ = e.argument;
+      helo_ = e.argument;  // the name being tried; later events carry the one in effect
       break;
     case EventKind::Auth:
       if (d && d->reply.code == 235 && e.client) auth_user_ = e.client->auth_user;
