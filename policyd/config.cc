@@ -12,7 +12,7 @@ namespace mailhook::policyd {
 PolicyConfig parse_config(int argc, char** argv) {
   PolicyConfig c;
   CLI::App app{"mailhook-policyd: runs SMTP policy written as Lua hooks for mailhook-front "
-               "(and, later, MTAs through the milter protocol).",
+               "(gRPC) and for MTAs through the milter protocol (--milter).",
                "mailhook-policyd"};
   app.set_version_flag("--version", MAILHOOK_VERSION);
   app.get_formatter()->column_width(34);
@@ -50,6 +50,12 @@ PolicyConfig parse_config(int argc, char** argv) {
   app.add_option("--ptr-lookup", ptr_lookup,
                  "look up client.host (PTR, forward-confirmed) when the front or MTA did not give it: yes or no")
       ->check(CLI::IsMember({"yes", "no"}))
+      ->capture_default_str();
+  app.add_option("--milter", c.milter,
+                 "also serve the milter protocol (Postfix smtpd_milters, Sendmail INPUT_MAIL_FILTER): "
+                 "inet:PORT@HOST, inet6:PORT@HOST or unix:PATH");
+  app.add_option("--milter-timeout", c.milter_timeout_s, "seconds libmilter waits on a silent MTA connection")
+      ->check(CLI::Range(1, 86400))
       ->capture_default_str();
   app.add_option("--metrics", c.metrics, "serve Prometheus text metrics on HOST:PORT (GET /metrics)");
   app.add_flag("--check", c.check, "load the scripts, print errors, exit 0 or 1");

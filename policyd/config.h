@@ -21,6 +21,8 @@ struct PolicyConfig {
   int dns_timeout_ms = 5000;
   bool ptr_lookup = true;
   std::string metrics;                // HOST:PORT; empty: none
+  std::string milter;                 // inet:PORT@HOST or unix:PATH; empty: none
+  int milter_timeout_s = 7210;
   bool check = false;
   bool log_stderr = false;
 };

@@ -1,20 +1,26 @@
-// mailhook-policyd: parse the flags, load the scripts, serve gRPC, and
-// turn signals into actions (SIGHUP reload, SIGTERM/SIGINT drain). Signals
-// are taken synchronously with sigwait on the main thread, so no handler
-// ever runs inside Lua or gRPC code.
+// mailhook-policyd: parse the flags, load the scripts, serve gRPC (and
+// the milter protocol), and turn signals into actions (SIGHUP reload,
+// SIGTERM/SIGINT drain). Every other thread blocks the signals; only the
+// main thread takes them, in a handler that just writes the number to a
+// pipe the main loop reads. (Not sigwait: libmilter runs a sigwait thread
+// of its own, and a signal must reach ours, which the kernel prefers when
+// the main thread has it unblocked.)
 #include <signal.h>
 #include <stdlib.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <system_error>
-
 #include <thread>
 
 #include "daemon/metrics_http.h"
 #include "mailcore/telemetry/log.h"
 #include "policyd/config.h"
 #include "policyd/lua_runtime/runtime.h"
+#include "policyd/milter/milter_adapter.h"
 #include "policyd/server/policy_server.h"
 
 namespace mp = mailhook::policyd;
@@ -55,6 +61,26 @@ bool prepare_spool_dir(mp::RuntimeConfig& r) {
   return true;
 }
 
+int g_signal_pipe[2] = {-1, -1};
+
+void on_signal(int sig) {
+  const int saved = errno;
+  const unsigned char b = static_cast<unsigned char>(sig);
+  [[maybe_unused]] ssize_t n = write(g_signal_pipe[1], &b, 1);
+  errno = saved;
+}
+
+// The next signal, from the pipe.
+int next_signal() {
+  for (;;) {
+    unsigned char b = 0;
+    const ssize_t n = read(g_signal_pipe[0], &b, 1);
+    if (n == 1) return b;
+    if (n < 0 && errno == EINTR) continue;
+    return SIGTERM;  // the pipe broke: stop
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -73,7 +99,7 @@ int main(int argc, char** argv) {
   }
 
   // Block the signals before any thread starts, so all threads inherit the
-  // mask and only sigwait below sees them.
+  // mask; the main thread unblocks them once everything runs.
   sigset_t signals;
   sigemptyset(&signals);
   for (int s : {SIGHUP, SIGTERM, SIGINT}) sigaddset(&signals, s);
@@ -108,12 +134,29 @@ int main(int argc, char** argv) {
     }
     metrics_thread = std::thread([&] { metrics_io.run(); });
   }
+  if (!config.milter.empty()) {
+    if (std::string e = mp::milter::start_milter(*runtime, {config.milter, config.milter_timeout_s}); !e.empty()) {
+      mlog::error("cannot start: {}", e);
+      if (!config.log_stderr) std::fprintf(stderr, "mailhook-policyd: %s\n", e.c_str());
+      std::_Exit(1);  // threads are running; nothing to flush but the log
+    }
+    mlog::notice("milter listening on {}", config.milter);
+  }
   mlog::notice("listening on {} with {} worker(s), scripts: {}", config.listen, rc.workers,
               fmt::join(config.scripts, ", "));
 
+  if (pipe(g_signal_pipe) != 0) {
+    mlog::error("cannot start: pipe: {}", std::strerror(errno));
+    std::_Exit(1);
+  }
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  for (int s : {SIGHUP, SIGTERM, SIGINT}) sigaction(s, &sa, nullptr);
+  pthread_sigmask(SIG_UNBLOCK, &signals, nullptr);
+
   for (;;) {
-    int sig = 0;
-    if (sigwait(&signals, &sig) != 0) continue;
+    const int sig = next_signal();
     if (sig == SIGHUP) {
       const std::string e = runtime->reload();
       if (e.empty()) {
@@ -124,7 +167,15 @@ int main(int argc, char** argv) {
       continue;
     }
     mlog::notice("{}: no new sessions; draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(config.drain_timeout_s);
+    mp::milter::stop_accepting();
     server.drain(std::chrono::seconds(config.drain_timeout_s));
+    // Milter sessions finish on their own (the MTA ends them) until the
+    // deadline; then waiting callbacks answer tempfail.
+    while (runtime->open_sessions() > 0 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    mp::milter::stop_milter();
     runtime->stop();
     asio::post(metrics_io, [&] { metrics.stop(); });
     if (metrics_thread.joinable()) metrics_thread.join();

@@ -175,6 +175,8 @@ struct Capabilities {
   EventSet events;
   bool wants_message = false;
   std::string policy_name;
+  bool connect_hook = false;  // a script decides at connect (not on the wire:
+                              // the connect decision always comes)
 };
 
 }  // namespace mailhook

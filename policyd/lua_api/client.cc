@@ -30,6 +30,8 @@ const Availability kAvailability[] = {
     {"address", {}}, {"port", {}}, {"host", {}}, {"id_log", {}}, {"is_pipelining", {}},
     {"tls_protocol", {}}, {"tls_cipher", {}},  // mailhook: nil until STARTTLS completed
     {"auth_user", {}},                         // mailhook: nil until AUTH succeeded
+    {"macros", {}},                            // mailhook: the MTA's milter macros (front: empty)
+    {"queue_id", kTransaction},                // mailhook: the MTA's queue id ({i}) or id_trans
     {"id_trans", kTransaction}, {"msg_file", kTransaction}, {"input", kCommand},
 };
 
@@ -76,6 +78,17 @@ int client_index(lua_State* L) {
   } else if (key == "msg_file") {
     if (s->transaction_id.empty()) return lua_pushnil(L), 1;
     lua_pushstring(L, s->msg_file.c_str());
+  } else if (key == "macros") {
+    lua_createtable(L, 0, static_cast<int>(c.attributes.size()));
+    for (const auto& [name, value] : c.attributes) {
+      lua_pushlstring(L, value.data(), value.size());
+      lua_setfield(L, -2, name.c_str());
+    }
+  } else if (key == "queue_id") {
+    auto it = c.attributes.find("i");
+    const std::string& v = it != c.attributes.end() && !it->second.empty() ? it->second : s->transaction_id;
+    if (v.empty()) return lua_pushnil(L), 1;
+    lua_pushlstring(L, v.data(), v.size());
   } else if (key == "input") {
     if (s->event == nullptr) return lua_pushnil(L), 1;
     lua_pushlstring(L, s->event->input.data(), s->event->input.size());

@@ -33,7 +33,7 @@ void ActivityLog::record(const SessionEvent& e, const std::optional<Decision>& d
       if (d && d->reply.code == 235 && e.client) auth_user_ = e.client->auth_user;
       break;
     case EventKind::Mail:
-      sender_ = e.address;
+      sender_ = "<" + e.address + ">";
       mail_code_ = code_of(d);
       break;
     case EventKind::Rcpt:
@@ -68,8 +68,8 @@ void ActivityLog::record(const SessionEvent& e, const std::optional<Decision>& d
 void ActivityLog::transaction_ended() {
   if (!transaction_id_.empty() && (!mail_code_.empty() || !rcpts_.empty())) {
     ++transactions_;
-    log::info("session={} trans={} client={} from=<{}> mail={} rcpt={} data={} eom={} size={} changes={}", session_id_,
-              transaction_id_, client_, sender_, mail_code_.empty() ? "-" : mail_code_,
+    log::info("session={} trans={} client={} from={} mail={} rcpt={} data={} eom={} size={} changes={}", session_id_,
+              transaction_id_, client_, sender_.empty() ? "-" : sender_, mail_code_.empty() ? "-" : mail_code_,
               rcpts_.empty() ? "-" : fmt::format("{}", fmt::join(rcpts_, ",")), data_code_.empty() ? "-" : data_code_,
               eom_code_.empty() ? "-" : eom_code_, size_, changes_);
   }

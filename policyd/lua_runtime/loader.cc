@@ -65,6 +65,10 @@ void compute_capabilities(Generation& g) {
   for (int ref : g.env_refs) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
     lua_getfield(L, -1, "hook");
+    if (lua_istable(L, -1)) {
+      if (lua_getfield(L, -1, "accept") == LUA_TFUNCTION) g.capabilities.connect_hook = true;
+      lua_pop(L, 1);
+    }
     for (const auto& h : kHookEvents) {
       if (lua_istable(L, -1) && lua_getfield(L, -1, h.hook) == LUA_TFUNCTION) {
         g.capabilities.events.add(h.kind);

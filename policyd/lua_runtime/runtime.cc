@@ -10,6 +10,7 @@
 #include <atomic>
 #include <deque>
 #include <future>
+#include <mutex>
 #include <thread>
 
 #include "mailcore/telemetry/log.h"
@@ -174,6 +175,7 @@ class RuntimeImpl final : public Runtime {
     for (int i = 0; i < config_.workers; ++i) {
       auto g = load_generation(config_, error);
       if (!g) return false;
+      set_capabilities(g->capabilities);
       workers_.push_back(std::make_unique<Worker>(std::move(g)));
       if (!workers_.back()->start(config_, error)) return false;
     }
@@ -216,6 +218,7 @@ class RuntimeImpl final : public Runtime {
       if (!g) return error;
       fresh.push_back(std::move(g));
     }
+    set_capabilities(fresh.front()->capabilities);
     std::vector<std::future<void>> swapped;
     for (std::size_t i = 0; i < workers_.size(); ++i) {
       auto done = std::make_shared<std::promise<void>>();
@@ -229,6 +232,11 @@ class RuntimeImpl final : public Runtime {
     return "";
   }
 
+  Capabilities capabilities() const override {
+    std::lock_guard l(caps_mu_);
+    return capabilities_;
+  }
+
   std::size_t open_sessions() const override {
     std::size_t n = 0;
     for (const auto& w : workers_) n += static_cast<std::size_t>(w->sessions().load());
@@ -240,7 +248,14 @@ class RuntimeImpl final : public Runtime {
   }
 
  private:
+  void set_capabilities(const Capabilities& c) {
+    std::lock_guard l(caps_mu_);
+    capabilities_ = c;
+  }
+
   RuntimeConfig config_;
+  mutable std::mutex caps_mu_;
+  Capabilities capabilities_;
   telemetry::Registry own_registry_;
   RuntimeMetrics metrics_;
   std::vector<std::unique_ptr<Worker>> workers_;

@@ -78,6 +78,10 @@ class Runtime {
   // signal thread) until every worker has swapped.
   virtual std::string reload() = 0;
 
+  // What the current scripts listen to (the milter adapter negotiates
+  // with it before a session opens). Thread-safe.
+  virtual Capabilities capabilities() const = 0;
+
   // Sessions open right now (for drain).
   virtual std::size_t open_sessions() const = 0;
 
