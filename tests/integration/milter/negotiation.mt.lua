@@ -1,0 +1,20 @@
+-- miltertest: with only hook.rcpt defined, policyd asks the MTA for the
+-- steps it needs and no more (run against milter/rcpt_only.lua).
+local function expect(ok, what) if not ok then error(what, 2) end end
+local c = mt.connect("inet:" .. os.getenv("PORT") .. "@127.0.0.1", 40, 0.05)
+expect(c, "connect")
+expect(mt.conninfo(c, "client.example", "192.0.2.1") == nil, "conninfo")
+expect(mt.test_option(c, SMFIP_NR_CONN), "no reply needed at connect (no hook.accept)")
+expect(mt.test_option(c, SMFIP_NOHELO), "no HELO step")
+expect(mt.test_option(c, SMFIP_NR_MAIL), "MAIL without reply")
+expect(not mt.test_option(c, SMFIP_NORCPT), "RCPT is asked for")
+expect(not mt.test_option(c, SMFIP_NR_RCPT), "RCPT needs a reply")
+expect(mt.test_option(c, SMFIP_NOHDRS), "no headers")
+expect(mt.test_option(c, SMFIP_NOBODY), "no body")
+expect(mt.test_option(c, SMFIP_NOEOH), "no end of header")
+expect(mt.test_option(c, SMFIP_NODATA), "no DATA step")
+expect(mt.test_option(c, SMFIP_NOUNKNOWN), "no unknown commands")
+expect(mt.mailfrom(c, "<a@example.com>") == nil, "mail")
+expect(mt.rcptto(c, "<no@example.com>") == nil, "rcpt")
+expect(mt.getreply(c) == SMFIR_REPLYCODE, "rcpt refused")
+mt.disconnect(c)

@@ -1,0 +1,248 @@
+"""mailhook-policyd --milter: miltertest scripts for every callback, reply
+and message change; hostile and vanishing MTAs; and a real, private Postfix
+calling the milter (postfix_instance.py) in front of a loopback sink."""
+
+import os
+import re
+import socket
+import struct
+import subprocess
+import unittest
+import urllib.request
+
+from harness import MailhookTest, Sink, SmtpClient, free_port, wait_for
+from postfix_instance import PrivatePostfix
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MILTER = os.path.join(HERE, "milter")
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def scrape(port):
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+        return r.read().decode()
+
+
+def sample(text, name):
+    m = re.search(r"^" + re.escape(name) + r" (\S+)$", text, re.M)
+    return float(m.group(1)) if m else None
+
+
+class MilterTest(MailhookTest):
+    def start_milter(self, script, args=()):
+        self.milter_port = free_port()
+        self.metrics_port = free_port()
+        self.start_policyd(script, args=["--milter", "inet:%d@127.0.0.1" % self.milter_port,
+                                         "--metrics", "127.0.0.1:%d" % self.metrics_port] + list(args))
+        wait_for(lambda: "milter listening on" in self.policyd.output(), what="milter listening")
+
+    def miltertest(self, name):
+        r = subprocess.run(["miltertest", "-s", os.path.join(MILTER, name)], capture_output=True, timeout=60,
+                           env=dict(os.environ, PORT=str(self.milter_port)))
+        self.assertEqual(r.returncode, 0, "%s failed:\n%s%s\npolicyd:\n%s" % (
+            name, r.stdout.decode(), r.stderr.decode(), self.policyd.output()[-3000:]))
+
+    def sessions_open(self):
+        return sample(scrape(self.metrics_port), "mailhook_policyd_sessions_open")
+
+
+class Miltertest(MilterTest):
+    def test_replies_of_every_callback(self):
+        self.start_milter(read(os.path.join(MILTER, "policy.lua")))
+        self.miltertest("replies.mt.lua")
+
+    def test_message_changes_and_discard(self):
+        self.start_milter(read(os.path.join(MILTER, "policy.lua")))
+        self.miltertest("changes.mt.lua")
+
+    def test_negotiation_asks_only_for_what_the_scripts_use(self):
+        self.start_milter(read(os.path.join(MILTER, "rcpt_only.lua")))
+        self.miltertest("negotiation.mt.lua")
+
+
+def packet(cmd, data=b""):
+    return struct.pack(">I", len(data) + 1) + cmd + data
+
+
+def negotiate(s):
+    # SMFIC_OPTNEG: version 6, every action, every protocol step offered.
+    s.sendall(packet(b"O", struct.pack(">III", 6, 0x1FF, 0x1FFFFF)))
+    head = s.recv(5)
+    length = struct.unpack(">I", head[:4])[0]
+    s.recv(length - 1)
+
+
+class HostileMta(MilterTest):
+    def setUp(self):
+        super().setUp()
+        self.start_milter(read(os.path.join(MILTER, "policy.lua")))
+
+    def connect(self):
+        s = socket.create_connection(("127.0.0.1", self.milter_port), timeout=10)
+        self.addCleanup(s.close)
+        return s
+
+    def still_serving(self):
+        self.miltertest("replies.mt.lua")
+        wait_for(lambda: self.sessions_open() == 0, what="every milter session ended")
+
+    def test_malformed_and_truncated_packets_end_only_that_session(self):
+        s = self.connect()
+        s.sendall(struct.pack(">I", 0x7FFFFFF0) + b"O")  # a length past any limit
+        s.settimeout(10)
+        self.assertEqual(s.recv(1), b"")  # libmilter closes it
+        t = self.connect()
+        negotiate(t)
+        t.sendall(struct.pack(">I", 100) + b"C" + b"client.example\x00")  # 100 announced, 16 sent
+        t.close()
+        u = self.connect()
+        u.sendall(b"\x00\x00\x00\x05Zjunk")  # an unknown command
+        u.close()
+        self.still_serving()
+
+    def test_an_mta_that_disconnects_mid_message(self):
+        s = self.connect()
+        negotiate(s)
+        s.sendall(packet(b"C", b"client.example\x00" + b"4" + struct.pack(">H", 4000) + b"192.0.2.9\x00"))
+        s.recv(64)
+        s.sendall(packet(b"H", b"good.example\x00"))
+        s.recv(64)
+        s.sendall(packet(b"M", b"<a@example.com>\x00"))
+        s.sendall(packet(b"R", b"<b@example.com>\x00"))
+        s.recv(64)
+        s.sendall(packet(b"L", b"Subject\x00half a message\x00"))
+        s.sendall(packet(b"N"))
+        s.sendall(packet(b"B", b"the body, and then nothing"))
+        wait_for(lambda: "client=192.0.2.9" in self.policyd.output(), what="the session opened")
+        s.close()
+        wait_for(lambda: re.search(r"session=\S+ client=192\.0\.2\.9 helo=good\.example .* end", self.policyd.output()),
+                 what="the session ended in policyd")
+        self.still_serving()
+
+
+POSTFIX_SCRIPT = r'''
+function hook.rcpt(r)
+  if r == "no@example.com" then return "550-5.1.1 no such user here\r\n550 5.1.1 ask postmaster\r\n" end
+end
+function hook.dot(path)
+  message.add_header("X-Mailhook", "checked")
+  message.change_header("X-Remove", 1, nil)
+end
+'''
+
+MESSAGE = ("From: a@example.org\r\nTo: b@example.com\r\nSubject: shapes\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\n"
+           "Message-ID: <shapes@example.org>\r\nX-Remove: secret\r\n\r\nthe same body\r\n")
+
+
+def headers_and_body(data):
+    """The message without Received lines, as (header names, header dict, body)."""
+    text = data.decode() if isinstance(data, bytes) else data
+    head, _, body = text.partition("\r\n\r\n")
+    fields = []
+    for line in head.split("\r\n"):
+        if line[:1] in (" ", "\t") and fields:
+            fields[-1] += "\r\n" + line
+        else:
+            fields.append(line)
+    fields = [f for f in fields if not f.lower().startswith("received:")]
+    return [f.split(":", 1)[0] for f in fields], {f.split(":", 1)[0]: f.split(":", 1)[1].strip() for f in fields}, body
+
+
+class RealPostfix(MilterTest):
+    def start_postfix(self, milter_action="tempfail"):
+        self.sink = Sink()
+        self.addCleanup(self.sink.stop)
+        self.smtp_port = free_port()
+        os.chmod(self.dir, 0o711)  # Postfix's daemons (user postfix) must reach their directories
+        self.postfix = PrivatePostfix(os.path.join(self.dir, "pf"), self.smtp_port, self.sink.port,
+                                      milter="inet:127.0.0.1:%d" % self.milter_port,
+                                      extra_main_cf={"milter_default_action": milter_action})
+        self.postfix.start()
+
+    def tearDown(self):
+        # Before the harness removes the instance's directories.
+        if getattr(self, "postfix", None):
+            self.postfix.stop()
+        super().tearDown()
+
+    def send(self, rcpts=("b@example.com",)):
+        c = SmtpClient(self.smtp_port)
+        self.addCleanup(c.close)
+        self.assertEqual(c.read_reply()[0], 220)
+        c.cmd("EHLO client.example")
+        mail = c.cmd("MAIL FROM:<a@example.org>")
+        if mail[0] != 250:
+            return mail, []
+        replies = [c.cmd("RCPT TO:<%s>" % r) for r in rcpts]
+        if any(r[0] == 250 for r in replies):
+            c.cmd("DATA")
+            replies.append(c.cmd(MESSAGE + "."))
+        c.cmd("QUIT")
+        return mail, replies
+
+    def test_lua_refuses_a_recipient_and_changes_the_delivered_message(self):
+        self.start_milter(POSTFIX_SCRIPT)
+        self.start_postfix()
+        _, replies = self.send(rcpts=("no@example.com", "b@example.com"))
+        self.assertEqual(replies[0], (550, ["550-5.1.1 no such user here", "550 5.1.1 ask postmaster"]))
+        self.assertEqual(replies[1][0], 250)
+        self.assertEqual(replies[2][0], 250)
+        wait_for(lambda: self.sink.messages, timeout=30, what="the message at the sink")
+        sender, rcpts, data = self.sink.messages[0]
+        self.assertEqual(rcpts, ["<b@example.com>"])
+        names, fields, body = headers_and_body(data)
+        self.assertEqual(fields["X-Mailhook"], "checked")
+        self.assertNotIn("X-Remove", names)
+        self.assertEqual(body, "the same body\r\n")
+
+    def test_the_same_script_delivers_the_same_message_in_both_shapes(self):
+        self.start_milter(POSTFIX_SCRIPT)
+        self.start_postfix()
+        self.send()
+        wait_for(lambda: self.sink.messages, timeout=30, what="the message at the sink")
+        via_postfix = headers_and_body(self.sink.messages[0][2])
+        # The same script behind mailhook's own front, delivering to its spool.
+        self.start_front()
+        c = self.client()
+        c.cmd("EHLO client.example")
+        c.cmd("MAIL FROM:<a@example.org>")
+        c.cmd("RCPT TO:<b@example.com>")
+        c.cmd("DATA")
+        self.assertEqual(c.cmd(MESSAGE + ".")[0], 250)
+        spooled = self.spooled()
+        self.assertEqual(len(spooled), 1)
+        with open(spooled[0], "rb") as f:
+            raw = f.read()
+        via_front = headers_and_body(raw[raw.index(b"\r\n\r\n") + 4:] if raw.startswith(b"X-Mailhook-Spool")
+                                     else raw)
+        self.assertEqual(via_front[1]["X-Mailhook"], via_postfix[1]["X-Mailhook"])
+        self.assertEqual([n for n in via_front[0] if n in ("X-Mailhook", "X-Remove", "Subject", "From", "To")],
+                         [n for n in via_postfix[0] if n in ("X-Mailhook", "X-Remove", "Subject", "From", "To")])
+        self.assertEqual(via_front[2], via_postfix[2])
+
+    def test_a_stopped_policyd_gives_milter_default_action(self):
+        self.start_milter(POSTFIX_SCRIPT)
+        self.start_postfix("tempfail")
+        self.policyd.stop()
+        mail, _ = self.send()
+        self.assertEqual(mail[0], 451)
+        self.assertEqual(self.sink.messages, [])
+
+    def test_milter_default_action_accept_delivers_unchanged(self):
+        self.start_milter(POSTFIX_SCRIPT)
+        self.start_postfix("accept")
+        self.policyd.stop()
+        _, replies = self.send()
+        self.assertEqual(replies[-1][0], 250)
+        wait_for(lambda: self.sink.messages, timeout=30, what="the message at the sink")
+        names, _, _ = headers_and_body(self.sink.messages[0][2])
+        self.assertIn("X-Remove", names)
+        self.assertNotIn("X-Mailhook", names)
+
+
+if __name__ == "__main__":
+    unittest.main()
