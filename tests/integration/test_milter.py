@@ -152,6 +152,17 @@ def headers_and_body(data):
     return [f.split(":", 1)[0] for f in fields], {f.split(":", 1)[0]: f.split(":", 1)[1].strip() for f in fields}, body
 
 
+def snippet_settings():
+    """deploy/postfix/main.cf.snippet as a dict: the test runs what the README tells admins to use."""
+    settings = {}
+    with open(os.path.join(HERE, "..", "..", "deploy", "postfix", "main.cf.snippet")) as f:
+        for line in f:
+            if line.strip() and not line.startswith("#"):
+                name, _, value = line.partition("=")
+                settings[name.strip()] = value.strip()
+    return settings
+
+
 class RealPostfix(MilterTest):
     def start_postfix(self, milter_action="tempfail"):
         self.sink = Sink()
@@ -160,7 +171,9 @@ class RealPostfix(MilterTest):
         os.chmod(self.dir, 0o711)  # Postfix's daemons (user postfix) must reach their directories
         self.postfix = PrivatePostfix(os.path.join(self.dir, "pf"), self.smtp_port, self.sink.port,
                                       milter="inet:127.0.0.1:%d" % self.milter_port,
-                                      extra_main_cf={"milter_default_action": milter_action})
+                                      extra_main_cf=dict(snippet_settings(), **{
+                                          "smtpd_milters": "inet:127.0.0.1:%d" % self.milter_port,
+                                          "milter_default_action": milter_action}))
         self.postfix.start()
 
     def tearDown(self):
