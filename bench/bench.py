@@ -16,6 +16,12 @@
               beside the same run with no lookup; policyd's thread count
               and RSS sampled during both.
 
+  milter      messages/s through a private Postfix (tests/integration/
+              postfix_instance.py, relaying to smtp-sink): 2,000 messages
+              over 20 sessions with smtp-source, first with no milter (the
+              baseline), then with mailhook-policyd --milter and an empty
+              script, then with the default policy (rate limit lifted).
+
 policyd runs with --ptr-lookup no everywhere (client.host would add a PTR
 lookup per session against the machine's resolver, which smtp-sink does not
 do either).
@@ -251,6 +257,46 @@ def dnsbl(messages=4000, sessions=200, delay_ms=50):
           (rows[1][1] / rows[0][1], sessions, delay_ms, sessions * 1000.0 / delay_ms))
 
 
+def milter(messages=2000, sessions=20):
+    sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+    from postfix_instance import PrivatePostfix
+    tmp = tempfile.mkdtemp(prefix="mailhook-bench-")
+    os.chmod(tmp, 0o711)  # Postfix's daemons run as user postfix
+    rows = []
+    try:
+        with open(os.path.join(ROOT, "lua", "policy.lua")) as f:
+            policy = f.read().replace("local RATE_LIMIT = 60", "local RATE_LIMIT = 1e9")
+        for name, script in (("Postfix, no milter (baseline)", None),
+                             ("Postfix + mailhook milter, empty script", "-- no hooks\n"),
+                             ("Postfix + mailhook milter, default policy", policy)):
+            st = Stack(tmp)
+            sink = st.sink()
+            milter_spec = None
+            if script is not None:
+                path = os.path.join(tmp, "milter-%d.lua" % len(rows))
+                with open(path, "w") as f:
+                    f.write(script)
+                mport = free_port()
+                st.start([POLICYD, "--listen", "127.0.0.1:%d" % free_port(), "--script", path, "--log-stderr",
+                          "--ptr-lookup", "no", "--milter", "inet:%d@127.0.0.1" % mport], mport)
+                milter_spec = "inet:127.0.0.1:%d" % mport
+            port = free_port()
+            pf = PrivatePostfix(os.path.join(tmp, "pf-%d" % len(rows)), port, sink, milter=milter_spec)
+            pf.start()
+            try:
+                elapsed = smtp_source(port, messages, sessions)
+            finally:
+                pf.stop()
+                st.stop()
+            rows.append((name, messages / elapsed))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("milter: smtp-source, %d messages of 2 KiB, %d sessions, one message per connection, into a private "
+          "Postfix relaying to smtp-sink" % (messages, sessions))
+    for name, rate in rows:
+        print("%-45s %7.0f msgs/s  (ratio to baseline %.2f)" % (name, rate, rate / rows[0][1]))
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "all"
     if what in ("roundtrip", "all"):
@@ -259,3 +305,5 @@ if __name__ == "__main__":
         throughput()
     if what in ("dnsbl", "all"):
         dnsbl()
+    if what in ("milter", "all"):
+        milter()
