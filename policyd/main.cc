@@ -32,6 +32,7 @@ mp::RuntimeConfig runtime_config(const mp::PolicyConfig& c) {
   mp::RuntimeConfig r;
   for (const auto& s : c.scripts) r.scripts.emplace_back(s);
   r.workers = c.workers;
+  r.dialect = c.dialect;
   r.hook_timeout = std::chrono::milliseconds(c.hook_timeout_ms);
   r.lua_memory_bytes = static_cast<std::size_t>(c.lua_memory_mb) << 20;
   r.spool_dir = c.spool_dir;

@@ -30,7 +30,9 @@ const Availability kAvailability[] = {
     {"address", {}}, {"port", {}}, {"host", {}}, {"id_log", {}}, {"is_pipelining", {}},
     {"tls_protocol", {}}, {"tls_cipher", {}},  // mailhook: nil until STARTTLS completed
     {"auth_user", {}},                         // mailhook: nil until AUTH succeeded
-    {"macros", {}},                            // mailhook: the MTA's milter macros (front: empty)
+    {"macros", {}},
+    {"helo", {}},                              // mailhook: the HELO/EHLO name, nil before one
+    {"sender", kTransaction},                  // mailhook: MAIL FROM address of the transaction                            // mailhook: the MTA's milter macros (front: empty)
     {"queue_id", kTransaction},                // mailhook: the MTA's queue id ({i}) or id_trans
     {"id_trans", kTransaction}, {"msg_file", kTransaction}, {"input", kCommand},
 };
@@ -78,6 +80,10 @@ int client_index(lua_State* L) {
   } else if (key == "msg_file") {
     if (s->transaction_id.empty()) return lua_pushnil(L), 1;
     lua_pushstring(L, s->msg_file.c_str());
+  } else if (key == "helo" || key == "sender") {
+    const std::string& v = key == "helo" ? s->helo : s->sender;
+    if (v.empty() && !(key == "sender" && !s->transaction_id.empty())) return lua_pushnil(L), 1;
+    lua_pushlstring(L, v.data(), v.size());
   } else if (key == "macros") {
     lua_createtable(L, 0, static_cast<int>(c.attributes.size()));
     for (const auto& [name, value] : c.attributes) {

@@ -49,6 +49,7 @@ struct Generation {
   lua_State* L = nullptr;
   std::vector<int> env_refs;          // per script environment, registry refs
   std::vector<std::string> script_names;
+  std::vector<std::string> script_dialects;  // "smtpe", "smtpf", per script
   Capabilities capabilities;
   std::chrono::milliseconds hook_timeout{5000};
   std::filesystem::path spool_dir;
@@ -72,6 +73,8 @@ struct SessionContext {
   HookPhase phase = HookPhase::Accept;
   const SessionEvent* event = nullptr;  // the event being handled
   std::string transaction_id;
+  std::string helo;                  // the HELO/EHLO name in effect (client.helo)
+  std::string sender;                // MAIL FROM of the transaction (client.sender)
   std::filesystem::path msg_file;
   std::FILE* msg_out = nullptr;
   // Line splitting of message chunks for header/eoh/body hooks.

@@ -2,6 +2,8 @@
 // tables the scripts filled in.
 #include "policyd/lua_runtime/loader.h"
 
+#include "policyd/dialects/dialects.h"
+
 #include "policyd/lua_api/modules.h"
 
 namespace mailhook::policyd {
@@ -32,11 +34,15 @@ int traceback(lua_State* L) {
 }
 
 // Loads one script into a new environment; leaves nothing on the stack.
-bool load_script(Generation& g, const std::string& path, std::string& error) {
+bool load_script(Generation& g, const std::string& path, const std::string& dialect, std::string& error) {
   lua_State* L = g.L;
   const int base = lua_gettop(L);
   push_script_env(L);
   const int env = lua_gettop(L);
+  if (!prepare_env(L, env, error)) {
+    lua_settop(L, base);
+    return false;
+  }
   lua_pushcfunction(L, traceback);
   int rc = luaL_loadfilex(L, path.c_str(), "t");
   if (rc == LUA_OK) {
@@ -53,6 +59,12 @@ bool load_script(Generation& g, const std::string& path, std::string& error) {
     lua_settop(L, base);
     return false;
   }
+  const std::string found = adapt_script(L, env, dialect, path, error);
+  if (found.empty()) {
+    lua_settop(L, base);
+    return false;
+  }
+  g.script_dialects.push_back(found);
   lua_pushvalue(L, env);
   g.env_refs.push_back(luaL_ref(L, LUA_REGISTRYINDEX));
   g.script_names.push_back(path);
@@ -81,7 +93,10 @@ void compute_capabilities(Generation& g) {
   // Transactions must end in policyd too, to drop the message temp file.
   if (g.capabilities.wants_message) g.capabilities.events.add(EventKind::Reset);
   std::string names;
-  for (const auto& n : g.script_names) names += (names.empty() ? "" : ",") + n;
+  for (std::size_t i = 0; i < g.script_names.size(); ++i) {
+    names += (names.empty() ? "" : ",") + g.script_names[i];
+    if (g.script_dialects[i] != "smtpe") names += " (" + g.script_dialects[i] + ")";
+  }
   g.capabilities.policy_name = names;
 }
 
@@ -106,8 +121,9 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   open_syslog(g->L);
   open_message(g->L);
   open_dns(g->L);
+  if (!load_dialects(g->L, error)) return nullptr;
   for (const auto& script : config.scripts) {
-    if (!load_script(*g, script.string(), error)) return nullptr;
+    if (!load_script(*g, script.string(), config.dialect, error)) return nullptr;
   }
   compute_capabilities(*g);
   lua_gc(g->L, LUA_GCCOLLECT);

@@ -20,6 +20,7 @@ namespace mailhook::policyd {
 
 struct RuntimeConfig {
   std::vector<std::filesystem::path> scripts;     // chained in this order
+  std::string dialect = "auto";                   // --dialect: auto, smtpe, smtpf
   int workers = 2;                                // Lua worker threads
   std::chrono::milliseconds hook_timeout{5000};   // per hook call
   std::size_t lua_memory_bytes = 256u << 20;      // heap cap per worker state

@@ -40,6 +40,7 @@ void end_transaction(SessionContext& s) {
     std::filesystem::remove(s.msg_file, ec);
   }
   s.transaction_id.clear();
+  s.sender.clear();
   s.msg_file.clear();
   s.partial_line.clear();
   s.header.clear();
@@ -222,6 +223,12 @@ asio::awaitable<std::optional<Decision>> handle_event(SessionContext& s, const S
     s.start.client = *e.client;
   }
   track_transaction(s, e);
+  if (e.kind == EventKind::Helo || e.kind == EventKind::Ehlo) {
+    s.helo = e.argument;  // smtpf: smtp.sess.helo is the argument in do_helo already
+  } else if (!e.helo.empty()) {
+    s.helo = e.helo;
+  }
+  if (e.kind == EventKind::Mail) s.sender = e.address;
   s.event = &e;
   bool overrun = false;
   std::optional<Decision> decision;
