@@ -167,6 +167,9 @@ int main(int argc, char** argv) {
   for (auto& io : ios) io->stop();
   for (auto& t : threads) t.join();
   disk.join();
+  if (ctx.spool.messages() > 0) {
+    mlog::notice("spool: {} message(s) made durable in {} group commit(s)", ctx.spool.messages(), ctx.spool.commits());
+  }
   mlog::notice("stopped");
   return 0;
 }

@@ -1,14 +1,22 @@
-// The spool writer. The envelope block is line-oriented text, then a blank
-// line, then the message exactly as it will be delivered.
+// The spool writer and its group committer. The envelope block is
+// line-oriented text, then a blank line, then the message exactly as it
+// will be delivered.
 #include "frontend/delivery/spool.h"
 
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <ctime>
+#include <deque>
 #include <filesystem>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
 
 namespace mailhook::front {
 namespace {
@@ -34,18 +42,7 @@ bool fsync_dir(const std::string& dir) {
   return ok;
 }
 
-}  // namespace
-
-std::string Spool::prepare() const {
-  std::error_code ec;
-  std::filesystem::create_directories(std::filesystem::path(dir_) / "quarantine", ec);
-  return ec ? "cannot create spool " + dir_ + ": " + ec.message() : "";
-}
-
-std::string Spool::write(const Envelope& e, const std::string& received, const std::string& message) const {
-  const std::string dir = e.quarantine.empty() ? dir_ : dir_ + "/quarantine";
-  const std::string final_path = dir + "/" + e.queue_id + ".eml";
-  const std::string temp_path = dir + "/.tmp-" + e.queue_id;
+std::string envelope_block(const Envelope& e, std::size_t size) {
   std::string head = "X-Mailhook-Spool: 1\r\nX-Mailhook-Session: " + e.session_id +
                      "\r\nX-Mailhook-Queue-Id: " + e.queue_id + "\r\nX-Mailhook-Client: " + e.client_address + " " +
                      std::to_string(e.client_port) + " " + (e.client_host.empty() ? "-" : e.client_host) +
@@ -57,18 +54,135 @@ std::string Spool::write(const Envelope& e, const std::string& received, const s
             (i < e.rcpt_parameters.size() ? parameter_text(e.rcpt_parameters[i]) : std::string()) + "\r\n";
   }
   if (!e.quarantine.empty()) head += "X-Mailhook-Quarantine: " + e.quarantine + "\r\n";
-  head += "X-Mailhook-Size: " + std::to_string(received.size() + message.size()) + "\r\n\r\n";
-
-  const int fd = ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-  if (fd < 0) return errno_text("open " + temp_path);
-  bool ok = write_all(fd, head) && write_all(fd, received) && write_all(fd, message);
-  std::string error = ok ? "" : errno_text("write " + temp_path);
-  if (ok && ::fsync(fd) != 0) error = errno_text("fsync " + temp_path);
-  ::close(fd);
-  if (error.empty() && ::rename(temp_path.c_str(), final_path.c_str()) != 0) error = errno_text("rename");
-  if (error.empty() && !fsync_dir(dir)) error = errno_text("fsync " + dir);
-  if (!error.empty()) ::unlink(temp_path.c_str());
-  return error;
+  head += "X-Mailhook-Size: " + std::to_string(size) + "\r\n\r\n";
+  return head;
 }
+
+}  // namespace
+
+class SpoolCommitter {
+ public:
+  struct Job {
+    const Envelope* envelope;
+    const std::string* received;
+    const std::string* message;
+    std::function<void(std::string)> done;
+    // Filled by the committer.
+    std::string dir, temp_path, final_path, error;
+    int fd = -1;
+  };
+
+  explicit SpoolCommitter(std::string dir) : dir_(std::move(dir)), thread_([this] { run(); }) {}
+  ~SpoolCommitter() {
+    {
+      std::lock_guard l(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+
+  void submit(Job job) {
+    {
+      std::lock_guard l(mu_);
+      queue_.push_back(std::move(job));
+    }
+    cv_.notify_one();
+  }
+
+  std::atomic<std::uint64_t> messages{0}, commits{0};
+
+ private:
+  void run() {
+    for (;;) {
+      std::vector<Job> batch;
+      {
+        std::unique_lock l(mu_);
+        cv_.wait(l, [&] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // stopping, nothing left
+        batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
+        queue_.clear();
+      }
+      commit(batch);
+      for (Job& j : batch) j.done(std::move(j.error));
+    }
+  }
+
+  // Stage every file, one syncfs for their data, rename, sync directories.
+  void commit(std::vector<Job>& batch) {
+    int any_fd = -1;
+    for (Job& j : batch) {
+      const Envelope& e = *j.envelope;
+      j.dir = e.quarantine.empty() ? dir_ : dir_ + "/quarantine";
+      j.final_path = j.dir + "/" + e.queue_id + ".eml";
+      j.temp_path = j.dir + "/.tmp-" + e.queue_id;
+      j.fd = ::open(j.temp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+      if (j.fd < 0) {
+        j.error = errno_text("open " + j.temp_path);
+        continue;
+      }
+      const std::string head = envelope_block(e, j.received->size() + j.message->size());
+      if (!write_all(j.fd, head) || !write_all(j.fd, *j.received) || !write_all(j.fd, *j.message)) {
+        j.error = errno_text("write " + j.temp_path);
+      }
+      if (j.error.empty()) any_fd = j.fd;
+    }
+    // One sync for the whole batch: syncfs flushes every dirty file of the
+    // spool's filesystem and reports a writeback error (Linux >= 5.8); if
+    // it fails, each file is fsync'd so only the bad ones fail.
+    const bool synced = any_fd >= 0 && ::syncfs(any_fd) == 0;
+    std::set<std::string> dirs;
+    for (Job& j : batch) {
+      if (j.fd >= 0) {
+        if (j.error.empty() && !synced && ::fsync(j.fd) != 0) j.error = errno_text("fsync " + j.temp_path);
+        ::close(j.fd);
+        j.fd = -1;
+      }
+      if (j.error.empty() && ::rename(j.temp_path.c_str(), j.final_path.c_str()) != 0) j.error = errno_text("rename");
+      if (j.error.empty()) {
+        dirs.insert(j.dir);
+      } else if (!j.temp_path.empty()) {
+        ::unlink(j.temp_path.c_str());
+      }
+    }
+    for (const std::string& d : dirs) {
+      if (fsync_dir(d)) continue;
+      const std::string error = errno_text("fsync " + d);
+      for (Job& j : batch) {
+        if (j.error.empty() && j.dir == d) {
+          j.error = error;  // the rename may not survive a crash: the client retries
+          ::unlink(j.final_path.c_str());
+        }
+      }
+    }
+    messages.fetch_add(batch.size());
+    commits.fetch_add(1);
+  }
+
+  std::string dir_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Job> queue_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+Spool::Spool(std::string dir) : dir_(std::move(dir)), committer_(std::make_unique<SpoolCommitter>(dir_)) {}
+Spool::~Spool() = default;
+Spool::Spool(Spool&&) noexcept = default;
+
+std::string Spool::prepare() const {
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(dir_) / "quarantine", ec);
+  return ec ? "cannot create spool " + dir_ + ": " + ec.message() : "";
+}
+
+void Spool::submit(const Envelope& e, const std::string& received, const std::string& message,
+                   std::function<void(std::string)> done) {
+  committer_->submit(SpoolCommitter::Job{&e, &received, &message, std::move(done)});
+}
+
+std::uint64_t Spool::messages() const { return committer_->messages.load(); }
+std::uint64_t Spool::commits() const { return committer_->commits.load(); }
 
 }  // namespace mailhook::front

@@ -324,11 +324,8 @@ asio::awaitable<Reply> Connection::deliver(Envelope& envelope, std::string& mess
     }
     co_return relayed;
   }
-  // fsync takes milliseconds: do it on the disk pool, then come back.
-  auto home = co_await asio::this_coro::executor;
-  co_await asio::post(ctx_.disk, asio::use_awaitable);
-  const std::string error = ctx_.spool.write(envelope, received, message);
-  co_await asio::post(home, asio::use_awaitable);
+  // The spool's committer makes it durable with others (group commit).
+  const std::string error = co_await ctx_.spool.async_write(envelope, received, message, asio::use_awaitable);
   if (!error.empty()) {
     log::error("session={} queue_id={} spool write failed: {}", id_, envelope.queue_id, error);
     co_return replies::kSpoolFailed;
