@@ -8,6 +8,29 @@
 #include <ctime>
 
 namespace mailhook::front {
+
+std::vector<Parameter> esmtp_arguments(std::string_view text) {
+  std::vector<Parameter> out;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    while (i < text.size() && text[i] == ' ') ++i;
+    std::size_t end = text.find(' ', i);
+    if (end == std::string_view::npos) end = text.size();
+    if (end > i) {
+      const std::string_view word = text.substr(i, end - i);
+      const std::size_t eq = word.find('=');
+      Parameter p;
+      p.name = std::string(word.substr(0, eq));
+      for (char& ch : p.name) {
+        if (ch >= 'a' && ch <= 'z') ch = static_cast<char>(ch - 'a' + 'A');
+      }
+      if (eq != std::string_view::npos) p.value = std::string(word.substr(eq + 1));
+      out.push_back(std::move(p));
+    }
+    i = end;
+  }
+  return out;
+}
 namespace {
 
 // RFC 5322 3.3 date-time, in UTC.
@@ -98,6 +121,7 @@ void apply_changes(const std::vector<MessageChange>& changes, Envelope& envelope
         if (std::find(envelope.recipients.begin(), envelope.recipients.end(), c.value) == envelope.recipients.end()) {
           envelope.recipients.push_back(c.value);
           envelope.rcpt_parameters.resize(envelope.recipients.size());
+          envelope.rcpt_parameters.back() = esmtp_arguments(c.name);  // "NOTIFY=NEVER ORCPT=…"
         }
         break;
       case K::DelRcpt:

@@ -38,4 +38,7 @@ std::string parameter_text(const std::vector<Parameter>& params);
 // Applies the policy's changes to the envelope and the message.
 void apply_changes(const std::vector<MessageChange>& changes, Envelope& envelope, std::string& message);
 
+// "NOTIFY=NEVER ORCPT=rfc822;a@b" -> parameters (names upper-cased).
+std::vector<Parameter> esmtp_arguments(std::string_view text);
+
 }  // namespace mailhook::front

@@ -11,6 +11,7 @@
 #include "frontend/policy_client/policy_stream.h"
 #include "frontend/server/replies.h"
 #include "frontend/server/xclient.h"
+#include "mailcore/event/change_check.h"
 #include "mailcore/session/session_machine.h"
 #include "mailcore/smtp/ascii.h"
 #include "mailcore/smtp/base64.h"
@@ -310,6 +311,16 @@ asio::awaitable<bool> Connection::data_phase() {
 }
 
 asio::awaitable<Reply> Connection::deliver(Envelope& envelope, std::string& message, const Decision& eom) {
+  // policyd's `message` module checks every change already; the front
+  // checks again what crossed the wire (the one checker), and refuses to
+  // deliver a message it cannot change as asked.
+  for (const MessageChange& c : eom.changes) {
+    if (const ChangeError err = check_change(c); err != ChangeError::None) {
+      log::error("session={} queue_id={} policyd sent an invalid message change ({}); 451 sent", id_,
+                 envelope.queue_id, change_error_text(err));
+      co_return replies::kPolicyDownInSession;
+    }
+  }
   apply_changes(eom.changes, envelope, message);
   if (envelope.discard) {
     log::info("session={} queue_id={} discarded by policy", id_, envelope.queue_id);

@@ -135,7 +135,7 @@ struct MessageChange {
     AddHeader,     // name, value: append
     InsertHeader,  // index (0 = first), name, value
     ChangeHeader,  // the index-th (1-based) `name`; erase = delete it
-    AddRcpt,       // value = address
+    AddRcpt,       // value = address, name = its ESMTP arguments (may be empty)
     DelRcpt,       // value = address
     ChangeFrom,    // value = address
     ReplaceBody,   // value = new body

@@ -148,7 +148,10 @@ void to_proto(const Decision& in, v1::Decision* out) {
       case MessageChange::Kind::AddHeader: header_to_proto(c, pc->mutable_add_header()); break;
       case MessageChange::Kind::InsertHeader: header_to_proto(c, pc->mutable_insert_header()); break;
       case MessageChange::Kind::ChangeHeader: header_to_proto(c, pc->mutable_change_header()); break;
-      case MessageChange::Kind::AddRcpt: pc->set_add_rcpt(c.value); break;
+      case MessageChange::Kind::AddRcpt:
+        pc->set_add_rcpt(c.value);
+        pc->set_rcpt_args(c.name);
+        break;
       case MessageChange::Kind::DelRcpt: pc->set_del_rcpt(c.value); break;
       case MessageChange::Kind::ChangeFrom: pc->set_change_from(c.value); break;
       case MessageChange::Kind::ReplaceBody: pc->set_replace_body(c.value); break;
@@ -172,7 +175,9 @@ Decision from_proto(const v1::Decision& in) {
       case v1::MessageChange::kAddHeader: out.changes.push_back(header_from_proto(K::AddHeader, c.add_header())); break;
       case v1::MessageChange::kInsertHeader: out.changes.push_back(header_from_proto(K::InsertHeader, c.insert_header())); break;
       case v1::MessageChange::kChangeHeader: out.changes.push_back(header_from_proto(K::ChangeHeader, c.change_header())); break;
-      case v1::MessageChange::kAddRcpt: out.changes.push_back({.kind = K::AddRcpt, .value = c.add_rcpt()}); break;
+      case v1::MessageChange::kAddRcpt:
+        out.changes.push_back({.kind = K::AddRcpt, .name = c.rcpt_args(), .value = c.add_rcpt()});
+        break;
       case v1::MessageChange::kDelRcpt: out.changes.push_back({.kind = K::DelRcpt, .value = c.del_rcpt()}); break;
       case v1::MessageChange::kChangeFrom: out.changes.push_back({.kind = K::ChangeFrom, .value = c.change_from()}); break;
       case v1::MessageChange::kReplaceBody: out.changes.push_back({.kind = K::ReplaceBody, .value = c.replace_body()}); break;

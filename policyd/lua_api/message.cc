@@ -4,6 +4,7 @@
 // MessageChange on the session; the transport applies them.
 #include <string>
 
+#include "mailcore/event/change_check.h"
 #include "policyd/lua_api/modules.h"
 #include "policyd/lua_runtime/context.h"
 
@@ -24,9 +25,7 @@ SessionContext& require_eom(lua_State* L, const char* fn) {
 // RFC 5322 2.2: field-name is 1*ftext, printable US-ASCII except ":".
 std::string check_name(lua_State* L, int arg) {
   std::string name = luaL_checkstring(L, arg);
-  bool ok = !name.empty();
-  for (char c : name) ok = ok && c > 32 && c < 127 && c != ':';
-  if (!ok) luaL_argerror(L, arg, "not a header field name");
+  if (!valid_header_name(name)) luaL_argerror(L, arg, "not a header field name");
   return name;
 }
 
@@ -35,13 +34,7 @@ std::string check_name(lua_State* L, int arg) {
 std::string check_value(lua_State* L, int arg) {
   std::size_t n = 0;
   const char* v = luaL_checklstring(L, arg, &n);
-  for (std::size_t i = 0; i < n; ++i) {
-    if (v[i] == '\0') luaL_argerror(L, arg, "NUL in header value");
-    if (v[i] == '\n' || (v[i] == '\r' && !(i + 2 < n && v[i + 1] == '\n' && (v[i + 2] == ' ' || v[i + 2] == '\t')))) {
-      if (v[i] == '\n' && i > 0 && v[i - 1] == '\r') continue;
-      luaL_argerror(L, arg, "line end in header value must be CRLF followed by whitespace");
-    }
-  }
+  if (!valid_header_value({v, n})) luaL_argerror(L, arg, "NUL or a line end in header value (fold with CRLF + whitespace)");
   return std::string(v, n);
 }
 
@@ -76,10 +69,21 @@ template <K Kind>
 int address_change(lua_State* L) {
   auto& s = require_eom(L, "address change");
   std::string addr = luaL_checkstring(L, 1);
-  for (char c : addr) {
-    if (c == '\r' || c == '\n' || c == '\0' || c == '<' || c == '>') luaL_argerror(L, 1, "not an address");
-  }
+  if (!valid_address(addr)) luaL_argerror(L, 1, "not an address");
   s.changes.push_back({.kind = Kind, .value = std::move(addr)});
+  return 0;
+}
+
+// message.add_rcpt(addr [, esmtp_args]): "NOTIFY=NEVER ORCPT=rfc822;a@b"
+// goes to the smart host or spool with the recipient (smfi_addrcpt_par
+// behind a milter).
+int add_rcpt(lua_State* L) {
+  auto& s = require_eom(L, "add_rcpt");
+  std::string addr = luaL_checkstring(L, 1);
+  if (!valid_address(addr)) luaL_argerror(L, 1, "not an address");
+  std::string args = luaL_optstring(L, 2, "");
+  if (!valid_esmtp_arguments(args)) luaL_argerror(L, 2, "ESMTP arguments must be printable ASCII");
+  s.changes.push_back({.kind = K::AddRcpt, .name = std::move(args), .value = std::move(addr)});
   return 0;
 }
 
@@ -103,7 +107,7 @@ int discard(lua_State* L) {
 
 constexpr luaL_Reg kFunctions[] = {
     {"add_header", add_header}, {"insert_header", insert_header}, {"change_header", change_header},
-    {"add_rcpt", address_change<K::AddRcpt>}, {"del_rcpt", address_change<K::DelRcpt>},
+    {"add_rcpt", add_rcpt}, {"del_rcpt", address_change<K::DelRcpt>},
     {"change_from", address_change<K::ChangeFrom>}, {"replace_body", replace_body},
     {"quarantine", quarantine}, {"discard", discard}, {nullptr, nullptr},
 };

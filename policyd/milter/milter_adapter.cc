@@ -227,7 +227,11 @@ bool apply_changes(SMFICTX* ctx, const std::vector<MessageChange>& changes, bool
         break;
       case MessageChange::Kind::AddRcpt: {
         std::string a = "<" + ch.value + ">";
-        check(smfi_addrcpt(ctx, a.data()), "smfi_addrcpt");
+        if (ch.name.empty()) {
+          check(smfi_addrcpt(ctx, a.data()), "smfi_addrcpt");
+        } else {  // ESMTP arguments of the new recipient
+          check(smfi_addrcpt_par(ctx, a.data(), const_cast<char*>(ch.name.c_str())), "smfi_addrcpt_par");
+        }
         break;
       }
       case MessageChange::Kind::DelRcpt: {

@@ -167,9 +167,12 @@ class RealPostfix(MilterTest):
     def start_postfix(self, milter_action="tempfail"):
         self.sink = Sink()
         self.addCleanup(self.sink.stop)
+        self.start_postfix_with(self.sink, milter_action)
+
+    def start_postfix_with(self, sink, milter_action="tempfail"):
         self.smtp_port = free_port()
         os.chmod(self.dir, 0o711)  # Postfix's daemons (user postfix) must reach their directories
-        self.postfix = PrivatePostfix(os.path.join(self.dir, "pf"), self.smtp_port, self.sink.port,
+        self.postfix = PrivatePostfix(os.path.join(self.dir, "pf"), self.smtp_port, sink.port,
                                       milter="inet:127.0.0.1:%d" % self.milter_port,
                                       extra_main_cf=dict(snippet_settings(), **{
                                           "smtpd_milters": "inet:127.0.0.1:%d" % self.milter_port,
@@ -236,6 +239,27 @@ class RealPostfix(MilterTest):
         self.assertEqual([n for n in via_front[0] if n in ("X-Mailhook", "X-Remove", "Subject", "From", "To")],
                          [n for n in via_postfix[0] if n in ("X-Mailhook", "X-Remove", "Subject", "From", "To")])
         self.assertEqual(via_front[2], via_postfix[2])
+
+    def test_a_recipient_added_with_esmtp_arguments_in_both_shapes(self):
+        script = 'function hook.dot(p) message.add_rcpt("added@example.com", "NOTIFY=NEVER") end'
+        self.start_milter(script)
+        self.sink = Sink(ehlo=["DSN"])
+        self.addCleanup(self.sink.stop)
+        self.start_postfix_with(self.sink)
+        self.send()
+        wait_for(lambda: self.sink.messages, timeout=30, what="the message at the sink")
+        added = [c for c in self.sink.commands if c.startswith("RCPT TO:<added@example.com>")]
+        self.assertEqual(len(added), 1, self.sink.commands)
+        self.assertIn(" NOTIFY=NEVER", added[0])  # smfi_addrcpt_par; Postfix adds its own ORCPT
+        self.start_front()
+        c = self.client()
+        c.cmd("EHLO client.example")
+        c.cmd("MAIL FROM:<a@example.org>")
+        c.cmd("RCPT TO:<b@example.com>")
+        c.cmd("DATA")
+        self.assertEqual(c.cmd(MESSAGE + ".")[0], 250)
+        with open(self.spooled()[0], "rb") as f:
+            self.assertIn(b"X-Mailhook-To: <added@example.com> NOTIFY=NEVER\r\n", f.read())
 
     def test_a_stopped_policyd_gives_milter_default_action(self):
         self.start_milter(POSTFIX_SCRIPT)

@@ -30,7 +30,7 @@ TEST(Wire, EventRoundTripsEveryField) {
 TEST(Wire, DecisionRoundTripsChanges) {
   Decision d = Decision::respond(3, Reply{550, "5.7.1", {"a", "b"}}, true);
   d.changes = {{.kind = MessageChange::Kind::ChangeHeader, .name = "X", .index = 2, .erase = true},
-               {.kind = MessageChange::Kind::AddRcpt, .value = "r@x"},
+               {.kind = MessageChange::Kind::AddRcpt, .name = "NOTIFY=NEVER", .value = "r@x"},
                {.kind = MessageChange::Kind::Discard}};
   wire::v1::Decision p;
   wire::to_proto(d, &p);
