@@ -125,6 +125,49 @@ class SmtpfLoading(MailhookTest):
         self.assertEqual(c.cmd("RCPT TO:<c@example.com>")[0], 250)
 
 
+class SmtpfExample(MailhookTest):
+    def test_relay_control_rbl_and_header_stamp(self):
+        from dnsserver import DnsServer
+        dns = DnsServer({"1.0.0.127.bl.test": [{"type": "A", "address": "127.0.0.2"}]})
+        dns.start()
+        self.addCleanup(dns.stop)
+        for name, value in (("MAILHOOK_RELAY_NETS", "127.0.0.3"), ("MAILHOOK_RBL_ZONE", "bl.test")):
+            os.environ[name] = value
+            self.addCleanup(os.environ.pop, name)
+        lua = os.environ.get("MAILHOOK_LUA", "../../lua")
+        self.start_both(read(os.path.join(lua, "examples", "smtpf", "relay_rbl.lua")),
+                        policyd_args=["--dns-server", "127.0.0.1:%d" % dns.port])
+
+        def connect(ip):
+            s = socket.socket()
+            s.bind((ip, 0))
+            s.connect(("127.0.0.1", self.front_port))
+            s.settimeout(10)
+            self.addCleanup(s.close)
+            c = SmtpClient.__new__(SmtpClient)
+            c.sock, c.buf = s, b""
+            return c
+
+        listed = connect("127.0.0.1")
+        self.assertEqual(listed.read_reply(), (554, ["554 5.7.1 127.0.0.1 is listed by bl.test"]))
+        outsider = connect("127.0.0.2")
+        self.assertEqual(outsider.read_reply()[0], 220)
+        outsider.cmd("EHLO c.example")
+        outsider.cmd("MAIL FROM:<a@elsewhere.example>")
+        self.assertEqual(outsider.cmd("RCPT TO:<x@elsewhere.example>")[1],
+                         ["550 5.7.1 relaying denied for x@elsewhere.example"])
+        self.assertEqual(outsider.cmd("RCPT TO:<user@example.com>")[0], 250)
+        outsider.cmd("DATA")
+        self.assertEqual(outsider.cmd("Subject: hi\r\n\r\nhello\r\n.")[0], 250)
+        relay = connect("127.0.0.3")
+        self.assertEqual(relay.read_reply()[0], 220)
+        relay.cmd("EHLO c.example")
+        relay.cmd("MAIL FROM:<a@example.com>")
+        self.assertEqual(relay.cmd("RCPT TO:<x@elsewhere.example>")[0], 250)
+        with open(self.spooled()[0], "rb") as f:
+            self.assertIn(b"X-Relay-Checked: smtpf script on mx.test\r\n", f.read())
+
+
 class SmtpfMilter(MailhookTest):
     def test_the_same_script_through_miltertest(self):
         port = free_port()

@@ -127,8 +127,10 @@ class Scripts(MailhookTest):
 
     def test_default_policy_and_examples_load(self):
         lua = os.environ.get("MAILHOOK_LUA", "../../lua")
-        scripts = [os.path.join(lua, "policy.lua")] + [os.path.join(lua, "examples", f)
-                                                      for f in sorted(os.listdir(os.path.join(lua, "examples")))]
+        scripts = [os.path.join(lua, "policy.lua")]
+        for root, _, files in sorted(os.walk(os.path.join(lua, "examples"))):  # examples/<dialect>/ too
+            scripts += [os.path.join(root, f) for f in sorted(files) if f.endswith(".lua")]
+        self.assertGreater(len(scripts), 8)
         for s in scripts:
             r = subprocess.run([POLICYD, "--check", "--script", s], capture_output=True, timeout=10)
             self.assertEqual(r.returncode, 0, (s, r.stderr))
