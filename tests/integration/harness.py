@@ -82,8 +82,12 @@ class Process:
 
 
 class SmtpClient:
-    def __init__(self, port, timeout=10):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    """`source`: the loopback address to connect from (127.0.0.2, ...), so
+    a test can be a client the policy treats differently."""
+
+    def __init__(self, port, timeout=10, source=None):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.buf = b""
 
     def read_reply(self):

@@ -139,13 +139,8 @@ class SmtpfExample(MailhookTest):
                         policyd_args=["--dns-server", "127.0.0.1:%d" % dns.port])
 
         def connect(ip):
-            s = socket.socket()
-            s.bind((ip, 0))
-            s.connect(("127.0.0.1", self.front_port))
-            s.settimeout(10)
-            self.addCleanup(s.close)
-            c = SmtpClient.__new__(SmtpClient)
-            c.sock, c.buf = s, b""
+            c = SmtpClient(self.front_port, source=ip)
+            self.addCleanup(c.close)
             return c
 
         listed = connect("127.0.0.1")

@@ -215,14 +215,8 @@ class ClientHost(DnsTest):
     def helo_from(self, source_ip, script=HOST_SCRIPT, extra=()):
         self.start_both(script, policyd_args=self.dns_args(300) + ["--ptr-lookup", "yes"] + list(extra),
                         front_args=["--xclient-hosts", "127.0.0.0/8"])
-        import socket
-        s = socket.socket()
-        s.bind((source_ip, 0))
-        s.connect(("127.0.0.1", self.front_port))
-        c = SmtpClient.__new__(SmtpClient)
-        c.sock, c.buf = s, b""
-        s.settimeout(10)
-        self.addCleanup(s.close)
+        c = SmtpClient(self.front_port, source=source_ip)
+        self.addCleanup(c.close)
         self.assertEqual(c.read_reply()[0], 220)
         return c
 
@@ -323,14 +317,8 @@ class Examples(DnsTest):
         self.addCleanup(os.environ.pop, name)
 
     def connect_from(self, source_ip):
-        import socket
-        s = socket.socket()
-        s.bind((source_ip, 0))
-        s.connect(("127.0.0.1", self.front_port))
-        s.settimeout(10)
-        self.addCleanup(s.close)
-        c = SmtpClient.__new__(SmtpClient)
-        c.sock, c.buf = s, b""
+        c = SmtpClient(self.front_port, source=source_ip)
+        self.addCleanup(c.close)
         return c
 
     def test_dnsbl_refuses_a_listed_client_with_the_zone_reason(self):
