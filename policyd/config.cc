@@ -43,7 +43,7 @@ PolicyConfig parse_config(int argc, char** argv) {
   app.add_option("--dns-server", c.dns_servers,
                  "nameserver(s) for dns.* and client.host, ip[:port] comma-separated ([::1]:53 for IPv6) "
                  "[default: from /etc/resolv.conf]");
-  app.add_option("--dns-timeout", c.dns_timeout_ms, "milliseconds a DNS query may take (per nameserver tried)")
+  app.add_option("--dns-timeout", c.dns_timeout_ms, "milliseconds a DNS query may take in all (UDP is retried twice within it)")
       ->check(CLI::Range(10, 60000))
       ->capture_default_str();
   std::string ptr_lookup = "yes";

@@ -5,6 +5,7 @@
 #include <ares.h>
 #include <poll.h>
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 
@@ -16,15 +17,42 @@ void init_library() {
   std::call_once(once, [] { ares_library_init(ARES_LIB_INIT_ALL); });
 }
 
-// The options every channel gets: one try of --dns-timeout per server,
-// answers handed back as they are (NOCHECKRESP: a SERVFAIL or REFUSED is
-// an answer for the script, not a reason to ask elsewhere), truncated UDP
-// answers retried over TCP (c-ares' default).
+// How many nameservers a channel of `config` would ask (resolv.conf or
+// --dns-server); 1 when it cannot tell.
+int count_servers(const ResolverConfig& config) {
+  ares_channel probe = nullptr;
+  ares_options opts{};
+  if (ares_init_options(&probe, &opts, 0) != ARES_SUCCESS) return 1;
+  if (!config.servers.empty() && ares_set_servers_ports_csv(probe, config.servers.c_str()) != ARES_SUCCESS) {
+    ares_destroy(probe);
+    return 1;
+  }
+  ares_addr_port_node* servers = nullptr;
+  int n = 0;
+  if (ares_get_servers_ports(probe, &servers) == ARES_SUCCESS) {
+    for (auto* s = servers; s != nullptr; s = s->next) ++n;
+    ares_free_data(servers);
+  }
+  ares_destroy(probe);
+  return n > 0 ? n : 1;
+}
+
+// The options every channel gets. --dns-timeout bounds the whole query:
+// c-ares tries each nameserver in rounds of timeout T, 2T, 4T (it doubles
+// per round), so three rounds over n servers take 7·n·T; a lost UDP
+// packet is thus retried well within the limit. Answers are handed back
+// as they are (NOCHECKRESP: a SERVFAIL or REFUSED is an answer for the
+// script, not a reason to ask elsewhere); truncated UDP answers are
+// retried over TCP (c-ares' default).
+constexpr int kTries = 3;
+constexpr int kRoundWeights = 7;  // 1 + 2 + 4
+
 ares_channel make_channel(const ResolverConfig& config, ares_options& opts, int mask, std::string& error) {
   init_library();
+  const int servers = count_servers(config);
   opts.flags = ARES_FLAG_NOCHECKRESP;
-  opts.timeout = static_cast<int>(config.timeout.count());
-  opts.tries = 1;
+  opts.timeout = std::max(1, static_cast<int>(config.timeout.count()) / (kRoundWeights * servers));
+  opts.tries = kTries;
   mask |= ARES_OPT_FLAGS | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES;
   ares_channel channel = nullptr;
   if (int rc = ares_init_options(&channel, &opts, mask); rc != ARES_SUCCESS) {

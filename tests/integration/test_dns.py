@@ -385,7 +385,10 @@ class ManySessionsWaiting(DnsTest):
 
     def test_500_sessions_wait_on_dns_with_a_fixed_small_thread_count(self):
         self.start_both(WAIT_SCRIPT, policyd_args=self.dns_args(10000) + ["--workers", "2"],
-                        front_args=["--max-connections", "1000", "--max-connections-per-ip", "1000"])
+                        # A loaded CI machine may stretch the tail; correctness and
+                        # the thread count are asserted here, not the time.
+                        front_args=["--max-connections", "1000", "--max-connections-per-ip", "1000",
+                                    "--policy-timeout", "60000"])
         threads_before = self.threads()
 
         async def all_sessions():
