@@ -234,7 +234,9 @@ def dnsbl(messages=4000, sessions=200, delay_ms=50):
             os.environ["MAILHOOK_DNSBL_ZONES"] = zones
             st = Stack(tmp)
             spool = os.path.join(tmp, "spool-%d" % len(rows))
-            port = st.mailhook(script, spool, ["--dns-server", "127.0.0.1:%d" % dns.port, "--workers", "2"],
+            # --dns-cache-entries 0: every session's lookup goes to the server
+            port = st.mailhook(script, spool, ["--dns-server", "127.0.0.1:%d" % dns.port, "--workers", "2",
+                                               "--dns-cache-entries", "0"],
                                ["--max-connections", "2000", "--max-connections-per-ip", "2000"])
             sampler = ProcSampler(st.policyd_pid)
             before = len(dns.queries)

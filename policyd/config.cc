@@ -46,6 +46,10 @@ PolicyConfig parse_config(int argc, char** argv) {
   app.add_option("--dns-timeout", c.dns_timeout_ms, "milliseconds a DNS query may take in all (UDP is retried twice within it)")
       ->check(CLI::Range(10, 60000))
       ->capture_default_str();
+  app.add_option("--dns-cache-entries", c.dns_cache_entries,
+                 "DNS answers each worker keeps for their TTL (at most 1 h; 0: no cache)")
+      ->check(CLI::Range(0, 10000000))
+      ->capture_default_str();
   std::string ptr_lookup = "yes";
   app.add_option("--ptr-lookup", ptr_lookup,
                  "look up client.host (PTR, forward-confirmed) when the front or MTA did not give it: yes or no")

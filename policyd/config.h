@@ -19,6 +19,7 @@ struct PolicyConfig {
   int drain_timeout_s = 30;
   std::string dns_servers;            // empty: /etc/resolv.conf
   int dns_timeout_ms = 5000;
+  int dns_cache_entries = 10000;
   bool ptr_lookup = true;
   std::string metrics;                // HOST:PORT; empty: none
   std::string milter;                 // inet:PORT@HOST or unix:PATH; empty: none

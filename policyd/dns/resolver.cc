@@ -2,6 +2,8 @@
 // and the mapping of c-ares' outcomes to the seed's rcodes.
 #include "policyd/dns/resolver.h"
 
+#include "policyd/dns/cache.h"
+
 #include <ares.h>
 #include <poll.h>
 
@@ -71,7 +73,7 @@ ares_channel make_channel(const ResolverConfig& config, ares_options& opts, int 
 
 class AresResolver final : public Resolver {
  public:
-  AresResolver(asio::io_context& io) : io_(io), timer_(io) {}
+  AresResolver(asio::io_context& io, std::size_t cache_entries) : io_(io), timer_(io), cache_(cache_entries) {}
 
   bool start(const ResolverConfig& config, std::string& error) {
     ares_options opts{};
@@ -99,7 +101,8 @@ class AresResolver final : public Resolver {
       return;
     }
     ++in_flight_;
-    ares_send(channel_, buf, len, &AresResolver::on_answer, new Pending{this, std::move(done)});
+    ares_send(channel_, buf, len, &AresResolver::on_answer,
+              new Pending{this, std::move(done), n, rclass, type});
     ares_free_string(buf);
     rearm_timer();
   }
@@ -114,9 +117,15 @@ class AresResolver final : public Resolver {
     bool reading = false, writing = false;
   };
 
+  std::optional<Answer> cached(std::string_view name, int rclass, int type) override {
+    return cache_.get(name, rclass, type, AnswerCache::Clock::now());
+  }
+
   struct Pending {
     AresResolver* self;
     Callback done;
+    std::string name;
+    int rclass, type;
   };
 
   static void on_answer(void* arg, int status, int /*timeouts*/, unsigned char* abuf, int alen) {
@@ -144,6 +153,7 @@ class AresResolver final : public Resolver {
         a.error = ares_strerror(status);
         break;
     }
+    pending->self->cache_.put(pending->name, pending->rclass, pending->type, a, AnswerCache::Clock::now());
     pending->done(std::move(a));
   }
 
@@ -227,12 +237,13 @@ class AresResolver final : public Resolver {
   std::map<int, std::shared_ptr<Watch>> watches_;
   std::size_t in_flight_ = 0;
   bool destroying_ = false;
+  AnswerCache cache_;
 };
 
 }  // namespace
 
 std::unique_ptr<Resolver> Resolver::create(asio::io_context& io, const ResolverConfig& config, std::string& error) {
-  auto r = std::make_unique<AresResolver>(io);
+  auto r = std::make_unique<AresResolver>(io, config.cache_entries);
   if (!r->start(config, error)) return nullptr;
   return r;
 }

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -21,6 +22,7 @@ namespace mailhook::policyd::dns {
 struct ResolverConfig {
   std::string servers;                      // "ip[:port],…"; empty: /etc/resolv.conf
   std::chrono::milliseconds timeout{5000};  // per query
+  std::size_t cache_entries = 10000;        // answers kept for their TTL; 0: none
 };
 
 struct Answer {
@@ -43,6 +45,10 @@ class Resolver {
   // Sends one query (recursion desired). `done` runs exactly once on the
   // loop's thread, unless the resolver is destroyed first.
   virtual void query(std::string_view name, int rclass, int type, Callback done) = 0;
+  // An answer still fresh in the cache (answers from query() are kept
+  // there for their TTL); callers ask first and need not wait.
+  virtual std::optional<Answer> cached(std::string_view name, int rclass, int type) = 0;
+
   // Queries sent and not yet answered.
   virtual std::size_t in_flight() const = 0;
 };

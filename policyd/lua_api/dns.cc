@@ -228,6 +228,15 @@ int dns_query(lua_State* L) {
     lua_pushboolean(L, 1);
     return 1;
   }
+  // A fresh cached answer: done now, so dns.wait need not wait for it.
+  if (std::optional<dns::Answer> hit = s.resolver->cached(std::string_view(name, len), static_cast<int>(rclass),
+                                                          static_cast<int>(type))) {
+    s.metrics->dns_cache_hits.add();
+    q.done = true;
+    q.answer = std::move(*hit);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
   s.metrics->dns_queries.add();
   std::weak_ptr<DnsSession> weak = d;
   const auto started = std::chrono::steady_clock::now();

@@ -48,14 +48,25 @@ void count(SessionContext& s, const dns::Answer& a) {
   s.metrics->dns_outcomes[i]->add();
 }
 
+// One query, from the cache when fresh (then `done` runs at once).
+void lookup(SessionContext& s, const std::string& name, int type, dns::Resolver::Callback done) {
+  if (std::optional<dns::Answer> hit = s.resolver->cached(name, dns::kIN, type)) {
+    s.metrics->dns_cache_hits.add();
+    done(std::move(*hit));
+    return;
+  }
+  s.metrics->dns_queries.add();
+  s.resolver->query(name, dns::kIN, type, std::move(done));
+}
+
 void confirm(const std::shared_ptr<HostLookup>& h) {
   SessionContext& s = *h->session;
   const bool v6 = h->address.find(':') != std::string::npos;
   h->pending = h->names.size();
-  for (const std::string& name : h->names) {
-    s.metrics->dns_queries.add();
+  const std::vector<std::string> names = h->names;  // a cached answer may finish `h` inside the loop
+  for (const std::string& name : names) {
     std::weak_ptr<HostLookup> weak = h;
-    s.resolver->query(name, dns::kIN, v6 ? dns::kAAAA : dns::kA, [weak, name](dns::Answer a) {
+    lookup(s, name, v6 ? dns::kAAAA : dns::kA, [weak, name](dns::Answer a) {
       auto h = weak.lock();
       if (!h || h->session->host_lookup != h) return;  // the session ended
       count(*h->session, a);
@@ -101,9 +112,8 @@ void start_host_lookup(SessionContext& s) {
     finish(h);
     return;
   }
-  s.metrics->dns_queries.add();
   std::weak_ptr<HostLookup> weak = h;
-  s.resolver->query(reverse, dns::kIN, dns::kPTR, [weak](dns::Answer a) {
+  lookup(s, reverse, dns::kPTR, [weak](dns::Answer a) {
     auto h = weak.lock();
     if (!h || h->session->host_lookup != h) return;
     count(*h->session, a);

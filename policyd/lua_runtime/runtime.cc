@@ -31,7 +31,7 @@ class Worker {
   ~Worker() { stop(); }
 
   bool start(const RuntimeConfig& c, std::string& error) {
-    resolver_ = dns::Resolver::create(io_, dns::ResolverConfig{c.dns_servers, c.dns_timeout}, error);
+    resolver_ = dns::Resolver::create(io_, dns::ResolverConfig{c.dns_servers, c.dns_timeout, c.dns_cache_entries}, error);
     if (!resolver_) return false;
     thread_ = std::thread([this] { io_.run(); });
     return true;

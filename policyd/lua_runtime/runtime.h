@@ -27,6 +27,7 @@ struct RuntimeConfig {
   std::filesystem::path spool_dir;                // message temp files
   std::string dns_servers;                        // "ip[:port],…"; empty: /etc/resolv.conf
   std::chrono::milliseconds dns_timeout{5000};    // per DNS query
+  std::size_t dns_cache_entries = 10000;          // per worker; 0: no cache
   bool ptr_lookup = true;                         // resolve client.host when not given
   telemetry::Registry* registry = nullptr;        // --metrics; nullptr: kept private
 };

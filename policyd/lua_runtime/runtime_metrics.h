@@ -33,6 +33,7 @@ struct RuntimeMetrics {
   std::array<telemetry::Counter*, 4> replies;
   telemetry::Counter& defaults;
   telemetry::Counter& dns_queries;
+  telemetry::Counter& dns_cache_hits;
   std::array<telemetry::Counter*, 6> dns_outcomes;  // by DnsOutcome (dns/resolver.h)
   telemetry::Histogram& dns_seconds;
 

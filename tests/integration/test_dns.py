@@ -305,6 +305,55 @@ class Suspension(DnsTest):
         self.assertGreaterEqual(sample(text, "mailhook_policyd_dns_queries_total"), 1)
 
 
+CACHE_SCRIPT = r'''
+function hook.rcpt(r)
+  dns.query(dns.class.IN, dns.type.A, r:match("@(.*)$"))
+  local rcode, rr = dns.wait(true)
+  return "250 2.1.5 " .. dns.rcodename(rcode) .. " ttl=" .. (rr and rr.answer[1] and rr.answer[1].ttl or "-") .. "\r\n"
+end
+'''
+
+
+class Cache(DnsTest):
+    def rcpts(self, entries, domains):
+        self.start_both(CACHE_SCRIPT, policyd_args=self.dns_args(2000) + ["--dns-cache-entries", str(entries)])
+        c = self.client()
+        self.addCleanup(c.close)
+        c.cmd("EHLO c.example")
+        c.cmd("MAIL FROM:<a@example.com>")
+        replies = [c.cmd("RCPT TO:<u@%s>" % d)[1][0] for d in domains]
+        c.cmd("QUIT")  # no transaction left open for the front's shutdown grace
+        asked = [q[0] for q in self.dns.queries]
+        return replies, asked
+
+    def test_answers_are_served_from_the_cache_within_their_ttl(self):
+        replies, asked = self.rcpts(10, ["mx.example.test", "mx.example.test", "nothing.example.test",
+                                         "nothing.example.test"])
+        self.assertEqual(asked, ["mx.example.test", "nothing.example.test"])  # NXDOMAIN cached too (SOA minimum)
+        self.assertEqual(replies[:2], ["250 2.1.5 NOERROR ttl=60", "250 2.1.5 NOERROR ttl=60"])
+        self.assertEqual(replies[3], "250 2.1.5 NXDOMAIN ttl=-")
+
+    def test_failures_are_never_cached(self):
+        _, asked = self.rcpts(10, ["servfail.example.test", "servfail.example.test"])
+        self.assertEqual(asked, ["servfail.example.test", "servfail.example.test"])
+
+    def test_the_entry_limit_at_its_edge(self):
+        _, asked = self.rcpts(1, ["mx.example.test", "fast.example.test", "mx.example.test"])
+        self.assertEqual(asked, ["mx.example.test", "fast.example.test", "mx.example.test"])  # 1: evicted
+        self.dns.clear_queries()
+        self.stop_all_for_next_run()
+        _, asked = self.rcpts(2, ["mx.example.test", "fast.example.test", "mx.example.test"])
+        self.assertEqual(asked, ["mx.example.test", "fast.example.test"])  # 2: kept
+
+    def test_zero_turns_the_cache_off(self):
+        _, asked = self.rcpts(0, ["mx.example.test", "mx.example.test"])
+        self.assertEqual(asked, ["mx.example.test", "mx.example.test"])
+
+    def stop_all_for_next_run(self):
+        for p in reversed(self.processes):
+            p.stop()
+
+
 def example(name):
     lua = os.environ.get("MAILHOOK_LUA", "../../lua")
     with open(os.path.join(lua, "examples", name)) as f:
@@ -384,7 +433,8 @@ class ManySessionsWaiting(DnsTest):
     SESSIONS = 500
 
     def test_500_sessions_wait_on_dns_with_a_fixed_small_thread_count(self):
-        self.start_both(WAIT_SCRIPT, policyd_args=self.dns_args(10000) + ["--workers", "2"],
+        # No cache: every session's hook must really wait on the server.
+        self.start_both(WAIT_SCRIPT, policyd_args=self.dns_args(10000) + ["--workers", "2", "--dns-cache-entries", "0"],
                         # A loaded CI machine may stretch the tail; correctness and
                         # the thread count are asserted here, not the time.
                         front_args=["--max-connections", "1000", "--max-connections-per-ip", "1000",
