@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 import unittest
+import weakref
 
 FRONT = os.environ.get("MAILHOOK_FRONT", "build/frontend/mailhook-front")
 POLICYD = os.environ.get("MAILHOOK_POLICYD", "build/policyd/mailhook-policyd")
@@ -81,6 +82,12 @@ class Process:
             return f.read().decode(errors="replace")
 
 
+# Every SmtpClient still open; tearDown closes them before stopping the
+# front, so a session left mid-transaction does not hold the front's
+# shutdown grace (and the test) for seconds.
+OPEN_CLIENTS = weakref.WeakSet()
+
+
 class SmtpClient:
     """`source`: the loopback address to connect from (127.0.0.2, ...), so
     a test can be a client the policy treats differently."""
@@ -89,6 +96,7 @@ class SmtpClient:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
                                              source_address=(source, 0) if source else None)
         self.buf = b""
+        OPEN_CLIENTS.add(self)
 
     def read_reply(self):
         """One complete reply as (code, [lines]); (None, []) on EOF."""
@@ -242,6 +250,8 @@ class MailhookTest(unittest.TestCase):
         self.front = None
 
     def tearDown(self):
+        for c in list(OPEN_CLIENTS):
+            c.close()
         # Fronts first: policyd's SIGTERM drain waits for their open streams.
         fronts = [p for p in self.processes if p.args[0] == FRONT]
         for p in fronts + [p for p in self.processes if p not in fronts]:
