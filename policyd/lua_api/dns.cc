@@ -53,17 +53,6 @@ std::shared_ptr<DnsSession>& dns_of(SessionContext& s) {
   return s.dns;
 }
 
-std::size_t outcome_index(int rcode) {
-  switch (rcode) {
-    case dns::kNoError: return 0;
-    case dns::kNxDomain: return 1;
-    case dns::kServFail: return 2;
-    case dns::kRefused: return 3;
-    case dns::kTimeout: return 4;
-    default: return 5;
-  }
-}
-
 void set_string(lua_State* L, const char* key, const std::string& v) {
   lua_pushlstring(L, v.data(), v.size());
   lua_setfield(L, -2, key);
@@ -245,9 +234,7 @@ int dns_query(lua_State* L) {
                       auto d = weak.lock();
                       if (!d) return;  // the session ended
                       SessionContext& s = *d->session;
-                      s.metrics->dns_outcomes[outcome_index(a.rcode)]->add();
-                      s.metrics->dns_seconds.observe(
-                          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+                      s.metrics->dns_answer(a.rcode, std::chrono::steady_clock::now() - started);
                       for (auto& q : d->queries) {
                         if (q.id != id) continue;
                         q.done = true;

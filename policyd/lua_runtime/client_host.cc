@@ -35,19 +35,6 @@ void finish(const std::shared_ptr<HostLookup>& h) {
   s.wake();
 }
 
-void count(SessionContext& s, const dns::Answer& a) {
-  std::size_t i = 5;  // OTHER
-  switch (a.rcode) {
-    case dns::kNoError: i = 0; break;
-    case dns::kNxDomain: i = 1; break;
-    case dns::kServFail: i = 2; break;
-    case dns::kRefused: i = 3; break;
-    case dns::kTimeout: i = 4; break;
-    default: break;
-  }
-  s.metrics->dns_outcomes[i]->add();
-}
-
 // One query, from the cache when fresh (then `done` runs at once).
 void lookup(SessionContext& s, const std::string& name, int type, dns::Resolver::Callback done) {
   if (std::optional<dns::Answer> hit = s.resolver->cached(name, dns::kIN, type)) {
@@ -56,7 +43,12 @@ void lookup(SessionContext& s, const std::string& name, int type, dns::Resolver:
     return;
   }
   s.metrics->dns_queries.add();
-  s.resolver->query(name, dns::kIN, type, std::move(done));
+  // The metrics outlive every session and worker: safe after the session ends.
+  s.resolver->query(name, dns::kIN, type,
+                    [m = s.metrics, started = std::chrono::steady_clock::now(), done = std::move(done)](dns::Answer a) {
+                      m->dns_answer(a.rcode, std::chrono::steady_clock::now() - started);
+                      done(std::move(a));
+                    });
 }
 
 void confirm(const std::shared_ptr<HostLookup>& h) {
@@ -69,7 +61,6 @@ void confirm(const std::shared_ptr<HostLookup>& h) {
     lookup(s, name, v6 ? dns::kAAAA : dns::kA, [weak, name](dns::Answer a) {
       auto h = weak.lock();
       if (!h || h->session->host_lookup != h) return;  // the session ended
-      count(*h->session, a);
       for (const auto& rr : a.message.answer) {
         if ((rr.type == dns::kA || rr.type == dns::kAAAA) && canonical_address(rr.address) == h->address &&
             h->confirmed.empty()) {
@@ -116,7 +107,6 @@ void start_host_lookup(SessionContext& s) {
   lookup(s, reverse, dns::kPTR, [weak](dns::Answer a) {
     auto h = weak.lock();
     if (!h || h->session->host_lookup != h) return;
-    count(*h->session, a);
     for (const auto& rr : a.message.answer) {
       if (rr.type == dns::kPTR && h->names.size() < kMaxNames) h->names.push_back(rr.host);
     }

@@ -1,6 +1,8 @@
 // Registration of policyd's metrics.
 #include "policyd/lua_runtime/runtime_metrics.h"
 
+#include "policyd/dns/message.h"
+
 namespace mailhook::policyd {
 namespace {
 
@@ -38,6 +40,20 @@ RuntimeMetrics::RuntimeMetrics(telemetry::Registry& r)
   hook_seconds_[0] = hook_seconds_[1];
   hook_errors_[0] = hook_errors_[1];
   hook_overruns_[0] = hook_overruns_[1];
+}
+
+void RuntimeMetrics::dns_answer(int rcode, std::chrono::steady_clock::duration took) {
+  std::size_t i = 5;  // OTHER
+  switch (rcode) {
+    case dns::kNoError: i = 0; break;
+    case dns::kNxDomain: i = 1; break;
+    case dns::kServFail: i = 2; break;
+    case dns::kRefused: i = 3; break;
+    case dns::kTimeout: i = 4; break;
+    default: break;
+  }
+  dns_outcomes[i]->add();
+  dns_seconds.observe(std::chrono::duration<double>(took).count());
 }
 
 }  // namespace mailhook::policyd

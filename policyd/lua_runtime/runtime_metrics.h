@@ -4,6 +4,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <string>
 
 #include "mailcore/event/event.h"
@@ -24,6 +25,10 @@ struct RuntimeMetrics {
       defaults.add();
     }
   }
+  // A DNS answer from the network (not the cache): its outcome and latency.
+  // `rcode` is a dns::Rcode (policyd/dns/message.h).
+  void dns_answer(int rcode, std::chrono::steady_clock::duration took);
+
   telemetry::Histogram& hook_seconds(HookPhase p) { return *hook_seconds_[static_cast<std::size_t>(p)]; }
   telemetry::Counter& hook_errors(HookPhase p) { return *hook_errors_[static_cast<std::size_t>(p)]; }
   telemetry::Counter& hook_overruns(HookPhase p) { return *hook_overruns_[static_cast<std::size_t>(p)]; }
@@ -34,7 +39,7 @@ struct RuntimeMetrics {
   telemetry::Counter& defaults;
   telemetry::Counter& dns_queries;
   telemetry::Counter& dns_cache_hits;
-  std::array<telemetry::Counter*, 6> dns_outcomes;  // by DnsOutcome (dns/resolver.h)
+  std::array<telemetry::Counter*, 6> dns_outcomes;  // NOERROR NXDOMAIN SERVFAIL REFUSED TIMEOUT OTHER
   telemetry::Histogram& dns_seconds;
 
  private:
