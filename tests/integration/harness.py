@@ -5,6 +5,7 @@ is bounded in time and stopped by PID; waiting is polling a condition with
 a deadline, never a bare sleep."""
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -13,6 +14,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.request
 import weakref
 
 FRONT = os.environ.get("MAILHOOK_FRONT", "build/frontend/mailhook-front")
@@ -24,6 +26,19 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def scrape(port):
+    """The text of a --metrics endpoint (GET /metrics)."""
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+        assert r.status == 200
+        return r.read().decode()
+
+
+def sample(text, name):
+    """The value of one Prometheus sample line ('name{labels} value'), or None."""
+    m = re.search(r"^" + re.escape(name) + r" (\S+)$", text, re.M)
+    return float(m.group(1)) if m else None
 
 
 def wait_for(condition, timeout=10.0, what="condition"):

@@ -5,10 +5,9 @@ import asyncio
 import os
 import re
 import unittest
-import urllib.request
 
 from dnsserver import DnsServer
-from harness import MailhookTest, SmtpClient, free_port, wait_for
+from harness import MailhookTest, SmtpClient, free_port, sample, scrape, wait_for
 
 SOA = {"type": "SOA", "mname": "ns1.example.test", "rname": "hostmaster.example.test", "serial": 2026112401,
        "refresh": 7200, "retry": 900, "expire": 1209600, "minimum": 300}
@@ -260,16 +259,6 @@ function hook.mail(s)
   end
 end
 '''
-
-
-def scrape(port):
-    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
-        return r.read().decode()
-
-
-def sample(text, name):
-    m = re.search(r"^" + re.escape(name) + r" (\S+)$", text, re.M)
-    return float(m.group(1)) if m else None
 
 
 class Suspension(DnsTest):

@@ -1,22 +1,10 @@
 """The front's Prometheus metrics (--metrics): a real scrape after real
 SMTP traffic shows the sessions, replies, deliveries and policy figures."""
 
-import re
-import urllib.request
+import urllib.error
 import unittest
 
-from harness import MailhookTest, free_port, wait_for
-
-
-def scrape(port):
-    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
-        assert r.status == 200
-        return r.read().decode()
-
-
-def value(text, sample):
-    m = re.search(r"^" + re.escape(sample) + r" (\S+)$", text, re.M)
-    return float(m.group(1)) if m else None
+from harness import MailhookTest, free_port, sample, scrape, wait_for
 
 
 class FrontMetrics(MailhookTest):
@@ -25,7 +13,7 @@ class FrontMetrics(MailhookTest):
         self.start_both('function hook.rcpt(r) if r == "no@example.com" then return "550 5.1.1 no\\r\\n" end end',
                         front_args=["--metrics", "127.0.0.1:%d" % port])
         before = scrape(port)
-        self.assertEqual(value(before, 'mailhook_front_messages_total{delivery="spool"}'), 0)
+        self.assertEqual(sample(before, 'mailhook_front_messages_total{delivery="spool"}'), 0)
         c = self.client()
         c.cmd("EHLO client.example")
         self.assertEqual(self.send_message(c)[0], 250)
@@ -33,14 +21,14 @@ class FrontMetrics(MailhookTest):
         self.assertEqual(c.cmd("RCPT TO:<no@example.com>")[0], 550)
         text = scrape(port)
         self.assertIn("# TYPE mailhook_front_policy_seconds histogram", text)
-        self.assertEqual(value(text, 'mailhook_front_messages_total{delivery="spool"}'), 1)
-        self.assertGreater(value(text, 'mailhook_front_message_bytes_total{delivery="spool"}'), 0)
-        self.assertEqual(value(text, "mailhook_front_sessions_open"), 1)
-        self.assertGreaterEqual(value(text, "mailhook_front_sessions_total"), 1)
-        self.assertEqual(value(text, 'mailhook_front_replies_total{class="5xx"}'), 1)
-        self.assertGreaterEqual(value(text, 'mailhook_front_replies_total{class="2xx"}'), 5)
-        self.assertEqual(value(text, "mailhook_front_policy_seconds_count"), 2)  # two RCPTs crossed to policyd
-        self.assertEqual(value(text, "mailhook_policy_failures_total"), 0)
+        self.assertEqual(sample(text, 'mailhook_front_messages_total{delivery="spool"}'), 1)
+        self.assertGreater(sample(text, 'mailhook_front_message_bytes_total{delivery="spool"}'), 0)
+        self.assertEqual(sample(text, "mailhook_front_sessions_open"), 1)
+        self.assertGreaterEqual(sample(text, "mailhook_front_sessions_total"), 1)
+        self.assertEqual(sample(text, 'mailhook_front_replies_total{class="5xx"}'), 1)
+        self.assertGreaterEqual(sample(text, 'mailhook_front_replies_total{class="2xx"}'), 5)
+        self.assertEqual(sample(text, "mailhook_front_policy_seconds_count"), 2)  # two RCPTs crossed to policyd
+        self.assertEqual(sample(text, "mailhook_policy_failures_total"), 0)
         with self.assertRaises(urllib.error.HTTPError):
             urllib.request.urlopen("http://127.0.0.1:%d/other" % port, timeout=5)
 
@@ -68,13 +56,13 @@ class PolicydMetricsAndLog(MailhookTest):
         self.assertEqual(c.cmd("DATA")[0], 451)  # the hook ran past --hook-timeout
         text = scrape(port)
         self.assertIn("# TYPE mailhook_policyd_hook_seconds histogram", text)
-        self.assertEqual(value(text, 'mailhook_policyd_hook_seconds_count{hook="rcpt"}'), 2)
-        self.assertEqual(value(text, 'mailhook_policyd_hook_errors_total{hook="mail"}'), 1)
-        self.assertEqual(value(text, 'mailhook_policyd_hook_timeouts_total{hook="data"}'), 1)
-        self.assertEqual(value(text, 'mailhook_policyd_replies_total{class="5xx"}'), 1)
-        self.assertEqual(value(text, 'mailhook_policyd_replies_total{class="4xx"}'), 1)
-        self.assertEqual(value(text, "mailhook_policyd_sessions_open"), 1)
-        self.assertEqual(value(text, "mailhook_policyd_sessions_total"), 1)
+        self.assertEqual(sample(text, 'mailhook_policyd_hook_seconds_count{hook="rcpt"}'), 2)
+        self.assertEqual(sample(text, 'mailhook_policyd_hook_errors_total{hook="mail"}'), 1)
+        self.assertEqual(sample(text, 'mailhook_policyd_hook_timeouts_total{hook="data"}'), 1)
+        self.assertEqual(sample(text, 'mailhook_policyd_replies_total{class="5xx"}'), 1)
+        self.assertEqual(sample(text, 'mailhook_policyd_replies_total{class="4xx"}'), 1)
+        self.assertEqual(sample(text, "mailhook_policyd_sessions_open"), 1)
+        self.assertEqual(sample(text, "mailhook_policyd_sessions_total"), 1)
         self.assertEqual(text.count("# TYPE mailhook_policyd_hook_seconds "), 1)  # one family, one TYPE line
         c.cmd("QUIT")
         c.close()
@@ -84,7 +72,7 @@ class PolicydMetricsAndLog(MailhookTest):
                                 r"rcpt=<b@example\.com>:-,<no@example\.com>:550 data=451 eom=- size=0 changes=0")
         self.assertRegex(log(), r"session=\S+ trans=\S+ client=127\.0\.0\.1 from=<oops@example\.com> mail=- rcpt=- ")
         self.assertRegex(log(), r"session=\S+ client=127\.0\.0\.1 helo=client\.example auth=- transactions=2 ")
-        wait_for(lambda: value(scrape(port), "mailhook_policyd_sessions_open") == 0, what="session closed")
+        wait_for(lambda: sample(scrape(port), "mailhook_policyd_sessions_open") == 0, what="session closed")
 
 
 if __name__ == "__main__":

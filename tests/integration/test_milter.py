@@ -8,9 +8,8 @@ import socket
 import struct
 import subprocess
 import unittest
-import urllib.request
 
-from harness import MailhookTest, Sink, SmtpClient, free_port, wait_for
+from harness import MailhookTest, Sink, SmtpClient, free_port, sample, scrape, wait_for
 from postfix_instance import PrivatePostfix
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -20,16 +19,6 @@ MILTER = os.path.join(HERE, "milter")
 def read(path):
     with open(path) as f:
         return f.read()
-
-
-def scrape(port):
-    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
-        return r.read().decode()
-
-
-def sample(text, name):
-    m = re.search(r"^" + re.escape(name) + r" (\S+)$", text, re.M)
-    return float(m.group(1)) if m else None
 
 
 class MilterTest(MailhookTest):
