@@ -72,7 +72,6 @@ int main(int argc, char** argv) {
     return 2;
   }
   auto stub = mailhook::v1::Policy::NewStub(policy_channel(config.policyd));
-  asio::thread_pool disk(2);
   std::unique_ptr<asio::ssl::context> tls;
   if (!config.tls_cert.empty()) {
     tls = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
@@ -96,7 +95,7 @@ int main(int argc, char** argv) {
   }
   mailhook::telemetry::Registry registry;
   mf::FrontMetrics metrics(registry);
-  mf::FrontContext ctx{config, *stub, mf::Spool(config.spool), smart, disk, metrics, tls.get(), std::move(*xclient_hosts),
+  mf::FrontContext ctx{config, *stub, mf::Spool(config.spool), smart, metrics, tls.get(), std::move(*xclient_hosts),
                        mf::ConnectionLimiter(config.max_connections, config.max_connections_per_ip)};
   if (smart.host.empty()) {
     if (std::string e = ctx.spool.prepare(); !e.empty()) {
@@ -166,7 +165,6 @@ int main(int argc, char** argv) {
   main_io.run();
   for (auto& io : ios) io->stop();
   for (auto& t : threads) t.join();
-  disk.join();
   if (ctx.spool.messages() > 0) {
     mlog::notice("spool: {} message(s) made durable in {} group commit(s)", ctx.spool.messages(), ctx.spool.commits());
   }

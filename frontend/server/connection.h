@@ -2,7 +2,7 @@
 // SessionMachine what they mean, asks policyd (through PolicyStream) for
 // the events the scripts listen to, writes replies in order (batched under
 // pipelining), receives DATA and hands accepted mail to delivery. Knows no
-// Lua; never blocks its I/O thread (disk writes go to the disk pool).
+// Lua; never blocks its I/O thread (the spool's committer thread does the disk writes).
 #pragma once
 
 #include <asio.hpp>
@@ -66,7 +66,6 @@ struct FrontContext {
   v1::Policy::Stub& policy;
   Spool spool;
   SmartHostConfig smart_host;   // host empty: spool
-  asio::thread_pool& disk;      // blocking file I/O runs here
   FrontMetrics& metrics;
   asio::ssl::context* tls;      // nullptr: no STARTTLS
   CidrList xclient_hosts;       // who may send XCLIENT
