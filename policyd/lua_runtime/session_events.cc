@@ -236,6 +236,8 @@ asio::awaitable<std::optional<Decision>> handle_event(SessionContext& s, const S
   const std::optional<HookPhase> phase = hook_of(e, args);
   HookOutcome o;
   if (phase) {
+    // A declaration, not `o = co_await …`: GCC 12 miscompiles co_await
+    // inside an expression (see frontend/delivery/smart_host.cc).
     HookOutcome got = co_await run_hook(s, *phase, std::move(args));
     o = std::move(got);
   } else if (e.kind == EventKind::MessageChunk) {
