@@ -22,8 +22,8 @@ PolicyConfig parse_config(int argc, char** argv) {
   app.add_option("--script", c.scripts,
                  "Lua policy script; repeatable: chained in the order given, the first reply decides "
                  "[default: lua/policy.lua]");
-  app.add_option("--dialect", c.dialect, "Lua API of the scripts: auto (recognised per script), smtpe or smtpf (vpop3, qpsmtpd: not yet)")
-      ->check(CLI::IsMember({"auto", "smtpe", "smtpf"}))
+  app.add_option("--dialect", c.dialect, "Lua API of the scripts: auto (recognised per script), smtpe, smtpf, qpsmtpd or vpop3")
+      ->check(CLI::IsMember({"auto", "smtpe", "smtpf", "qpsmtpd", "vpop3"}))
       ->capture_default_str();
   app.add_option("--workers", c.workers, "Lua worker threads, each with its own Lua state [default: cores]")
       ->check(CLI::Range(1, 256));

@@ -74,7 +74,7 @@ asio::awaitable<bool> Connection::open_policy() {
   start.early_talker = socket_.available(ec) > 0;  // talked before the greeting (client.is_pipelining)
   facts_.local_address = start.client.local_address;
   facts_.local_port = start.client.local_port;
-  start.limits = {ctx_.config.max_message_size, ctx_.config.max_recipients, 512};
+  start.limits = {ctx_.config.max_message_size, ctx_.config.max_recipients, 0};
   v1::FrontMessage first;
   wire::to_proto(start, first.mutable_start());
   stream_ = std::make_shared<PolicyStream>(ctx_.policy, socket_.get_executor());
@@ -87,6 +87,7 @@ asio::awaitable<bool> Connection::open_policy() {
     wants_message_ = caps.wants_message;
     bool close = false;
     const Decision d = wire::from_proto(m->opened().decision());
+    apply_limits(d);
     Reply r = choose(nullptr, d, Reply{220, "", {ctx_.config.hostname + " ESMTP mailhook"}}, close);
     queue_reply(r);
     if (r.code >= 400 || close) {
@@ -139,6 +140,15 @@ asio::awaitable<Decision> Connection::ask(SessionEvent event) {
     co_return Decision::respond(seq, replies::kPolicyDownInSession);
   }
   co_return Decision::proceed(seq);
+}
+
+// New limits from the policy (mailhook.limits): true when there were some.
+bool Connection::apply_limits(const Decision& d) {
+  if (!d.limits) return false;
+  machine_.set_limits({d.limits->max_message_size, d.limits->max_recipients, d.limits->max_line_length});
+  log::info("session={} limits from policy: max_message_size={} max_recipients={} max_line_length={}", id_,
+            d.limits->max_message_size, d.limits->max_recipients, d.limits->max_line_length);
+  return true;
 }
 
 // The reply to send: the policy's if it is valid for this command, else
@@ -219,6 +229,12 @@ asio::awaitable<bool> Connection::command_loop() {
       const SessionEvent event_copy_kind{.kind = step.event->kind};
       Decision d = co_await ask(std::move(*step.event));
       step.event.reset();
+      if (apply_limits(d) && step.verb == smtp::Verb::Ehlo) step.default_reply = machine_.ehlo_reply(step.argument);
+      // VPOP3 GetEHLOCapabilities: the policy's keywords replace ours.
+      if (step.verb == smtp::Verb::Ehlo && !d.ehlo_keywords.empty() && step.default_reply.code == 250) {
+        step.default_reply.lines.resize(1);
+        step.default_reply.lines.insert(step.default_reply.lines.end(), d.ehlo_keywords.begin(), d.ehlo_keywords.end());
+      }
       final_reply = choose(&event_copy_kind, d, step.default_reply, close);
     }
     if (!step.policy_may_decide) final_reply = step.default_reply;
@@ -245,7 +261,7 @@ asio::awaitable<bool> Connection::command_loop() {
 // One line of an AUTH exchange (RFC 4954 4); nullopt when the client left.
 
 asio::awaitable<bool> Connection::data_phase() {
-  smtp::DotDecoder decoder(ctx_.config.max_message_size);
+  smtp::DotDecoder decoder(machine_.limits().max_message_size, machine_.limits().max_line_length);
   std::string message;
   std::size_t sent = 0;
   auto send_chunks = [&](bool all) {
@@ -283,6 +299,7 @@ asio::awaitable<bool> Connection::data_phase() {
     case smtp::DotDecoder::Fault::BareLineEnd: final_reply = replies::kBareLineEnd; break;
     case smtp::DotDecoder::Fault::NulByte: final_reply = replies::kNulInMessage; break;
     case smtp::DotDecoder::Fault::TooBig: final_reply = replies::kTooBig; break;
+    case smtp::DotDecoder::Fault::LineTooLong: final_reply = replies::kLineTooLongInData; break;
     case smtp::DotDecoder::Fault::None: {
       send_chunks(true);
       Decision d = Decision::proceed(0);

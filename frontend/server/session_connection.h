@@ -52,6 +52,7 @@ class Connection {
   asio::awaitable<Decision> ask(SessionEvent event);
   void notify(SessionEvent event);
   Reply choose(const SessionEvent* event, const Decision& d, const Reply& fallback, bool& close);
+  bool apply_limits(const Decision& d);
   asio::awaitable<bool> command_loop();
   asio::awaitable<bool> start_tls();
   asio::awaitable<std::optional<std::string>> read_line();

@@ -171,7 +171,7 @@ Step SessionMachine::on_command(std::string_view line, const std::string& next_t
           return step;
         }
       }
-      if (recipients_.size() >= limits_.max_recipients) {
+      if (limits_.max_recipients != 0 && recipients_.size() >= limits_.max_recipients) {
         step.default_reply = reply(452, "4.5.3", "Too many recipients");
         return step;
       }

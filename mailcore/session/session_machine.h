@@ -15,9 +15,11 @@
 
 namespace mailhook::session {
 
+// 0 lifts a limit.
 struct Limits {
   std::uint64_t max_message_size = 26214400;
   std::uint32_t max_recipients = 100;
+  std::uint32_t max_line_length = 0;  // message lines, CRLF included (commands: RFC 5321's 512)
 };
 
 enum class State : std::uint8_t {
@@ -95,11 +97,15 @@ class SessionMachine {
   const std::string& transaction_id() const { return transaction_id_; }
   void set_sender(std::string s) { sender_ = std::move(s); }
   const Limits& limits() const { return limits_; }
+  // New limits from the policy (mailhook.limits); a transaction in
+  // progress keeps the recipients it has.
+  void set_limits(const Limits& l) { limits_ = l; }
+  // The EHLO reply under the limits in effect (SIZE follows them).
+  Reply ehlo_reply(const std::string& arg) const;
   bool esmtp() const { return esmtp_; }
 
  private:
   SessionEvent make_event(EventKind kind, std::string_view line, const smtp::Command& cmd);
-  Reply ehlo_reply(const std::string& arg) const;
   void reset_transaction();
 
   std::string host_;

@@ -17,7 +17,8 @@ namespace {
 using S = DotDecoder::State;
 }
 
-DotDecoder::DotDecoder(std::uint64_t max_size) : max_size_(max_size), state_(static_cast<int>(S::LineStart)) {}
+DotDecoder::DotDecoder(std::uint64_t max_size, std::uint64_t max_line)
+    : max_size_(max_size), max_line_(max_line), state_(static_cast<int>(S::LineStart)) {}
 
 std::size_t DotDecoder::feed(std::string_view in, std::string& out) {
   auto state = static_cast<S>(state_);
@@ -39,6 +40,8 @@ std::size_t DotDecoder::feed(std::string_view in, std::string& out) {
         std::size_t j = i;
         while (j < n && in[j] != '\r' && in[j] != '\n' && in[j] != '\0') ++j;
         if (j > i) {
+          line_ += j - i;
+          if (max_line_ != 0 && line_ + 2 > max_line_) set_fault(Fault::LineTooLong);
           emit(in.substr(i, j - i));
           i = j;
           continue;
@@ -57,6 +60,7 @@ std::size_t DotDecoder::feed(std::string_view in, std::string& out) {
       case S::Cr:
         if (c == '\n') {
           emit("\r\n");
+          line_ = 0;
           state = S::LineStart;
           ++i;
         } else {

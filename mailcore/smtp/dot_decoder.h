@@ -19,9 +19,11 @@ class DotDecoder {
     BareLineEnd,  // a CR not followed by LF or a LF not preceded by CR
     NulByte,      // a NUL octet
     TooBig,       // more than max_size octets of message
+    LineTooLong,  // a line longer than max_line octets, CRLF included
   };
 
-  explicit DotDecoder(std::uint64_t max_size = 0 /* 0: no limit */);
+  // 0: no limit, for either.
+  explicit DotDecoder(std::uint64_t max_size = 0, std::uint64_t max_line = 0);
 
   // Consumes bytes; appends decoded message bytes to `out` (nothing once a
   // fault is set or past the size limit). Returns how many input bytes were
@@ -38,7 +40,9 @@ class DotDecoder {
 
  private:
   std::uint64_t max_size_;
+  std::uint64_t max_line_;
   std::uint64_t size_ = 0;
+  std::uint64_t line_ = 0;  // decoded octets of the current line, CRLF excluded
   int state_;
   bool done_ = false;
   Fault fault_ = Fault::None;

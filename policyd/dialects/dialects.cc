@@ -1,24 +1,40 @@
-// The dialect adapters' glue: load the embedded Lua, call prelude, detect
-// and adapt around each script's load.
+// The dialect adapters' glue: load the embedded Lua modules, give each
+// script every dialect's globals, then recognise and adapt the script.
 #include "policyd/dialects/dialects.h"
 
 #include <cstring>
+#include <vector>
 
 #include "policyd/dialects/dialect_sources.h"
 
 namespace mailhook::policyd {
 namespace {
 
-constexpr const char* kSmtpfKey = "mailhook.dialect.smtpf";
+struct Dialect {
+  const char* name;
+  const char* source;
+  // What --dialect auto looks for, for the error messages.
+  const char* signature;
+};
 
-// Calls M.<fn>(env) of the smtpf module; results left on the stack.
-bool call(lua_State* L, const char* fn, int env, int nresults, std::string& error) {
-  lua_getfield(L, LUA_REGISTRYINDEX, kSmtpfKey);
+const Dialect kDialects[] = {
+    {"smtpf", dialects::kSmtpfLua, "smtp.do_* call-backs"},
+    {"qpsmtpd", dialects::kQpsmtpdLua, "hook_* functions"},
+    {"vpop3", dialects::kVpop3Lua, "VPOP3 global functions (Start, DoMAILFROM, ProcessMessage, …)"},
+};
+
+std::string registry_key(const Dialect& d) { return std::string("mailhook.dialect.") + d.name; }
+
+// Calls M.<fn>(env [, script]) of a dialect module; `nresults` left on the stack.
+bool call(lua_State* L, const Dialect& d, const char* fn, int env, const std::string* script, int nresults,
+          std::string& error) {
+  lua_getfield(L, LUA_REGISTRYINDEX, registry_key(d).c_str());
   lua_getfield(L, -1, fn);
   lua_remove(L, -2);
   lua_pushvalue(L, env);
-  if (lua_pcall(L, 1, nresults, 0) != LUA_OK) {
-    error = lua_tostring(L, -1) ? lua_tostring(L, -1) : "dialect adapter failed";
+  if (script) lua_pushlstring(L, script->data(), script->size());
+  if (lua_pcall(L, script ? 2 : 1, nresults, 0) != LUA_OK) {
+    error = std::string(d.name) + " dialect: " + (lua_tostring(L, -1) ? lua_tostring(L, -1) : "adapter failed");
     lua_pop(L, 1);
     return false;
   }
@@ -42,38 +58,62 @@ bool has_hook_functions(lua_State* L, int env) {
 }  // namespace
 
 bool load_dialects(lua_State* L, std::string& error) {
-  if (luaL_loadbufferx(L, dialects::kSmtpfLua, std::strlen(dialects::kSmtpfLua), "=smtpf-dialect", "t") != LUA_OK ||
-      lua_pcall(L, 0, 1, 0) != LUA_OK) {
-    error = std::string("bug: the smtpf dialect adapter does not load: ") + lua_tostring(L, -1);
-    lua_pop(L, 1);
-    return false;
+  for (const Dialect& d : kDialects) {
+    const std::string chunk = std::string("=") + d.name + "-dialect";
+    if (luaL_loadbufferx(L, d.source, std::strlen(d.source), chunk.c_str(), "t") != LUA_OK ||
+        lua_pcall(L, 0, 1, 0) != LUA_OK) {
+      error = std::string("bug: the ") + d.name + " dialect adapter does not load: " + lua_tostring(L, -1);
+      lua_pop(L, 1);
+      return false;
+    }
+    lua_setfield(L, LUA_REGISTRYINDEX, registry_key(d).c_str());
   }
-  lua_setfield(L, LUA_REGISTRYINDEX, kSmtpfKey);
   return true;
 }
 
-bool prepare_env(lua_State* L, int env, std::string& error) { return call(L, "prelude", env, 0, error); }
+bool prepare_env(lua_State* L, int env, std::string& error) {
+  for (const Dialect& d : kDialects) {
+    if (!call(L, d, "prelude", env, nullptr, 0, error)) return false;
+  }
+  return true;
+}
 
 std::string adapt_script(lua_State* L, int env, const std::string& wanted, const std::string& script,
                          std::string& error) {
   if (wanted == "smtpe") return "smtpe";
-  if (!call(L, "detect", env, 1, error)) return "";
-  const bool smtpf = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  if (!smtpf) {
-    if (wanted == "smtpf") {
-      error = script + ": --dialect smtpf, but the script defines no smtp.do_* call-back";
+  std::vector<const Dialect*> found;
+  for (const Dialect& d : kDialects) {
+    if (!call(L, d, "detect", env, nullptr, 1, error)) return "";
+    if (lua_toboolean(L, -1)) found.push_back(&d);
+    lua_pop(L, 1);
+  }
+  const Dialect* chosen = nullptr;
+  if (wanted == "auto") {
+    if (found.size() > 1) {
+      error = script + ": defines both " + found[0]->signature + " (" + found[0]->name + ") and " +
+              found[1]->signature + " (" + found[1]->name + "); one script, one dialect (or choose with --dialect)";
       return "";
     }
-    return "smtpe";
+    if (found.empty()) return "smtpe";
+    chosen = found.front();
+  } else {
+    for (const Dialect* d : found) {
+      if (wanted == d->name) chosen = d;
+    }
+    if (chosen == nullptr) {
+      for (const Dialect& d : kDialects) {
+        if (wanted == d.name) error = script + ": --dialect " + wanted + ", but the script defines no " + d.signature;
+      }
+      return "";
+    }
   }
   if (has_hook_functions(L, env)) {
-    error = script + ": defines both hook.* (smtpe) and smtp.do_* (smtpf) call-backs; one script, one dialect "
-                     "(chain two scripts instead)";
+    error = script + ": defines both hook.* (smtpe) and " + chosen->signature + " (" + chosen->name +
+            "); one script, one dialect (chain two scripts instead)";
     return "";
   }
-  if (!call(L, "adapt", env, 0, error)) return "";
-  return "smtpf";
+  if (!call(L, *chosen, "adapt", env, &script, 0, error)) return "";
+  return chosen->name;
 }
 
 }  // namespace mailhook::policyd

@@ -24,15 +24,21 @@ struct Availability {
 // HELO, EHLO"; input "in each SMTP command related hook".
 constexpr std::initializer_list<HookPhase> kTransaction{P::Mail, P::Rcpt, P::Data, P::Content, P::Header,
                                                         P::Eoh, P::Body, P::Dot, P::Forward};
-constexpr std::initializer_list<HookPhase> kCommand{P::Helo, P::Ehlo, P::Auth, P::Mail, P::Rcpt,
+constexpr std::initializer_list<HookPhase> kCommand{P::Helo, P::Ehlo, P::Auth, P::Mail, P::Rcpt, P::Vrfy, P::Expn, P::Help,
                                                     P::Data, P::Rset, P::Unknown, P::Error};
+// Every hook that answers a command (mailhook: client.default_reply).
+constexpr std::initializer_list<HookPhase> kReplying{P::Helo, P::Ehlo, P::Auth, P::Mail, P::Rcpt, P::Vrfy,
+                                                     P::Expn, P::Data, P::Rset, P::Noop, P::Help, P::Quit,
+                                                     P::Unknown};
 const Availability kAvailability[] = {
     {"address", {}}, {"port", {}}, {"host", {}}, {"id_log", {}}, {"is_pipelining", {}},
     {"tls_protocol", {}}, {"tls_cipher", {}},  // mailhook: nil until STARTTLS completed
     {"auth_user", {}},                         // mailhook: nil until AUTH succeeded
-    {"macros", {}},
+    {"macros", {}},                            // mailhook: the MTA's milter macros (front: empty)
     {"helo", {}},                              // mailhook: the HELO/EHLO name, nil before one
-    {"sender", kTransaction},                  // mailhook: MAIL FROM address of the transaction                            // mailhook: the MTA's milter macros (front: empty)
+    {"sender", kTransaction},                  // mailhook: MAIL FROM address of the transaction
+    {"local_address", {}}, {"local_port", {}},  // mailhook: the address the client connected to
+    {"default_reply", kReplying},               // mailhook: the reply the front (or MTA) would send
     {"queue_id", kTransaction},                // mailhook: the MTA's queue id ({i}) or id_trans
     {"id_trans", kTransaction}, {"msg_file", kTransaction}, {"input", kCommand},
 };
@@ -64,6 +70,12 @@ int client_index(lua_State* L) {
     lua_pushlstring(L, c.address.data(), c.address.size());
   } else if (key == "port") {
     lua_pushinteger(L, c.port);
+  } else if (key == "local_address") {
+    if (c.local_address.empty()) return lua_pushnil(L), 1;
+    lua_pushlstring(L, c.local_address.data(), c.local_address.size());
+  } else if (key == "local_port") {
+    if (c.local_port == 0) return lua_pushnil(L), 1;
+    lua_pushinteger(L, c.local_port);
   } else if (key == "host") {
     return push_client_host(L, *s);  // may wait for the PTR lookup
   } else if (key == "id_log") {
@@ -95,6 +107,10 @@ int client_index(lua_State* L) {
     const std::string& v = it != c.attributes.end() && !it->second.empty() ? it->second : s->transaction_id;
     if (v.empty()) return lua_pushnil(L), 1;
     lua_pushlstring(L, v.data(), v.size());
+  } else if (key == "default_reply") {
+    if (s->event == nullptr || !s->event->default_reply) return lua_pushnil(L), 1;
+    const std::string wire = s->event->default_reply->wire();
+    lua_pushlstring(L, wire.data(), wire.size());
   } else if (key == "input") {
     if (s->event == nullptr) return lua_pushnil(L), 1;
     lua_pushlstring(L, s->event->input.data(), s->event->input.size());

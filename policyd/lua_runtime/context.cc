@@ -56,6 +56,8 @@ std::string_view hook_name(HookPhase phase) {
     case HookPhase::Xclient: return "xclient";
     case HookPhase::Error: return "error";
     case HookPhase::Close: return "close";
+    case HookPhase::Vrfy: return "vrfy";
+    case HookPhase::Expn: return "expn";
   }
   return "?";
 }

@@ -30,6 +30,7 @@ enum class HookPhase : std::uint8_t {
   Load,      // top-level code of a script while loading
   Accept, Helo, Ehlo, Auth, Mail, Rcpt, Data, Content, Header, Eoh, Body, Dot, Forward,
   Reset, Rset, Noop, Help, Quit, Unknown, Xclient, Error, Close,
+  Vrfy, Expn,  // mailhook: VRFY and EXPN (VPOP3 DoVRFY/DoEXPN, qpsmtpd hook_vrfy)
 };
 std::string_view hook_name(HookPhase phase);
 
@@ -82,6 +83,13 @@ struct SessionContext {
   std::string header;                // the header being collected (folded)
   bool in_body = false;
   std::vector<MessageChange> changes;  // from `message` in hook.dot/forward
+  // From `mailhook.*` during a hook: sent with the next decision (a hook
+  // of an event without a reply, such as hook.eoh, leaves them for the next).
+  struct Pending {
+    bool disconnect = false;
+    std::optional<SessionLimits> limits;
+    std::vector<std::string> ehlo_keywords;
+  } pending;
 
   // Set by the runtime when the session opens.
   RuntimeMetrics* metrics = nullptr;

@@ -26,6 +26,7 @@ constexpr HookEvent kHookEvents[] = {
     {"quit", EventKind::Quit, false}, {"unknown", EventKind::Unknown, false},
     {"xclient", EventKind::Xclient, false}, {"reset", EventKind::Reset, false},
     {"error", EventKind::Error, false}, {"close", EventKind::Close, false},
+    {"vrfy", EventKind::Vrfy, false}, {"expn", EventKind::Expn, false},
 };
 
 int traceback(lua_State* L) {
@@ -121,6 +122,8 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   open_syslog(g->L);
   open_message(g->L);
   open_dns(g->L);
+  open_control(g->L);
+  open_mime(g->L);
   if (!load_dialects(g->L, error)) return nullptr;
   for (const auto& script : config.scripts) {
     if (!load_script(*g, script.string(), config.dialect, error)) return nullptr;

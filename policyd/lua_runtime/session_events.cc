@@ -24,10 +24,21 @@ std::string_view parameter(const SessionEvent& e, std::string_view name) {
   return {};
 }
 
-Decision decide(const SessionEvent& e, const HookOutcome& o) {
-  if (o.kind == HookOutcome::Kind::Default) return Decision::proceed(e.seq);
-  // RFC 5321 3.8: 421 closes the transmission channel.
-  return Decision::respond(e.seq, o.reply, o.reply.code == 421);
+// What `mailhook.*` asked during the hooks travels with the decision.
+void take_pending(SessionContext& s, Decision& d) {
+  d.disconnect = d.disconnect || s.pending.disconnect;
+  d.limits = std::move(s.pending.limits);
+  d.ehlo_keywords = std::move(s.pending.ehlo_keywords);
+  s.pending = {};
+}
+
+Decision decide(SessionContext& s, const SessionEvent& e, const HookOutcome& o) {
+  Decision d = o.kind == HookOutcome::Kind::Default
+                   ? Decision::proceed(e.seq)
+                   // RFC 5321 3.8: 421 closes the transmission channel.
+                   : Decision::respond(e.seq, o.reply, o.reply.code == 421);
+  take_pending(s, d);
+  return d;
 }
 
 void end_transaction(SessionContext& s) {
@@ -78,6 +89,7 @@ asio::awaitable<void> message_line(SessionContext& s, std::string_view line, boo
   }
   if (line.empty()) {  // RFC 5322 2.1: the blank line ends the header
     co_await flush_header(s, overrun);
+    if (s.msg_out) std::fflush(s.msg_out);  // hook.eoh may read the header from client.msg_file
     co_await notify(s, HookPhase::Eoh, overrun);
     s.in_body = true;
   } else if ((line.front() == ' ' || line.front() == '\t') && !s.header.empty()) {
@@ -137,7 +149,7 @@ asio::awaitable<Decision> end_of_message(SessionContext& s, const SessionEvent& 
   if (o.kind == HookOutcome::Kind::Default) {
     o = co_await run_hook(s, HookPhase::Forward, push_path);
   }
-  Decision d = decide(e, o);
+  Decision d = decide(s, e, o);
   if (o.kind != HookOutcome::Kind::Overrun) d.changes = std::move(s.changes);
   s.changes.clear();
   co_return d;
@@ -152,9 +164,11 @@ asio::awaitable<Decision> accept_session(SessionContext& s) {
     push_string(T, c.host);
     return 2;
   });
-  if (o.kind == HookOutcome::Kind::Default) co_return Decision::proceed(0);
   // smtpe: a 4xx/5xx from hook.accept is sent instead of the greeting and closes.
-  co_return Decision::respond(0, o.reply, o.reply.code >= 400);
+  Decision d = o.kind == HookOutcome::Kind::Default ? Decision::proceed(0)
+                                                    : Decision::respond(0, o.reply, o.reply.code >= 400);
+  take_pending(s, d);
+  co_return d;
 }
 
 namespace {
@@ -197,6 +211,14 @@ std::optional<HookPhase> hook_of(const SessionEvent& e, PushArgs& args) {
       return HookPhase::Error;
     case EventKind::Vrfy:
     case EventKind::Expn:
+      // mailhook: hook.vrfy(arg, default_reply) and hook.expn(arg,
+      // default_reply); the default as it would go on the wire.
+      args = [&e](lua_State* T) {
+        push_string(T, e.argument);
+        push_string(T, e.default_reply ? e.default_reply->wire() : std::string());
+        return 2;
+      };
+      return e.kind == EventKind::Vrfy ? HookPhase::Vrfy : HookPhase::Expn;
     case EventKind::Starttls:
     case EventKind::MessageChunk:
     case EventKind::EndOfMessage:
@@ -255,7 +277,7 @@ asio::awaitable<std::optional<Decision>> handle_event(SessionContext& s, const S
   if (e.kind == EventKind::Reset || e.kind == EventKind::Close) end_transaction(s);
   s.event = nullptr;
   if (!e.wants_reply) co_return std::nullopt;
-  if (!decision) decision = decide(e, o);
+  if (!decision) decision = decide(s, e, o);
   co_return decision;
 }
 

@@ -104,7 +104,7 @@ class SmtpfLoading(MailhookTest):
     def test_a_script_mixing_dialects_is_refused_at_start(self):
         p = self.start_policyd("function hook.rcpt(r) end\nfunction smtp.do_rcpt(r) return 0 end\n", wait=False)
         wait_for(lambda: not p.alive(), what="policyd exits")
-        self.assertIn("defines both hook.* (smtpe) and smtp.do_* (smtpf)", p.output())
+        self.assertIn("defines both hook.* (smtpe) and smtp.do_* call-backs (smtpf)", p.output())
 
     def test_explicit_dialect_smtpf_on_an_smtpe_script_is_refused(self):
         p = self.start_policyd("function hook.rcpt(r) end\n", args=["--dialect", "smtpf"], wait=False)

@@ -1,0 +1,48 @@
+-- miltertest: the qpsmtpd plugins behind the milter (pre_connection,
+-- helo, mail, rcpt chain and default, data_post at end of message).
+local function expect(ok, what) if not ok then error(what, 2) end end
+local function open(ip)
+  local c = mt.connect("inet:" .. os.getenv("PORT") .. "@127.0.0.1", 40, 0.05)
+  expect(c, "connect")
+  expect(mt.conninfo(c, "client.example", ip) == nil, "conninfo")
+  return c
+end
+local c = open("127.0.0.2")
+expect(mt.getreply(c) == SMFIR_REJECT, "pre_connection DENY")
+mt.disconnect(c)
+
+c = open("192.0.2.1")
+expect(mt.getreply(c) == SMFIR_CONTINUE, "connect declined")
+-- The MTA does not tell HELO from EHLO: the plugins define hook_ehlo, so it runs.
+expect(mt.helo(c, "soft.example") == nil, "helo")
+expect(mt.getreply(c) == SMFIR_REPLYCODE, "ehlo DENYSOFT")
+expect(mt.helo(c, "good.example") == nil, "helo 2")
+expect(mt.getreply(c) == SMFIR_CONTINUE, "helo declined")
+expect(mt.mailfrom(c, "<spam@example.com>") == nil, "mail")
+expect(mt.getreply(c) == SMFIR_REPLYCODE, "mail DENY")
+expect(mt.mailfrom(c, "<a@example.com>") == nil, "mail 2")
+expect(mt.getreply(c) == SMFIR_CONTINUE, "mail declined")
+expect(mt.rcptto(c, "<no@example.com>") == nil, "rcpt")
+expect(mt.getreply(c) == SMFIR_REPLYCODE, "rcpt DENY")
+expect(mt.rcptto(c, "<nobody@example.com>") == nil, "rcpt 2")
+expect(mt.getreply(c) == SMFIR_REPLYCODE, "rcpt soft-deny default")
+expect(mt.rcptto(c, "<second@example.com>") == nil, "rcpt 3")
+expect(mt.getreply(c) == SMFIR_CONTINUE, "rcpt OK from the second plugin")
+expect(mt.header(c, "Subject", "v") == nil, "header")
+expect(mt.eoh(c) == nil, "eoh")
+expect(mt.bodystring(c, "a VIRUS here\r\n") == nil, "body")
+expect(mt.eom(c) == nil, "eom")
+expect(mt.eom_check(c, MT_SMTPREPLY, "554", "5.7.1", "virus found"), "data_post DENY at eom")
+mt.disconnect(c)
+
+c = open("192.0.2.1")
+expect(mt.helo(c, "good.example") == nil, "helo")
+expect(mt.mailfrom(c, "<a@example.com>") == nil, "mail")
+expect(mt.rcptto(c, "<ok@example.com>") == nil, "rcpt")
+expect(mt.header(c, "Subject", "hello") == nil, "header")
+expect(mt.eoh(c) == nil, "eoh")
+expect(mt.bodystring(c, "fine\r\n") == nil, "body")
+expect(mt.eom(c) == nil, "eom")
+expect(mt.eom_check(c, MT_HDRADD, "X-Post-Headers", "yes"), "data_post_headers added a header")
+expect(mt.eom_check(c, MT_HDRCHANGE, "Subject", "[tagged] hello"), "data_post changed the subject")
+mt.disconnect(c)
