@@ -58,7 +58,7 @@ class QpsmtpdFront(MailhookTest):
         self.assertEqual(c.cmd("HELO bad.example"), (550, ["550 bad helo bad.example"]))  # config/badhelo
         self.assertEqual(c.cmd("HELO worse.example")[0], 550)
         self.assertEqual(c.cmd("HELO UPPER.EXAMPLE"), (250, ["250 hello upper.example (parsed)"]))
-        self.assertEqual(c.cmd("EHLO soft.example"), (450, ["450 try later"]))
+        self.assertEqual(c.cmd("EHLO SOFT.EXAMPLE"), (450, ["450 try later"]))  # ehlo_parse
         self.assertEqual(c.cmd("HELO answer.example"), (250, ["250 answer 42"]))  # hook_config of the second
         self.assertEqual(c.cmd("HELO fine.example")[0], 250)  # all DECLINED: the default
         self.assertEqual(c.cmd("HELO disc.example"), (550, ["550 go away"]))  # DENY_DISCONNECT
@@ -100,6 +100,25 @@ class QpsmtpdFront(MailhookTest):
                          (250, ["250 127.0.0.1 c.example 127.0.0.1 relay=nil"]))
         self.assertEqual(c.cmd("RCPT TO:<level@example.com>"), (550, ["550 level level:5"]))  # hook_user_config
         self.assertIn("deny hook saw policy return 901", self.log())
+
+    def test_rcpt_parse_and_rcpt_pre(self):
+        c, _ = self.connect()
+        c.cmd("EHLO c.example")
+        c.cmd("MAIL FROM:<a@example.com>")
+        self.assertEqual(c.cmd("RCPT TO:<x@bad.parse>"), (501, ["501 5.5.4 cannot parse that recipient"]))
+        self.assertEqual(c.cmd("RCPT TO:<alias@example.com>")[0], 250)  # rcpt_pre: alias -> ok
+        self.assertIn("ok hook saw policy return 900", self.log())
+        c.cmd("DATA")
+        self.assertEqual(c.cmd("Subject: a\r\n\r\nhi\r\n.")[0], 250)
+        with open(self.spooled()[0], "rb") as f:
+            text = f.read()
+        self.assertIn(b"X-Mailhook-To: <ok@example.com>", text)
+        self.assertNotIn(b"alias@example.com", text)
+
+    def test_queue_pre_done_means_no_queuing(self):
+        c, _ = self.connect()
+        self.assertEqual(self.message(c, "Subject: noqueue\r\n\r\nbody")[0], 250)
+        self.assertEqual(self.spooled(), [])
 
     def test_relay_client_set_in_connect(self):
         c, _ = self.connect("127.0.0.5")
@@ -196,6 +215,86 @@ class QpsmtpdFront(MailhookTest):
         c.cmd("HELO answer.example")
         self.assertNotIn("a secret line", self.log())
         self.assertIn("post_fork ran", self.log())
+
+
+class QpsmtpdExamples(MailhookTest):
+    """The Lua ports of qpsmtpd's hosts_allow, badmailfrom, dnsbl,
+    greylisting and rcpt_ok (lua/examples/qpsmtpd/), chained."""
+
+    def setUp(self):
+        super().setUp()
+        from dnsserver import DnsServer
+        self.dns = DnsServer({"4.0.0.127.bl.test": [{"type": "A", "address": "127.0.0.2"}]})
+        self.dns.start()
+        self.addCleanup(self.dns.stop)
+        config = os.path.join(self.dir, "config")
+        os.makedirs(config)
+        for name, text in (("hosts_allow", "127.0.0.2 DENY no thanks\n"), ("max_conn_ip", "2\n"),
+                           ("badmailfrom", "bad@example.net\n@spam.example go away spammer\n"),
+                           ("rcpthosts", "example.com\n"), ("dnsbl_zones", "bl.test\n"),
+                           ("greylisting", "black_timeout 0\n")):
+            with open(os.path.join(config, name), "w") as f:
+                f.write(text)
+        os.environ["QPSMTPD_CONFIG"] = config
+        self.addCleanup(os.environ.pop, "QPSMTPD_CONFIG")
+        examples = os.path.join(os.environ.get("MAILHOOK_LUA", "../../lua"), "examples", "qpsmtpd")
+        more = []
+        for name in ("badmailfrom", "dnsbl", "greylisting", "rcpt_ok"):
+            more += ["--script", os.path.join(examples, name + ".lua")]
+        self.start_both(read(os.path.join(examples, "hosts_allow.lua")),
+                        policyd_args=more + ["--dns-server", "127.0.0.1:%d" % self.dns.port])
+
+    def connect(self, ip, greeting=220):
+        c = SmtpClient(self.front_port, source=ip)
+        self.addCleanup(c.close)
+        code, lines = c.read_reply()
+        self.assertEqual(code, greeting, lines)
+        return c, lines
+
+    def test_hosts_allow(self):
+        self.assertEqual(self.connect("127.0.0.2", 550)[1], ["550 no thanks"])
+        first, _ = self.connect("127.0.0.3")
+        self.connect("127.0.0.3")
+        self.assertEqual(self.connect("127.0.0.3", 451)[1],
+                         ["451 Sorry, too many connections from 127.0.0.3, try again later"])
+        first.cmd("QUIT")
+        ends = self.policyd.output().count(" end\n")
+        wait_for(lambda: self.policyd.output().count(" end\n") > ends, what="the first session's end")
+        self.connect("127.0.0.3")
+
+    def test_badmailfrom_and_rcpt_ok(self):
+        c, _ = self.connect("127.0.0.1")
+        c.cmd("EHLO c.example")
+        self.assertEqual(c.cmd("MAIL FROM:<x@spam.example>")[0], 250)  # noted, refused per recipient
+        self.assertEqual(c.cmd("RCPT TO:<user@example.com>"), (550, ["550 go away spammer"]))
+        c.cmd("RSET")
+        c.cmd("MAIL FROM:<bad@example.net>")
+        self.assertEqual(c.cmd("RCPT TO:<user@example.com>"),
+                         (550, ["550 Mail from bad@example.net not accepted here"]))
+        c.cmd("RSET")
+        c.cmd("MAIL FROM:<good@example.net>")
+        self.assertEqual(c.cmd("RCPT TO:<user@elsewhere.example>"), (550, ["550 Relaying denied"]))
+        self.assertEqual(c.cmd("RCPT TO:<user@example.com>")[0], 250)
+
+    def test_dnsbl(self):
+        c, _ = self.connect("127.0.0.4")
+        c.cmd("EHLO c.example")
+        c.cmd("MAIL FROM:<a@example.net>")
+        self.assertEqual(c.cmd("RCPT TO:<user@example.com>"),
+                         (550, ["550 Mail from 127.0.0.4 rejected: listed in bl.test"]))
+        self.assertEqual(c.cmd("RCPT TO:<postmaster@example.com>")[0], 250)
+
+    def test_greylisting(self):
+        c, _ = self.connect("127.0.0.1")
+        c.cmd("EHLO c.example")
+        for attempt in range(2):
+            c.cmd("MAIL FROM:<a@example.net>")
+            self.assertEqual(c.cmd("RCPT TO:<user@example.com>")[0], 250)
+            if attempt == 0:
+                self.assertEqual(c.cmd("DATA"), (451, ["451 4.7.1 This mail is temporarily denied"]))
+                c.cmd("RSET")
+        self.assertEqual(c.cmd("DATA")[0], 354)  # the retry passes (black_timeout 0)
+        self.assertEqual(c.cmd("Subject: g\r\n\r\nhi\r\n.")[0], 250)
 
 
 class QpsmtpdLoading(MailhookTest):

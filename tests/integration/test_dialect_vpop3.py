@@ -49,7 +49,11 @@ class Vpop3Front(MailhookTest):
                               "5.0.0.127.bl2.test": [{"type": "A", "address": "127.0.0.3"}],
                               "8.0.0.127.bl.test": [{"type": "A", "address": "127.0.0.2"}],
                               "9.0.0.127.bl.test": [{"type": "A", "address": "127.0.0.2"}],
-                              "9.0.0.127.bl2.test": [{"type": "A", "address": "127.0.0.3"}]})
+                              "9.0.0.127.bl2.test": [{"type": "A", "address": "127.0.0.3"}],
+                              "10.0.0.127.bl.test": [{"type": "A", "address": "127.0.0.2"}],
+                              "11.0.0.127.bl.test": [{"type": "A", "address": "127.0.0.2"}],
+                              "12.0.0.127.bl.test": [{"type": "A", "address": "127.0.0.2"}],
+                              "13.0.0.127.bl.test": [{"type": "A", "address": "127.0.0.2"}]})
         self.dns.start()
         self.addCleanup(self.dns.stop)
         self.start_both(read(SCRIPT_PATH), policyd_args=["--dns-server", "127.0.0.1:%d" % self.dns.port])
@@ -122,7 +126,7 @@ class Vpop3Front(MailhookTest):
         self.assertEqual(c.cmd("HELO custom.example"), (250, ["250 custom hello HELO"]))
         self.assertEqual(c.cmd("EHLO custom.example"), (250, ["250 custom hello EHLO"]))
         self.assertEqual(c.cmd("HELO vars.example"),
-                         (250, ["250 vars server=mx.test id=1 enc=false auth=[] valid=true"]))
+                         (250, ["250 vars server=mx.test id=1 enc=false details=[] auth=[] smtpauth=[] valid=true"]))
         self.assertEqual(c.cmd("HELO refuse.example"), (554, ["554 5.7.1 refused helo"]))
         self.assertTrue(c.closed())
 
@@ -136,7 +140,7 @@ class Vpop3Front(MailhookTest):
         c.cmd("EHLO c.example")
         self.assertEqual(c.cmd("HELP"), (214, ["214 vpop3 help: 2.0.0 See RFC 5321"]))
         self.assertEqual(c.cmd("NOOP"), (250, ["250 vpop3 noop"]))
-        self.assertEqual(c.cmd("RSET")[0], 250)
+        self.assertEqual(c.cmd("RSET"), (250, ["250 vpop3 reset"]))
         self.assertEqual(c.cmd("VRFY postmaster"), (250, ["250 postmaster@mx.test"]))
         self.assertEqual(c.cmd("VRFY other")[0], 252)  # current response returned: the default
         self.assertEqual(c.cmd("EXPN staff"), (550, ["550 5.7.1 no EXPN for staff"]))
@@ -183,6 +187,35 @@ class Vpop3Front(MailhookTest):
         c.cmd("RCPT TO:<lines@example.com>")  # sets MaxLineLength = 50
         c.cmd("DATA")
         self.assertEqual(c.cmd("Subject: l\r\n\r\n" + "y" * 60 + "\r\n.")[0], 550)
+
+    def test_max_recipients_per_incoming_message(self):
+        c, _ = self.connect("127.0.0.15")
+        c.cmd("EHLO c.example")
+        c.cmd("MAIL FROM:<a@example.com>")
+        self.assertEqual(c.cmd("RCPT TO:<r1@example.com>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<r2@example.com>")[0], 452)
+
+    def rbl_message(self, ip):
+        c, _ = self.connect(ip)
+        c.cmd("EHLO c.example")
+        c.cmd("MAIL FROM:<a@example.com>")
+        self.assertEqual(c.cmd("RCPT TO:<to@example.com>")[0], 250)
+        c.cmd("DATA")
+        return c.cmd("Subject: r\r\n\r\nhi\r\n.")
+
+    def test_rbl_actions(self):
+        self.assertEqual(self.rbl_message("127.0.0.10")[0], 250)  # RBLBlackhole: accepted, dropped
+        self.assertEqual(self.spooled(), [])
+        self.assertEqual(self.rbl_message("127.0.0.12")[0], 250)  # RBLAccept: the reject message is not used
+        self.assertEqual(len(self.spooled()), 1)
+        os.remove(self.spooled()[0])
+        self.assertEqual(self.rbl_message("127.0.0.11")[0], 250)  # RBLRedirect and RBLHeader
+        text = self.spooled_text()
+        self.assertIn("X-Mailhook-To: <rbl@example.com>", text)
+        self.assertNotIn("X-Mailhook-To: <to@example.com>", text)
+        self.assertIn("X-RBL: listed in bl.test\r\n", text)
+        self.rbl_message("127.0.0.13")  # CheckRBL = false: no lookup, no RBLResults
+        self.assertEqual(self.log().count("vpop3 RBLResults"), 3)
 
     def test_do_data_start(self):
         c, _ = self.connect()
@@ -236,6 +269,67 @@ class Vpop3Front(MailhookTest):
         c.cmd("DATA")
         self.assertEqual(c.cmd("Subject: s\r\n\r\nhi\r\n.")[0], 250)
         self.assertIn("vpop3 LogRecipientsBlocked no@example.com", self.log())
+
+
+class Vpop3Auth(MailhookTest):
+    def test_authenticated_user_and_allowed_users(self):
+        import base64
+        self.start_both(read(SCRIPT_PATH), policyd_args=["--script", os.path.join(HERE, "dialects", "vpop3_auth.lua")],
+                        front_args=["--auth-plaintext"])
+
+        def login(user):
+            c = SmtpClient(self.front_port, source="127.0.0.14")
+            self.addCleanup(c.close)
+            self.assertEqual(c.read_reply()[0], 220)
+            c.cmd("EHLO c.example")
+            self.assertEqual(c.cmd("AUTH PLAIN " + base64.b64encode(b"\0" + user + b"\0secret").decode())[0], 235)
+            return c
+
+        c = login(b"alice")
+        self.assertEqual(c.cmd("HELO vars.example")[1],
+                         ["250 vars server=mx.test id=1 enc=false details=[] auth=[alice] smtpauth=[alice] valid=true"])
+        self.assertEqual(c.cmd("MAIL FROM:<alice@example.com>")[0], 250)
+        c = login(b"carol")  # authenticated, not in AllowedUsers
+        self.assertEqual(c.cmd("MAIL FROM:<carol@example.com>"),
+                         (550, ["550 5.7.1 User not allowed to send from this address"]))
+
+
+class Vpop3Example(MailhookTest):
+    def test_relay_control_rbl_and_header_stamp(self):
+        dns = DnsServer({"1.0.0.127.bl.test": [{"type": "A", "address": "127.0.0.2"}]})
+        dns.start()
+        self.addCleanup(dns.stop)
+        for name, value in (("MAILHOOK_RELAY_NETS", "127.0.0.3"), ("MAILHOOK_RBL_ZONE", "bl.test"),
+                            ("MAILHOOK_LOCAL_DOMAINS", "example.com")):
+            os.environ[name] = value
+            self.addCleanup(os.environ.pop, name)
+        lua = os.environ.get("MAILHOOK_LUA", "../../lua")
+        self.start_both(read(os.path.join(lua, "examples", "vpop3", "smtpsvr.lua")),
+                        policyd_args=["--dns-server", "127.0.0.1:%d" % dns.port])
+
+        def connect(ip):
+            c = SmtpClient(self.front_port, source=ip)
+            self.addCleanup(c.close)
+            return c
+
+        listed = connect("127.0.0.1")
+        self.assertEqual(listed.read_reply(), (554, ["554 5.7.1 127.0.0.1 is listed by bl.test"]))
+        outsider = connect("127.0.0.2")
+        self.assertEqual(outsider.read_reply()[0], 220)
+        self.assertIn("250-SIZE 10485760", outsider.cmd("EHLO c.example")[1])
+        outsider.cmd("MAIL FROM:<a@elsewhere.example>")
+        self.assertEqual(outsider.cmd("RCPT TO:<x@elsewhere.example>")[1],
+                         ["550 5.7.1 relaying denied for x@elsewhere.example"])
+        self.assertEqual(outsider.cmd("RCPT TO:<user@example.com>")[0], 250)
+        outsider.cmd("DATA")
+        self.assertEqual(outsider.cmd("Subject: hi\r\n\r\nhello\r\n.")[0], 250)
+        relay = connect("127.0.0.3")
+        self.assertEqual(relay.read_reply()[0], 220)
+        relay.cmd("EHLO c.example")
+        relay.cmd("MAIL FROM:<a@example.com>")
+        self.assertEqual(relay.cmd("RCPT TO:<x@elsewhere.example>")[0], 250)
+        with open(self.spooled()[0], "rb") as f:
+            self.assertIn(b"X-Checked-By: mx.test (incoming, 0 attachment(s))\r\n", f.read())
 
 
 class Vpop3Loading(MailhookTest):

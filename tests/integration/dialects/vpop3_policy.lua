@@ -26,6 +26,13 @@ function Start()
     MaxRecipientsPerLocalMessage = 2
   end
   if IPAddress == "127.0.0.7" then AuthenticationRequired = true end
+  if IPAddress == "127.0.0.14" then
+    AuthenticationRequired = true
+    AllowedUsers = "alice bob"
+  end
+  if IPAddress == "127.0.0.15" then MaxRecipientsPerIncomingMessage = 1 end
+  if IPAddress:match("^127%.0%.0%.1[0-3]$") then RBLServers = { "bl.test" } end
+  if IPAddress == "127.0.0.13" then CheckRBL = false end
   return ""
 end
 
@@ -34,6 +41,15 @@ function RBLResults()
   for server, value in pairs(RBLResultInfo) do info[#info + 1] = server .. "=" .. string.format("0x%08x", value) end
   table.sort(info)
   syslog.syslog(syslog.LOG_INFO, "vpop3 RBLResults found=" .. tostring(RBLFound) .. " " .. table.concat(info, ","))
+  if IPAddress == "127.0.0.10" then RBLBlackhole = true end
+  if IPAddress == "127.0.0.11" then
+    RBLRedirect = "rbl@example.com"
+    RBLHeader = "X-RBL: listed in bl.test"
+  end
+  if IPAddress == "127.0.0.12" then
+    RBLAccept = true
+    RBLRejectMessage = "5.7.1 never sent: RBLAccept"
+  end
   if RBLResultInfo["bl2.test"] then
     RBLRejectMessage = "5.7.1 listed in bl2.test"
     RBLHeader = "X-RBL: bl2.test"
@@ -60,8 +76,9 @@ function DoHELO(host, refuse, ehlo)
   if host == "refuse.example" then return true, "554 5.7.1 refused helo" end
   if host == "custom.example" then return false, "250 custom hello " .. (ehlo and "EHLO" or "HELO") end
   if host == "vars.example" then
-    return false, string.format("250 vars server=%s id=%d enc=%s auth=[%s] valid=%s", ServerName, ServerID,
-                                tostring(Encryption), AuthenticatedUser, tostring(ValidClientAddress))
+    return false, string.format("250 vars server=%s id=%d enc=%s details=[%s] auth=[%s] smtpauth=[%s] valid=%s",
+                                ServerName, ServerID, tostring(Encryption), EncryptionDetails, AuthenticatedUser,
+                                SMTPAuthenticatedUser, tostring(ValidClientAddress))
   end
   if host == "force.example" then ForceDisconnect = true end
   return refuse, ""
@@ -70,7 +87,7 @@ end
 function DoHELP(text) return "214 vpop3 help: " .. text end
 function DoQUIT() return "221 vpop3 bye" end
 function DoNOOP() return "250 vpop3 noop" end
-function DoRSET() return "" end
+function DoRSET() return "250 vpop3 reset" end
 
 function DoVRFY(list, current)
   if list[1] == "postmaster" then return "250 postmaster@mx.test" end

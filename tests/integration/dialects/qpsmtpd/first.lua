@@ -30,6 +30,27 @@ function hook_helo_parse(self, transaction)
   return OK, function(plugin, cmd, line) return OK, line:lower() end
 end
 
+function hook_ehlo_parse(self, transaction)
+  return OK, function(plugin, cmd, line) return OK, line:lower() end
+end
+
+function hook_rcpt_parse(self, transaction)
+  return OK, function(plugin, cmd, line)
+    if line:find("bad%.parse") then return DENY, "5.5.4 cannot parse that recipient" end
+    return OK, line:match("^[Tt][Oo]:%s*(%b<>)")
+  end
+end
+
+function hook_rcpt_pre(self, transaction, addr)
+  if addr == "<alias@example.com>" then return OK, "<ok@example.com>" end
+  return DECLINED
+end
+
+function hook_queue_pre(self, transaction)
+  if transaction:header():get("Subject") == "[tagged] noqueue" then return DONE end
+  return DECLINED
+end
+
 function hook_helo(self, transaction, host)
   for _, bad in ipairs({ self:qp():config("badhelo") }) do
     if host == bad then return DENY, "bad helo " .. host end
@@ -199,5 +220,5 @@ function hook_deny(self, transaction, plugin, rc, msg)
 end
 
 function hook_ok(self, transaction, plugin, rc, msg)
-  self:log(LOGDEBUG, "ok hook saw " .. plugin .. " return " .. rc)
+  self:log(LOGINFO, "ok hook saw " .. plugin .. " return " .. rc)
 end
