@@ -52,6 +52,9 @@ asio::awaitable<void> Connection::flush() {
   out_.clear();
 }
 
+// Streams tried per session before policyd counts as down at connect.
+constexpr int kOpenAttempts = 3;
+
 asio::awaitable<bool> Connection::open_policy() {
   SessionStart start;
   start.session_id = id_;
@@ -77,9 +80,21 @@ asio::awaitable<bool> Connection::open_policy() {
   start.limits = {ctx_.config.max_message_size, ctx_.config.max_recipients, 0};
   v1::FrontMessage first;
   wire::to_proto(start, first.mutable_start());
-  stream_ = std::make_shared<PolicyStream>(ctx_.policy, socket_.get_executor());
-  stream_->start(std::move(first));
-  auto m = co_await stream_->next(Clock::now() + std::chrono::milliseconds(ctx_.config.policy_timeout_ms));
+  const auto deadline = Clock::now() + std::chrono::milliseconds(ctx_.config.policy_timeout_ms);
+  std::optional<v1::PolicyMessage> m;
+  // A stream that breaks before policyd opened the session (a replica that
+  // just died, not yet marked down by the balancer) is tried again on the
+  // next replica: nothing was said to the client yet. A slow policyd is not
+  // retried: the deadline covers every attempt.
+  for (int attempt = 0; attempt < kOpenAttempts && !m; ++attempt) {
+    if (stream_) stream_->cancel();
+    stream_ = std::make_shared<PolicyStream>(ctx_.policy, socket_.get_executor());
+    stream_->start(first);
+    auto got = co_await stream_->next(deadline);
+    m = std::move(got);
+    if (!m && !stream_->broken()) break;  // the deadline passed
+    if (m && !m->has_opened()) break;
+  }
   std::optional<Reply> greeting;
   if (m && m->has_opened()) {
     const Capabilities caps = wire::from_proto(m->opened().capabilities());

@@ -300,12 +300,13 @@ class MailhookTest(unittest.TestCase):
             self.assertTrue(p.alive(), p.output())
         return p
 
-    def start_front(self, args=()):
+    def start_front(self, args=(), policyd_target=None):
         self.front_port = free_port()
         if not hasattr(self, "policyd_port"):
             self.policyd_port = free_port()
+        target = policyd_target or "127.0.0.1:%d" % self.policyd_port
         p = Process([FRONT, "--listen", "127.0.0.1:%d" % self.front_port, "--policyd",
-                     "127.0.0.1:%d" % self.policyd_port, "--spool", self.spool, "--hostname", "mx.test",
+                     target, "--spool", self.spool, "--hostname", "mx.test",
                      "--log-stderr", "--threads", "2"] + list(self.FRONT_ARGS) + list(args),
                     os.path.join(self.dir, "front-%d.log" % len(self.processes)))
         self.processes.append(p)
