@@ -43,6 +43,11 @@ PolicyConfig parse_config(int argc, char** argv) {
   app.add_option("--dns-server", c.dns_servers,
                  "nameserver(s) for dns.* and client.host, ip[:port] comma-separated ([::1]:53 for IPv6) "
                  "[default: from /etc/resolv.conf]");
+  app.add_option("--kv", c.kv, "Redis IP:PORT for the kv module (state shared by replicas); empty: kv.* return an error")
+      ->capture_default_str();
+  app.add_option("--kv-timeout", c.kv_timeout_ms, "milliseconds a kv command may take (then it returns an error)")
+      ->check(CLI::Range(1, 600000))
+      ->capture_default_str();
   app.add_option("--dns-timeout", c.dns_timeout_ms, "milliseconds a DNS query may take in all (UDP is retried twice within it)")
       ->check(CLI::Range(10, 60000))
       ->capture_default_str();

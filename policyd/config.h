@@ -19,6 +19,8 @@ struct PolicyConfig {
   int drain_timeout_s = 30;
   std::string dns_servers;            // empty: /etc/resolv.conf
   int dns_timeout_ms = 5000;
+  std::string kv;
+  int kv_timeout_ms = 1000;
   int dns_cache_entries = 10000;
   bool ptr_lookup = true;
   std::string metrics;                // HOST:PORT; empty: none

@@ -38,6 +38,8 @@ mp::RuntimeConfig runtime_config(const mp::PolicyConfig& c) {
   r.spool_dir = c.spool_dir;
   r.dns_servers = c.dns_servers;
   r.dns_timeout = std::chrono::milliseconds(c.dns_timeout_ms);
+  r.kv_address = c.kv;
+  r.kv_timeout = std::chrono::milliseconds(c.kv_timeout_ms);
   r.dns_cache_entries = static_cast<std::size_t>(c.dns_cache_entries);
   r.ptr_lookup = c.ptr_lookup;
   return r;

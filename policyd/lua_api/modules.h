@@ -14,6 +14,7 @@ void open_net(lua_State* L);      // net.*     (net.cc)
 void open_syslog(lua_State* L);   // syslog.*  (syslog.cc)
 void open_message(lua_State* L);  // message.* (message.cc)
 void open_dns(lua_State* L);      // dns.*     (dns.cc)
+void open_kv(lua_State* L);       // kv.*      (kv.cc): Redis, shared by replicas
 void open_mime(lua_State* L);     // mime.parse (mime.cc)
 void open_control(lua_State* L);  // mailhook.* (control.cc): disconnect, limits, EHLO keywords
 

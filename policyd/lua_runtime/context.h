@@ -38,9 +38,13 @@ struct SessionContext;
 struct RuntimeMetrics;
 struct DnsSession;  // lua_api/dns.cc: the session's queries and answers
 struct HostLookup;  // client_host.cc: the PTR lookup of client.host
+struct KvCall;      // lua_api/kv.cc: the kv command a hook waits for
 class Waker;        // hook_runner.h: what a suspended hook waits on
 namespace dns {
 class Resolver;
+}
+namespace kv {
+class RedisClient;
 }
 
 // One loaded set of scripts in one master state. Replaced on reload;
@@ -94,6 +98,7 @@ struct SessionContext {
   // Set by the runtime when the session opens.
   RuntimeMetrics* metrics = nullptr;
   dns::Resolver* resolver = nullptr;   // the worker's; nullptr: no DNS
+  kv::RedisClient* kv = nullptr;       // the worker's; nullptr: no --kv
   std::shared_ptr<Waker> waker;
   bool ptr_lookup = true;              // resolve client.host when empty
   bool host_resolved = false;          // client.host was looked up (or given)
@@ -107,6 +112,7 @@ struct SessionContext {
   bool aborted = false;
   void wake();
   std::shared_ptr<DnsSession> dns;     // created by the first dns.* call
+  std::shared_ptr<KvCall> kv_call;     // the kv.* call a hook waits for
 };
 
 // The generation of a state (any of its threads).

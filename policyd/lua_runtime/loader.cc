@@ -124,6 +124,7 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   open_dns(g->L);
   open_control(g->L);
   open_mime(g->L);
+  open_kv(g->L);
   if (!load_dialects(g->L, error)) return nullptr;
   for (const auto& script : config.scripts) {
     if (!load_script(*g, script.string(), config.dialect, error)) return nullptr;

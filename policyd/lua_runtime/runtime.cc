@@ -21,6 +21,7 @@
 #include "policyd/lua_runtime/loader.h"
 #include "policyd/lua_runtime/runtime_metrics.h"
 #include "policyd/lua_runtime/session_events.h"
+#include "policyd/kv/redis_client.h"
 
 namespace mailhook::policyd {
 namespace {
@@ -33,6 +34,15 @@ class Worker {
   bool start(const RuntimeConfig& c, std::string& error) {
     resolver_ = dns::Resolver::create(io_, dns::ResolverConfig{c.dns_servers, c.dns_timeout, c.dns_cache_entries}, error);
     if (!resolver_) return false;
+    if (!c.kv_address.empty()) {
+      kv_ = kv::RedisClient::create(io_, kv::Config{c.kv_address, c.kv_timeout});
+      if (!kv_) {
+        int port = 0;
+        std::string host;
+        kv::parse_address(c.kv_address, host, port, error);
+        return false;
+      }
+    }
     thread_ = std::thread([this] { io_.run(); });
     return true;
   }
@@ -43,10 +53,12 @@ class Worker {
     io_.stop();
     if (thread_.joinable()) thread_.join();
     resolver_.reset();
+    kv_.reset();
   }
 
   asio::io_context& io() { return io_; }
   dns::Resolver* resolver() { return resolver_.get(); }
+  kv::RedisClient* kv() { return kv_.get(); }
   // Worker thread only.
   std::shared_ptr<Generation>& generation() { return generation_; }
   std::atomic<int>& sessions() { return sessions_; }
@@ -56,6 +68,7 @@ class Worker {
   asio::io_context io_{1};
   asio::executor_work_guard<asio::io_context::executor_type> guard_;
   std::unique_ptr<dns::Resolver> resolver_;  // before the loop ends, after it stops
+  std::shared_ptr<kv::RedisClient> kv_;      // the same
   std::atomic<int> sessions_{0};
   std::thread thread_;
 };
@@ -201,6 +214,7 @@ class RuntimeImpl final : public Runtime {
       s.generation = r->generation.get();
       s.metrics = &metrics_;
       s.resolver = w->resolver();
+      s.kv = w->kv();
       s.waker = std::make_shared<Waker>(w->io().get_executor());
       s.ptr_lookup = config_.ptr_lookup;
       s.host_resolved = !s.start.client.host.empty() || !config_.ptr_lookup;

@@ -29,6 +29,8 @@ struct RuntimeConfig {
   std::chrono::milliseconds dns_timeout{5000};    // per DNS query
   std::size_t dns_cache_entries = 10000;          // per worker; 0: no cache
   bool ptr_lookup = true;                         // resolve client.host when not given
+  std::string kv_address;                         // --kv IP:PORT of Redis; empty: kv.* answer an error
+  std::chrono::milliseconds kv_timeout{1000};     // per kv command
   telemetry::Registry* registry = nullptr;        // --metrics; nullptr: kept private
 };
 

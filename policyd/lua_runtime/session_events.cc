@@ -292,6 +292,7 @@ void discard_session(SessionContext& s) {
   end_transaction(s);
   release_thread(s);
   s.dns.reset();
+  s.kv_call.reset();
 }
 
 }  // namespace mailhook::policyd
