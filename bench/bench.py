@@ -22,6 +22,14 @@
               baseline), then with mailhook-policyd --milter and an empty
               script, then with the default policy (rate limit lifted).
 
+  scale       messages/s with one front and policyd as 1 process with
+              --workers 1, 1 with --workers 2, and 2 and 3 replicas (each
+              --workers 1) behind --policyd ipv4:a,b,c (gRPC round robin),
+              beside smtp-sink; 4,000 messages over 40 sessions, default
+              policy, spool with fsync. Prints the CPU seconds the front and
+              the policyd processes used, which is what sets the ceiling on
+              a 2-core machine.
+
 policyd runs with --ptr-lookup no everywhere (client.host would add a PTR
 lookup per session against the machine's resolver, which smtp-sink does not
 do either).
@@ -82,6 +90,25 @@ class Stack:
         self.policyd_pid = self.procs[-1].pid
         self.start([FRONT, "--listen", "127.0.0.1:%d" % fport, "--policyd", "127.0.0.1:%d" % pport,
                     "--spool", spool, "--hostname", "bench.test", "--log-stderr"] + list(front_args), fport)
+        return fport
+
+    def replicas(self, script_text, spool, n, workers):
+        """n policyd processes with `workers` each, one front balancing over them."""
+        script = os.path.join(self.tmp, "bench-%d.lua" % len(self.procs))
+        with open(script, "w") as f:
+            f.write(script_text)
+        self.policyd_pids, targets = [], []
+        for _ in range(n):
+            pport = free_port()
+            self.start([POLICYD, "--listen", "127.0.0.1:%d" % pport, "--script", script, "--log-stderr",
+                        "--spool-dir", os.path.join(self.tmp, "ptmp"), "--ptr-lookup", "no",
+                        "--workers", str(workers)], pport)
+            self.policyd_pids.append(self.procs[-1].pid)
+            targets.append("127.0.0.1:%d" % pport)
+        fport = free_port()
+        self.start([FRONT, "--listen", "127.0.0.1:%d" % fport, "--policyd", "ipv4:" + ",".join(targets),
+                    "--spool", spool, "--hostname", "bench.test", "--log-stderr"], fport)
+        self.front_pid = self.procs[-1].pid
         return fport
 
     def sink(self):
@@ -187,6 +214,46 @@ def throughput(messages=2000, sessions=20):
           (messages / mh, spooled))
     print("baseline: Postfix smtp-sink (no policy, no disk):             %7.0f msgs/s" % (messages / base))
     print("ratio mailhook / smtp-sink: %.2f" % (base / mh))
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds a process used so far (/proc/PID/stat)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scale(messages=4000, sessions=40):
+    tmp = tempfile.mkdtemp(prefix="mailhook-bench-")
+    rows = []
+    try:
+        with open(os.path.join(ROOT, "lua", "policy.lua")) as f:
+            policy = f.read().replace("local RATE_LIMIT = 60", "local RATE_LIMIT = 1e9")
+        st = Stack(tmp)
+        base = messages / smtp_source(st.sink(), messages, sessions)
+        st.stop()
+        for name, n, workers in (("1 policyd, --workers 1", 1, 1), ("1 policyd, --workers 2", 1, 2),
+                                 ("2 policyd replicas, --workers 1 each", 2, 1),
+                                 ("3 policyd replicas, --workers 1 each", 3, 1)):
+            st = Stack(tmp)
+            spool = os.path.join(tmp, "spool-%d-%d" % (n, workers))
+            port = st.replicas(policy, spool, n, workers)
+            elapsed = smtp_source(port, messages, sessions)
+            front_cpu = cpu_seconds(st.front_pid)
+            policyd_cpu = sum(cpu_seconds(p) for p in st.policyd_pids)
+            spooled = len([x for x in os.listdir(spool) if x.endswith(".eml")])
+            st.stop()
+            rows.append((name, messages / elapsed, front_cpu, policyd_cpu, spooled, elapsed))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("scale: smtp-source, %d messages of 2 KiB, %d sessions, one message per connection; one front, "
+          "default policy (rate limit lifted), spool with fsync; %d cores" % (messages, sessions, os.cpu_count()))
+    print("%-40s %9s %8s %12s %14s" % ("", "msgs/s", "vs sink", "front CPU s", "policyd CPU s"))
+    for name, rate, fcpu, pcpu, spooled, elapsed in rows:
+        print("%-40s %9.0f %8.2f %12.2f %14.2f   (%d spooled; CPU busy %.0f%% of %d cores)" %
+              (name, rate, rate / base, fcpu, pcpu, spooled, 100 * (fcpu + pcpu) / elapsed / os.cpu_count(),
+               os.cpu_count()))
+    print("%-40s %9.0f" % ("baseline: smtp-sink", base))
 
 
 class ProcSampler:
@@ -309,3 +376,5 @@ if __name__ == "__main__":
         dnsbl()
     if what in ("milter", "all"):
         milter()
+    if what in ("scale", "all"):
+        scale()
