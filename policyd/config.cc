@@ -2,6 +2,8 @@
 // bounds, unit and help, in one place (ARCHITECTURE pattern 5).
 #include "policyd/config.h"
 
+#include <arpa/inet.h>
+
 #include <CLI/CLI.hpp>
 
 #include <cstdlib>
@@ -67,7 +69,28 @@ PolicyConfig parse_config(int argc, char** argv) {
       ->check(CLI::Range(1, 86400))
       ->capture_default_str();
   app.add_option("--metrics", c.metrics, "serve Prometheus text metrics on HOST:PORT (GET /metrics)");
+  app.add_flag("--shadow", c.shadow, "shadow mode: every script's replies and message changes are logged "
+               "(\"would reply ... (shadow)\") and counted, never sent; the default reply goes out");
+  app.add_option("--shadow-script", c.shadow_scripts, "a script run in shadow beside the enforcing ones: it runs "
+                 "first, on every event, and its replies are only logged; repeatable")
+      ->check(CLI::ExistingFile);
+  app.add_option("--trace", c.trace, "CIDR (or address) whose sessions are logged in full: every event, every "
+                 "hook with its arguments, reply and duration; repeatable")
+      ->check([](const std::string& v) -> std::string {
+        const auto slash = v.find('/');
+        const std::string ip = v.substr(0, slash);
+        unsigned char buf[16];
+        const bool v4 = inet_pton(AF_INET, ip.c_str(), buf) == 1;
+        if (!v4 && inet_pton(AF_INET6, ip.c_str(), buf) != 1) return "not an address or CIDR: " + v;
+        if (slash == std::string::npos) return "";
+        const std::string bits = v.substr(slash + 1);
+        const int n = bits.empty() || bits.find_first_not_of("0123456789") != std::string::npos ? -1 : std::stoi(bits);
+        if (n < 0 || n > (v4 ? 32 : 128)) return "bad prefix length in " + v;
+        return "";
+      });
   app.add_flag("--check", c.check, "load the scripts, print errors, exit 0 or 1");
+  app.add_option("--test", c.test, "run policy test case files against the scripts (no network, no front); "
+                 "one line per case, exit 0 when all pass (docs/policy-tests.md)");
   app.add_flag("--log-stderr", c.log_stderr, "log to stderr instead of syslog (facility mail)");
 
   try {

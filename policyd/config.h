@@ -27,6 +27,10 @@ struct PolicyConfig {
   std::string milter;                 // inet:PORT@HOST or unix:PATH; empty: none
   int milter_timeout_s = 7210;
   bool check = false;
+  std::vector<std::string> test;  // --test case files
+  bool shadow = false;
+  std::vector<std::string> shadow_scripts;
+  std::vector<std::string> trace;
   bool log_stderr = false;
 };
 

@@ -22,6 +22,9 @@
 #include "policyd/lua_runtime/runtime.h"
 #include "policyd/milter/milter_adapter.h"
 #include "policyd/server/policy_server.h"
+#include "policyd/testing/case_runner.h"
+
+#include <iostream>
 
 namespace mp = mailhook::policyd;
 namespace mlog = mailhook::log;
@@ -39,6 +42,9 @@ mp::RuntimeConfig runtime_config(const mp::PolicyConfig& c) {
   r.dns_servers = c.dns_servers;
   r.dns_timeout = std::chrono::milliseconds(c.dns_timeout_ms);
   r.kv_address = c.kv;
+  r.shadow = c.shadow;
+  for (const auto& s : c.shadow_scripts) r.shadow_scripts.emplace_back(s);
+  r.trace = c.trace;
   r.kv_timeout = std::chrono::milliseconds(c.kv_timeout_ms);
   r.dns_cache_entries = static_cast<std::size_t>(c.dns_cache_entries);
   r.ptr_lookup = c.ptr_lookup;
@@ -89,8 +95,14 @@ int next_signal() {
 
 int main(int argc, char** argv) {
   const mp::PolicyConfig config = mp::parse_config(argc, argv);
-  mlog::init("mailhook-policyd", config.log_stderr || config.check);
+  mlog::init("mailhook-policyd", config.log_stderr || config.check || !config.test.empty());
   mp::RuntimeConfig rc = runtime_config(config);
+
+  if (!config.test.empty()) {
+    // Script logs go to stderr; the verdicts to stdout.
+    if (!prepare_spool_dir(rc)) return 2;
+    return mp::testing::run_case_files(config.test, rc, std::cout);
+  }
 
   if (config.check) {
     const std::string error = mp::Runtime::check(rc);

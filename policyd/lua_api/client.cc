@@ -37,6 +37,7 @@ const Availability kAvailability[] = {
     {"macros", {}},                            // mailhook: the MTA's milter macros (front: empty)
     {"helo", {}},                              // mailhook: the HELO/EHLO name, nil before one
     {"sender", kTransaction},                  // mailhook: MAIL FROM address of the transaction
+    {"trace", {}},                             // mailhook: this session is traced (settable)
     {"local_address", {}}, {"local_port", {}},  // mailhook: the address the client connected to
     {"default_reply", kReplying},               // mailhook: the reply the front (or MTA) would send
     {"queue_id", kTransaction},                // mailhook: the MTA's queue id ({i}) or id_trans
@@ -111,6 +112,8 @@ int client_index(lua_State* L) {
     if (s->event == nullptr || !s->event->default_reply) return lua_pushnil(L), 1;
     const std::string wire = s->event->default_reply->wire();
     lua_pushlstring(L, wire.data(), wire.size());
+  } else if (key == "trace") {
+    lua_pushboolean(L, s->trace);
   } else if (key == "input") {
     if (s->event == nullptr) return lua_pushnil(L), 1;
     lua_pushlstring(L, s->event->input.data(), s->event->input.size());
@@ -120,8 +123,16 @@ int client_index(lua_State* L) {
   return 1;
 }
 
+// Every variable is read-only but `client.trace` (mailhook): a script that
+// sets it to true gets this session traced from then on, like --trace.
 int client_newindex(lua_State* L) {
-  return luaL_error(L, "client.%s is read-only", luaL_checkstring(L, 2));
+  const std::string_view key = luaL_checkstring(L, 2);
+  SessionContext* s = current_session(L);
+  if (key == "trace" && s != nullptr) {
+    s->trace = lua_toboolean(L, 3);
+    return 0;
+  }
+  return luaL_error(L, "client.%s is read-only", std::string(key).c_str());
 }
 
 }  // namespace

@@ -32,6 +32,8 @@ enum class HookPhase : std::uint8_t {
   Reset, Rset, Noop, Help, Quit, Unknown, Xclient, Error, Close,
   Vrfy, Expn,  // mailhook: VRFY and EXPN (VPOP3 DoVRFY/DoEXPN, qpsmtpd hook_vrfy)
 };
+// The last phase: arrays indexed by phase have kLastHookPhase + 1 entries.
+constexpr HookPhase kLastHookPhase = HookPhase::Expn;
 std::string_view hook_name(HookPhase phase);
 
 struct SessionContext;
@@ -55,6 +57,7 @@ struct Generation {
   std::vector<int> env_refs;          // per script environment, registry refs
   std::vector<std::string> script_names;
   std::vector<std::string> script_dialects;  // "smtpe", "smtpf", per script
+  std::vector<bool> script_shadow;           // --shadow / --shadow-script: replies logged, never sent
   Capabilities capabilities;
   std::chrono::milliseconds hook_timeout{5000};
   std::filesystem::path spool_dir;
@@ -102,6 +105,7 @@ struct SessionContext {
   std::shared_ptr<Waker> waker;
   bool ptr_lookup = true;              // resolve client.host when empty
   bool host_resolved = false;          // client.host was looked up (or given)
+  bool trace = false;                  // --trace matched, or the script set client.trace
   std::shared_ptr<HostLookup> host_lookup;  // while it runs
 
   // Suspension (ARCHITECTURE pattern 8): a Lua function that must wait for

@@ -90,6 +90,35 @@ void release_thread(SessionContext& s) {
   s.thread = nullptr;
 }
 
+// --trace: the arguments of a hook call as one log token.
+static std::string render_args(lua_State* T, int nargs) {
+  std::string out;
+  for (int i = lua_gettop(T) - nargs + 1; i <= lua_gettop(T); ++i) {
+    if (!out.empty()) out += ", ";
+    std::size_t n = 0;
+    switch (lua_type(T, i)) {
+      case LUA_TSTRING: {
+        const char* v = lua_tolstring(T, i, &n);
+        std::string text(v, std::min<std::size_t>(n, 200));
+        for (char& c : text) {
+          if (c == '\r' || c == '\n') c = ' ';
+        }
+        out += "\"" + text + (n > 200 ? "…" : "") + "\"";
+        break;
+      }
+      case LUA_TNUMBER:
+      case LUA_TBOOLEAN: out += luaL_tolstring(T, i, &n); lua_pop(T, 1); break;
+      default: out += luaL_typename(T, i); break;
+    }
+  }
+  return out;
+}
+
+static std::string outcome_text(const HookOutcome& o, bool replied) {
+  if (o.kind == HookOutcome::Kind::Overrun) return o.reply.summary() + " (stopped)";
+  return replied ? o.reply.summary() : "nothing";
+}
+
 asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushArgs args) {
   Generation& g = *s.generation;
   const std::string_view name = hook_name(phase);
@@ -99,6 +128,11 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
     lua_State* T = session_thread(s);
     lua_xmove(g.L, T, 1);
     const int nargs = args ? args(T) : 0;
+    const std::string traced_args = s.trace ? render_args(T, nargs) : std::string();
+    // A shadow script's changes, limits and disconnects are undone after it.
+    const bool shadow = g.script_shadow[i];
+    const std::size_t changes_before = s.changes.size();
+    const SessionContext::Pending pending_before = s.pending;
     s.phase = phase;
     arm_deadline(g, s, T, g.hook_timeout);
     int nres = 0;
@@ -124,23 +158,32 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
     }
     g.current = nullptr;
     s.resume_when = nullptr;
-    s.metrics->hook_seconds(phase).observe(std::chrono::duration<double>(Clock::now() - started).count());
+    const auto took = Clock::now() - started;
+    s.metrics->hook_seconds(phase).observe(std::chrono::duration<double>(took).count());
     const std::string& script = g.script_names[i];
+    HookOutcome result;
+    bool replied = false;  // a reply (or an overrun), as opposed to nothing
+    bool stop = true;      // an enforcing script's outcome ends the chain
     switch (status) {
       case LUA_OK: {
         if (nres == 0 || lua_isnil(T, -nres)) {
           lua_settop(T, 0);
-          continue;  // no reply: the next script may decide
+          stop = false;  // no reply: the next script may decide
+          break;
         }
         std::size_t len = 0;
         const char* text = lua_type(T, -nres) == LUA_TSTRING ? lua_tolstring(T, -nres, &len) : nullptr;
         smtp::ParsedReply parsed = text ? smtp::parse_reply({text, len}) : smtp::ParsedReply{};
         lua_settop(T, 0);
-        if (parsed.reply) co_return HookOutcome{HookOutcome::Kind::Replied, std::move(*parsed.reply)};
+        if (parsed.reply) {
+          result = HookOutcome{HookOutcome::Kind::Replied, std::move(*parsed.reply)};
+          replied = true;
+          break;
+        }
         log::warning("session={} {} hook.{}: malformed reply ({}); default reply sent", s.start.session_id,
                      script, name, text ? smtp::reply_error_text(parsed.error) : "not a string");
         s.metrics->hook_errors(phase).add();
-        co_return HookOutcome{};
+        break;
       }
       case LUA_YIELD:
         // Only mailhook's own I/O functions may suspend a hook.
@@ -148,13 +191,15 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
                      s.start.session_id, script, name);
         s.metrics->hook_errors(phase).add();
         release_thread(s);
-        co_return HookOutcome{};
+        break;
       case LUA_ERRMEM:
         log::error("session={} {} hook.{}: out of --lua-memory; 451 sent", s.start.session_id, script, name);
         s.metrics->hook_overruns(phase).add();
         release_thread(s);
         lua_gc(g.L, LUA_GCCOLLECT);
-        co_return HookOutcome{HookOutcome::Kind::Overrun, overrun_reply()};
+        result = HookOutcome{HookOutcome::Kind::Overrun, overrun_reply()};
+        replied = true;
+        break;
       default: {
         const char* msg = lua_tostring(T, -1);
         const bool timed_out = g.timed_out;
@@ -168,10 +213,33 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
           s.metrics->hook_errors(phase).add();
         }
         release_thread(s);
-        if (timed_out) co_return HookOutcome{HookOutcome::Kind::Overrun, overrun_reply()};
-        co_return HookOutcome{};
+        if (timed_out) {
+          result = HookOutcome{HookOutcome::Kind::Overrun, overrun_reply()};
+          replied = true;
+        }
+        break;
       }
     }
+    if (s.trace) {
+      log::info("trace session={} {}{} hook.{}({}) -> {} in {:.3f} ms", s.start.session_id, script,
+                shadow ? " (shadow)" : "", name, traced_args, outcome_text(result, replied),
+                std::chrono::duration<double, std::milli>(took).count());
+    }
+    if (shadow) {
+      if (replied) {
+        log::info("session={} {} hook.{}: would reply {} (shadow)", s.start.session_id, script, name,
+                  result.reply.summary());
+        s.metrics->shadow_replies(phase).add();
+      }
+      if (s.changes.size() > changes_before) {
+        log::info("session={} {} hook.{}: would make {} message change(s) (shadow)", s.start.session_id, script,
+                  name, s.changes.size() - changes_before);
+        s.changes.resize(changes_before);
+      }
+      s.pending = pending_before;
+      continue;
+    }
+    if (stop) co_return result;
   }
   co_return HookOutcome{};
 }

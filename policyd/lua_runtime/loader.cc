@@ -35,7 +35,8 @@ int traceback(lua_State* L) {
 }
 
 // Loads one script into a new environment; leaves nothing on the stack.
-bool load_script(Generation& g, const std::string& path, const std::string& dialect, std::string& error) {
+bool load_script(Generation& g, const std::string& path, const std::string& dialect, bool shadow,
+                 std::string& error) {
   lua_State* L = g.L;
   const int base = lua_gettop(L);
   push_script_env(L);
@@ -66,6 +67,7 @@ bool load_script(Generation& g, const std::string& path, const std::string& dial
     return false;
   }
   g.script_dialects.push_back(found);
+  g.script_shadow.push_back(shadow);
   lua_pushvalue(L, env);
   g.env_refs.push_back(luaL_ref(L, LUA_REGISTRYINDEX));
   g.script_names.push_back(path);
@@ -97,6 +99,7 @@ void compute_capabilities(Generation& g) {
   for (std::size_t i = 0; i < g.script_names.size(); ++i) {
     names += (names.empty() ? "" : ",") + g.script_names[i];
     if (g.script_dialects[i] != "smtpe") names += " (" + g.script_dialects[i] + ")";
+    if (g.script_shadow[i]) names += " (shadow)";
   }
   g.capabilities.policy_name = names;
 }
@@ -126,8 +129,12 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   open_mime(g->L);
   open_kv(g->L);
   if (!load_dialects(g->L, error)) return nullptr;
+  // Shadow scripts first: they see every event, whatever the others reply.
+  for (const auto& script : config.shadow_scripts) {
+    if (!load_script(*g, script.string(), config.dialect, true, error)) return nullptr;
+  }
   for (const auto& script : config.scripts) {
-    if (!load_script(*g, script.string(), config.dialect, error)) return nullptr;
+    if (!load_script(*g, script.string(), config.dialect, config.shadow, error)) return nullptr;
   }
   compute_capabilities(*g);
   lua_gc(g->L, LUA_GCCOLLECT);

@@ -22,6 +22,7 @@
 #include "policyd/lua_runtime/runtime_metrics.h"
 #include "policyd/lua_runtime/session_events.h"
 #include "policyd/kv/redis_client.h"
+#include "policyd/dns/fake_resolver.h"
 
 namespace mailhook::policyd {
 namespace {
@@ -32,7 +33,9 @@ class Worker {
   ~Worker() { stop(); }
 
   bool start(const RuntimeConfig& c, std::string& error) {
-    resolver_ = dns::Resolver::create(io_, dns::ResolverConfig{c.dns_servers, c.dns_timeout, c.dns_cache_entries}, error);
+    resolver_ = c.fake_dns ? dns::make_fake_resolver(io_, c.fake_dns)
+                           : dns::Resolver::create(io_, dns::ResolverConfig{c.dns_servers, c.dns_timeout,
+                                                                            c.dns_cache_entries}, error);
     if (!resolver_) return false;
     if (!c.kv_address.empty()) {
       kv_ = kv::RedisClient::create(io_, kv::Config{c.kv_address, c.kv_timeout});
@@ -178,6 +181,34 @@ class SessionHandle final : public Session {
   std::atomic<bool> closed_{false};
 };
 
+// --trace: the client's address is inside one of the networks
+// ("192.0.2.0/24", "2001:db8::/32", or one address).
+bool traced(const std::vector<std::string>& networks, const std::string& address) {
+  if (networks.empty()) return false;
+  asio::error_code ec;
+  const asio::ip::address a = asio::ip::make_address(address, ec);
+  if (ec) return false;
+  for (const std::string& n : networks) {
+    const auto slash = n.find('/');
+    const asio::ip::address net = asio::ip::make_address(n.substr(0, slash), ec);
+    if (ec || net.is_v4() != a.is_v4()) continue;
+    const int bits = slash == std::string::npos ? (a.is_v4() ? 32 : 128) : std::atoi(n.c_str() + slash + 1);
+    if (a.is_v4()) {
+      const std::uint32_t mask = bits <= 0 ? 0 : bits >= 32 ? 0xffffffffu : ~((1u << (32 - bits)) - 1);
+      if ((a.to_v4().to_uint() & mask) == (net.to_v4().to_uint() & mask)) return true;
+    } else {
+      const auto x = a.to_v6().to_bytes(), y = net.to_v6().to_bytes();
+      bool same = true;
+      for (int b = 0; b < bits && b < 128 && same; ++b) {
+        const int byte = b / 8, bit = 7 - b % 8;
+        same = ((x[byte] >> bit) & 1) == ((y[byte] >> bit) & 1);
+      }
+      if (same) return true;
+    }
+  }
+  return false;
+}
+
 class RuntimeImpl final : public Runtime {
  public:
   explicit RuntimeImpl(const RuntimeConfig& c)
@@ -217,6 +248,7 @@ class RuntimeImpl final : public Runtime {
       s.kv = w->kv();
       s.waker = std::make_shared<Waker>(w->io().get_executor());
       s.ptr_lookup = config_.ptr_lookup;
+      s.trace = traced(config_.trace, s.start.client.address);
       s.host_resolved = !s.start.client.host.empty() || !config_.ptr_lookup;
       r->activity.emplace(s.start.session_id, s.start.client.address, metrics_);
       spawn(r, true);

@@ -18,9 +18,13 @@
 
 namespace mailhook::policyd {
 
+namespace dns {
+class FakeDns;
+}
+
 struct RuntimeConfig {
   std::vector<std::filesystem::path> scripts;     // chained in this order
-  std::string dialect = "auto";                   // --dialect: auto, smtpe, smtpf
+  std::string dialect = "auto";                   // --dialect: auto, smtpe, smtpf, qpsmtpd, vpop3
   int workers = 2;                                // Lua worker threads
   std::chrono::milliseconds hook_timeout{5000};   // per hook call
   std::size_t lua_memory_bytes = 256u << 20;      // heap cap per worker state
@@ -31,6 +35,10 @@ struct RuntimeConfig {
   bool ptr_lookup = true;                         // resolve client.host when not given
   std::string kv_address;                         // --kv IP:PORT of Redis; empty: kv.* answer an error
   std::chrono::milliseconds kv_timeout{1000};     // per kv command
+  std::shared_ptr<dns::FakeDns> fake_dns;         // --test: answers from a table, no network
+  bool shadow = false;                            // --shadow: every script's replies are logged, not sent
+  std::vector<std::filesystem::path> shadow_scripts;  // --shadow-script: run first, logged, never sent
+  std::vector<std::string> trace;                 // --trace CIDR: sessions whose every event and hook is logged
   telemetry::Registry* registry = nullptr;        // --metrics; nullptr: kept private
 };
 

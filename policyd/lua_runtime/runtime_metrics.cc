@@ -36,10 +36,13 @@ RuntimeMetrics::RuntimeMetrics(telemetry::Registry& r)
                                  "hook calls that raised an error or returned a malformed reply", hook);
     hook_overruns_[i] = &r.counter("mailhook_policyd_hook_timeouts_total",
                                    "hook calls stopped by --hook-timeout or --lua-memory (451 4.3.0)", hook);
+    shadow_replies_[i] = &r.counter("mailhook_policyd_shadow_replies_total",
+                                    "replies a shadow script would have sent (--shadow, --shadow-script)", hook);
   }
   hook_seconds_[0] = hook_seconds_[1];
   hook_errors_[0] = hook_errors_[1];
   hook_overruns_[0] = hook_overruns_[1];
+  shadow_replies_[0] = shadow_replies_[1];
 }
 
 void RuntimeMetrics::dns_answer(int rcode, std::chrono::steady_clock::duration took) {

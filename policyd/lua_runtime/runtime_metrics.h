@@ -14,7 +14,7 @@
 namespace mailhook::policyd {
 
 struct RuntimeMetrics {
-  static constexpr std::size_t kPhases = static_cast<std::size_t>(HookPhase::Close) + 1;
+  static constexpr std::size_t kPhases = static_cast<std::size_t>(kLastHookPhase) + 1;
 
   explicit RuntimeMetrics(telemetry::Registry& r);
 
@@ -32,6 +32,7 @@ struct RuntimeMetrics {
   telemetry::Histogram& hook_seconds(HookPhase p) { return *hook_seconds_[static_cast<std::size_t>(p)]; }
   telemetry::Counter& hook_errors(HookPhase p) { return *hook_errors_[static_cast<std::size_t>(p)]; }
   telemetry::Counter& hook_overruns(HookPhase p) { return *hook_overruns_[static_cast<std::size_t>(p)]; }
+  telemetry::Counter& shadow_replies(HookPhase p) { return *shadow_replies_[static_cast<std::size_t>(p)]; }
 
   telemetry::Counter& sessions_total;
   telemetry::Gauge& sessions_open;
@@ -46,6 +47,7 @@ struct RuntimeMetrics {
   std::array<telemetry::Histogram*, kPhases> hook_seconds_{};
   std::array<telemetry::Counter*, kPhases> hook_errors_{};
   std::array<telemetry::Counter*, kPhases> hook_overruns_{};
+  std::array<telemetry::Counter*, kPhases> shadow_replies_{};
 };
 
 }  // namespace mailhook::policyd

@@ -252,6 +252,10 @@ asio::awaitable<std::optional<Decision>> handle_event(SessionContext& s, const S
   }
   if (e.kind == EventKind::Mail) s.sender = e.address;
   s.event = &e;
+  if (s.trace) {
+    log::info("trace session={} event {} seq={} input=\"{}\" default=\"{}\"", s.start.session_id,
+              event_kind_name(e.kind), e.seq, e.input, e.default_reply ? e.default_reply->summary() : std::string());
+  }
   bool overrun = false;
   std::optional<Decision> decision;
   PushArgs args;

@@ -1,0 +1,468 @@
+// Case files: parse, then run each case as one SMTP session through the
+// Runtime, with the SessionMachine deciding sequencing and default replies
+// exactly as the front does.
+#include "policyd/testing/case_runner.h"
+
+#include <condition_variable>
+#include <cstdlib>
+#include <deque>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <ostream>
+#include <sstream>
+
+#include "mailcore/session/session_machine.h"
+#include "mailcore/smtp/reply_text.h"
+#include "policyd/dns/fake_resolver.h"
+
+namespace mailhook::policyd::testing {
+namespace {
+
+std::string trim(std::string s) {
+  const auto b = s.find_first_not_of(" \t\r");
+  const auto e = s.find_last_not_of(" \t\r");
+  return b == std::string::npos ? "" : s.substr(b, e - b + 1);
+}
+
+// "*" and "?" wildcards over the whole text.
+bool glob(std::string_view p, std::string_view t) {
+  std::size_t pi = 0, ti = 0, star = std::string_view::npos, mark = 0;
+  while (ti < t.size()) {
+    if (pi < p.size() && (p[pi] == '?' || p[pi] == t[ti])) {
+      ++pi, ++ti;
+    } else if (pi < p.size() && p[pi] == '*') {
+      star = pi++;
+      mark = ti;
+    } else if (star != std::string_view::npos) {
+      pi = star + 1;
+      ti = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (pi < p.size() && p[pi] == '*') ++pi;
+  return pi == p.size();
+}
+
+// An expectation: "250" (the code only) or a pattern over "code text".
+bool reply_matches(const std::string& pattern, const Reply& r) {
+  if (pattern.size() == 3 && std::isdigit(static_cast<unsigned char>(pattern[0]))) {
+    return std::to_string(r.code) == pattern;
+  }
+  return glob(pattern, r.summary());
+}
+
+// A change as case files write it.
+std::string render(const MessageChange& c) {
+  using K = MessageChange::Kind;
+  switch (c.kind) {
+    case K::AddHeader: return "add_header " + c.name + ": " + c.value;
+    case K::InsertHeader: return "insert_header " + std::to_string(c.index) + " " + c.name + ": " + c.value;
+    case K::ChangeHeader:
+      return c.erase ? "delete_header " + c.name + " " + std::to_string(c.index)
+                     : "change_header " + c.name + " " + std::to_string(c.index) + ": " + c.value;
+    case K::AddRcpt: return "add_rcpt " + c.value + (c.name.empty() ? "" : " " + c.name);
+    case K::DelRcpt: return "del_rcpt " + c.value;
+    case K::ChangeFrom: return "change_from " + c.value;
+    case K::ReplaceBody: return "replace_body";
+    case K::Quarantine: return "quarantine " + c.value;
+    case K::Discard: return "discard";
+  }
+  return "?";
+}
+
+class Observer : public SessionObserver {
+ public:
+  void opened(Capabilities c, Decision d) override {
+    std::lock_guard l(mu_);
+    capabilities = c;
+    decisions_.push_back(std::move(d));
+    cv_.notify_all();
+  }
+  void decided(Decision d) override {
+    std::lock_guard l(mu_);
+    decisions_.push_back(std::move(d));
+    cv_.notify_all();
+  }
+  // The next decision; nullopt when none came within `limit` (a policyd
+  // bug: every hook ends within --hook-timeout and every wait within its
+  // own timeout).
+  std::optional<Decision> next(std::chrono::milliseconds limit) {
+    std::unique_lock l(mu_);
+    if (!cv_.wait_for(l, limit, [&] { return !decisions_.empty(); })) return std::nullopt;
+    Decision d = std::move(decisions_.front());
+    decisions_.pop_front();
+    return d;
+  }
+  Capabilities capabilities;
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Decision> decisions_;
+};
+
+// The reply the front would send (frontend/server/connection.cc choose()).
+Reply choose(const Decision& d, const Reply& fallback, bool is_data, bool& close) {
+  close = d.disconnect;
+  if (d.action != Decision::Action::Reply) return fallback;
+  const bool fits = is_data ? (d.reply.code == 354 || d.reply.code >= 400) : d.reply.code / 100 != 3;
+  if (smtp::validate(d.reply) != smtp::ReplyError::None || !fits) {
+    close = false;
+    return fallback;
+  }
+  if (d.reply.code == 421) close = true;
+  return d.reply;
+}
+
+struct Failure {
+  int line = 0;
+  std::string what;
+};
+
+class CaseRun {
+ public:
+  CaseRun(Runtime& runtime, const Case& c, std::chrono::milliseconds limit) : runtime_(runtime), c_(c), limit_(limit) {}
+
+  std::optional<Failure> run();
+
+ private:
+  std::optional<Decision> ask(SessionEvent e) {
+    e.seq = ++seq_;
+    e.wants_reply = true;
+    e.helo = machine_->helo();
+    session_->post(std::move(e));
+    return observer_->next(limit_);
+  }
+  void notify(SessionEvent e) {
+    e.seq = ++seq_;
+    e.helo = machine_->helo();
+    session_->post(std::move(e));
+  }
+  bool command(const std::string& line, int at, std::optional<Failure>& failure);
+  bool message(const std::string& bytes, int at, std::optional<Failure>& failure);
+
+  Runtime& runtime_;
+  const Case& c_;
+  std::chrono::milliseconds limit_;
+  std::shared_ptr<Observer> observer_ = std::make_shared<Observer>();
+  std::shared_ptr<Session> session_;
+  std::unique_ptr<session::SessionMachine> machine_;
+  std::uint64_t seq_ = 0;
+  int transactions_ = 0;
+  Reply last_;                          // the reply to the last send/message
+  bool have_last_ = false;
+  std::vector<MessageChange> changes_;  // of the last message
+  bool closed_ = false;
+  bool in_data_ = false;
+};
+
+bool CaseRun::command(const std::string& line, int at, std::optional<Failure>& failure) {
+  const std::string candidate = "T" + std::to_string(transactions_ + 1);
+  session::Step step = machine_->on_command(line, candidate);
+  Reply final_reply = step.default_reply;
+  bool close = false;
+  if (step.event) {
+    const bool is_data = step.event->kind == EventKind::Data;
+    std::optional<Decision> d = ask(std::move(*step.event));
+    if (!d) {
+      failure = Failure{at, "no decision from policyd for \"" + line + "\""};
+      return false;
+    }
+    if (d->limits) {
+      machine_->set_limits({d->limits->max_message_size, d->limits->max_recipients, d->limits->max_line_length});
+      if (step.verb == smtp::Verb::Ehlo) step.default_reply = machine_->ehlo_reply(step.argument);
+    }
+    if (step.verb == smtp::Verb::Ehlo && !d->ehlo_keywords.empty() && step.default_reply.code == 250) {
+      step.default_reply.lines.resize(1);
+      step.default_reply.lines.insert(step.default_reply.lines.end(), d->ehlo_keywords.begin(), d->ehlo_keywords.end());
+    }
+    final_reply = choose(*d, step.default_reply, is_data, close);
+  }
+  if (!step.policy_may_decide) final_reply = step.default_reply;
+  if (auto reset = machine_->commit(step, final_reply)) notify(std::move(*reset));
+  if (machine_->transaction_id() == candidate && step.verb == smtp::Verb::Mail) ++transactions_;
+  last_ = final_reply;
+  have_last_ = true;
+  closed_ = step.verb == smtp::Verb::Quit || close || final_reply.code == 421;
+  in_data_ = step.verb == smtp::Verb::Data && final_reply.code == 354;
+  return true;
+}
+
+bool CaseRun::message(const std::string& bytes, int at, std::optional<Failure>& failure) {
+  if (observer_->capabilities.wants_message && machine_->listens(EventKind::MessageChunk)) {
+    SessionEvent chunk = machine_->notification(EventKind::MessageChunk);
+    chunk.chunk = bytes;
+    notify(std::move(chunk));
+  }
+  Decision d = Decision::proceed(0);
+  if (machine_->listens(EventKind::EndOfMessage)) {
+    std::optional<Decision> got = ask(machine_->end_of_message_event(bytes.size()));
+    if (!got) {
+      failure = Failure{at, "no decision from policyd at the end of the message"};
+      return false;
+    }
+    d = std::move(*got);
+  }
+  bool close = false;
+  const Reply policy = choose(d, Reply{}, false, close);
+  changes_ = d.changes;
+  if (policy.code >= 400) {
+    last_ = policy;
+    changes_.clear();
+  } else {
+    last_ = policy.code != 0 ? policy : Reply{250, "2.0.0", {"Ok: queued as " + machine_->transaction_id()}};
+  }
+  have_last_ = true;
+  closed_ = close || last_.code == 421;
+  in_data_ = false;
+  if (auto reset = machine_->end_transaction()) notify(std::move(*reset));
+  return true;
+}
+
+std::optional<Failure> CaseRun::run() {
+  SessionStart start;
+  start.session_id = "case" + std::to_string(c_.line);
+  start.local_host = "mx.test";
+  start.client.address = c_.client_address;
+  start.client.port = c_.client_port;
+  start.client.host = c_.client_host;
+  start.limits = {26214400, 100, 0};
+  session_ = runtime_.open(start, observer_);
+  std::optional<Decision> opened = observer_->next(limit_);
+  if (!opened) return Failure{c_.line, "policyd did not open the session"};
+  machine_ = std::make_unique<session::SessionMachine>("mx.test", session::Limits{}, observer_->capabilities.events);
+  if (opened->limits) {
+    machine_->set_limits({opened->limits->max_message_size, opened->limits->max_recipients,
+                          opened->limits->max_line_length});
+  }
+  bool close = false;
+  last_ = choose(*opened, Reply{220, "", {"mx.test ESMTP mailhook"}}, false, close);
+  have_last_ = true;
+  closed_ = close || last_.code >= 400;
+  std::optional<Failure> failure;
+  for (const Step& s : c_.steps) {
+    switch (s.kind) {
+      case Step::Kind::Connect:
+      case Step::Kind::Expect:
+        if (!have_last_) {
+          failure = Failure{s.line, "expect with nothing sent before it"};
+        } else if (!reply_matches(s.text, last_)) {
+          failure = Failure{s.line, "expected " + s.text + ", got " + last_.summary()};
+        }
+        have_last_ = false;
+        break;
+      case Step::Kind::Send:
+        if (closed_) {
+          failure = Failure{s.line, "the connection was closed before \"" + s.text + "\" (last reply " +
+                                        last_.summary() + ")"};
+        } else if (in_data_) {
+          failure = Failure{s.line, "after 354 the case needs a message: line"};
+        } else {
+          command(s.text, s.line, failure);
+        }
+        break;
+      case Step::Kind::Message:
+        if (!in_data_) {
+          failure = Failure{s.line, "message: without DATA answered 354 (last reply " + last_.summary() + ")"};
+        } else {
+          message(s.text, s.line, failure);
+        }
+        break;
+      case Step::Kind::Change: {
+        bool found = false;
+        for (const auto& c : changes_) found = found || glob(s.text, render(c));
+        if (!found) {
+          std::string got;
+          for (const auto& c : changes_) got += (got.empty() ? "" : "; ") + render(c);
+          failure = Failure{s.line, "expected the change \"" + s.text + "\", got " + (got.empty() ? "none" : got)};
+        }
+        break;
+      }
+      case Step::Kind::NoChanges:
+        if (!changes_.empty()) failure = Failure{s.line, "expected no change, got " + render(changes_.front()) + "…"};
+        break;
+    }
+    if (failure) break;
+  }
+  if (!closed_) {
+    SessionEvent bye = machine_->notification(EventKind::Close);
+    notify(std::move(bye));
+  }
+  session_->close();
+  return failure;
+}
+
+// `client: 192.0.2.1 host=mail.example.net port=4321`
+bool parse_client(const std::string& text, Case& c, std::string& error) {
+  std::istringstream in(text);
+  std::string word;
+  bool first = true;
+  while (in >> word) {
+    if (first && word.find('=') == std::string::npos) {
+      c.client_address = word;
+    } else if (word.rfind("host=", 0) == 0) {
+      c.client_host = word.substr(5);
+    } else if (word.rfind("port=", 0) == 0) {
+      c.client_port = static_cast<std::uint32_t>(std::atoi(word.c_str() + 5));
+    } else {
+      error = "client: expected ADDRESS [host=NAME] [port=N], got \"" + word + "\"";
+      return false;
+    }
+    first = false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool parse_case_file(const std::filesystem::path& path, CaseFile& out, std::string& error) {
+  std::ifstream in(path);
+  if (!in) {
+    error = path.string() + ": cannot read";
+    return false;
+  }
+  out.path = path;
+  const std::string name = path.string();
+  std::string raw;
+  int n = 0;
+  Case* current = nullptr;
+  std::string block;      // an inline message being read
+  int block_line = 0;
+  auto fail = [&](int line, const std::string& what) {
+    error = name + ":" + std::to_string(line) + ": " + what;
+    return false;
+  };
+  auto end_block = [&] {
+    if (block_line != 0) {
+      current->steps.push_back({Step::Kind::Message, block_line, block});
+      block.clear();
+      block_line = 0;
+    }
+  };
+  while (std::getline(in, raw)) {
+    ++n;
+    if (!raw.empty() && raw.back() == '\r') raw.pop_back();
+    if (block_line != 0 && !raw.empty() && raw[0] == '|') {
+      block += raw.substr(raw.size() > 1 && raw[1] == ' ' ? 2 : 1) + "\r\n";
+      continue;
+    }
+    if (current) end_block();
+    const std::string line = trim(raw);
+    if (line.empty() || line[0] == '#') continue;
+    const auto colon = line.find(':');
+    if (colon == std::string::npos) return fail(n, "expected \"keyword: value\" (case, client, dns, send, expect, "
+                                                   "message, change, changes, connect, script, env)");
+    const std::string key = line.substr(0, colon);
+    const std::string value = trim(line.substr(colon + 1));
+    if (key == "script" || key == "env") {
+      if (current) return fail(n, key + ": belongs before the first case");
+      if (key == "script") {
+        out.scripts.push_back(path.parent_path() / value);
+      } else {
+        const auto eq = value.find('=');
+        if (eq == std::string::npos) return fail(n, "env: expected NAME=value");
+        out.env.emplace_back(value.substr(0, eq), value.substr(eq + 1));
+      }
+      continue;
+    }
+    if (key == "case") {
+      out.cases.push_back(Case{.file = name, .line = n, .name = value});
+      current = &out.cases.back();
+      continue;
+    }
+    if (!current) return fail(n, key + ": before the first \"case:\" line");
+    if (key == "client") {
+      std::string why;
+      if (!parse_client(value, *current, why)) return fail(n, why);
+    } else if (key == "dns") {
+      dns::FakeDns probe;
+      std::string why;
+      if (!probe.add(value, why)) return fail(n, "dns: " + why);
+      current->dns.push_back(value);
+    } else if (key == "send") {
+      if (value.empty()) return fail(n, "send: needs a command line");
+      current->steps.push_back({Step::Kind::Send, n, value});
+    } else if (key == "expect" || key == "connect") {
+      if (value.empty()) return fail(n, key + ": needs a reply code or pattern");
+      current->steps.push_back({key == "expect" ? Step::Kind::Expect : Step::Kind::Connect, n, value});
+    } else if (key == "message") {
+      if (value.empty()) {
+        block_line = n;  // "| " lines follow
+      } else {
+        std::ifstream m(path.parent_path() / value, std::ios::binary);
+        if (!m) return fail(n, "message: cannot read " + (path.parent_path() / value).string());
+        std::string text((std::istreambuf_iterator<char>(m)), std::istreambuf_iterator<char>());
+        std::string crlf;  // the file may have LF line ends
+        for (std::size_t i = 0; i < text.size(); ++i) {
+          if (text[i] == '\n' && (i == 0 || text[i - 1] != '\r')) crlf += '\r';
+          crlf += text[i];
+        }
+        if (!crlf.empty() && crlf.back() != '\n') crlf += "\r\n";
+        current->steps.push_back({Step::Kind::Message, n, crlf});
+      }
+    } else if (key == "change") {
+      current->steps.push_back({Step::Kind::Change, n, value});
+    } else if (key == "changes") {
+      if (value != "none") return fail(n, "changes: only \"none\" is known");
+      current->steps.push_back({Step::Kind::NoChanges, n, value});
+    } else {
+      return fail(n, "unknown keyword \"" + key + "\"");
+    }
+  }
+  if (current) end_block();
+  if (out.cases.empty()) return fail(n, "no \"case:\" in the file");
+  return true;
+}
+
+int run_case_files(const std::vector<std::string>& files, RuntimeConfig config, std::ostream& out) {
+  std::vector<CaseFile> parsed;
+  for (const auto& f : files) {
+    CaseFile cf;
+    std::string error;
+    if (!parse_case_file(f, cf, error)) {
+      out << "ERROR " << error << "\n";
+      return 2;
+    }
+    parsed.push_back(std::move(cf));
+  }
+  int passed = 0, failed = 0;
+  const std::vector<std::filesystem::path> default_scripts = config.scripts;
+  config.workers = 1;
+  config.fake_dns = std::make_shared<dns::FakeDns>();
+  // Every hook ends within --hook-timeout, every wait within its timeout;
+  // a decision later than all of that together is a failure of its own.
+  const auto limit = config.hook_timeout * 2 + config.dns_timeout + config.kv_timeout + std::chrono::seconds(5);
+  for (const CaseFile& cf : parsed) {
+    for (const auto& [k, v] : cf.env) setenv(k.c_str(), v.c_str(), 1);
+    config.scripts = cf.scripts.empty() ? default_scripts : cf.scripts;
+    std::string error;
+    std::unique_ptr<Runtime> runtime = Runtime::create(config, error);
+    if (!runtime) {
+      out << "ERROR " << cf.path.string() << ": " << error << "\n";
+      return 2;
+    }
+    for (const Case& c : cf.cases) {
+      config.fake_dns->clear();
+      for (const auto& line : c.dns) {
+        std::string ignored;
+        config.fake_dns->add(line, ignored);
+      }
+      CaseRun run(*runtime, c, std::chrono::duration_cast<std::chrono::milliseconds>(limit));
+      const std::optional<Failure> f = run.run();
+      if (f) {
+        ++failed;
+        out << "FAIL " << c.file << ":" << c.line << " " << c.name << ": line " << f->line << ": " << f->what << "\n";
+      } else {
+        ++passed;
+        out << "PASS " << c.file << ":" << c.line << " " << c.name << "\n";
+      }
+    }
+    runtime->stop();
+  }
+  out << passed << " passed, " << failed << " failed\n";
+  return failed == 0 ? 0 : 1;
+}
+
+}  // namespace mailhook::policyd::testing
