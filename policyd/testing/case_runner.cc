@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "mailcore/session/session_machine.h"
+#include "mailcore/smtp/base64.h"
 #include "mailcore/smtp/reply_text.h"
 #include "policyd/dns/fake_resolver.h"
 
@@ -142,6 +143,7 @@ class CaseRun {
   }
   bool command(const std::string& line, int at, std::optional<Failure>& failure);
   bool message(const std::string& bytes, int at, std::optional<Failure>& failure);
+  bool auth(const std::string& line, const session::Step& step, int at, std::optional<Failure>& failure);
 
   Runtime& runtime_;
   const Case& c_;
@@ -163,6 +165,7 @@ bool CaseRun::command(const std::string& line, int at, std::optional<Failure>& f
   session::Step step = machine_->on_command(line, candidate);
   Reply final_reply = step.default_reply;
   bool close = false;
+  if (step.starts_auth) return auth(line, step, at, failure);
   if (step.event) {
     const bool is_data = step.event->kind == EventKind::Data;
     std::optional<Decision> d = ask(std::move(*step.event));
@@ -190,8 +193,40 @@ bool CaseRun::command(const std::string& line, int at, std::optional<Failure>& f
   return true;
 }
 
+// AUTH PLAIN with its initial response (RFC 4616), the one form case files
+// use; the front's exchange (334 challenges, LOGIN) is not replayed.
+bool CaseRun::auth(const std::string& line, const session::Step& step, int at, std::optional<Failure>& failure) {
+  static const Reply kFailed{535, "5.7.8", {"Authentication credentials invalid"}};
+  std::istringstream words(step.argument);
+  std::string mech, initial;
+  words >> mech >> initial;
+  for (char& c : mech) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  const std::optional<std::string> decoded = mech == "PLAIN" ? smtp::base64_decode(initial) : std::nullopt;
+  const std::size_t a = decoded ? decoded->find('\0') : std::string::npos;
+  const std::size_t b = a == std::string::npos ? a : decoded->find('\0', a + 1);
+  if (b == std::string::npos) {
+    failure = Failure{at, "case files send AUTH as \"AUTH PLAIN <base64 of NUL user NUL password>\""};
+    return false;
+  }
+  const std::string user = decoded->substr(a + 1, b - a - 1);
+  last_ = kFailed;
+  if (machine_->listens(EventKind::Auth)) {
+    std::optional<Decision> d = ask(machine_->auth_event(line, step.argument, user, decoded->substr(b + 1)));
+    if (!d) {
+      failure = Failure{at, "no decision from policyd for AUTH"};
+      return false;
+    }
+    bool close = false;
+    const Reply r = choose(*d, kFailed, false, close);
+    if (r.code == 235 || r.code >= 400) last_ = r;
+    if (r.code == 235) machine_->authenticated(user);
+  }
+  have_last_ = true;
+  return true;
+}
+
 bool CaseRun::message(const std::string& bytes, int at, std::optional<Failure>& failure) {
-  if (observer_->capabilities.wants_message && machine_->listens(EventKind::MessageChunk)) {
+  if (observer_->capabilities.wants_message) {
     SessionEvent chunk = machine_->notification(EventKind::MessageChunk);
     chunk.chunk = bytes;
     notify(std::move(chunk));
@@ -233,6 +268,7 @@ std::optional<Failure> CaseRun::run() {
   std::optional<Decision> opened = observer_->next(limit_);
   if (!opened) return Failure{c_.line, "policyd did not open the session"};
   machine_ = std::make_unique<session::SessionMachine>("mx.test", session::Limits{}, observer_->capabilities.events);
+  machine_->allow_plaintext_auth(true);  // as if under TLS: cases may AUTH
   if (opened->limits) {
     machine_->set_limits({opened->limits->max_message_size, opened->limits->max_recipients,
                           opened->limits->max_line_length});
@@ -253,6 +289,16 @@ std::optional<Failure> CaseRun::run() {
         }
         have_last_ = false;
         break;
+      case Step::Kind::ExpectLine: {
+        bool found = false;
+        for (const auto& l : last_.lines) {
+          const std::string line = std::to_string(last_.code) + " " +
+                                   (last_.enhanced.empty() ? "" : last_.enhanced + " ") + l;
+          found = found || glob(s.text, line);
+        }
+        if (!found) failure = Failure{s.line, "expected a line " + s.text + " in the reply " + last_.summary() + "…"};
+        break;
+      }
       case Step::Kind::Send:
         if (closed_) {
           failure = Failure{s.line, "the connection was closed before \"" + s.text + "\" (last reply " +
@@ -353,7 +399,7 @@ bool parse_case_file(const std::filesystem::path& path, CaseFile& out, std::stri
     if (line.empty() || line[0] == '#') continue;
     const auto colon = line.find(':');
     if (colon == std::string::npos) return fail(n, "expected \"keyword: value\" (case, client, dns, send, expect, "
-                                                   "message, change, changes, connect, script, env)");
+                                                   "expect-line, message, change, changes, connect, script, env)");
     const std::string key = line.substr(0, colon);
     const std::string value = trim(line.substr(colon + 1));
     if (key == "script" || key == "env") {
@@ -363,7 +409,12 @@ bool parse_case_file(const std::filesystem::path& path, CaseFile& out, std::stri
       } else {
         const auto eq = value.find('=');
         if (eq == std::string::npos) return fail(n, "env: expected NAME=value");
-        out.env.emplace_back(value.substr(0, eq), value.substr(eq + 1));
+        // $CASE_DIR: the directory of the case file (for paths in values).
+        std::string v = value.substr(eq + 1);
+        for (auto at = v.find("$CASE_DIR"); at != std::string::npos; at = v.find("$CASE_DIR")) {
+          v.replace(at, 9, path.parent_path().string());
+        }
+        out.env.emplace_back(value.substr(0, eq), v);
       }
       continue;
     }
@@ -384,6 +435,9 @@ bool parse_case_file(const std::filesystem::path& path, CaseFile& out, std::stri
     } else if (key == "send") {
       if (value.empty()) return fail(n, "send: needs a command line");
       current->steps.push_back({Step::Kind::Send, n, value});
+    } else if (key == "expect-line") {
+      if (value.empty()) return fail(n, "expect-line: needs a pattern");
+      current->steps.push_back({Step::Kind::ExpectLine, n, value});
     } else if (key == "expect" || key == "connect") {
       if (value.empty()) return fail(n, key + ": needs a reply code or pattern");
       current->steps.push_back({key == "expect" ? Step::Kind::Expect : Step::Kind::Connect, n, value});
@@ -435,7 +489,13 @@ int run_case_files(const std::vector<std::string>& files, RuntimeConfig config, 
   // a decision later than all of that together is a failure of its own.
   const auto limit = config.hook_timeout * 2 + config.dns_timeout + config.kv_timeout + std::chrono::seconds(5);
   for (const CaseFile& cf : parsed) {
-    for (const auto& [k, v] : cf.env) setenv(k.c_str(), v.c_str(), 1);
+    // `env:` holds for this file only; the values before it come back after.
+    std::vector<std::pair<std::string, std::optional<std::string>>> saved;
+    for (const auto& [k, v] : cf.env) {
+      const char* old = std::getenv(k.c_str());
+      saved.emplace_back(k, old ? std::optional<std::string>(old) : std::nullopt);
+      setenv(k.c_str(), v.c_str(), 1);
+    }
     config.scripts = cf.scripts.empty() ? default_scripts : cf.scripts;
     std::string error;
     std::unique_ptr<Runtime> runtime = Runtime::create(config, error);
@@ -460,6 +520,13 @@ int run_case_files(const std::vector<std::string>& files, RuntimeConfig config, 
       }
     }
     runtime->stop();
+    for (auto it = saved.rbegin(); it != saved.rend(); ++it) {
+      if (it->second) {
+        setenv(it->first.c_str(), it->second->c_str(), 1);
+      } else {
+        unsetenv(it->first.c_str());
+      }
+    }
   }
   out << passed << " passed, " << failed << " failed\n";
   return failed == 0 ? 0 : 1;

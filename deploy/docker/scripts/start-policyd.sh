@@ -1,0 +1,53 @@
+#!/bin/bash
+# Entrypoint of the policyd image: environment variables to flags, then
+# exec mailhook-policyd (so it is PID 1 and gets SIGTERM/SIGHUP itself),
+# logging to stderr. Arguments given to the script are appended as flags.
+#
+#   MAILHOOK_LISTEN          --listen          gRPC address (default 0.0.0.0:7070)
+#   MAILHOOK_SCRIPTS         --script          Lua scripts, space- or comma-separated, chained
+#                                              in order (default /etc/mailhook/policy.lua)
+#   MAILHOOK_WORKERS         --workers         Lua worker threads (policyd's default: the
+#                                              machine's cores, not the container's CPU limit)
+#   MAILHOOK_METRICS         --metrics         Prometheus HOST:PORT (off when unset)
+#   MAILHOOK_MILTER          --milter          also serve the milter protocol, e.g. inet:8890@0.0.0.0
+#   MAILHOOK_SPOOL_DIR       --spool-dir       per-message temp files (default: a temp dir)
+#   MAILHOOK_DIALECT         --dialect
+#   MAILHOOK_HOOK_TIMEOUT    --hook-timeout    milliseconds
+#   MAILHOOK_LUA_MEMORY      --lua-memory      MB per worker; keep workers x this under the memory limit
+#   MAILHOOK_DRAIN_TIMEOUT   --drain-timeout   seconds
+#   MAILHOOK_DNS_SERVER      --dns-server
+#   MAILHOOK_DNS_TIMEOUT     --dns-timeout     milliseconds
+#   MAILHOOK_PTR_LOOKUP      --ptr-lookup      yes or no
+#   MAILHOOK_KV              --kv              Redis IP:PORT for the kv module (state shared by replicas)
+#   MAILHOOK_KV_TIMEOUT      --kv-timeout      milliseconds
+#   MAILHOOK_BIN_DIR         where mailhook-policyd is (default: this script's directory)
+set -euo pipefail
+bin_dir=${MAILHOOK_BIN_DIR:-$(dirname "$0")}
+
+args=(--log-stderr --listen "${MAILHOOK_LISTEN:-0.0.0.0:7070}")
+IFS=', ' read -r -a scripts <<<"${MAILHOOK_SCRIPTS:-/etc/mailhook/policy.lua}"
+for script in "${scripts[@]}"; do
+  args+=(--script "$script")
+done
+
+# Each optional variable becomes its flag only when set and not empty.
+flag() {
+  local value=${!1:-}
+  if [ -n "$value" ]; then args+=("$2" "$value"); fi
+}
+flag MAILHOOK_WORKERS --workers
+flag MAILHOOK_METRICS --metrics
+flag MAILHOOK_MILTER --milter
+flag MAILHOOK_SPOOL_DIR --spool-dir
+flag MAILHOOK_DIALECT --dialect
+flag MAILHOOK_HOOK_TIMEOUT --hook-timeout
+flag MAILHOOK_LUA_MEMORY --lua-memory
+flag MAILHOOK_DRAIN_TIMEOUT --drain-timeout
+flag MAILHOOK_DNS_SERVER --dns-server
+flag MAILHOOK_DNS_TIMEOUT --dns-timeout
+flag MAILHOOK_PTR_LOOKUP --ptr-lookup
+flag MAILHOOK_KV --kv
+flag MAILHOOK_KV_TIMEOUT --kv-timeout
+
+echo "start-policyd.sh: exec $bin_dir/mailhook-policyd ${args[*]} $*" >&2
+exec "$bin_dir/mailhook-policyd" "${args[@]}" "$@"

@@ -1,0 +1,498 @@
+"""The deployment files of deploy/, checked without Docker or a cluster.
+
+1. deploy/docker/scripts run natively: build.sh --install-only installs the
+   build in MAILHOOK_BUILD_DIR into a temp prefix; policyd and the front
+   start through start-policyd.sh / start-front.sh from environment
+   variables on loopback; the healthcheck scripts (mailhook-probe) pass,
+   a message is spooled, and the policyd healthcheck fails once policyd
+   is stopped.
+2. compose.yaml is validated offline by `docker-compose config -q` (Debian's
+   docker-compose 1.29 needs no engine for it) and structurally.
+3. deploy/kubernetes/*.yaml: a STRUCTURAL check only (no API server, no
+   schema): known apiVersion/kind pairs, selectors matching pod labels,
+   Service targetPorts naming container ports, HPA/PDB aimed at the
+   Deployment, requests/limits/probes/securityContext on every container,
+   the front's --policyd naming the policyd Service.
+The environment variables compose.yaml and the manifests set are also fed
+to the real start scripts (addresses moved to loopback), so a flag name or
+value the programs do not accept fails here.
+
+Every process started here is stopped by PID; every wait polls a condition
+with a deadline. Nothing is skipped: a missing tool is a failure.
+"""
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+from harness import Process, SmtpClient, free_port, wait_for  # noqa: E402
+
+DOCKER = os.path.join(ROOT, "deploy", "docker")
+SCRIPTS = os.path.join(DOCKER, "scripts")
+KUBE = os.path.join(ROOT, "deploy", "kubernetes")
+BUILD_DIR = os.environ.get("MAILHOOK_BUILD_DIR", os.path.join(ROOT, "build"))
+IMAGE_BIN = "/opt/mailhook/bin"          # where the images install the programs
+PROGRAMS = ("mailhook-front", "mailhook-policyd", "mailhook-probe")
+CONTAINER_SCRIPTS = ("start-front.sh", "start-policyd.sh", "healthcheck-front.sh", "healthcheck-policyd.sh")
+BASE_PACKAGES = {"libc6", "libstdc++6", "libgcc-s1"}   # in debian:12 itself (Essential)
+
+
+def run(args, env=None, timeout=120):
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def script_env(**variables):
+    """A clean environment for the container scripts: ctest's own MAILHOOK_*
+    variables (binary paths for the integration harness) must not leak in,
+    since in a container MAILHOOK_POLICYD is policyd's address."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+    env.update({k: str(v) for k, v in variables.items()})
+    return env
+
+
+class ScriptProcess(Process):
+    """harness.Process with an explicit environment."""
+
+    def __init__(self, args, log_path, env):
+        self.log_path = log_path
+        self.args = args
+        self.log = open(log_path, "wb")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+
+
+def script_variables(path):
+    """The MAILHOOK_* names a start script reads."""
+    with open(path) as f:
+        return set(re.findall(r"\bMAILHOOK_[A-Z_]+", f.read()))
+
+
+class Installed:
+    """One `build.sh --install-only` into a temp prefix, shared by the tests."""
+
+    prefix = None
+    tmp = None
+
+    @classmethod
+    def get(cls, test):
+        if cls.prefix is None:
+            test.assertTrue(os.path.isfile(os.path.join(BUILD_DIR, "CMakeCache.txt")),
+                            "MAILHOOK_BUILD_DIR=%s is not a configured build" % BUILD_DIR)
+            cls.tmp = tempfile.mkdtemp(prefix="mailhook-deploy-")
+            prefix = os.path.join(cls.tmp, "prefix")
+            r = run([os.path.join(SCRIPTS, "build.sh"), "--install-only", prefix, BUILD_DIR], env=script_env())
+            test.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            cls.prefix = prefix
+        return cls.prefix
+
+
+def tearDownModule():
+    if Installed.tmp:
+        shutil.rmtree(Installed.tmp, ignore_errors=True)
+
+
+class StartedScripts(unittest.TestCase):
+    """Runs the container scripts from an installed prefix on loopback."""
+
+    def setUp(self):
+        self.prefix = Installed.get(self)
+        self.bin = os.path.join(self.prefix, "bin")
+        self.dir = tempfile.mkdtemp(prefix="mailhook-deploy-run-")
+        self.processes = []
+
+    def tearDown(self):
+        # Fronts first: policyd's drain waits for their open streams.
+        for p in sorted(self.processes, key=lambda p: "front" not in p.args[0]):
+            p.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def start(self, script, env, args=()):
+        p = ScriptProcess([os.path.join(self.bin, script)] + list(args),
+                          os.path.join(self.dir, "%s-%d.log" % (script, len(self.processes))), env)
+        self.processes.append(p)
+        wait_for(lambda: "listening on" in p.output() or not p.alive(), what=script + " listening")
+        self.assertTrue(p.alive(), p.output())
+        return p
+
+    def healthcheck(self, script, **variables):
+        return run([os.path.join(self.bin, script)], env=script_env(**variables), timeout=30)
+
+    def policyd_env(self, port, **extra):
+        return dict(MAILHOOK_LISTEN="127.0.0.1:%d" % port, MAILHOOK_WORKERS=1, MAILHOOK_PTR_LOOKUP="no",
+                    MAILHOOK_SCRIPTS=os.path.join(self.prefix, "share/mailhook/lua/policy.lua"),
+                    MAILHOOK_SPOOL_DIR=os.path.join(self.dir, "tmp"), **extra)
+
+    def front_env(self, port, policyd_port, **extra):
+        return dict(MAILHOOK_LISTEN="127.0.0.1:%d" % port, MAILHOOK_POLICYD="127.0.0.1:%d" % policyd_port,
+                    MAILHOOK_SPOOL=os.path.join(self.dir, "spool"), MAILHOOK_HOSTNAME="mx.test",
+                    MAILHOOK_THREADS=1, **extra)
+
+
+class NativeScriptsTest(StartedScripts):
+
+    def test_install_puts_programs_scripts_and_lua_in_the_prefix(self):
+        for name in PROGRAMS + CONTAINER_SCRIPTS:
+            self.assertTrue(os.access(os.path.join(self.bin, name), os.X_OK), name)
+        lua = os.path.join(self.prefix, "share/mailhook/lua")
+        self.assertTrue(os.path.isfile(os.path.join(lua, "policy.lua")))
+        self.assertTrue(glob.glob(os.path.join(lua, "examples", "*.lua")))
+
+    def test_install_only_refuses_a_directory_that_is_not_a_build(self):
+        r = run([os.path.join(SCRIPTS, "build.sh"), "--install-only", os.path.join(self.dir, "p"), self.dir],
+                env=script_env())
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("not a configured build directory", r.stderr)
+
+    def test_runtime_packages_cover_every_library_the_programs_link(self):
+        with open(os.path.join(DOCKER, "runtime-packages.txt")) as f:
+            listed = {l.strip() for l in f if l.strip() and not l.startswith("#")}
+        for program in PROGRAMS:
+            binary = os.path.join(self.bin, program)
+            out = run(["ldd", binary]).stdout
+            self.assertNotIn("not found", out, program)
+            resolved = dict(re.findall(r"^\s*(\S+) => (/\S+)", out, re.M))
+            # Only the libraries the program itself names (DT_NEEDED): their
+            # own dependencies come with their packages.
+            needed = re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", run(["readelf", "-d", binary]).stdout)
+            self.assertTrue(needed, program)
+            for path in (resolved[n] for n in needed):
+                package = self.package_of(path)
+                self.assertIn(package, listed | BASE_PACKAGES, "%s of %s (package %s)" % (path, program, package))
+
+    def package_of(self, path):
+        # Debian 12 is merged-/usr: dpkg knows a library under one of its two paths.
+        candidates = [path, os.path.realpath(path)]
+        candidates += [c[4:] if c.startswith("/usr/") else "/usr" + c for c in list(candidates)]
+        for c in candidates:
+            r = run(["dpkg", "-S", c])
+            if r.returncode == 0:
+                return r.stdout.split(":")[0]
+        self.fail("no package owns " + path)
+
+    def test_probe_has_help_and_rejects_bad_usage(self):
+        probe = os.environ.get("MAILHOOK_PROBE", os.path.join(self.bin, "mailhook-probe"))
+        r = run([probe, "--help"])
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("grpc", r.stdout)
+        self.assertEqual(run([probe, "ftp", "127.0.0.1:1"]).returncode, 2)
+        r = run([probe, "smtp", "127.0.0.1:%d" % free_port(), "--timeout-ms", "2000"])
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+
+    def test_scripts_start_both_serve_mail_and_report_health(self):
+        policyd_port, front_port = free_port(), free_port()
+        extra = os.path.join(self.dir, "extra.lua")
+        with open(extra, "w") as f:
+            f.write('function hook.rcpt(r)\n  if r:find("blocked@", 1, true) then\n'
+                    '    return "550 5.7.1 blocked by extra.lua\\r\\n"\n  end\nend\n')
+        env = self.policyd_env(policyd_port)
+        env["MAILHOOK_SCRIPTS"] += ", " + extra      # the list: commas and spaces
+        policyd = self.start("start-policyd.sh", script_env(**env))
+        # exec: the script's PID is policyd itself, so signals reach it.
+        self.assertEqual(os.path.basename(os.readlink("/proc/%d/exe" % policyd.proc.pid)), "mailhook-policyd")
+        self.assertEqual(self.healthcheck("healthcheck-policyd.sh", MAILHOOK_LISTEN="127.0.0.1:%d" % policyd_port)
+                         .returncode, 0)
+        # A wildcard listen address is checked on loopback.
+        r = self.healthcheck("healthcheck-policyd.sh", MAILHOOK_LISTEN="0.0.0.0:%d" % policyd_port)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+        front = self.start("start-front.sh", script_env(**self.front_env(front_port, policyd_port)))
+        self.assertEqual(os.path.basename(os.readlink("/proc/%d/exe" % front.proc.pid)), "mailhook-front")
+        r = self.healthcheck("healthcheck-front.sh", MAILHOOK_LISTEN="127.0.0.1:%d" % front_port)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+        c = SmtpClient(front_port)
+        try:
+            self.assertEqual(c.read_reply()[0], 220)
+            self.assertEqual(c.cmd("EHLO client.test")[0], 250)
+            self.assertEqual(c.cmd("MAIL FROM:<a@example.com>")[0], 250)
+            code, lines = c.cmd("RCPT TO:<blocked@example.com>")
+            self.assertEqual((code, lines[-1]), (550, "550 5.7.1 blocked by extra.lua"))
+            self.assertEqual(c.cmd("RCPT TO:<b@example.com>")[0], 250)
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            c.send("Subject: deploy\r\n\r\nspooled through the container scripts\r\n.\r\n")
+            self.assertEqual(c.read_reply()[0], 250)
+            c.cmd("QUIT")
+        finally:
+            c.close()
+        spool = os.path.join(self.dir, "spool")
+        messages = glob.glob(os.path.join(spool, "*.eml"))
+        self.assertEqual(len(messages), 1, os.listdir(spool))
+        with open(messages[0], "rb") as f:
+            self.assertIn(b"spooled through the container scripts", f.read())
+
+        self.assertEqual(policyd.stop(), 0, policyd.output())
+        r = self.healthcheck("healthcheck-policyd.sh", MAILHOOK_LISTEN="127.0.0.1:%d" % policyd_port)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("mailhook-probe:", r.stderr)
+        # The front greets 421 without policyd (--policy-failure tempfail).
+        r = self.healthcheck("healthcheck-front.sh", MAILHOOK_LISTEN="127.0.0.1:%d" % front_port)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("greeting", r.stderr)
+
+
+def load_yaml_documents(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d is not None]
+
+
+class ComposeTest(StartedScripts):
+
+    def setUp(self):
+        super().setUp()
+        self.path = os.path.join(DOCKER, "compose.yaml")
+        with open(self.path) as f:
+            self.compose = yaml.safe_load(f)
+        self.services = self.compose["services"]
+
+    def test_docker_compose_validates_it_offline(self):
+        self.assertTrue(shutil.which("docker-compose"), "docker-compose missing (deploy/debian/packages.txt)")
+        env = dict(os.environ, DOCKER_HOST="unix://" + os.path.join(self.dir, "no-engine.sock"))
+        for profile in ([], ["--profile", "milter"]):
+            r = run(["docker-compose", "-f", self.path] + profile + ["config", "-q"], env=env)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        r = run(["docker-compose", "-f", self.path, "--profile", "milter", "config", "--services"], env=env)
+        self.assertEqual(sorted(r.stdout.split()), ["front", "policyd", "postfix"])
+
+    def test_services_healthchecks_dependencies_and_profile(self):
+        self.assertEqual(set(self.services), {"policyd", "front", "postfix"})
+        self.assertEqual(self.services["postfix"]["profiles"], ["milter"])
+        for name, service in self.services.items():
+            self.assertIn("healthcheck", service, name)
+            if name != "policyd":
+                self.assertEqual(service["depends_on"]["policyd"]["condition"], "service_healthy", name)
+            if "build" in service:
+                self.assertTrue(os.path.isfile(os.path.join(DOCKER, service["build"]["context"],
+                                                            service["build"]["dockerfile"])), name)
+        for name, script in (("policyd", "healthcheck-policyd.sh"), ("front", "healthcheck-front.sh")):
+            self.assertEqual(self.services[name]["healthcheck"]["test"], ["CMD", IMAGE_BIN + "/" + script])
+            self.assertEqual(self.services[name].get("cap_drop"), ["ALL"])
+        front = self.services["front"]
+        self.assertIn("2525:2525", front["ports"])
+        self.assertIn("spool", self.compose["volumes"])
+        self.assertIn("spool:" + front["environment"]["MAILHOOK_SPOOL"], front["volumes"])
+        self.assertEqual(front["environment"]["MAILHOOK_POLICYD"],
+                         "policyd:" + self.services["policyd"]["environment"]["MAILHOOK_LISTEN"].split(":")[1])
+
+    def test_postfix_uses_the_snippet_and_policyd_as_its_milter(self):
+        milter = self.services["policyd"]["environment"]["MAILHOOK_MILTER"]      # inet:PORT@HOST
+        port = re.match(r"inet:(\d+)@", milter).group(1)
+        conf = os.path.join(self.dir, "postfix")
+        os.makedirs(conf)
+        shutil.copy("/etc/postfix/master.cf", conf)
+        r = run([os.path.join(SCRIPTS, "configure-postfix.sh"), conf,
+                 os.path.join(ROOT, "deploy/postfix/main.cf.snippet")])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        values = run(["postconf", "-c", conf, "-h", "smtpd_milters", "non_smtpd_milters", "milter_protocol",
+                      "milter_default_action"]).stdout.split("\n")
+        self.assertEqual(values[:4], ["inet:policyd:%s" % port, "$smtpd_milters", "6", "tempfail"])
+        chroot = run(["postconf", "-c", conf, "-F", "*/*/chroot"]).stdout.splitlines()
+        self.assertIn("smtp/inet/chroot = n", chroot)
+        self.assertTrue(all(line.endswith("= n") for line in chroot), chroot)
+        with open(os.path.join(DOCKER, "Dockerfile.postfix")) as f:
+            self.assertIn("deploy/postfix/main.cf.snippet", f.read())
+
+    def test_dockerfiles_are_multi_stage_non_root_with_healthchecks(self):
+        for name, port, script in (("front", 2525, "front"), ("policyd", 7070, "policyd")):
+            with open(os.path.join(DOCKER, "Dockerfile." + name)) as f:
+                text = f.read()
+            self.assertEqual(re.findall(r"^FROM (\S+)", text, re.M), ["debian:12", "debian:12"], name)
+            self.assertIn("deploy/docker/scripts/build.sh", text)
+            self.assertIn("runtime-packages.txt", text)
+            self.assertRegex(text, r"(?m)^USER 10025:10025$")
+            self.assertRegex(text, r"(?m)^EXPOSE %d$" % port)
+            self.assertIn('CMD ["%s/healthcheck-%s.sh"]' % (IMAGE_BIN, script), text)
+            self.assertIn('ENTRYPOINT ["%s/start-%s.sh"]' % (IMAGE_BIN, script), text)
+
+    def test_the_programs_accept_the_environment_compose_sets(self):
+        run_with_environment(self, self.services["policyd"]["environment"], self.services["front"]["environment"], [])
+
+
+def run_with_environment(test, policyd_env, front_env, front_args):
+    """Starts both start scripts with a deployment's variables, addresses
+    moved to loopback, so flag names and values meet the real parsers."""
+    for env, script in ((policyd_env, "start-policyd.sh"), (front_env, "start-front.sh")):
+        unknown = set(env) - script_variables(os.path.join(SCRIPTS, script))
+        test.assertFalse(unknown, "%s does not read %s" % (script, unknown))
+    policyd_port, front_port = free_port(), free_port()
+    # Only addresses and container paths change; every other value is the
+    # deployment's own.
+    penv = dict(policyd_env)
+    penv.update(MAILHOOK_LISTEN="127.0.0.1:%d" % policyd_port, MAILHOOK_PTR_LOOKUP="no",
+                MAILHOOK_SCRIPTS=os.path.join(test.prefix, "share/mailhook/lua/policy.lua"))
+    for name, value in (("MAILHOOK_METRICS", "127.0.0.1:%d" % free_port()),
+                        ("MAILHOOK_MILTER", "inet:%d@127.0.0.1" % free_port()),
+                        ("MAILHOOK_SPOOL_DIR", os.path.join(test.dir, "tmp"))):
+        if name in penv:
+            penv[name] = value
+    test.start("start-policyd.sh", script_env(**penv))
+    fenv = dict(front_env)
+    fenv.update(MAILHOOK_LISTEN="127.0.0.1:%d" % front_port, MAILHOOK_POLICYD="127.0.0.1:%d" % policyd_port)
+    for name, value in (("MAILHOOK_METRICS", "127.0.0.1:%d" % free_port()),
+                        ("MAILHOOK_RELAY", "127.0.0.1:%d" % free_port()),
+                        ("MAILHOOK_SPOOL", os.path.join(test.dir, "spool"))):
+        if name in fenv:
+            fenv[name] = value
+    if "MAILHOOK_RELAY" not in fenv:
+        fenv["MAILHOOK_SPOOL"] = os.path.join(test.dir, "spool")   # not the image's /var/spool
+    args = list(front_args)
+    if "--policyd" in args:
+        args[args.index("--policyd") + 1] = "127.0.0.1:%d" % policyd_port
+        del fenv["MAILHOOK_POLICYD"]
+    test.start("start-front.sh", script_env(**fenv), args)
+    r = test.healthcheck("healthcheck-front.sh", MAILHOOK_LISTEN="127.0.0.1:%d" % front_port)
+    test.assertEqual(r.returncode, 0, r.stderr)
+
+
+KNOWN_KINDS = {("v1", "Namespace"), ("v1", "ConfigMap"), ("v1", "Service"), ("apps/v1", "Deployment"),
+               ("autoscaling/v2", "HorizontalPodAutoscaler"), ("policy/v1", "PodDisruptionBudget")}
+
+
+def quantity(value):
+    """A Kubernetes CPU or memory quantity as a number (cores or bytes)."""
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 1e3, "M": 1e6, "G": 1e9}
+    m = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(value))
+    assert m and (m.group(2) == "" or m.group(2) in units), value
+    return float(m.group(1)) * units.get(m.group(2), 1)
+
+
+class KubernetesTest(StartedScripts):
+    """Structural check of deploy/kubernetes (no API server, no schema)."""
+
+    def setUp(self):
+        super().setUp()
+        self.docs = []
+        for path in sorted(glob.glob(os.path.join(KUBE, "*.yaml"))):
+            self.docs += [(os.path.basename(path), d) for d in load_yaml_documents(path)]
+        self.assertTrue(self.docs)
+
+    def of_kind(self, kind):
+        return {d["metadata"]["name"]: d for _, d in self.docs if d["kind"] == kind}
+
+    def test_every_object_has_a_known_kind_and_the_namespace(self):
+        namespaces = self.of_kind("Namespace")
+        self.assertEqual(list(namespaces), ["mailhook"])
+        for path, d in self.docs:
+            self.assertIn((d.get("apiVersion"), d.get("kind")), KNOWN_KINDS, path)
+            if d["kind"] != "Namespace":
+                self.assertEqual(d["metadata"].get("namespace"), "mailhook", path + " " + d["metadata"]["name"])
+
+    def test_deployments_select_their_pods_and_bound_every_container(self):
+        deployments = self.of_kind("Deployment")
+        self.assertEqual(set(deployments), {"mailhook-front", "mailhook-policyd"})
+        self.assertEqual(deployments["mailhook-policyd"]["spec"]["replicas"], 3)
+        for name, d in deployments.items():
+            labels = d["spec"]["template"]["metadata"]["labels"]
+            self.assertTrue(d["spec"]["selector"]["matchLabels"].items() <= labels.items(), name)
+            pod = d["spec"]["template"]["spec"]
+            self.assertTrue(pod["securityContext"]["runAsNonRoot"], name)
+            for c in pod["containers"]:
+                where = "%s/%s" % (name, c["name"])
+                res = c["resources"]
+                for key in ("cpu", "memory"):
+                    self.assertLessEqual(quantity(res["requests"][key]), quantity(res["limits"][key]), where)
+                self.assertEqual(quantity(res["requests"]["cpu"]), 0.25, where)
+                self.assertEqual(quantity(res["requests"]["memory"]), 64 * 2**20, where)
+                self.assertEqual(quantity(res["limits"]["cpu"]), 1, where)
+                self.assertEqual(quantity(res["limits"]["memory"]), 256 * 2**20, where)
+                sc = c["securityContext"]
+                self.assertTrue(sc["readOnlyRootFilesystem"] and sc["runAsNonRoot"], where)
+                self.assertFalse(sc["allowPrivilegeEscalation"], where)
+                self.assertEqual(sc["capabilities"]["drop"], ["ALL"], where)
+                ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+                for probe in ("readinessProbe", "livenessProbe"):
+                    self.assertIn(probe, c, where)
+                    self.check_probe(c[probe], ports, where + " " + probe)
+                volumes = {v["name"] for v in pod.get("volumes", [])}
+                for m in c.get("volumeMounts", []):
+                    self.assertIn(m["name"], volumes, where)
+
+    def check_probe(self, probe, ports, where):
+        kinds = [k for k in ("grpc", "exec", "tcpSocket", "httpGet") if k in probe]
+        self.assertEqual(len(kinds), 1, where)
+        if "exec" in probe:
+            command = probe["exec"]["command"]
+            self.assertTrue(command[0].startswith(IMAGE_BIN + "/"), where)
+            self.assertIn(os.path.basename(command[0]), PROGRAMS + CONTAINER_SCRIPTS, where)
+            port = int(command[2].rsplit(":", 1)[1])
+            self.assertIn(port, ports.values(), where)
+        else:
+            port = probe[kinds[0]]["port"]
+            self.assertIn(port, list(ports) + list(ports.values()), where)
+
+    def test_services_target_named_container_ports(self):
+        deployments = self.of_kind("Deployment")
+        services = self.of_kind("Service")
+        self.assertEqual(set(services), {"mailhook-front", "mailhook-policyd"})
+        for name, s in services.items():
+            selected = [d for d in deployments.values()
+                        if s["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+            self.assertEqual(len(selected), 1, name)
+            names = {p["name"] for c in selected[0]["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+            for p in s["spec"]["ports"]:
+                self.assertIn(p["targetPort"], names, name)
+        policyd = services["mailhook-policyd"]["spec"]
+        self.assertEqual(policyd["clusterIP"], "None")
+        self.assertEqual([(p["name"], p["port"]) for p in policyd["ports"]], [("grpc", 7070)])
+        front = services["mailhook-front"]["spec"]
+        self.assertEqual([(p["port"], p["targetPort"]) for p in front["ports"]], [(25, "smtp")])
+        self.assertIn(front["type"], ("LoadBalancer", "ClusterIP"))
+
+    def test_autoscaler_and_disruption_budget_aim_at_policyd(self):
+        policyd = self.of_kind("Deployment")["mailhook-policyd"]
+        (hpa,) = self.of_kind("HorizontalPodAutoscaler").values()
+        self.assertEqual(hpa["spec"]["scaleTargetRef"],
+                         {"apiVersion": "apps/v1", "kind": "Deployment", "name": "mailhook-policyd"})
+        self.assertGreaterEqual(hpa["spec"]["maxReplicas"], hpa["spec"]["minReplicas"])
+        (metric,) = hpa["spec"]["metrics"]
+        self.assertEqual(metric["resource"]["name"], "cpu")
+        self.assertEqual(metric["resource"]["target"], {"type": "Utilization", "averageUtilization": 70})
+        (pdb,) = self.of_kind("PodDisruptionBudget").values()
+        self.assertTrue(pdb["spec"]["selector"]["matchLabels"].items()
+                        <= policyd["spec"]["template"]["metadata"]["labels"].items())
+        self.assertTrue("minAvailable" in pdb["spec"] or "maxUnavailable" in pdb["spec"])
+
+    def test_front_finds_policyd_through_its_headless_service(self):
+        front = self.of_kind("Deployment")["mailhook-front"]["spec"]["template"]["spec"]["containers"][0]
+        args = front["args"]
+        service = self.of_kind("Service")["mailhook-policyd"]
+        expected = "dns:///%s.%s.svc.cluster.local:%d" % (service["metadata"]["name"],
+                                                          service["metadata"]["namespace"],
+                                                          service["spec"]["ports"][0]["port"])
+        self.assertEqual(args[args.index("--policyd") + 1], expected)
+        help_text = run([os.path.join(self.bin, "mailhook-front"), "--help"]).stdout
+        self.assertIn("dns:///", help_text)
+
+    def test_policy_configmap_is_lua_policy_and_mounted_for_policyd(self):
+        (cm,) = self.of_kind("ConfigMap").values()
+        with open(os.path.join(ROOT, "lua", "policy.lua")) as f:
+            self.assertEqual(cm["data"]["policy.lua"], f.read())
+        pod = self.of_kind("Deployment")["mailhook-policyd"]["spec"]["template"]["spec"]
+        volume = [v["name"] for v in pod["volumes"] if v.get("configMap", {}).get("name") == cm["metadata"]["name"]]
+        self.assertEqual(len(volume), 1)
+        (c,) = pod["containers"]
+        (mount,) = [m for m in c["volumeMounts"] if m["name"] == volume[0]]
+        self.assertEqual(mount["mountPath"], "/etc/mailhook")
+        env = {e["name"]: e["value"] for e in c["env"]}
+        self.assertEqual(env["MAILHOOK_SCRIPTS"], "/etc/mailhook/policy.lua")
+
+    def test_the_programs_accept_the_environment_and_args_of_the_manifests(self):
+        containers = {name: d["spec"]["template"]["spec"]["containers"][0]
+                      for name, d in self.of_kind("Deployment").items()}
+        env = {name: {e["name"]: e["value"] for e in c.get("env", [])} for name, c in containers.items()}
+        self.assertFalse(containers["mailhook-policyd"].get("args"))
+        run_with_environment(self, env["mailhook-policyd"], env["mailhook-front"],
+                             containers["mailhook-front"]["args"])
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,149 @@
+// mailhook-probe: one health check, then exit 0 (healthy) or 1 (with one
+// line on stderr saying why). For container HEALTHCHECKs and exec probes:
+//   mailhook-probe grpc HOST:PORT [--timeout-ms N]  grpc.health.v1 Check, SERVING only
+//   mailhook-probe smtp HOST:PORT [--timeout-ms N]  220 greeting, NOOP 250, QUIT
+// It never retries: the caller (Docker, kubelet) owns retries and intervals.
+#include <grpcpp/grpcpp.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "grpc/health/v1/health.grpc.pb.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr const char* kUsage =
+    "usage: mailhook-probe grpc|smtp HOST:PORT [--timeout-ms N]\n"
+    "  grpc  grpc.health.v1.Health/Check (service \"\"); healthy only when SERVING\n"
+    "  smtp  expects a 220 greeting and 250 to NOOP, then sends QUIT\n"
+    "Exit 0 when healthy, 1 otherwise (one line on stderr), 2 on usage errors.\n";
+
+int fail(const std::string& why) {
+  std::fprintf(stderr, "mailhook-probe: %s\n", why.c_str());
+  return 1;
+}
+
+int probe_grpc(const std::string& target, Clock::time_point deadline) {
+  auto stub = grpc::health::v1::Health::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  // gRPC takes system_clock deadlines. Fail fast (no wait_for_ready): refused is unhealthy now.
+  context.set_deadline(std::chrono::system_clock::now() + (deadline - Clock::now()));
+  grpc::health::v1::HealthCheckRequest request;
+  grpc::health::v1::HealthCheckResponse response;
+  const grpc::Status status = stub->Check(&context, request, &response);
+  if (!status.ok()) return fail("grpc " + target + ": " + status.error_message());
+  if (response.status() != grpc::health::v1::HealthCheckResponse::SERVING)
+    return fail("grpc " + target + ": " + grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status()));
+  return 0;
+}
+
+// Splits "host:port" or "[v6]:port".
+bool split_host_port(const std::string& address, std::string& host, std::string& port) {
+  const auto colon = address.rfind(':');
+  if (colon == std::string::npos || colon + 1 == address.size()) return false;
+  host = address.substr(0, colon);
+  port = address.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return !host.empty();
+}
+
+int remaining_ms(Clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  return left > 0 ? static_cast<int>(left) : 0;
+}
+
+// A socket closed on every path out of probe_smtp.
+struct Socket {
+  int fd = -1;
+  ~Socket() { if (fd >= 0) ::close(fd); }
+};
+
+// Reads one whole SMTP reply (RFC 5321 4.2: "ddd-" lines, then "ddd ");
+// returns its code, or -1 on EOF, error or deadline.
+int read_reply(int fd, std::string& buffer, std::string& last_line, Clock::time_point deadline) {
+  for (;;) {
+    const auto eol = buffer.find("\r\n");
+    if (eol != std::string::npos) {
+      last_line = buffer.substr(0, eol);
+      buffer.erase(0, eol + 2);
+      if (last_line.size() >= 4 && last_line[3] == '-') continue;
+      return last_line.size() >= 3 ? std::atoi(last_line.substr(0, 3).c_str()) : -1;
+    }
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, remaining_ms(deadline)) <= 0) return -1;
+    char chunk[1024];
+    const ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+    if (n <= 0) return -1;
+    buffer.append(chunk, static_cast<std::size_t>(n));
+    if (buffer.size() > 65536) return -1;  // not an SMTP server
+  }
+}
+
+int probe_smtp(const std::string& address, Clock::time_point deadline) {
+  std::string host, port;
+  if (!split_host_port(address, host, port)) return fail("smtp: not HOST:PORT: " + address);
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (const int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &found); rc != 0)
+    return fail("smtp " + address + ": " + ::gai_strerror(rc));
+  Socket sock;
+  sock.fd = ::socket(found->ai_family, found->ai_socktype | SOCK_NONBLOCK, found->ai_protocol);
+  int rc = sock.fd < 0 ? -1 : ::connect(sock.fd, found->ai_addr, found->ai_addrlen);
+  ::freeaddrinfo(found);
+  if (rc != 0 && errno == EINPROGRESS) {
+    pollfd p{sock.fd, POLLOUT, 0};
+    int err = ETIMEDOUT;
+    socklen_t len = sizeof err;
+    if (::poll(&p, 1, remaining_ms(deadline)) == 1) ::getsockopt(sock.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    rc = err == 0 ? 0 : (errno = err, -1);
+  }
+  if (rc != 0) return fail("smtp " + address + ": connect: " + std::strerror(errno));
+  std::string buffer, line;
+  if (const int code = read_reply(sock.fd, buffer, line, deadline); code != 220)
+    return fail("smtp " + address + ": greeting: " + (code < 0 ? "no reply" : line));
+  if (::send(sock.fd, "NOOP\r\n", 6, MSG_NOSIGNAL) != 6) return fail("smtp " + address + ": send failed");
+  if (const int code = read_reply(sock.fd, buffer, line, deadline); code != 250)
+    return fail("smtp " + address + ": NOOP: " + (code < 0 ? "no reply" : line));
+  ::send(sock.fd, "QUIT\r\n", 6, MSG_NOSIGNAL);
+  read_reply(sock.fd, buffer, line, deadline);  // 221 is polite, not required
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+  }
+  long timeout_ms = 3000;
+  if (argc == 5 && std::strcmp(argv[3], "--timeout-ms") == 0) {
+    char* end = nullptr;
+    timeout_ms = std::strtol(argv[4], &end, 10);
+    if (*end != '\0' || timeout_ms < 1 || timeout_ms > 600000) {
+      std::fputs("mailhook-probe: --timeout-ms takes 1..600000\n", stderr);
+      return 2;
+    }
+  } else if (argc != 3) {
+    std::fputs(kUsage, stderr);
+    return 2;
+  }
+  const std::string mode = argv[1], target = argv[2];
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  if (mode == "grpc") return probe_grpc(target, deadline);
+  if (mode == "smtp") return probe_smtp(target, deadline);
+  std::fputs(kUsage, stderr);
+  return 2;
+}
