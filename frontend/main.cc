@@ -26,6 +26,10 @@ std::shared_ptr<grpc::Channel> policy_channel(const std::string& target) {
   args.SetLoadBalancingPolicyName("round_robin");
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  // dns:/// targets are resolved again when a connection ends (policyd's
+  // --max-connection-age sends GOAWAY); at most this often, so replicas an
+  // autoscaler adds get sessions within seconds.
+  args.SetInt(GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, 2000);
   args.SetMaxReceiveMessageSize(64 << 20);
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
 }

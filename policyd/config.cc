@@ -45,6 +45,11 @@ PolicyConfig parse_config(int argc, char** argv) {
   app.add_option("--dns-server", c.dns_servers,
                  "nameserver(s) for dns.* and client.host, ip[:port] comma-separated ([::1]:53 for IPv6) "
                  "[default: from /etc/resolv.conf]");
+  app.add_option("--max-connection-age", c.max_connection_age_s,
+                 "seconds after which a front is asked to reconnect (GOAWAY), so new replicas behind dns:/// get "
+                 "sessions; open sessions are not cut; 0: never")
+      ->check(CLI::Range(0, 86400))
+      ->capture_default_str();
   app.add_option("--kv", c.kv, "Redis IP:PORT for the kv module (state shared by replicas); empty: kv.* return an error")
       ->capture_default_str();
   app.add_option("--kv-timeout", c.kv_timeout_ms, "milliseconds a kv command may take (then it returns an error)")

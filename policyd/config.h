@@ -29,6 +29,7 @@ struct PolicyConfig {
   bool check = false;
   std::vector<std::string> test;  // --test case files
   bool shadow = false;
+  int max_connection_age_s = 300;
   std::vector<std::string> shadow_scripts;
   std::vector<std::string> trace;
   bool log_stderr = false;

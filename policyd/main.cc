@@ -133,7 +133,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   mp::PolicyServer server(*runtime);
-  if (std::string e = server.start(config.listen); !e.empty()) {
+  if (std::string e = server.start(config.listen, std::chrono::seconds(config.max_connection_age_s)); !e.empty()) {
     mlog::error("cannot start: {}", e);
     if (!config.log_stderr) std::fprintf(stderr, "mailhook-policyd: cannot start: %s\n", e.c_str());
     return 1;

@@ -19,7 +19,7 @@ PolicyServer::~PolicyServer() {
   if (server_) server_->Shutdown(std::chrono::system_clock::now());
 }
 
-std::string PolicyServer::start(const std::string& listen) {
+std::string PolicyServer::start(const std::string& listen, std::chrono::seconds max_connection_age) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;
@@ -28,6 +28,11 @@ std::string PolicyServer::start(const std::string& listen) {
   // Sessions are long streams with small messages: keep them cheap.
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 100000);
   builder.SetMaxReceiveMessageSize(64 << 20);
+  if (max_connection_age.count() > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, static_cast<int>(max_connection_age.count() * 1000));
+    // Sessions in flight are never cut: a day is longer than any SMTP session.
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, 24 * 3600 * 1000);
+  }
   server_ = builder.BuildAndStart();
   if (!server_ || (port == 0 && listen.rfind("unix:", 0) != 0)) {
     return "cannot listen on " + listen + " (address in use or invalid)";

@@ -21,7 +21,10 @@ class PolicyServer {
   ~PolicyServer();
 
   // Binds and starts serving; "" on success, else why not.
-  std::string start(const std::string& listen);
+  // `max_connection_age`: after it, a front's connection is told to go
+  // (GOAWAY) so it reconnects and re-resolves dns:/// targets (new replicas
+  // get sessions); open sessions finish on the old connection. 0: never.
+  std::string start(const std::string& listen, std::chrono::seconds max_connection_age);
   // SIGTERM: health goes NOT_SERVING, no new streams, open ones get until
   // `grace` to finish, then are cancelled.
   void drain(std::chrono::seconds grace);

@@ -4,11 +4,12 @@ whole life; a replica that dies fails only its own open sessions (451
 4.3.0) while new sessions go to the others; a replica that comes back
 gets sessions again. Three policyd processes on loopback."""
 
+import os
 import re
 import signal
 import unittest
 
-from harness import MailhookTest, SmtpClient, free_port, wait_for
+from harness import POLICYD, MailhookTest, Process, SmtpClient, free_port, wait_for
 
 SCRIPT = 'function hook.rcpt(r) return "250 2.1.5 ok from replica %s\\r\\n" end\n'
 
@@ -69,6 +70,50 @@ class Balancing(MailhookTest):
             return r == "B"
 
         wait_for(reaches_b, timeout=20, what="a session on the restarted replica")
+
+
+class ScaleOut(MailhookTest):
+    """--policyd dns://SERVER/NAME:PORT: a replica added to DNS gets
+    sessions once policyd's --max-connection-age makes the front reconnect
+    and resolve again, and a session open across that moment is not cut."""
+
+    def test_a_new_replica_in_dns_gets_sessions(self):
+        from dnsserver import DnsServer
+        port = free_port()
+        zone = {"policyd.test": [{"type": "A", "address": "127.0.0.2"}]}
+        dns = DnsServer(zone)
+        dns.start()
+        self.addCleanup(dns.stop)
+        for ip, name in (("127.0.0.2", "A"), ("127.0.0.3", "B")):
+            p = Process([POLICYD, "--listen", "%s:%d" % (ip, port), "--script",
+                         self.write_script(SCRIPT % name, name="%s.lua" % name), "--log-stderr", "--ptr-lookup", "no",
+                         "--workers", "1", "--max-connection-age", "1",
+                         "--spool-dir", os.path.join(self.dir, "tmp-" + name)],
+                        os.path.join(self.dir, "policyd-%s.log" % name))
+            self.processes.append(p)
+            wait_for(lambda: "listening on" in p.output(), what="policyd %s listening" % name)
+        self.start_front(policyd_target="dns://127.0.0.1:%d/policyd.test:%d" % (dns.port, port))
+
+        def replica():
+            c = SmtpClient(self.front_port)
+            self.assertEqual(c.read_reply()[0], 220)
+            c.cmd("EHLO c.example")
+            c.cmd("MAIL FROM:<a@example.com>")
+            r = re.match(r"250 2\.1\.5 ok from replica (\w)", c.cmd("RCPT TO:<r@example.com>")[1][0]).group(1)
+            c.cmd("QUIT")
+            c.close()
+            return r
+
+        self.assertEqual(replica(), "A")
+        long_lived = SmtpClient(self.front_port)
+        self.addCleanup(long_lived.close)
+        long_lived.read_reply()
+        long_lived.cmd("EHLO c.example")
+        long_lived.cmd("MAIL FROM:<a@example.com>")
+        dns.set_zone({"policyd.test": [{"type": "A", "address": "127.0.0.2"}, {"type": "A", "address": "127.0.0.3"}]})
+        wait_for(lambda: replica() == "B", timeout=30, what="a session on the replica added to DNS")
+        code, lines = long_lived.cmd("RCPT TO:<still@example.com>")  # opened before, still served
+        self.assertEqual((code, lines), (250, ["250 2.1.5 ok from replica A"]))
 
 
 if __name__ == "__main__":
