@@ -297,6 +297,67 @@ class QpsmtpdExamples(MailhookTest):
         self.assertEqual(c.cmd("Subject: g\r\n\r\nhi\r\n.")[0], 250)
 
 
+class QpsmtpdReturnForms(MailhookTest):
+    """Each hook's return codes and what the client sees, table-driven:
+    (hook, code) -> (reply code, the connection closes)."""
+
+    # The reply codes of seeds 003/004 for each hook and return code.
+    TABLE = [
+        ("mail", "DENY", 550, False), ("mail", "DENYSOFT", 450, False),
+        ("mail", "DENY_DISCONNECT", 550, True), ("mail", "DENYSOFT_DISCONNECT", 450, True),
+        ("mail", "OK", 250, False),
+        ("rcpt", "DENY", 550, False), ("rcpt", "DENYSOFT", 450, False),
+        ("rcpt", "DENY_DISCONNECT", 550, True), ("rcpt", "DENYSOFT_DISCONNECT", 450, True),
+        ("rcpt", "DECLINED", 450, False),
+        ("data", "DENY", 554, False), ("data", "DENYSOFT", 451, False),
+        ("data", "DENY_DISCONNECT", 554, True), ("data", "DENYSOFT_DISCONNECT", 451, True),
+        ("data_headers_end", "DENY_DISCONNECT", 554, True), ("data_headers_end", "DENYSOFT_DISCONNECT", 421, True),
+        ("data_headers_end", "DECLINED", 250, False),
+        ("data_post_headers", "DENY", 554, False), ("data_post_headers", "DENYSOFT_DISCONNECT", 451, True),
+        ("data_post", "DENY", 554, False), ("data_post", "DENYSOFT", 451, False),
+        ("data_post", "DENY_DISCONNECT", 554, True),
+        ("queue", "DENY", 552, False), ("queue", "DENYSOFT", 452, False), ("queue", "OK", 250, False),
+        ("unrecognized_command", "DENY", 500, False), ("unrecognized_command", "DENY_DISCONNECT", 521, True),
+        ("help", "DENY", 501, False),
+        ("vrfy", "DENY", 554, False), ("vrfy", "OK", 250, False),
+        ("noop", "DENY", 500, False), ("noop", "DENY_DISCONNECT", 421, True),
+    ]
+
+    def test_every_return_form(self):
+        self.start_both(read(os.path.join(PLUGINS, "returns.lua")))
+        for hook, rc, code, closes in self.TABLE:
+            with self.subTest(hook=hook, rc=rc):
+                c = self.client()
+                c.cmd("HELO %s.%s.example" % (hook, rc.lower()))
+                reply = self.drive(c, hook, rc)
+                self.assertEqual(reply[0], code, reply)
+                if code >= 400 and rc != "DECLINED" and hook != "rcpt" or (hook == "rcpt" and rc != "DECLINED"):
+                    self.assertIn("said " + rc, reply[1][0])
+                if closes:
+                    self.assertTrue(c.closed())
+                else:
+                    self.assertEqual(c.cmd("RSET")[0], 250)  # the session goes on
+                c.close()
+
+    def drive(self, c, hook, rc):
+        """The SMTP dialogue up to the command that runs `hook`; its reply."""
+        if hook == "unrecognized_command":
+            return c.cmd("FROB x")
+        if hook in ("help", "vrfy", "noop"):
+            return c.cmd({"help": "HELP", "vrfy": "VRFY someone", "noop": "NOOP"}[hook])
+        reply = c.cmd("MAIL FROM:<a@example.com>")
+        if hook == "mail":
+            return reply
+        reply = c.cmd("RCPT TO:<b@example.com>")
+        if hook == "rcpt":
+            return reply
+        reply = c.cmd("DATA")
+        if hook == "data":
+            return reply
+        self.assertEqual(reply[0], 354, reply)
+        return c.cmd("Subject: r\r\n\r\nbody\r\n.")
+
+
 class QpsmtpdLoading(MailhookTest):
     def test_explicit_dialect_on_a_script_without_hooks_is_refused(self):
         p = self.start_policyd("function hook.rcpt(r) end\n", args=["--dialect", "qpsmtpd"], wait=False)
