@@ -1,5 +1,9 @@
-// The SMTP client side of the relay: one connection per message, EHLO,
-// MAIL, RCPT per recipient, DATA, the dot-stuffed message, QUIT.
+// The SMTP client side of the relay. Connections to the smart host are
+// kept per front thread and reused (RSET-free: each transaction ends with
+// the final dot's reply), and MAIL, every RCPT and DATA go in one write
+// when the smart host offers PIPELINING (RFC 2920): two round trips per
+// message instead of seven. A kept connection that turns out dead before
+// anything was accepted is replaced by a fresh one, once.
 #include "frontend/delivery/smart_host.h"
 
 #include "mailcore/smtp/ascii.h"
@@ -90,6 +94,16 @@ class SmtpClient {
     socket_->close(ec);
   }
 
+  // Between messages, in the pool: no watchdog runs.
+  void idle() {
+    watchdog_.cancel();
+    idle_since_ = std::chrono::steady_clock::now();
+  }
+  std::chrono::steady_clock::time_point idle_since() const { return idle_since_; }
+  bool open() const { return socket_->is_open(); }
+  // What EHLO offered, kept for reuse.
+  Reply ehlo;
+
  private:
   // A stalled smart host is cut off: the pending operation then fails.
   void arm() {
@@ -104,7 +118,30 @@ class SmtpClient {
   asio::steady_timer watchdog_;
   std::chrono::seconds timeout_;
   std::string buffer_;
+  std::chrono::steady_clock::time_point idle_since_{};
 };
+
+// Idle connections of this front thread (each thread runs one io_context,
+// so a connection is only ever used on the executor it was made on).
+constexpr std::size_t kMaxIdle = 32;
+constexpr auto kMaxIdleTime = std::chrono::seconds(30);  // well below servers' 300 s
+thread_local std::vector<std::unique_ptr<SmtpClient>> t_idle;
+
+std::unique_ptr<SmtpClient> take_idle() {
+  const auto now = std::chrono::steady_clock::now();
+  while (!t_idle.empty()) {
+    std::unique_ptr<SmtpClient> c = std::move(t_idle.back());
+    t_idle.pop_back();
+    if (c->open() && now - c->idle_since() < kMaxIdleTime) return c;
+  }
+  return nullptr;
+}
+
+void give_back(std::unique_ptr<SmtpClient> c) {
+  if (t_idle.size() >= kMaxIdle) return;  // closes it
+  c->idle();
+  t_idle.push_back(std::move(c));
+}
 
 // 2xx/3xx go on; 4xx or nothing → 451 4.4.1; 5xx is the client's answer.
 bool failed(const std::optional<Reply>& r, int want_class, Reply& out) {
@@ -115,7 +152,7 @@ bool failed(const std::optional<Reply>& r, int want_class, Reply& out) {
 
 // What the smart host's EHLO offers (RFC 5321 4.1.1.1 keywords).
 struct Offers {
-  bool eightbit = false, smtputf8 = false, dsn = false;
+  bool eightbit = false, smtputf8 = false, dsn = false, pipelining = false;
 };
 
 Offers offers_of(const Reply& ehlo) {
@@ -125,6 +162,7 @@ Offers offers_of(const Reply& ehlo) {
     o.eightbit = o.eightbit || k == "8BITMIME";
     o.smtputf8 = o.smtputf8 || k == "SMTPUTF8";
     o.dsn = o.dsn || k == "DSN";
+    o.pipelining = o.pipelining || k == "PIPELINING";
   }
   return o;
 }
@@ -148,6 +186,95 @@ std::vector<Parameter> pass_on(const std::vector<Parameter>& params, const Offer
   return out;
 }
 
+// A fresh connection: greeting and EHLO; nullptr and `out` on failure.
+asio::awaitable<std::unique_ptr<SmtpClient>> open_client(const SmartHostConfig& config, const Envelope& envelope,
+                                                         Reply& out) {
+  auto ex = co_await asio::this_coro::executor;
+  auto c = std::make_unique<SmtpClient>(ex, config.timeout);
+  const bool connected = co_await c->connect(config.host, config.port);
+  if (!connected) {
+    log::warning("relay queue_id={} smart_host={}:{} unreachable", envelope.queue_id, config.host, config.port);
+    out = kRelayFailed;
+    co_return nullptr;
+  }
+  std::optional<Reply> r = co_await c->read_reply();
+  if (failed(r, 2, out)) co_return nullptr;
+  r = co_await c->command("EHLO " + config.helo_name);
+  if (failed(r, 2, out)) co_return nullptr;
+  c->ehlo = *r;
+  co_return c;
+}
+
+// One transaction on an open connection. `fresh`: a dead kept connection
+// before anything was accepted is reported as nullopt so the caller can
+// try a fresh one.
+asio::awaitable<std::optional<Reply>> transaction(SmtpClient& c, const Envelope& envelope, const std::string& received,
+                                                  const std::string& message, bool& reusable) {
+  reusable = false;
+  Reply out;
+  const Offers offers = offers_of(c.ehlo);
+  if (needs_smtputf8(envelope) && !offers.smtputf8) {
+    reusable = true;
+    co_return Reply{550, "5.6.7", {"Smart host cannot take an SMTPUTF8 message"}};  // RFC 6531 3.6
+  }
+  std::vector<std::string> commands;
+  commands.push_back("MAIL FROM:<" + envelope.sender + ">" + parameter_text(pass_on(envelope.mail_parameters, offers)));
+  for (std::size_t i = 0; i < envelope.recipients.size(); ++i) {
+    const auto params = i < envelope.rcpt_parameters.size() ? pass_on(envelope.rcpt_parameters[i], offers)
+                                                            : std::vector<Parameter>{};
+    commands.push_back("RCPT TO:<" + envelope.recipients[i] + ">" + parameter_text(params));
+  }
+  commands.push_back("DATA");
+  // RFC 2920: with PIPELINING the whole group goes at once, the replies
+  // come back in order; without it, one command per round trip.
+  std::vector<std::optional<Reply>> replies;
+  if (offers.pipelining) {
+    std::string batch;
+    for (const auto& cmd : commands) batch += cmd + "\r\n";
+    const bool sent = co_await c.send(batch);
+    if (!sent) co_return std::nullopt;
+    for (std::size_t i = 0; i < commands.size(); ++i) {
+      std::optional<Reply> r = co_await c.read_reply();
+      if (!r) break;
+      replies.push_back(std::move(r));
+    }
+  } else {
+    for (const auto& cmd : commands) {
+      std::optional<Reply> r = co_await c.command(cmd);
+      replies.push_back(r);
+      if (!r || r->code / 100 != (cmd == "DATA" ? 3 : 2)) break;
+    }
+  }
+  // Nothing at all from MAIL (or a 421 there): a connection that died.
+  if (replies.empty() || !replies[0] || replies[0]->code == 421) co_return std::nullopt;
+  const bool data_open = replies.size() == commands.size() && replies.back() && replies.back()->code == 354;
+  // A recipient the smart host refuses fails the whole message: the
+  // client already has 250 for it, and a silent drop would lose mail.
+  for (std::size_t i = 0; i + 1 < commands.size(); ++i) {
+    const std::optional<Reply> r = i < replies.size() ? replies[i] : std::nullopt;
+    if (failed(r, 2, out)) {
+      // DATA may have been opened for the recipients that passed: the
+      // connection is dropped, so the smart host discards it unfinished.
+      reusable = !data_open && replies.size() == commands.size();
+      co_return out;
+    }
+  }
+  const std::optional<Reply> data_reply = replies.size() == commands.size() ? replies.back() : std::nullopt;
+  if (failed(data_reply, 3, out)) {
+    reusable = data_reply.has_value() && data_reply->code != 421;
+    co_return out;
+  }
+  const bool sent = co_await c.send(dot_stuff(received, message));
+  if (!sent) co_return kRelayFailed;
+  std::optional<Reply> r = co_await c.read_reply();
+  if (failed(r, 2, out)) {
+    reusable = r.has_value() && r->code != 421;
+    co_return out;
+  }
+  reusable = true;
+  co_return Reply{250, "2.0.0", {"Ok: queued as " + envelope.queue_id}};
+}
+
 }  // namespace
 
 bool parse_host_port(const std::string& text, std::string& host, std::string& port) {
@@ -161,40 +288,27 @@ bool parse_host_port(const std::string& text, std::string& host, std::string& po
 
 asio::awaitable<Reply> relay_message(const SmartHostConfig& config, const Envelope& envelope,
                                      const std::string& received, const std::string& message) {
-  auto ex = co_await asio::this_coro::executor;
-  SmtpClient c(ex, config.timeout);
   Reply out;
-  const bool connected = co_await c.connect(config.host, config.port);
-  if (!connected) {
-    log::warning("relay queue_id={} smart_host={}:{} unreachable", envelope.queue_id, config.host, config.port);
-    co_return kRelayFailed;
+  // A kept connection first; if it proves dead before MAIL was accepted,
+  // one fresh connection.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    std::unique_ptr<SmtpClient> c = attempt == 0 ? take_idle() : nullptr;
+    const bool kept = c != nullptr;
+    if (!c) {
+      std::unique_ptr<SmtpClient> fresh = co_await open_client(config, envelope, out);
+      if (!fresh) co_return out;
+      c = std::move(fresh);
+    }
+    bool reusable = false;
+    std::optional<Reply> r = co_await transaction(*c, envelope, received, message, reusable);
+    if (!r) {
+      if (kept) continue;  // the kept connection was dead: try a fresh one
+      co_return kRelayFailed;
+    }
+    if (reusable) give_back(std::move(c));
+    co_return *r;
   }
-  std::optional<Reply> r = co_await c.read_reply();
-  if (failed(r, 2, out)) co_return out;
-  r = co_await c.command("EHLO " + config.helo_name);
-  if (failed(r, 2, out)) co_return out;
-  const Offers offers = offers_of(*r);
-  if (needs_smtputf8(envelope) && !offers.smtputf8) {
-    co_return Reply{550, "5.6.7", {"Smart host cannot take an SMTPUTF8 message"}};  // RFC 6531 3.6
-  }
-  r = co_await c.command("MAIL FROM:<" + envelope.sender + ">" + parameter_text(pass_on(envelope.mail_parameters, offers)));
-  if (failed(r, 2, out)) co_return out;
-  // A recipient the smart host refuses fails the whole message: the
-  // client already has 250 for it, and a silent drop would lose mail.
-  for (std::size_t i = 0; i < envelope.recipients.size(); ++i) {
-    const auto params = i < envelope.rcpt_parameters.size() ? pass_on(envelope.rcpt_parameters[i], offers)
-                                                            : std::vector<Parameter>{};
-    r = co_await c.command("RCPT TO:<" + envelope.recipients[i] + ">" + parameter_text(params));
-    if (failed(r, 2, out)) co_return out;
-  }
-  r = co_await c.command("DATA");
-  if (failed(r, 3, out)) co_return out;
-  const bool sent = co_await c.send(dot_stuff(received, message));
-  if (!sent) co_return kRelayFailed;
-  r = co_await c.read_reply();
-  if (failed(r, 2, out)) co_return out;
-  r = co_await c.command("QUIT");
-  co_return Reply{250, "2.0.0", {"Ok: queued as " + envelope.queue_id}};
+  co_return kRelayFailed;
 }
 
 }  // namespace mailhook::front

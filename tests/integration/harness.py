@@ -167,6 +167,8 @@ class Sink:
         self.hold = hold
         self.ehlo = list(ehlo)        # extension keywords to offer
         self.commands = []            # every MAIL and RCPT line as received
+        self.sessions = 0             # connections accepted
+        self.open = set()             # their sockets
         self.messages = []
         self.dot_received = threading.Event()
         self.server = socket.socket()
@@ -187,6 +189,7 @@ class Sink:
                 continue
             except OSError:
                 return
+            self.open.add(conn)
             threading.Thread(target=self._session, args=(conn,), daemon=True).start()
 
     def _reply(self, f, stage, ok):
@@ -195,6 +198,7 @@ class Sink:
         return self.fail_at != stage
 
     def _session(self, conn):
+        self.sessions += 1
         conn.settimeout(30)
         f = conn.makefile("rwb")
         try:
@@ -242,12 +246,22 @@ class Sink:
         except OSError:
             pass
         finally:
+            self.open.discard(conn)
             conn.close()
 
     def stop(self):
         self.running = False
         self.server.close()
         self.thread.join(5)
+
+    def drop_connections(self):
+        """Closes every open session (a smart host restarting); the next
+        session the front opens is served as before."""
+        for c in list(self.open):
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class MailhookTest(unittest.TestCase):

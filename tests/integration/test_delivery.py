@@ -57,6 +57,34 @@ class SmartHostRelay(MailhookTest):
         self.assertEqual(self.send_message(c)[1], ["554 5.7.1 sink refuses this"])
         self.assertEqual(sink.messages, [])
 
+    def test_connections_to_the_smart_host_are_reused_and_pipelined(self):
+        sink = Sink(ehlo=["PIPELINING"])
+        self.addCleanup(sink.stop)
+        c = self.relay_to(sink.port)
+        for i in range(3):
+            self.assertEqual(self.send_message(c, rcpts=("b@example.com", "c@example.com"))[0], 250)
+        wait_for(lambda: len(sink.messages) == 3, what="three messages at the sink")
+        self.assertEqual(sink.sessions, 1)  # one connection for all three
+        self.assertEqual([m[1] for m in sink.messages], [["<b@example.com>", "<c@example.com>"]] * 3)
+
+    def test_a_kept_connection_the_smart_host_closed_is_replaced(self):
+        sink = Sink(ehlo=["PIPELINING"])
+        self.addCleanup(sink.stop)
+        c = self.relay_to(sink.port)
+        self.assertEqual(self.send_message(c)[0], 250)
+        sink.drop_connections()  # the kept connection dies while idle
+        wait_for(lambda: not sink.open, what="the sink dropped its sessions")
+        self.assertEqual(self.send_message(c)[0], 250)  # a fresh connection, no error for the client
+        wait_for(lambda: len(sink.messages) == 2, what="both messages at the sink")
+        self.assertEqual(sink.sessions, 2)
+
+    def test_without_pipelining_one_command_at_a_time(self):
+        sink = Sink(fail_at="rcpt", fail_reply="550 5.1.1 no such user")
+        self.addCleanup(sink.stop)
+        c = self.relay_to(sink.port)
+        self.assertEqual(self.send_message(c)[1], ["550 5.1.1 no such user"])
+        self.assertEqual([x.split(":")[0] for x in sink.commands], ["MAIL FROM", "RCPT TO"])
+
     def test_smart_host_down_gives_451_4_4_1(self):
         c = self.relay_to(free_port())
         self.assertEqual(self.send_message(c)[0], 451)
