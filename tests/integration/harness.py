@@ -335,11 +335,13 @@ class MailhookTest(unittest.TestCase):
         self.start_policyd(script, policyd_args)
         self.start_front(front_args)
 
-    def client(self, expect_greeting=220):
-        c = SmtpClient(self.front_port)
-        code, lines = c.read_reply()
+    def client(self, expect_greeting=220, source=None, port=None):
+        """A client of the front, from `source` (a 127.0.0.x address) if
+        given; its greeting is checked and kept in c.greeting."""
+        c = SmtpClient(port or self.front_port, source=source)
+        code, c.greeting = c.read_reply()
         if expect_greeting is not None:
-            self.assertEqual(code, expect_greeting, lines)
+            self.assertEqual(code, expect_greeting, c.greeting)
         self.addCleanup(c.close)
         return c
 

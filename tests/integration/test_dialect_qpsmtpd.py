@@ -28,33 +28,25 @@ class QpsmtpdFront(MailhookTest):
                            args=["--script", os.path.join(PLUGINS, "second.lua")])
         self.start_front(["--auth-plaintext"])
 
-    def connect(self, ip="127.0.0.1", greeting=220):
-        c = SmtpClient(self.front_port, source=ip)
-        self.addCleanup(c.close)
-        code, lines = c.read_reply()
-        if greeting is not None:
-            self.assertEqual(code, greeting, lines)
-        return c, lines
-
     def log(self):
         return self.policyd.output()
 
     def test_both_scripts_are_qpsmtpd_plugins_and_post_fork_ran(self):
-        self.connect()
+        self.client()
         wait_for(lambda: "policy=" in self.log(), what="session line")
         self.assertRegex(self.log(), r"policy=\S+policy\.lua \(qpsmtpd\),\S+second\.lua \(qpsmtpd\)")
         self.assertIn("post_fork ran", self.log())
 
     def test_pre_connection_and_connect(self):
-        _, lines = self.connect("127.0.0.2", 550)
+        lines = self.client(550, source="127.0.0.2").greeting
         self.assertEqual(lines, ["550 pre-connection says no"])
-        _, lines = self.connect("127.0.0.3", 450)
+        lines = self.client(450, source="127.0.0.3").greeting
         self.assertEqual(lines, ["450 not now"])
-        _, lines = self.connect("127.0.0.4", 220)  # DONE: the plugin's own greeting
+        lines = self.client(220, source="127.0.0.4").greeting  # DONE: the plugin's own greeting
         self.assertEqual(lines, ["220 custom greeting from a plugin"])
 
     def test_helo_parse_config_file_and_return_codes(self):
-        c, _ = self.connect()
+        c = self.client()
         self.assertEqual(c.cmd("HELO bad.example"), (550, ["550 bad helo bad.example"]))  # config/badhelo
         self.assertEqual(c.cmd("HELO worse.example")[0], 550)
         self.assertEqual(c.cmd("HELO UPPER.EXAMPLE"), (250, ["250 hello upper.example (parsed)"]))
@@ -67,7 +59,7 @@ class QpsmtpdFront(MailhookTest):
         wait_for(lambda: "post_connection hook for 127.0.0.1" in self.log(), what="hook_post_connection")
 
     def test_mail_parse_pre_and_parameters(self):
-        c, _ = self.connect()
+        c = self.client()
         c.cmd("EHLO c.example")
         self.assertEqual(c.cmd("MAIL FROM:<x@bad.parse>"), (501, ["501 5.5.4 cannot parse that"]))
         self.assertEqual(c.cmd("MAIL FROM:<spam@example.com>"), (550, ["550 5.7.1 no spam"]))
@@ -82,13 +74,13 @@ class QpsmtpdFront(MailhookTest):
             self.assertIn(b"X-Mailhook-From: <rewritten@example.com>", f.read())  # mail_pre's address
 
     def test_mail_denysoft_disconnect(self):
-        c, _ = self.connect()
+        c = self.client()
         c.cmd("EHLO c.example")
         self.assertEqual(c.cmd("MAIL FROM:<bye@example.com>"), (450, ["450 4.7.1 bye"]))
         self.assertTrue(c.closed())
 
     def test_rcpt_chain_and_the_soft_deny_default(self):
-        c, _ = self.connect()
+        c = self.client()
         c.cmd("EHLO c.example")
         c.cmd("MAIL FROM:<a@example.com>")
         self.assertEqual(c.cmd("RCPT TO:<no@example.com>"), (550, ["550 5.1.1 no such user"]))  # the first stops
@@ -102,7 +94,7 @@ class QpsmtpdFront(MailhookTest):
         self.assertIn("deny hook saw policy return 901", self.log())
 
     def test_rcpt_parse_and_rcpt_pre(self):
-        c, _ = self.connect()
+        c = self.client()
         c.cmd("EHLO c.example")
         c.cmd("MAIL FROM:<a@example.com>")
         self.assertEqual(c.cmd("RCPT TO:<x@bad.parse>"), (501, ["501 5.5.4 cannot parse that recipient"]))
@@ -116,18 +108,18 @@ class QpsmtpdFront(MailhookTest):
         self.assertNotIn(b"alias@example.com", text)
 
     def test_queue_pre_done_means_no_queuing(self):
-        c, _ = self.connect()
+        c = self.client()
         self.assertEqual(self.message(c, "Subject: noqueue\r\n\r\nbody")[0], 250)
         self.assertEqual(self.spooled(), [])
 
     def test_relay_client_set_in_connect(self):
-        c, _ = self.connect("127.0.0.5")
+        c = self.client(source="127.0.0.5")
         c.cmd("EHLO c.example")
         c.cmd("MAIL FROM:<a@example.com>")
         self.assertEqual(c.cmd("RCPT TO:<anyone@elsewhere.example>")[0], 250)
 
     def test_data_hook_with_transaction_notes(self):
-        c, _ = self.connect()
+        c = self.client()
         c.cmd("EHLO c.example")
         c.cmd("MAIL FROM:<greylist@example.com>")
         c.cmd("RCPT TO:<ok@example.com>")
@@ -142,7 +134,7 @@ class QpsmtpdFront(MailhookTest):
         return c.cmd(body + "\r\n.")
 
     def test_data_post_headers_body_and_received_line(self):
-        c, _ = self.connect()
+        c = self.client()
         reply = self.message(c, "Subject: hello\r\nX-Remove-Me: 1\r\n\r\nline one\r\nline two\r\nADD BCC\r\nREMOVE OK")
         self.assertEqual(reply[0], 250, reply)
         with open(self.spooled()[0], "rb") as f:
@@ -158,23 +150,23 @@ class QpsmtpdFront(MailhookTest):
         self.assertIn("queue_post ran", self.log())
 
     def test_data_post_deny(self):
-        c, _ = self.connect()
+        c = self.client()
         self.assertEqual(self.message(c, "Subject: v\r\n\r\na VIRUS here"), (554, ["554 5.7.1 virus found"]))
         self.assertEqual(self.spooled(), [])
 
     def test_data_headers_end_deny_disconnect(self):
-        c, _ = self.connect()
+        c = self.client()
         self.assertEqual(self.message(c, "Subject: d\r\nX-Drop: 1\r\n\r\nbody"), (554, ["554 Message denied"]))
         self.assertTrue(c.closed())
 
     def test_queue_ok_means_the_plugin_took_the_message(self):
-        c, _ = self.connect()
+        c = self.client()
         self.assertEqual(self.message(c, "Subject: q\r\n\r\nbody", rcpts=("drop@example.com",)),
                          (250, ["250 2.0.0 dropped by queue plugin"]))
         self.assertEqual(self.spooled(), [])
 
     def test_reset_transaction_quit_and_disconnect(self):
-        c, _ = self.connect("127.0.0.6")
+        c = self.client(source="127.0.0.6")
         c.cmd("EHLO c.example")
         c.cmd("MAIL FROM:<a@example.com>")
         c.cmd("RSET")
@@ -182,12 +174,12 @@ class QpsmtpdFront(MailhookTest):
         wait_for(lambda: "post_connection hook for 127.0.0.6" in self.log(), what="post_connection")
         self.assertIn("reset_transaction ran", self.log())
         self.assertNotIn("disconnect hook for 127.0.0.6", self.log())
-        c2, _ = self.connect("127.0.0.7")
+        c2 = self.client(source="127.0.0.7")
         self.assertEqual(c2.cmd("QUIT")[0], 221)
         wait_for(lambda: "disconnect hook for 127.0.0.7" in self.log(), what="hook_disconnect after QUIT")
 
     def test_unrecognized_command_help_vrfy_noop(self):
-        c, _ = self.connect()
+        c = self.client()
         c.cmd("EHLO c.example")
         self.assertEqual(c.cmd("XYZZY a b"), (250, ["250 nothing happens (a,b)"]))
         self.assertEqual(c.cmd("FOO"), (500, ["500 Unrecognized command"]))
@@ -198,19 +190,19 @@ class QpsmtpdFront(MailhookTest):
         self.assertEqual(c.cmd("NOOP")[0], 250)
         self.assertEqual(c.cmd("NOOP"), (421, ["421 too many NOOPs"]))  # register_hook'd method, DENY_DISCONNECT
         self.assertTrue(c.closed())
-        c2, _ = self.connect()
+        c2 = self.client()
         self.assertEqual(c2.cmd("EVIL"), (521, ["521 Unrecognized command"]))
         self.assertTrue(c2.closed())
 
     def test_auth_hook(self):
         import base64
-        c, _ = self.connect()
+        c = self.client()
         c.cmd("EHLO c.example")
         self.assertEqual(c.cmd("AUTH PLAIN " + base64.b64encode(b"\0demo\0wrong").decode())[0], 535)
         self.assertEqual(c.cmd("AUTH PLAIN " + base64.b64encode(b"\0demo\0demo").decode())[0], 235)
 
     def test_logging_hook_swallows_what_it_logs(self):
-        c, _ = self.connect()
+        c = self.client()
         c.cmd("HELO secret.example")
         c.cmd("HELO answer.example")
         self.assertNotIn("a secret line", self.log())
@@ -244,26 +236,19 @@ class QpsmtpdExamples(MailhookTest):
         self.start_both(read(os.path.join(examples, "hosts_allow.lua")),
                         policyd_args=more + ["--dns-server", "127.0.0.1:%d" % self.dns.port])
 
-    def connect(self, ip, greeting=220):
-        c = SmtpClient(self.front_port, source=ip)
-        self.addCleanup(c.close)
-        code, lines = c.read_reply()
-        self.assertEqual(code, greeting, lines)
-        return c, lines
-
     def test_hosts_allow(self):
-        self.assertEqual(self.connect("127.0.0.2", 550)[1], ["550 no thanks"])
-        first, _ = self.connect("127.0.0.3")
-        self.connect("127.0.0.3")
-        self.assertEqual(self.connect("127.0.0.3", 451)[1],
+        self.assertEqual(self.client(550, source="127.0.0.2").greeting, ["550 no thanks"])
+        first = self.client(source="127.0.0.3")
+        self.client(source="127.0.0.3")
+        self.assertEqual(self.client(451, source="127.0.0.3").greeting,
                          ["451 Sorry, too many connections from 127.0.0.3, try again later"])
-        first.cmd("QUIT")
         ends = self.policyd.output().count(" end\n")
+        first.cmd("QUIT")
         wait_for(lambda: self.policyd.output().count(" end\n") > ends, what="the first session's end")
-        self.connect("127.0.0.3")
+        self.client(source="127.0.0.3")
 
     def test_badmailfrom_and_rcpt_ok(self):
-        c, _ = self.connect("127.0.0.1")
+        c = self.client(source="127.0.0.1")
         c.cmd("EHLO c.example")
         self.assertEqual(c.cmd("MAIL FROM:<x@spam.example>")[0], 250)  # noted, refused per recipient
         self.assertEqual(c.cmd("RCPT TO:<user@example.com>"), (550, ["550 go away spammer"]))
@@ -277,7 +262,7 @@ class QpsmtpdExamples(MailhookTest):
         self.assertEqual(c.cmd("RCPT TO:<user@example.com>")[0], 250)
 
     def test_dnsbl(self):
-        c, _ = self.connect("127.0.0.4")
+        c = self.client(source="127.0.0.4")
         c.cmd("EHLO c.example")
         c.cmd("MAIL FROM:<a@example.net>")
         self.assertEqual(c.cmd("RCPT TO:<user@example.com>"),
@@ -285,7 +270,7 @@ class QpsmtpdExamples(MailhookTest):
         self.assertEqual(c.cmd("RCPT TO:<postmaster@example.com>")[0], 250)
 
     def test_greylisting(self):
-        c, _ = self.connect("127.0.0.1")
+        c = self.client(source="127.0.0.1")
         c.cmd("EHLO c.example")
         for attempt in range(2):
             c.cmd("MAIL FROM:<a@example.net>")

@@ -138,15 +138,9 @@ class SmtpfExample(MailhookTest):
         self.start_both(read(os.path.join(lua, "examples", "smtpf", "relay_rbl.lua")),
                         policyd_args=["--dns-server", "127.0.0.1:%d" % dns.port])
 
-        def connect(ip):
-            c = SmtpClient(self.front_port, source=ip)
-            self.addCleanup(c.close)
-            return c
-
-        listed = connect("127.0.0.1")
-        self.assertEqual(listed.read_reply(), (554, ["554 5.7.1 127.0.0.1 is listed by bl.test"]))
-        outsider = connect("127.0.0.2")
-        self.assertEqual(outsider.read_reply()[0], 220)
+        listed = self.client(554, source="127.0.0.1")
+        self.assertEqual(listed.greeting, ["554 5.7.1 127.0.0.1 is listed by bl.test"])
+        outsider = self.client(source="127.0.0.2")
         outsider.cmd("EHLO c.example")
         outsider.cmd("MAIL FROM:<a@elsewhere.example>")
         self.assertEqual(outsider.cmd("RCPT TO:<x@elsewhere.example>")[1],
@@ -154,8 +148,7 @@ class SmtpfExample(MailhookTest):
         self.assertEqual(outsider.cmd("RCPT TO:<user@example.com>")[0], 250)
         outsider.cmd("DATA")
         self.assertEqual(outsider.cmd("Subject: hi\r\n\r\nhello\r\n.")[0], 250)
-        relay = connect("127.0.0.3")
-        self.assertEqual(relay.read_reply()[0], 220)
+        relay = self.client(source="127.0.0.3")
         relay.cmd("EHLO c.example")
         relay.cmd("MAIL FROM:<a@example.com>")
         self.assertEqual(relay.cmd("RCPT TO:<x@elsewhere.example>")[0], 250)

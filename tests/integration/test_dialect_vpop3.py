@@ -58,14 +58,6 @@ class Vpop3Front(MailhookTest):
         self.addCleanup(self.dns.stop)
         self.start_both(read(SCRIPT_PATH), policyd_args=["--dns-server", "127.0.0.1:%d" % self.dns.port])
 
-    def connect(self, ip="127.0.0.1", greeting=220):
-        c = SmtpClient(self.front_port, source=ip)
-        self.addCleanup(c.close)
-        code, lines = c.read_reply()
-        if greeting is not None:
-            self.assertEqual(code, greeting, lines)
-        return c, lines
-
     def log(self):
         return self.policyd.output()
 
@@ -76,22 +68,22 @@ class Vpop3Front(MailhookTest):
 
     def test_the_dialect_is_recognised_and_globals_are_per_session(self):
         for _ in range(2):
-            c, _ = self.connect()
+            c = self.client()
             c.cmd("QUIT")
         wait_for(lambda: self.log().count("vpop3 End for 127.0.0.1") == 2, what="End() twice")
         self.assertRegex(self.log(), r"policy=\S+policy\.lua \(vpop3\)")
         self.assertEqual(self.log().count("vpop3 Start count=1 ip=127.0.0.1"), 2)  # a fresh instance each time
 
     def test_start_welcome_and_refusals(self):
-        _, lines = self.connect("127.0.0.2", 554)
+        lines = self.client(554, source="127.0.0.2").greeting
         self.assertEqual(lines, ["554 5.7.1 go away 127.0.0.2"])
-        _, lines = self.connect("127.0.0.3", 554)  # ValidClientAddress = false
+        lines = self.client(554, source="127.0.0.3").greeting  # ValidClientAddress = false
         self.assertEqual(lines, ["554 5.7.1 Access denied"])
-        _, lines = self.connect("127.0.0.4", 220)
+        lines = self.client(220, source="127.0.0.4").greeting
         self.assertEqual(lines, ["220 vpop3 custom welcome"])
 
     def test_rbl_globals_all_servers(self):
-        c, _ = self.connect("127.0.0.5")
+        c = self.client(source="127.0.0.5")
         wait_for(lambda: "vpop3 RBLResults" in self.log(), what="RBLResults")
         self.assertIn("vpop3 RBLResults found=true bl.test=0x0200007f,bl2.test=0x0300007f", self.log())
         c.cmd("EHLO c.example")
@@ -99,17 +91,17 @@ class Vpop3Front(MailhookTest):
         self.assertEqual(c.cmd("RCPT TO:<x@example.com>"), (550, ["550 5.7.1 listed in bl2.test"]))
 
     def test_rbl_stops_at_the_first_match_and_whitelist(self):
-        self.connect("127.0.0.9")
+        self.client(source="127.0.0.9")
         wait_for(lambda: "vpop3 RBLResults" in self.log(), what="RBLResults")
         self.assertIn("vpop3 RBLResults found=true bl.test=0x0200007f\n", self.log())  # bl2.test not asked
-        self.connect("127.0.0.8")
-        c, _ = self.connect("127.0.0.1")
+        self.client(source="127.0.0.8")
+        c = self.client(source="127.0.0.1")
         c.cmd("QUIT")
         wait_for(lambda: "vpop3 End for 127.0.0.1" in self.log(), what="End()")
         self.assertEqual(self.log().count("vpop3 RBLResults"), 1)  # 127.0.0.8 is whitelisted
 
     def test_get_max_message_size_and_ehlo_capabilities(self):
-        c, _ = self.connect()
+        c = self.client()
         code, lines = c.cmd("EHLO caps.example")
         self.assertEqual(code, 250)
         self.assertIn("250 X-VPOP3", lines)
@@ -122,7 +114,7 @@ class Vpop3Front(MailhookTest):
         self.assertEqual(c.cmd("Subject: big\r\n\r\n" + "x" * 200 + "\r\n.")[0], 552)  # enforced
 
     def test_do_helo_forms_and_in_variables(self):
-        c, _ = self.connect()
+        c = self.client()
         self.assertEqual(c.cmd("HELO custom.example"), (250, ["250 custom hello HELO"]))
         self.assertEqual(c.cmd("EHLO custom.example"), (250, ["250 custom hello EHLO"]))
         self.assertEqual(c.cmd("HELO vars.example"),
@@ -131,12 +123,12 @@ class Vpop3Front(MailhookTest):
         self.assertTrue(c.closed())
 
     def test_force_disconnect(self):
-        c, _ = self.connect()
+        c = self.client()
         self.assertEqual(c.cmd("HELO force.example")[0], 250)
         self.assertTrue(c.closed())
 
     def test_help_quit_noop_rset_vrfy_expn_unrecognised(self):
-        c, _ = self.connect()
+        c = self.client()
         c.cmd("EHLO c.example")
         self.assertEqual(c.cmd("HELP"), (214, ["214 vpop3 help: 2.0.0 See RFC 5321"]))
         self.assertEqual(c.cmd("NOOP"), (250, ["250 vpop3 noop"]))
@@ -148,7 +140,7 @@ class Vpop3Front(MailhookTest):
         self.assertEqual(c.cmd("QUIT"), (221, ["221 vpop3 bye"]))
 
     def test_do_mailfrom_and_do_rcptto(self):
-        c, _ = self.connect()
+        c = self.client()
         c.cmd("EHLO c.example")
         self.assertEqual(c.cmd("MAIL FROM:<spam@example.com>"), (550, ["550 5.7.1 no spam"]))
         self.assertEqual(c.cmd("MAIL FROM:<p@example.com> SIZE=10"),
@@ -158,7 +150,7 @@ class Vpop3Front(MailhookTest):
         self.assertEqual(c.cmd("RCPT TO:<count@example.com>"), (250, ["250 count=1"]))
 
     def test_mailfrom_parameter_is_a_new_return_path(self):
-        c, _ = self.connect()
+        c = self.client()
         c.cmd("EHLO c.example")
         self.assertEqual(c.cmd("MAIL FROM:<rewrite@example.com>")[0], 250)
         c.cmd("RCPT TO:<to@example.com>")
@@ -167,10 +159,10 @@ class Vpop3Front(MailhookTest):
         self.assertIn("X-Mailhook-From: <rewritten@example.com>", self.spooled_text())
 
     def test_authentication_required_and_local_limits(self):
-        c, _ = self.connect("127.0.0.7")
+        c = self.client(source="127.0.0.7")
         c.cmd("EHLO c.example")
         self.assertEqual(c.cmd("MAIL FROM:<a@example.com>"), (530, ["530 5.7.0 Authentication required"]))
-        c, _ = self.connect("127.0.0.6")
+        c = self.client(source="127.0.0.6")
         c.cmd("EHLO c.example")
         c.cmd("MAIL FROM:<a@example.com>")
         self.assertEqual(c.cmd("RCPT TO:<r1@example.com>")[0], 250)
@@ -181,7 +173,7 @@ class Vpop3Front(MailhookTest):
         self.assertEqual(c.cmd("MAIL FROM:<a@example.com>"), (452, ["452 4.5.3 Too many messages in this session"]))
 
     def test_max_line_length(self):
-        c, _ = self.connect()
+        c = self.client()
         c.cmd("EHLO c.example")
         c.cmd("MAIL FROM:<a@example.com>")
         c.cmd("RCPT TO:<lines@example.com>")  # sets MaxLineLength = 50
@@ -189,14 +181,14 @@ class Vpop3Front(MailhookTest):
         self.assertEqual(c.cmd("Subject: l\r\n\r\n" + "y" * 60 + "\r\n.")[0], 550)
 
     def test_max_recipients_per_incoming_message(self):
-        c, _ = self.connect("127.0.0.15")
+        c = self.client(source="127.0.0.15")
         c.cmd("EHLO c.example")
         c.cmd("MAIL FROM:<a@example.com>")
         self.assertEqual(c.cmd("RCPT TO:<r1@example.com>")[0], 250)
         self.assertEqual(c.cmd("RCPT TO:<r2@example.com>")[0], 452)
 
     def rbl_message(self, ip):
-        c, _ = self.connect(ip)
+        c = self.client(source=ip)
         c.cmd("EHLO c.example")
         c.cmd("MAIL FROM:<a@example.com>")
         self.assertEqual(c.cmd("RCPT TO:<to@example.com>")[0], 250)
@@ -218,14 +210,14 @@ class Vpop3Front(MailhookTest):
         self.assertEqual(self.log().count("vpop3 RBLResults"), 3)
 
     def test_do_data_start(self):
-        c, _ = self.connect()
+        c = self.client()
         c.cmd("EHLO c.example")
         c.cmd("MAIL FROM:<a@example.com>")
         c.cmd("RCPT TO:<nodata@example.com>")
         self.assertEqual(c.cmd("DATA"), (554, ["554 5.7.1 no data for you"]))
 
     def message(self, subject, sender="a@example.com", rcpts=("to@example.com", "hidden@example.com")):
-        c, _ = self.connect()
+        c = self.client()
         c.cmd("EHLO c.example")
         c.cmd("MAIL FROM:<%s>" % sender)
         for r in rcpts:
@@ -261,7 +253,7 @@ class Vpop3Front(MailhookTest):
         self.assertEqual(self.message("nobcc"), (550, ["550 5.7.1 no Bcc allowed"]))
         self.assertEqual(self.message("m", sender="monitored@example.com")[0], 250)
         self.assertIn("X-Mailhook-To: <monitor@example.com>", self.spooled_text())
-        c, _ = self.connect()
+        c = self.client()
         c.cmd("EHLO c.example")
         c.cmd("MAIL FROM:<a@example.com>")
         c.cmd("RCPT TO:<no@example.com>")
@@ -307,15 +299,9 @@ class Vpop3Example(MailhookTest):
         self.start_both(read(os.path.join(lua, "examples", "vpop3", "smtpsvr.lua")),
                         policyd_args=["--dns-server", "127.0.0.1:%d" % dns.port])
 
-        def connect(ip):
-            c = SmtpClient(self.front_port, source=ip)
-            self.addCleanup(c.close)
-            return c
-
-        listed = connect("127.0.0.1")
-        self.assertEqual(listed.read_reply(), (554, ["554 5.7.1 127.0.0.1 is listed by bl.test"]))
-        outsider = connect("127.0.0.2")
-        self.assertEqual(outsider.read_reply()[0], 220)
+        listed = self.client(554, source="127.0.0.1")
+        self.assertEqual(listed.greeting, ["554 5.7.1 127.0.0.1 is listed by bl.test"])
+        outsider = self.client(source="127.0.0.2")
         self.assertIn("250-SIZE 10485760", outsider.cmd("EHLO c.example")[1])
         outsider.cmd("MAIL FROM:<a@elsewhere.example>")
         self.assertEqual(outsider.cmd("RCPT TO:<x@elsewhere.example>")[1],
@@ -323,8 +309,7 @@ class Vpop3Example(MailhookTest):
         self.assertEqual(outsider.cmd("RCPT TO:<user@example.com>")[0], 250)
         outsider.cmd("DATA")
         self.assertEqual(outsider.cmd("Subject: hi\r\n\r\nhello\r\n.")[0], 250)
-        relay = connect("127.0.0.3")
-        self.assertEqual(relay.read_reply()[0], 220)
+        relay = self.client(source="127.0.0.3")
         relay.cmd("EHLO c.example")
         relay.cmd("MAIL FROM:<a@example.com>")
         self.assertEqual(relay.cmd("RCPT TO:<x@elsewhere.example>")[0], 250)
