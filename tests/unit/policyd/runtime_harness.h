@@ -11,39 +11,19 @@
 #include <mutex>
 
 #include "policyd/lua_runtime/runtime.h"
+#include "policyd/testing/recording_observer.h"
 
 namespace mailhook::policyd::testing {
 
-class RecordingObserver : public SessionObserver {
- public:
-  void opened(Capabilities c, Decision d) override {
-    std::lock_guard l(mu_);
-    capabilities = c;
-    decisions_.push_back(std::move(d));
-    cv_.notify_all();
+// The next decision, or a test failure after 10 s.
+inline Decision next_decision(RecordingObserver& o) {
+  std::optional<Decision> d = o.next(std::chrono::seconds(10));
+  if (!d) {
+    ADD_FAILURE() << "no decision within 10s";
+    return Decision{};
   }
-  void decided(Decision d) override {
-    std::lock_guard l(mu_);
-    decisions_.push_back(std::move(d));
-    cv_.notify_all();
-  }
-  Decision next() {
-    std::unique_lock l(mu_);
-    if (!cv_.wait_for(l, std::chrono::seconds(10), [&] { return !decisions_.empty(); })) {
-      ADD_FAILURE() << "no decision within 10s";
-      return Decision{};
-    }
-    Decision d = std::move(decisions_.front());
-    decisions_.pop_front();
-    return d;
-  }
-  Capabilities capabilities;
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Decision> decisions_;
-};
+  return std::move(*d);
+}
 
 class RuntimeTest : public ::testing::Test {
  protected:
@@ -91,7 +71,7 @@ class RuntimeTest : public ::testing::Test {
       e.input = "INPUT " + e.argument + e.address;
       e.transaction_id = transaction;
       session->post(std::move(e));
-      return observer->next();
+      return next_decision(*observer);
     }
     void notify(EventKind kind, std::string chunk = "") {
       SessionEvent e;
@@ -114,7 +94,7 @@ class RuntimeTest : public ::testing::Test {
     s.client.host = "client.test";
     s.early_talker = true;
     c.session = runtime_->open(std::move(s), c.observer);
-    c.connect = c.observer->next();
+    c.connect = next_decision(*c.observer);
     return c;
   }
 

@@ -140,11 +140,11 @@ TEST_F(RuntimeTest, ReloadChangesNewSessionsAndABrokenReloadKeepsTheOldCode) {
 TEST_F(RuntimeTest, CapabilitiesListOnlyTheHooksDefined) {
   load("function hook.rcpt(r) end function hook.helo(h) end");
   Client c = connect();
-  EXPECT_TRUE(c.observer->capabilities.events.has(EventKind::Rcpt));
-  EXPECT_TRUE(c.observer->capabilities.events.has(EventKind::Helo));
-  EXPECT_FALSE(c.observer->capabilities.events.has(EventKind::Mail));
-  EXPECT_FALSE(c.observer->capabilities.events.has(EventKind::MessageChunk));
-  EXPECT_FALSE(c.observer->capabilities.wants_message);
+  EXPECT_TRUE(c.observer->capabilities().events.has(EventKind::Rcpt));
+  EXPECT_TRUE(c.observer->capabilities().events.has(EventKind::Helo));
+  EXPECT_FALSE(c.observer->capabilities().events.has(EventKind::Mail));
+  EXPECT_FALSE(c.observer->capabilities().events.has(EventKind::MessageChunk));
+  EXPECT_FALSE(c.observer->capabilities().wants_message);
 }
 
 TEST_F(RuntimeTest, DotSeesTheTempFileWhichIsGoneAfterReset) {
@@ -153,7 +153,7 @@ TEST_F(RuntimeTest, DotSeesTheTempFileWhichIsGoneAfterReset) {
             return "550 5.7.1 " .. #body .. " " .. (path == client.msg_file and "same" or "differ") .. "\r\n"
           end)");
   Client c = connect();
-  EXPECT_TRUE(c.observer->capabilities.wants_message);
+  EXPECT_TRUE(c.observer->capabilities().wants_message);
   c.transaction = "T1";
   c.notify(EventKind::MessageChunk, "Subject: a\r\n\r\nhello\r\n");
   EXPECT_EQ(text(c.send(EventKind::EndOfMessage)), "550 5.7.1 21 same");
