@@ -23,22 +23,39 @@
 namespace mailhook::front {
 namespace detail {
 
+// The bytes of one read land in a buffer of the thread, not of the
+// session: an idle session holds no read buffer while it waits (10,000
+// idle sessions would otherwise hold 160 MB). Plain TCP waits for
+// readability, then reads what is there; TLS needs a buffer for the
+// record it decrypts, so it reads into the session's own.
 asio::awaitable<Connection::Read> Connection::read_more(std::chrono::seconds timeout) {
   using namespace asio::experimental::awaitable_operators;
   constexpr auto token = asio::experimental::as_tuple(asio::use_awaitable);
-  char buf[16 * 1024];
+  thread_local char buf[16 * 1024];
   timer_.expires_after(timeout);
-  std::variant<std::tuple<asio::error_code, std::size_t>, std::tuple<asio::error_code>> result;
   if (tls_) {
-    result = co_await (tls_->async_read_some(asio::buffer(buf), token) || timer_.async_wait(token));
-  } else {
-    result = co_await (socket_.async_read_some(asio::buffer(buf), token) || timer_.async_wait(token));
+    std::vector<char> tls_buf(16 * 1024);
+    std::variant<std::tuple<asio::error_code, std::size_t>, std::tuple<asio::error_code>> result =
+        co_await (tls_->async_read_some(asio::buffer(tls_buf), token) || timer_.async_wait(token));
+    if (result.index() == 1) co_return draining_ ? Read::Draining : Read::TimedOut;
+    const auto [ec, n] = std::get<0>(result);
+    if (ec) co_return Read::Closed;
+    in_.append(tls_buf.data(), n);
+    co_return Read::Ok;
   }
-  if (result.index() == 1) co_return draining_ ? Read::Draining : Read::TimedOut;
-  const auto [ec, n] = std::get<0>(result);
-  if (ec) co_return Read::Closed;
-  in_.append(buf, n);
-  co_return Read::Ok;
+  for (;;) {
+    std::variant<std::tuple<asio::error_code>, std::tuple<asio::error_code>> ready =
+        co_await (socket_.async_wait(tcp::socket::wait_read, token) || timer_.async_wait(token));
+    if (ready.index() == 1) co_return draining_ ? Read::Draining : Read::TimedOut;
+    if (std::get<0>(std::get<0>(ready))) co_return Read::Closed;
+    asio::error_code ec;
+    socket_.non_blocking(true, ec);
+    const std::size_t n = socket_.read_some(asio::buffer(buf), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) continue;  // spurious wake-up
+    if (ec) co_return Read::Closed;
+    in_.append(buf, n);
+    co_return Read::Ok;
+  }
 }
 
 asio::awaitable<void> Connection::flush() {
