@@ -55,19 +55,9 @@ POLICYD = os.environ.get("MAILHOOK_POLICYD", os.path.join(BUILD, "policyd", "mai
 NOFILE = 65536  # per process started here (and this one): 10,000 sessions need a socket each side
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise RuntimeError("timed out waiting for " + what)
+# free_port and wait_for (bounded polling) are the integration harness's.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "integration"))
+from harness import free_port, wait_for  # noqa: E402
 
 
 def raise_nofile():

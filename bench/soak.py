@@ -53,19 +53,9 @@ MESSAGES_PER_SESSION = 10   # then QUIT and a new session
 CLIENT_TIMEOUT = 75         # s per read; the front gives the smart host 60 s
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.01)
-    raise RuntimeError("timed out waiting for " + what)
+# free_port and wait_for (bounded polling) are the integration harness's.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "integration"))
+from harness import free_port, wait_for  # noqa: E402
 
 
 class Daemon:
