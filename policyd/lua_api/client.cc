@@ -91,7 +91,8 @@ int client_index(lua_State* L) {
     if (s->transaction_id.empty()) return lua_pushnil(L), 1;
     lua_pushlstring(L, s->transaction_id.data(), s->transaction_id.size());
   } else if (key == "msg_file") {
-    if (s->transaction_id.empty()) return lua_pushnil(L), 1;
+    // nil also when no script takes the message (see compute_capabilities).
+    if (s->transaction_id.empty() || !s->generation->capabilities.wants_message) return lua_pushnil(L), 1;
     lua_pushstring(L, s->msg_file.c_str());
   } else if (key == "helo" || key == "sender") {
     const std::string& v = key == "helo" ? s->helo : s->sender;

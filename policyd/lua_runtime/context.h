@@ -58,6 +58,7 @@ struct Generation {
   std::vector<std::string> script_names;
   std::vector<std::string> script_dialects;  // "smtpe", "smtpf", per script
   std::vector<bool> script_shadow;           // --shadow / --shadow-script: replies logged, never sent
+  std::vector<bool> script_reads_msg_file;   // its text names client.msg_file
   Capabilities capabilities;
   std::chrono::milliseconds hook_timeout{5000};
   std::filesystem::path spool_dir;

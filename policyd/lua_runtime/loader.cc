@@ -2,6 +2,9 @@
 // tables the scripts filled in.
 #include "policyd/lua_runtime/loader.h"
 
+#include <fstream>
+#include <iterator>
+
 #include "policyd/dialects/dialects.h"
 
 #include "policyd/lua_api/modules.h"
@@ -9,25 +12,61 @@
 namespace mailhook::policyd {
 namespace {
 
+enum class Needs { Nothing, Message, MessageIfAsked };
+
 struct HookEvent {
   const char* hook;
   EventKind kind;
-  bool message;  // needs the message bytes
+  // Message: the hook sees the bytes. MessageIfAsked: hook.dot/forward get
+  // the message file only when they take a parameter (or client.msg_file
+  // is read); `function hook.dot()` changes headers without any body
+  // crossing the wire.
+  Needs needs;
 };
 
 // smtpe hook -> the event the front must send for it.
 constexpr HookEvent kHookEvents[] = {
-    {"helo", EventKind::Helo, false}, {"ehlo", EventKind::Ehlo, false}, {"auth", EventKind::Auth, false},
-    {"mail", EventKind::Mail, false}, {"rcpt", EventKind::Rcpt, false}, {"data", EventKind::Data, false},
-    {"content", EventKind::MessageChunk, true}, {"header", EventKind::MessageChunk, true},
-    {"eoh", EventKind::MessageChunk, true}, {"body", EventKind::MessageChunk, true},
-    {"dot", EventKind::EndOfMessage, true}, {"forward", EventKind::EndOfMessage, true},
-    {"rset", EventKind::Rset, false}, {"noop", EventKind::Noop, false}, {"help", EventKind::Help, false},
-    {"quit", EventKind::Quit, false}, {"unknown", EventKind::Unknown, false},
-    {"xclient", EventKind::Xclient, false}, {"reset", EventKind::Reset, false},
-    {"error", EventKind::Error, false}, {"close", EventKind::Close, false},
-    {"vrfy", EventKind::Vrfy, false}, {"expn", EventKind::Expn, false},
+    {"helo", EventKind::Helo, Needs::Nothing},
+    {"ehlo", EventKind::Ehlo, Needs::Nothing},
+    {"auth", EventKind::Auth, Needs::Nothing},
+    {"mail", EventKind::Mail, Needs::Nothing},
+    {"rcpt", EventKind::Rcpt, Needs::Nothing},
+    {"data", EventKind::Data, Needs::Nothing},
+    {"content", EventKind::MessageChunk, Needs::Message},
+    {"header", EventKind::MessageChunk, Needs::Message},
+    {"eoh", EventKind::MessageChunk, Needs::Message},
+    {"body", EventKind::MessageChunk, Needs::Message},
+    {"dot", EventKind::EndOfMessage, Needs::MessageIfAsked},
+    {"forward", EventKind::EndOfMessage, Needs::MessageIfAsked},
+    {"rset", EventKind::Rset, Needs::Nothing},
+    {"noop", EventKind::Noop, Needs::Nothing},
+    {"help", EventKind::Help, Needs::Nothing},
+    {"quit", EventKind::Quit, Needs::Nothing},
+    {"unknown", EventKind::Unknown, Needs::Nothing},
+    {"xclient", EventKind::Xclient, Needs::Nothing},
+    {"reset", EventKind::Reset, Needs::Nothing},
+    {"error", EventKind::Error, Needs::Nothing},
+    {"close", EventKind::Close, Needs::Nothing},
+    {"vrfy", EventKind::Vrfy, Needs::Nothing},
+    {"expn", EventKind::Expn, Needs::Nothing},
 };
+
+// Whether the function on top of L's stack declares a parameter (or `...`).
+bool takes_arguments(lua_State* L) {
+  lua_Debug ar;
+  lua_pushvalue(L, -1);
+  if (!lua_getinfo(L, ">u", &ar)) return true;
+  return ar.nparams > 0 || ar.isvararg;
+}
+
+// Whether the script's text names client.msg_file anywhere (a hook.dot()
+// without a parameter may still read the file through it).
+bool mentions_msg_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return true;  // unreadable now: assume it does
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return text.find("msg_file") != std::string::npos;
+}
 
 int traceback(lua_State* L) {
   luaL_traceback(L, L, lua_tostring(L, 1), 1);
@@ -71,14 +110,15 @@ bool load_script(Generation& g, const std::string& path, const std::string& dial
   lua_pushvalue(L, env);
   g.env_refs.push_back(luaL_ref(L, LUA_REGISTRYINDEX));
   g.script_names.push_back(path);
+  g.script_reads_msg_file.push_back(mentions_msg_file(path));
   lua_settop(L, base);
   return true;
 }
 
 void compute_capabilities(Generation& g) {
   lua_State* L = g.L;
-  for (int ref : g.env_refs) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  for (std::size_t i = 0; i < g.env_refs.size(); ++i) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, g.env_refs[i]);
     lua_getfield(L, -1, "hook");
     if (lua_istable(L, -1)) {
       if (lua_getfield(L, -1, "accept") == LUA_TFUNCTION) g.capabilities.connect_hook = true;
@@ -87,14 +127,21 @@ void compute_capabilities(Generation& g) {
     for (const auto& h : kHookEvents) {
       if (lua_istable(L, -1) && lua_getfield(L, -1, h.hook) == LUA_TFUNCTION) {
         g.capabilities.events.add(h.kind);
-        g.capabilities.wants_message = g.capabilities.wants_message || h.message;
+        const bool message = h.needs == Needs::Message || (h.needs == Needs::MessageIfAsked && takes_arguments(L));
+        g.capabilities.wants_message = g.capabilities.wants_message || message;
       }
       lua_pop(L, 1);
     }
     lua_pop(L, 2);
+    // A script that names client.msg_file reads the message file.
+    if (g.script_reads_msg_file[i]) g.capabilities.wants_message = true;
   }
-  // Transactions must end in policyd too, to drop the message temp file.
-  if (g.capabilities.wants_message) g.capabilities.events.add(EventKind::Reset);
+  // The bytes travel as MESSAGE_CHUNK events, also for a hook.dot(path)
+  // alone; transactions must end in policyd too, to drop the temp file.
+  if (g.capabilities.wants_message) {
+    g.capabilities.events.add(EventKind::MessageChunk);
+    g.capabilities.events.add(EventKind::Reset);
+  }
   std::string names;
   for (std::size_t i = 0; i < g.script_names.size(); ++i) {
     names += (names.empty() ? "" : ",") + g.script_names[i];

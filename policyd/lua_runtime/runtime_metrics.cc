@@ -20,6 +20,8 @@ RuntimeMetrics::RuntimeMetrics(telemetry::Registry& r)
               &r.counter("mailhook_policyd_replies_total", "replies decided by the scripts, by class", label("class", "4xx")),
               &r.counter("mailhook_policyd_replies_total", "replies decided by the scripts, by class", label("class", "5xx"))},
       defaults(r.counter("mailhook_policyd_default_replies_total", "events the scripts left to the default reply")),
+      message_bytes(r.counter("mailhook_policyd_message_bytes_total",
+                              "message bytes received (only when a script takes the message)")),
       dns_queries(r.counter("mailhook_policyd_dns_queries_total", "DNS queries sent by dns.query and client.host")),
       dns_cache_hits(r.counter("mailhook_policyd_dns_cache_hits_total", "DNS answers served from the cache")),
       dns_outcomes{&r.counter("mailhook_policyd_dns_answers_total", "DNS answers by outcome", label("rcode", "NOERROR")),

@@ -38,6 +38,7 @@ struct RuntimeMetrics {
   telemetry::Gauge& sessions_open;
   std::array<telemetry::Counter*, 4> replies;
   telemetry::Counter& defaults;
+  telemetry::Counter& message_bytes;  // bytes received for content hooks and hook.dot(path)
   telemetry::Counter& dns_queries;
   telemetry::Counter& dns_cache_hits;
   std::array<telemetry::Counter*, 6> dns_outcomes;  // NOERROR NXDOMAIN SERVFAIL REFUSED TIMEOUT OTHER

@@ -8,6 +8,7 @@
 
 #include "mailcore/telemetry/log.h"
 #include "policyd/lua_runtime/hook_runner.h"
+#include "policyd/lua_runtime/runtime_metrics.h"
 
 namespace mailhook::policyd {
 namespace {
@@ -143,8 +144,14 @@ asio::awaitable<Decision> end_of_message(SessionContext& s, const SessionEvent& 
     s.msg_out = nullptr;
   }
   if (overrun) co_return Decision::respond(e.seq, overrun_reply());
+  // No script asked for the message (hook.dot() without a parameter):
+  // no file was written, and the hooks get nil.
+  const bool file = s.generation->capabilities.wants_message;
   const std::string path = s.msg_file.string();
-  auto push_path = [&](lua_State* T) { return push_string(T, path); };
+  auto push_path = [&](lua_State* T) {
+    if (!file) return lua_pushnil(T), 1;
+    return push_string(T, path);
+  };
   HookOutcome o = co_await run_hook(s, HookPhase::Dot, push_path);
   if (o.kind == HookOutcome::Kind::Default) {
     o = co_await run_hook(s, HookPhase::Forward, push_path);
@@ -267,6 +274,7 @@ asio::awaitable<std::optional<Decision>> handle_event(SessionContext& s, const S
     HookOutcome got = co_await run_hook(s, *phase, std::move(args));
     o = std::move(got);
   } else if (e.kind == EventKind::MessageChunk) {
+    s.metrics->message_bytes.add(e.chunk.size());
     co_await message_chunk(s, e, overrun);
   } else if (e.kind == EventKind::EndOfMessage) {
     Decision d = co_await end_of_message(s, e, overrun);

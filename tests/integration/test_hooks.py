@@ -4,7 +4,7 @@ import os
 import re
 import unittest
 
-from harness import MailhookTest, SmtpClient, wait_for
+from harness import MailhookTest, SmtpClient, free_port, sample, scrape, wait_for
 
 SCRIPT = r'''
 function hook.accept(ip, ptr)
@@ -123,6 +123,72 @@ class HookEffects(MailhookTest):
         c.cmd("QUIT")
         wait_for(lambda: "close hook ran" in self.policyd.output(), what="close hook log")
         self.assertIn("reset hook ran", self.policyd.output())
+
+
+DOT_READS_PATH = r'''
+function hook.dot(path)
+  local f = io.open(path, "rb")
+  if not f then return "451 4.3.0 no message file\r\n" end
+  local m = f:read("a"); f:close()
+  if m:find("REFUSE ME", 1, true) then return "550 5.7.1 refused at dot\r\n" end
+  message.add_header("X-Size", tostring(#m))
+end
+'''
+
+DOT_WITHOUT_PARAMETER = r'''
+function hook.dot()
+  message.add_header("X-Stamp", "stamped")
+end
+'''
+
+DOT_READS_CLIENT_MSG_FILE = r'''
+function hook.dot()
+  local f = io.open(client.msg_file, "rb")
+  local m = f:read("a"); f:close()
+  if m:find("REFUSE ME", 1, true) then return "550 5.7.1 refused at dot\r\n" end
+end
+'''
+
+
+class DotAlone(MailhookTest):
+    """hook.dot is the only hook: the message reaches policyd only when the
+    script asks for it (a parameter, or client.msg_file in its text)."""
+
+    def message_bytes(self):
+        return sample(scrape(self.metrics_port), "mailhook_policyd_message_bytes_total")
+
+    def start(self, script):
+        self.metrics_port = free_port()
+        self.start_both(script, policyd_args=["--metrics", "127.0.0.1:%d" % self.metrics_port])
+
+    def test_a_dot_hook_with_a_parameter_reads_the_whole_message(self):
+        self.start(DOT_READS_PATH)
+        c = self.client()
+        c.cmd("EHLO c.example")
+        body = "Subject: x\r\n\r\nhello\r\n"
+        self.assertEqual(self.send_message(c, body=body)[0], 250)
+        self.assertEqual(self.send_message(c, body="Subject: x\r\n\r\nREFUSE ME\r\n"),
+                         (550, ["550 5.7.1 refused at dot"]))
+        with open(self.spooled()[0], "rb") as f:
+            self.assertIn(b"X-Size: %d\r\n" % len(body), f.read())
+        self.assertEqual(self.message_bytes(), len(body) + len("Subject: x\r\n\r\nREFUSE ME\r\n"))
+
+    def test_a_dot_hook_without_a_parameter_gets_no_message_and_still_changes_it(self):
+        self.start(DOT_WITHOUT_PARAMETER)
+        c = self.client()
+        c.cmd("EHLO c.example")
+        self.assertEqual(self.send_message(c)[0], 250)
+        with open(self.spooled()[0], "rb") as f:
+            self.assertIn(b"X-Stamp: stamped\r\n", f.read())
+        self.assertEqual(self.message_bytes(), 0)
+
+    def test_client_msg_file_in_the_script_asks_for_the_message(self):
+        self.start(DOT_READS_CLIENT_MSG_FILE)
+        c = self.client()
+        c.cmd("EHLO c.example")
+        self.assertEqual(self.send_message(c, body="Subject: x\r\n\r\nREFUSE ME\r\n"),
+                         (550, ["550 5.7.1 refused at dot"]))
+        self.assertEqual(self.send_message(c)[0], 250)
 
 
 class MalformedSmtp(MailhookTest):

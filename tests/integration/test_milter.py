@@ -52,6 +52,10 @@ class Miltertest(MilterTest):
         self.start_milter(read(os.path.join(MILTER, "rcpt_only.lua")))
         self.miltertest("negotiation.mt.lua")
 
+    def test_a_dot_hook_without_a_parameter_asks_for_no_message(self):
+        self.start_milter(read(os.path.join(MILTER, "dot_stamp.lua")))
+        self.miltertest("dot_stamp.mt.lua")
+
 
 def packet(cmd, data=b""):
     return struct.pack(">I", len(data) + 1) + cmd + data
