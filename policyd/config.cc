@@ -70,8 +70,12 @@ PolicyConfig parse_config(int argc, char** argv) {
   app.add_option("--milter", c.milter,
                  "also serve the milter protocol (Postfix smtpd_milters, Sendmail INPUT_MAIL_FILTER): "
                  "inet:PORT@HOST, inet6:PORT@HOST or unix:PATH");
-  app.add_option("--milter-timeout", c.milter_timeout_s, "seconds libmilter waits on a silent MTA connection")
+  app.add_option("--milter-timeout", c.milter_timeout_s, "seconds a silent MTA connection is kept")
       ->check(CLI::Range(1, 86400))
+      ->capture_default_str();
+  app.add_option("--milter-max-packet", c.milter_max_packet,
+                 "the largest milter packet accepted from the MTA, in bytes; a larger one closes that connection")
+      ->check(CLI::Range(std::size_t{65536}, std::size_t{64} << 20))
       ->capture_default_str();
   app.add_option("--metrics", c.metrics, "serve Prometheus text metrics on HOST:PORT (GET /metrics)");
   app.add_flag("--shadow", c.shadow, "shadow mode: every script's replies and message changes are logged "

@@ -3,6 +3,7 @@
 // down. Never a global; nothing here opens files or sockets.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,7 @@ struct PolicyConfig {
   std::string metrics;                // HOST:PORT; empty: none
   std::string milter;                 // inet:PORT@HOST or unix:PATH; empty: none
   int milter_timeout_s = 7210;
+  std::size_t milter_max_packet = 1u << 20;  // bytes
   bool check = false;
   std::vector<std::string> test;  // --test case files
   bool shadow = false;

@@ -2,9 +2,7 @@
 // the milter protocol), and turn signals into actions (SIGHUP reload,
 // SIGTERM/SIGINT drain). Every other thread blocks the signals; only the
 // main thread takes them, in a handler that just writes the number to a
-// pipe the main loop reads. (Not sigwait: libmilter runs a sigwait thread
-// of its own, and a signal must reach ours, which the kernel prefers when
-// the main thread has it unblocked.)
+// pipe the main loop reads.
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -151,7 +149,7 @@ int main(int argc, char** argv) {
     metrics_thread = std::thread([&] { metrics_io.run(); });
   }
   if (!config.milter.empty()) {
-    if (std::string e = mp::milter::start_milter(*runtime, {config.milter, config.milter_timeout_s}); !e.empty()) {
+    if (std::string e = mp::milter::start_milter(*runtime, {config.milter, config.milter_timeout_s, config.milter_max_packet}); !e.empty()) {
       mlog::error("cannot start: {}", e);
       if (!config.log_stderr) std::fprintf(stderr, "mailhook-policyd: %s\n", e.c_str());
       std::_Exit(1);  // threads are running; nothing to flush but the log

@@ -47,7 +47,7 @@ void end_transaction(SessionContext& s) {
     std::fclose(s.msg_out);
     s.msg_out = nullptr;
   }
-  if (!s.transaction_id.empty()) {
+  if (!s.transaction_id.empty() && s.generation->capabilities.wants_message) {  // else no file was written
     std::error_code ec;
     std::filesystem::remove(s.msg_file, ec);
   }

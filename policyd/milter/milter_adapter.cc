@@ -1,415 +1,832 @@
-// libmilter's callbacks -> MilterSession -> Runtime, and decisions back
-// as milter statuses, replies and message changes (smfi_*).
+// The milter protocol, version 6 (Sendmail's libmilter/docs and Postfix's
+// MILTER_README describe it): length-prefixed packets, one command letter
+// each. Commands become SessionEvents for the Runtime; decisions come back
+// as replies and message changes. Everything here runs on one asio thread,
+// except Observer::deliver, which the Lua workers call.
 #include "policyd/milter/milter_adapter.h"
 
-#include <arpa/inet.h>
-#include <libmilter/mfapi.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
+#include <fmt/format.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <asio.hpp>
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <ctime>
+#include <deque>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <set>
 #include <thread>
 
 #include "mailcore/telemetry/log.h"
 #include "policyd/milter/milter_mapping.h"
-#include "policyd/milter/milter_session.h"
 
 namespace mailhook::policyd::milter {
 namespace {
 
-static_assert(flag::kNrConn == SMFIP_NR_CONN && flag::kSkip == SMFIP_SKIP && flag::kNrBody == SMFIP_NR_BODY &&
-              flag::kHdrLeadspc == SMFIP_HDR_LEADSPC && flag::kNoUnknown == SMFIP_NOUNKNOWN);
-static_assert(flag::kAddHdrs == SMFIF_ADDHDRS && flag::kChgFrom == SMFIF_CHGFROM &&
-              flag::kAddRcptPar == SMFIF_ADDRCPT_PAR && flag::kQuarantine == SMFIF_QUARANTINE);
+using asio::generic::stream_protocol;
+using namespace std::chrono_literals;
 
-// libmilter's globals, and ours beside them.
-Runtime* g_runtime = nullptr;
-std::string g_socket;
-std::thread g_thread;
+constexpr std::uint32_t kProtocolVersion = 6;
+constexpr std::size_t kChunk = 64 * 1024;       // message bytes per MESSAGE_CHUNK event
+constexpr std::size_t kBodyReplyChunk = 65535;  // the largest REPLBODY packet MTAs take
+constexpr auto kProgressEvery = 1s;             // SMFIR_PROGRESS while a hook.dot runs
+constexpr std::size_t kKeptBuffer = 256 * 1024; // a read buffer past this is freed once empty
+
+// MTA -> filter commands and filter -> MTA replies (mfdef.h's letters).
+namespace cmd {
+constexpr char kAbort = 'A', kBody = 'B', kConnect = 'C', kMacro = 'D', kEndOfBody = 'E', kHelo = 'H',
+               kQuitNewConnection = 'K', kHeader = 'L', kMail = 'M', kEndOfHeader = 'N', kOptionNegotiation = 'O',
+               kQuit = 'Q', kRcpt = 'R', kData = 'T', kUnknown = 'U';
+}  // namespace cmd
+namespace reply {
+constexpr char kAddRcpt = '+', kDelRcpt = '-', kAddRcptPar = '2', kAccept = 'a', kReplaceBody = 'b',
+               kContinue = 'c', kDiscard = 'd', kChangeFrom = 'e', kAddHeader = 'h', kInsertHeader = 'i',
+               kChangeHeader = 'm', kProgress = 'p', kQuarantine = 'q', kReject = 'r', kTempfail = 't',
+               kReplyCode = 'y', kOptionNegotiation = 'O';
+}  // namespace reply
+
 std::atomic<std::uint64_t> g_next_id{0};
-std::atomic<bool> g_main_done{false};
-
-struct Conn {
-  std::unique_ptr<MilterSession> session;
-  unsigned long protocol = 0;  // what was negotiated
-};
-
-Conn* conn_of(SMFICTX* ctx) { return static_cast<Conn*>(smfi_getpriv(ctx)); }
 
 std::string new_session_id() {
   return fmt::format("M{:X}{:06X}", static_cast<std::uint32_t>(std::time(nullptr)), g_next_id.fetch_add(1) & 0xFFFFFF);
 }
 
-// The connection's state; made at negotiate (or connect for an MTA that
-// does not negotiate).
-Conn& ensure_conn(SMFICTX* ctx) {
-  if (Conn* c = conn_of(ctx)) return *c;
-  auto* c = new Conn;
-  c->session = std::make_unique<MilterSession>(*g_runtime, g_runtime->capabilities(), new_session_id());
-  smfi_setpriv(ctx, c);
-  return *c;
+std::uint32_t get_u32(std::string_view d, std::size_t at) {
+  const auto b = [&](std::size_t i) { return static_cast<std::uint32_t>(static_cast<unsigned char>(d[at + i])); };
+  return b(0) << 24 | b(1) << 16 | b(2) << 8 | b(3);
 }
 
-// Reads every known macro into the facts (client.macros).
-void read_macros(SMFICTX* ctx, ClientFacts& f) {
-  for (const std::string& name : known_macros()) {
-    if (const char* v = smfi_getsymval(ctx, const_cast<char*>(name.c_str()))) f.attributes[name] = v;
+void put_u32(std::string& out, std::uint32_t v) {
+  out += static_cast<char>(v >> 24);
+  out += static_cast<char>(v >> 16);
+  out += static_cast<char>(v >> 8);
+  out += static_cast<char>(v);
+}
+
+// NUL-terminated strings of a packet's data ("a\0b\0" -> a, b); a last
+// string without its NUL counts too.
+std::vector<std::string_view> strings_of(std::string_view d) {
+  std::vector<std::string_view> v;
+  while (!d.empty()) {
+    const std::size_t nul = d.find('\0');
+    v.push_back(d.substr(0, nul));
+    if (nul == std::string_view::npos) break;
+    d.remove_prefix(nul + 1);
   }
-  auto macro = [&](const char* name) {
-    auto it = f.attributes.find(name);
-    return it == f.attributes.end() ? std::string() : it->second;
-  };
-  if (std::string v = macro("{tls_version}"); !v.empty()) f.tls_protocol = v;
-  if (std::string v = macro("{cipher}"); !v.empty()) f.tls_cipher = v;
-  if (std::string v = macro("{auth_authen}"); !v.empty()) f.auth_user = v;
-  if (std::string v = macro("{daemon_addr}"); !v.empty()) f.local_address = v;
-  if (std::string v = macro("{daemon_port}"); !v.empty()) f.local_port = static_cast<std::uint32_t>(std::atoi(v.c_str()));
-}
-
-sfsistat apply_reply(SMFICTX* ctx, const std::optional<Decision>& d, bool can_set_reply = true) {
-  if (!d) return SMFIS_TEMPFAIL;  // policyd is stopping: never accept blind
-  const MilterReply r = milter_reply(*d);
-  if (r.status == Status::Continue) return SMFIS_CONTINUE;
-  if (can_set_reply) {
-    const char* x = r.enhanced.empty() ? nullptr : r.enhanced.c_str();
-    int rc = MI_SUCCESS;
-    if (r.lines.size() <= 1) {
-      rc = smfi_setreply(ctx, const_cast<char*>(r.code.c_str()), const_cast<char*>(x),
-                         const_cast<char*>(r.lines.empty() ? "" : r.lines[0].c_str()));
-    } else {
-      const char* l[33] = {};
-      for (std::size_t i = 0; i < r.lines.size(); ++i) l[i] = r.lines[i].c_str();
-      rc = smfi_setmlreply(ctx, r.code.c_str(), x, l[0], l[1], l[2], l[3], l[4], l[5], l[6], l[7], l[8], l[9], l[10],
-                           l[11], l[12], l[13], l[14], l[15], l[16], l[17], l[18], l[19], l[20], l[21], l[22], l[23],
-                           l[24], l[25], l[26], l[27], l[28], l[29], l[30], l[31], static_cast<const char*>(nullptr));
-    }
-    if (rc != MI_SUCCESS) log::warning("milter: the MTA's reply could not be set to {}", d->reply.summary());
-  }
-  return r.status == Status::Reject ? SMFIS_REJECT : SMFIS_TEMPFAIL;
-}
-
-// A step the MTA may have been told needs no reply.
-sfsistat no_reply(const Conn& c, unsigned long nr_flag) {
-  return (c.protocol & nr_flag) ? SMFIS_NOREPLY : SMFIS_CONTINUE;
-}
-
-sfsistat on_negotiate(SMFICTX* ctx, unsigned long f0, unsigned long f1, unsigned long, unsigned long,
-                      unsigned long* pf0, unsigned long* pf1, unsigned long* pf2, unsigned long* pf3) {
-  Conn& c = ensure_conn(ctx);
-  const Negotiation n = negotiate(c.session->capabilities(), f0, f1);
-  c.protocol = n.protocol;
-  *pf0 = n.actions;
-  *pf1 = n.protocol;
-  *pf2 = 0;
-  *pf3 = 0;
-  return SMFIS_CONTINUE;
-}
-
-sfsistat on_connect(SMFICTX* ctx, char* hostname, _SOCK_ADDR* addr) {
-  Conn& c = ensure_conn(ctx);
-  ClientFacts f;
-  char text[INET6_ADDRSTRLEN] = {};
-  if (addr && addr->sa_family == AF_INET) {
-    const auto* in = reinterpret_cast<const sockaddr_in*>(addr);
-    inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
-    f.port = ntohs(in->sin_port);
-  } else if (addr && addr->sa_family == AF_INET6) {
-    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(addr);
-    inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
-    f.port = ntohs(in6->sin6_port);
-  }
-  f.address = text;
-  // The MTA's verified name; "[192.0.2.1]" means it has none.
-  if (hostname && hostname[0] != '[') f.host = hostname;
-  read_macros(ctx, f);
-  const std::optional<Decision> d = c.session->open(std::move(f), {});
-  if (!d) return no_reply(c, SMFIP_NR_CONN);
-  return apply_reply(ctx, d, false);  // libmilter allows no custom reply at connect
-}
-
-sfsistat on_helo(SMFICTX* ctx, char* arg) {
-  Conn& c = ensure_conn(ctx);
-  MilterSession& s = *c.session;
-  s.helo = arg ? arg : "";
-  read_macros(ctx, s.facts());
-  s.facts_changed();
-  const EventKind kind = helo_kind(s.capabilities());
-  if (!s.capabilities().events.has(kind)) return no_reply(c, SMFIP_NR_HELO);
-  SessionEvent e;
-  e.kind = kind;
-  e.argument = s.helo;
-  e.input = std::string(kind == EventKind::Ehlo ? "EHLO " : "HELO ") + s.helo;
-  return apply_reply(ctx, s.ask(std::move(e)));
-}
-
-std::vector<std::string> args_of(char** argv) {
-  std::vector<std::string> v;
-  for (int i = 0; argv && argv[i]; ++i) v.emplace_back(argv[i]);
   return v;
 }
 
-std::string input_of(const char* verb, const std::vector<std::string>& args) {
-  std::string line = verb;
-  for (std::size_t i = 0; i < args.size(); ++i) line += (i ? " " : "") + args[i];
-  return line;
+// "MTA 127.0.0.1:40123" (or a unix socket), for the log.
+std::string peer_name(const stream_protocol::socket& s) {
+  std::error_code ec;
+  const stream_protocol::endpoint ep = s.remote_endpoint(ec);
+  if (ec) return "the MTA";
+  char host[INET6_ADDRSTRLEN] = {};
+  if (ep.protocol().family() == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(ep.data());
+    inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+    return fmt::format("MTA {}:{}", host, ntohs(in->sin_port));
+  }
+  if (ep.protocol().family() == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(ep.data());
+    inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+    return fmt::format("MTA [{}]:{}", host, ntohs(in6->sin6_port));
+  }
+  return "MTA (unix socket)";
 }
 
-sfsistat on_envelope(SMFICTX* ctx, char** argv, EventKind kind, unsigned long nr_flag) {
-  Conn& c = ensure_conn(ctx);
-  MilterSession& s = *c.session;
-  if (kind == EventKind::Mail) s.begin_transaction();
-  read_macros(ctx, s.facts());
-  s.facts_changed();
-  SessionEvent e;
-  e.kind = kind;
-  const std::vector<std::string> args = args_of(argv);
-  parse_envelope_args(args, e.address, e.parameters);
-  e.input = input_of(kind == EventKind::Mail ? "MAIL FROM:" : "RCPT TO:", args);
-  if (!s.capabilities().events.has(kind)) return no_reply(c, nr_flag);
-  return apply_reply(ctx, s.ask(std::move(e)));
-}
+// Where decisions meet the connection waiting for them. Touched on the
+// milter thread only; workers reach it through Observer::deliver's post.
+struct Mailbox {
+  explicit Mailbox(asio::any_io_executor ex) : timer(std::move(ex)) {}
+  std::deque<Decision> decisions;
+  asio::steady_timer timer;  // the waiting connection sleeps on it; a delivery cancels it
+};
 
-sfsistat on_envfrom(SMFICTX* ctx, char** argv) { return on_envelope(ctx, argv, EventKind::Mail, SMFIP_NR_MAIL); }
-sfsistat on_envrcpt(SMFICTX* ctx, char** argv) { return on_envelope(ctx, argv, EventKind::Rcpt, SMFIP_NR_RCPT); }
+class Observer final : public SessionObserver {
+ public:
+  Observer(asio::any_io_executor ex, std::shared_ptr<Mailbox> box) : ex_(std::move(ex)), box_(std::move(box)) {}
+  ~Observer() override {
+    asio::post(ex_, [box = std::move(box_)] {});  // the timer dies on its own thread
+  }
+  void opened(Capabilities, Decision connect) override { deliver(std::move(connect)); }
+  void decided(Decision d) override { deliver(std::move(d)); }
 
-sfsistat on_data(SMFICTX* ctx) {
-  Conn& c = ensure_conn(ctx);
-  MilterSession& s = *c.session;
-  if (!s.capabilities().events.has(EventKind::Data)) return no_reply(c, SMFIP_NR_DATA);
-  SessionEvent e;
-  e.kind = EventKind::Data;
-  e.input = "DATA";
-  return apply_reply(ctx, s.ask(std::move(e)));
-}
+ private:
+  void deliver(Decision d) {
+    asio::post(ex_, [box = box_, d = std::move(d)]() mutable {
+      box->decisions.push_back(std::move(d));
+      box->timer.cancel();
+    });
+  }
+  asio::any_io_executor ex_;
+  std::shared_ptr<Mailbox> box_;
+};
 
-sfsistat on_header(SMFICTX* ctx, char* name, char* value) {
-  Conn& c = ensure_conn(ctx);
-  c.session->add_message_bytes(header_bytes(name ? name : "", value ? value : ""));
-  return no_reply(c, SMFIP_NR_HDR);
-}
+class Connection;
 
-sfsistat on_eoh(SMFICTX* ctx) {
-  Conn& c = ensure_conn(ctx);
-  c.session->add_message_bytes("\r\n");
-  return no_reply(c, SMFIP_NR_EOH);
-}
+struct Server {
+  Runtime* runtime = nullptr;
+  MilterConfig config;
+  asio::io_context io{1};
+  std::optional<asio::basic_socket_acceptor<stream_protocol>> acceptor;
+  std::thread thread;
+  bool stopping = false;                // milter thread only
+  std::set<Connection*> connections;    // milter thread only
+};
 
-sfsistat on_body(SMFICTX* ctx, unsigned char* data, size_t len) {
-  Conn& c = ensure_conn(ctx);
-  c.session->add_message_bytes(std::string_view(reinterpret_cast<const char*>(data), len));
-  return no_reply(c, SMFIP_NR_BODY);
-}
+Server* g_server = nullptr;
 
-// The message changes of hook.dot, as libmilter calls; false on a failure.
-bool apply_changes(SMFICTX* ctx, const std::vector<MessageChange>& changes, bool& discard, const std::string& id) {
-  bool ok = true;
-  auto check = [&](int rc, const char* what) {
-    if (rc == MI_SUCCESS) return;
-    log::warning("session={} milter: {} failed (did the MTA allow the action?)", id, what);
-    ok = false;
-  };
-  for (const MessageChange& ch : changes) {
-    std::string value = milter_header_value(ch.value);
-    char* name = const_cast<char*>(ch.name.c_str());
-    switch (ch.kind) {
-      case MessageChange::Kind::AddHeader: check(smfi_addheader(ctx, name, value.data()), "smfi_addheader"); break;
-      case MessageChange::Kind::InsertHeader:
-        check(smfi_insheader(ctx, static_cast<int>(ch.index), name, value.data()), "smfi_insheader");
-        break;
-      case MessageChange::Kind::ChangeHeader:
-        check(smfi_chgheader(ctx, name, static_cast<int>(ch.index), ch.erase ? nullptr : value.data()),
-              "smfi_chgheader");
-        break;
-      case MessageChange::Kind::AddRcpt: {
-        std::string a = "<" + ch.value + ">";
-        if (ch.name.empty()) {
-          check(smfi_addrcpt(ctx, a.data()), "smfi_addrcpt");
-        } else {  // ESMTP arguments of the new recipient
-          check(smfi_addrcpt_par(ctx, a.data(), const_cast<char*>(ch.name.c_str())), "smfi_addrcpt_par");
-        }
-        break;
-      }
-      case MessageChange::Kind::DelRcpt: {
-        std::string a = "<" + ch.value + ">";
-        check(smfi_delrcpt(ctx, a.data()), "smfi_delrcpt");
-        break;
-      }
-      case MessageChange::Kind::ChangeFrom: {
-        std::string a = "<" + ch.value + ">";
-        check(smfi_chgfrom(ctx, a.data(), nullptr), "smfi_chgfrom");
-        break;
-      }
-      case MessageChange::Kind::ReplaceBody:
-        check(smfi_replacebody(ctx, reinterpret_cast<unsigned char*>(const_cast<char*>(ch.value.data())),
-                               static_cast<int>(ch.value.size())),
-              "smfi_replacebody");
-        break;
-      case MessageChange::Kind::Quarantine:
-        check(smfi_quarantine(ctx, const_cast<char*>(ch.value.c_str())), "smfi_quarantine");
-        break;
-      case MessageChange::Kind::Discard: discard = true; break;
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(Server& server, stream_protocol::socket socket)
+      : server_(server),
+        socket_(std::move(socket)),
+        watchdog_(socket_.get_executor()),
+        box_(std::make_shared<Mailbox>(socket_.get_executor())),
+        peer_(peer_name(socket_)) {}
+
+  asio::awaitable<void> run() {
+    server_.connections.insert(this);
+    auto self = shared_from_this();
+    asio::co_spawn(socket_.get_executor(), watchdog(self), asio::detached);
+    co_await serve();
+    end_session();
+    std::error_code ec;
+    socket_.close(ec);
+    watchdog_.cancel();
+    server_.connections.erase(this);
+  }
+
+  // stop_milter: a connection waiting on a decision answers tempfail; an
+  // idle one is closed.
+  void stop() {
+    if (waiting_) {
+      box_->timer.cancel();
+    } else {
+      std::error_code ec;
+      socket_.close(ec);
     }
   }
-  return ok;
-}
 
-void reset_transaction(MilterSession& s) {
-  if (s.capabilities().events.has(EventKind::Reset)) {
-    SessionEvent e;
-    e.kind = EventKind::Reset;
-    s.notify(std::move(e));
+ private:
+  // ------------------------------------------------------------- I/O
+
+  // The next packet, or nullopt when the MTA left, timed out or sent one
+  // that is malformed or too large (the connection then ends). The view
+  // stays valid until the next call.
+  asio::awaitable<std::optional<std::pair<char, std::string_view>>> next_packet() {
+    begin_ += used_;
+    used_ = 0;
+    if (begin_ == end_) {
+      begin_ = end_ = 0;
+      if (in_.size() > kKeptBuffer) std::vector<char>().swap(in_);  // after a large packet
+    }
+    for (;;) {
+      std::size_t need = 4;
+      if (end_ - begin_ >= 4) {
+        const std::uint32_t len = get_u32(std::string_view(in_.data() + begin_, 4), 0);
+        if (len == 0 || len > server_.config.max_packet) {
+          log::warning("milter: {} sent a packet of {} bytes (--milter-max-packet {}); closing", peer_, len,
+                       server_.config.max_packet);
+          co_return std::nullopt;
+        }
+        need = 4 + std::size_t{len};
+        if (end_ - begin_ >= need) {
+          used_ = need;
+          co_return std::make_pair(in_[begin_ + 4], std::string_view(in_.data() + begin_ + 5, len - 1));
+        }
+      }
+      if (begin_ > 0) {  // keep the partial packet at the front
+        std::memmove(in_.data(), in_.data() + begin_, end_ - begin_);
+        end_ -= begin_;
+        begin_ = 0;
+      }
+      if (in_.size() < std::max(need, end_ + 4096)) in_.resize(std::max(need, end_ + 16 * 1024));
+      read_deadline_ = std::chrono::steady_clock::now() + std::chrono::seconds(server_.config.timeout_s);
+      std::error_code ec;
+      const std::size_t n = co_await socket_.async_read_some(asio::buffer(in_.data() + end_, in_.size() - end_),
+                                                             asio::redirect_error(asio::use_awaitable, ec));
+      read_deadline_ = std::chrono::steady_clock::time_point::max();
+      end_ += n;
+      if (ec) co_return std::nullopt;
+    }
   }
-  s.end_transaction();
-}
 
-sfsistat on_eom(SMFICTX* ctx) {
-  Conn& c = ensure_conn(ctx);
-  MilterSession& s = *c.session;
-  sfsistat status = SMFIS_CONTINUE;
-  if (s.capabilities().events.has(EventKind::EndOfMessage)) {
-    s.flush_message();
+  // Closes a connection that stays silent past --milter-timeout. Sleeps
+  // until the deadline of the read under way, so an idle connection costs
+  // no wake-ups.
+  static asio::awaitable<void> watchdog(std::shared_ptr<Connection> self) {
+    const auto timeout = std::chrono::seconds(self->server_.config.timeout_s);
+    while (self->socket_.is_open()) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= self->read_deadline_) {
+        log::warning("milter: {} silent for {} s (--milter-timeout); closing", self->peer_, timeout.count());
+        std::error_code ec;
+        self->socket_.close(ec);
+        break;
+      }
+      self->watchdog_.expires_at(self->read_deadline_ == std::chrono::steady_clock::time_point::max()
+                                     ? now + timeout
+                                     : self->read_deadline_);
+      std::error_code ec;
+      co_await self->watchdog_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+  }
+
+  void queue(char letter, std::string_view data = {}) {
+    put_u32(out_, static_cast<std::uint32_t>(data.size() + 1));
+    out_ += letter;
+    out_.append(data);
+  }
+
+  asio::awaitable<bool> flush() {
+    if (out_.empty()) co_return true;
+    std::error_code ec;
+    co_await asio::async_write(socket_, asio::buffer(out_), asio::redirect_error(asio::use_awaitable, ec));
+    out_.clear();
+    co_return !ec;
+  }
+
+  // ------------------------------------------------------ the session
+
+  asio::awaitable<void> serve() {
+    for (;;) {
+      auto packet = co_await next_packet();
+      if (!packet) co_return;
+      const char letter = packet->first;
+      const std::string_view data = packet->second;
+      bool go_on = true;
+      switch (letter) {
+        case cmd::kOptionNegotiation: go_on = negotiate_options(data); break;
+        case cmd::kMacro: take_macros(data); break;
+        case cmd::kConnect: {
+          const bool ok = co_await on_connect(data);
+          go_on = ok;
+          break;
+        }
+        case cmd::kHelo: co_await on_helo(data); break;
+        case cmd::kMail: co_await on_envelope(data, EventKind::Mail, flag::kNrMail); break;
+        case cmd::kRcpt: co_await on_envelope(data, EventKind::Rcpt, flag::kNrRcpt); break;
+        case cmd::kData: co_await on_simple(EventKind::Data, "DATA", flag::kNrData); break;
+        case cmd::kUnknown: co_await on_unknown(data); break;
+        case cmd::kHeader: {
+          const auto s = strings_of(data);
+          add_message_bytes(header_bytes(s.size() > 0 ? s[0] : "", s.size() > 1 ? s[1] : ""));
+          no_reply(flag::kNrHdr);
+          break;
+        }
+        case cmd::kEndOfHeader:
+          add_message_bytes("\r\n");
+          no_reply(flag::kNrEoh);
+          break;
+        case cmd::kBody:
+          add_message_bytes(data);
+          no_reply(flag::kNrBody);
+          break;
+        case cmd::kEndOfBody:
+          add_message_bytes(data);  // a last chunk may ride along
+          co_await on_end_of_message();
+          break;
+        case cmd::kAbort: reset_transaction(); break;
+        case cmd::kQuit: co_return;
+        case cmd::kQuitNewConnection: end_session(); break;  // the MTA reuses the connection
+        default:
+          log::warning("milter: {} sent an unknown command {:?}; closing", peer_, letter);
+          co_return;
+      }
+      if (!go_on) co_return;
+      const bool written = co_await flush();
+      if (!written || server_.stopping) co_return;
+    }
+  }
+
+  // SMFIC_OPTNEG: version, actions, protocol steps offered; we answer with
+  // what the scripts need (milter_mapping.cc).
+  bool negotiate_options(std::string_view d) {
+    if (d.size() < 12 || get_u32(d, 0) < 2) {
+      log::warning("milter: {} sent a malformed option negotiation; closing", peer_);
+      return false;
+    }
+    caps_ = server_.runtime->capabilities();
+    const Negotiation n = negotiate(*caps_, get_u32(d, 4), get_u32(d, 8));
+    actions_ = n.actions;
+    protocol_ = n.protocol;
+    std::string o;
+    put_u32(o, std::min<std::uint32_t>(kProtocolVersion, get_u32(d, 0)));
+    put_u32(o, static_cast<std::uint32_t>(actions_));
+    put_u32(o, static_cast<std::uint32_t>(protocol_));
+    queue(reply::kOptionNegotiation, o);
+    return true;
+  }
+
+  // SMFIC_MACRO: the step's letter, then name/value pairs. "{x}" and "x"
+  // name the same one-letter macro.
+  void take_macros(std::string_view d) {
+    if (d.empty()) return;
+    const auto s = strings_of(d.substr(1));
+    for (std::size_t i = 0; i + 1 < s.size(); i += 2) {
+      std::string_view name = s[i];
+      if (name.size() == 3 && name.front() == '{' && name.back() == '}') name = name.substr(1, 1);
+      macros_[std::string(name)] = std::string(s[i + 1]);
+    }
+    macros_changed_ = true;
+  }
+
+  // The macros into the facts (client.macros and what derives from them);
+  // sent with the next event.
+  void absorb_macros() {
+    if (!macros_changed_) return;
+    macros_changed_ = false;
+    for (const std::string& name : known_macros()) {
+      if (auto it = macros_.find(name); it != macros_.end()) facts_.attributes[name] = it->second;
+    }
+    auto macro = [&](const char* name) -> const std::string* {
+      auto it = macros_.find(name);
+      return it == macros_.end() || it->second.empty() ? nullptr : &it->second;
+    };
+    if (auto* v = macro("{tls_version}")) facts_.tls_protocol = *v;
+    if (auto* v = macro("{cipher}")) facts_.tls_cipher = *v;
+    if (auto* v = macro("{auth_authen}")) facts_.auth_user = *v;
+    if (auto* v = macro("{daemon_addr}")) facts_.local_address = *v;
+    if (auto* v = macro("{daemon_port}")) facts_.local_port = static_cast<std::uint32_t>(std::atoi(v->c_str()));
+    facts_dirty_ = true;
+  }
+
+  const Capabilities& caps() {
+    if (!caps_) caps_ = server_.runtime->capabilities();  // an MTA that does not negotiate
+    return *caps_;
+  }
+
+  // A step the MTA may have been told needs no reply.
+  void no_reply(unsigned long nr_flag) {
+    if (!(protocol_ & nr_flag)) queue(reply::kContinue);
+  }
+
+  SessionEvent stamp(SessionEvent e) {
+    e.seq = ++seq_;
+    e.transaction_id = transaction_id_;
+    e.helo = helo_;
+    if (facts_dirty_) {
+      e.client = facts_;
+      facts_dirty_ = false;
+    }
+    return e;
+  }
+
+  void notify(SessionEvent e) {
+    if (!session_) return;
+    e.wants_reply = false;
+    session_->post(stamp(std::move(e)));
+  }
+
+  // The decision for `seq`; nullopt when policyd is stopping. With
+  // `progress`, SMFIR_PROGRESS goes out every second of the wait.
+  asio::awaitable<std::optional<Decision>> decision(std::uint64_t seq, bool progress) {
+    waiting_ = true;
+    for (;;) {
+      auto& q = box_->decisions;
+      while (!q.empty() && q.front().seq < seq) q.pop_front();  // answers nobody waits for
+      if (!q.empty()) {
+        Decision d = std::move(q.front());
+        q.pop_front();
+        waiting_ = false;
+        co_return d;
+      }
+      if (server_.stopping || !socket_.is_open()) break;
+      box_->timer.expires_after(kProgressEvery);
+      std::error_code ec;
+      co_await box_->timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (!ec && progress) {
+        queue(reply::kProgress);
+        const bool written = co_await flush();
+        if (!written) break;
+      }
+    }
+    waiting_ = false;
+    co_return std::nullopt;
+  }
+
+  asio::awaitable<std::optional<Decision>> ask(SessionEvent e, bool progress = false) {
+    if (!session_) co_return std::nullopt;
+    e.wants_reply = true;
+    e = stamp(std::move(e));
+    const std::uint64_t seq = e.seq;
+    session_->post(std::move(e));
+    auto d = co_await decision(seq, progress);
+    co_return d;
+  }
+
+  // A decision as the step's reply: continue, or the script's 4xx/5xx.
+  // At connect the protocol allows no text (the MTA's own reply is used).
+  void answer(const std::optional<Decision>& d, bool with_text = true) {
+    if (!d) {  // policyd is stopping: never accept blind
+      queue(reply::kTempfail);
+      return;
+    }
+    const MilterReply r = milter_reply(*d);
+    if (r.status == Status::Continue) {
+      queue(reply::kContinue);
+      return;
+    }
+    if (!with_text) {
+      queue(r.status == Status::Reject ? reply::kReject : reply::kTempfail);
+      return;
+    }
+    queue(reply::kReplyCode, reply_text(r));
+  }
+
+  // SMFIR_REPLYCODE's text: "550 5.7.1 text", or "550-5.7.1 a\r\n550 5.7.1 b"
+  // (a multi-line reply needs an enhanced code: 4.0.0 / 5.0.0 by default).
+  static std::string reply_text(const MilterReply& r) {
+    std::string out;
+    if (r.lines.size() <= 1) {
+      out = r.code;
+      if (!r.enhanced.empty()) out += " " + r.enhanced;
+      out += " ";
+      if (!r.lines.empty()) out += r.lines[0];
+    } else {
+      const std::string x = r.enhanced.empty() ? (r.code[0] == '4' ? "4.0.0" : "5.0.0") : r.enhanced;
+      for (std::size_t i = 0; i < r.lines.size(); ++i) {
+        const bool last = i + 1 == r.lines.size();
+        out += r.code + (last ? " " : "-") + x + " " + r.lines[i] + (last ? "" : "\r\n");
+      }
+    }
+    out += '\0';
+    return out;
+  }
+
+  // SMFIC_CONNECT: hostname, family ('4', '6', 'L' or 'U'), port, address.
+  asio::awaitable<bool> on_connect(std::string_view d) {
+    end_session();  // a second CONNECT on one connection starts afresh
+    const std::size_t nul = d.find('\0');
+    if (nul == std::string_view::npos || nul + 1 >= d.size()) {
+      log::warning("milter: {} sent a malformed CONNECT; closing", peer_);
+      co_return false;
+    }
+    const std::string_view hostname = d.substr(0, nul);
+    const char family = d[nul + 1];
+    facts_ = ClientFacts();
+    if (family == '4' || family == '6' || family == 'L') {
+      std::string_view rest = d.substr(nul + 2);
+      if (rest.size() >= 2) {
+        facts_.port = static_cast<std::uint32_t>(static_cast<unsigned char>(rest[0]) << 8 |
+                                                 static_cast<unsigned char>(rest[1]));
+        const auto s = strings_of(rest.substr(2));
+        if (!s.empty() && family != 'L') facts_.address = std::string(s[0]);
+      }
+    }
+    // The MTA's verified name; "[192.0.2.1]" means it has none.
+    if (!hostname.empty() && hostname[0] != '[') facts_.host = std::string(hostname);
+    macros_changed_ = true;
+    absorb_macros();
+    facts_dirty_ = false;
+    id_ = new_session_id();
+    SessionStart start;
+    start.session_id = id_;
+    start.client = facts_;
+    session_ = server_.runtime->open(std::move(start), std::make_shared<Observer>(socket_.get_executor(), box_));
+    if (!caps().connect_hook) {
+      no_reply(flag::kNrConn);
+      co_return true;
+    }
+    auto connect = co_await decision(0, false);
+    answer(connect, false);
+    co_return true;
+  }
+
+  asio::awaitable<void> on_helo(std::string_view d) {
+    const auto s = strings_of(d);
+    helo_ = s.empty() ? std::string() : std::string(s[0]);
+    absorb_macros();
+    const EventKind kind = helo_kind(caps());
+    if (!caps().events.has(kind)) {
+      no_reply(flag::kNrHelo);
+      co_return;
+    }
+    SessionEvent e;
+    e.kind = kind;
+    e.argument = helo_;
+    e.input = std::string(kind == EventKind::Ehlo ? "EHLO " : "HELO ") + helo_;
+    auto dec = co_await ask(std::move(e));
+    answer(dec);
+  }
+
+  asio::awaitable<void> on_envelope(std::string_view d, EventKind kind, unsigned long nr_flag) {
+    if (kind == EventKind::Mail) begin_transaction();
+    absorb_macros();
+    std::vector<std::string> args;
+    for (std::string_view a : strings_of(d)) args.emplace_back(a);
+    if (!caps().events.has(kind)) {
+      no_reply(nr_flag);
+      co_return;
+    }
+    SessionEvent e;
+    e.kind = kind;
+    parse_envelope_args(args, e.address, e.parameters);
+    e.input = kind == EventKind::Mail ? "MAIL FROM:" : "RCPT TO:";
+    for (std::size_t i = 0; i < args.size(); ++i) e.input += (i ? " " : "") + args[i];
+    auto dec = co_await ask(std::move(e));
+    answer(dec);
+  }
+
+  asio::awaitable<void> on_simple(EventKind kind, const char* input, unsigned long nr_flag) {
+    absorb_macros();
+    if (!caps().events.has(kind)) {
+      no_reply(nr_flag);
+      co_return;
+    }
+    SessionEvent e;
+    e.kind = kind;
+    e.input = input;
+    auto dec = co_await ask(std::move(e));
+    answer(dec);
+  }
+
+  asio::awaitable<void> on_unknown(std::string_view d) {
+    absorb_macros();
+    if (!caps().events.has(EventKind::Unknown)) {
+      no_reply(flag::kNrUnkn);
+      co_return;
+    }
+    const auto s = strings_of(d);
+    SessionEvent e;
+    e.kind = EventKind::Unknown;
+    e.input = s.empty() ? std::string() : std::string(s[0]);
+    e.argument = e.input;
+    auto dec = co_await ask(std::move(e));
+    answer(dec);
+  }
+
+  asio::awaitable<void> on_end_of_message() {
+    absorb_macros();
+    if (!caps().events.has(EventKind::EndOfMessage)) {
+      queue(reply::kContinue);
+      reset_transaction();
+      co_return;
+    }
+    flush_message();
     SessionEvent e;
     e.kind = EventKind::EndOfMessage;
-    e.message_size = s.message_size();
-    // smfi_progress keeps the MTA waiting while a long hook runs.
-    const std::optional<Decision> d = s.ask(std::move(e), [ctx] { smfi_progress(ctx); });
+    e.message_size = message_size_;
+    const std::optional<Decision> d = co_await ask(std::move(e), true);  // PROGRESS while hook.dot runs
     const bool refused = !d || (d->action == Decision::Action::Reply && d->reply.code >= 400);
     bool discard = false;
-    if (!refused && !apply_changes(ctx, d->changes, discard, s.id())) {
-      status = SMFIS_TEMPFAIL;  // half-applied changes must not be delivered
+    if (!refused && !queue_changes(d->changes, discard)) {
+      queue(reply::kTempfail);  // half-applied changes must not be delivered
+    } else if (discard) {
+      queue(reply::kDiscard);
     } else {
-      status = discard ? SMFIS_DISCARD : apply_reply(ctx, d);
+      answer(d);
     }
+    reset_transaction();
   }
-  reset_transaction(s);
-  return status;
-}
 
-sfsistat on_abort(SMFICTX* ctx) {
-  if (Conn* c = conn_of(ctx)) reset_transaction(*c->session);
-  return SMFIS_CONTINUE;
-}
-
-sfsistat on_close(SMFICTX* ctx) {
-  Conn* c = conn_of(ctx);
-  if (c) {
-    c->session->close();
-    delete c;
-    smfi_setpriv(ctx, nullptr);
+  // The message changes of hook.dot as modification packets, each only if
+  // negotiated; false (and nothing queued) when one was not.
+  bool queue_changes(const std::vector<MessageChange>& changes, bool& discard) {
+    const std::size_t mark = out_.size();
+    auto allowed = [&](unsigned long action, const char* what) {
+      if (actions_ & action) return true;
+      log::warning("session={} milter: the MTA did not allow {}", id_, what);
+      return false;
+    };
+    auto z = [](std::string_view s) { return std::string(s) + '\0'; };
+    bool ok = true;
+    for (const MessageChange& ch : changes) {
+      const std::string value = milter_header_value(ch.value);
+      std::string p;
+      switch (ch.kind) {
+        case MessageChange::Kind::AddHeader:
+          if ((ok = allowed(flag::kAddHdrs, "adding headers"))) queue(reply::kAddHeader, z(ch.name) + z(value));
+          break;
+        case MessageChange::Kind::InsertHeader:
+          if ((ok = allowed(flag::kAddHdrs, "inserting headers"))) {
+            put_u32(p, static_cast<std::uint32_t>(ch.index));
+            queue(reply::kInsertHeader, p + z(ch.name) + z(value));
+          }
+          break;
+        case MessageChange::Kind::ChangeHeader:
+          if ((ok = allowed(flag::kChgHdrs, "changing headers"))) {
+            put_u32(p, static_cast<std::uint32_t>(ch.index));
+            queue(reply::kChangeHeader, p + z(ch.name) + z(ch.erase ? std::string() : value));
+          }
+          break;
+        case MessageChange::Kind::AddRcpt:
+          if (ch.name.empty()) {
+            if ((ok = allowed(flag::kAddRcpt, "adding recipients"))) queue(reply::kAddRcpt, z("<" + ch.value + ">"));
+          } else if ((ok = allowed(flag::kAddRcptPar, "adding recipients with ESMTP arguments"))) {
+            queue(reply::kAddRcptPar, z("<" + ch.value + ">") + z(ch.name));
+          }
+          break;
+        case MessageChange::Kind::DelRcpt:
+          if ((ok = allowed(flag::kDelRcpt, "removing recipients"))) queue(reply::kDelRcpt, z("<" + ch.value + ">"));
+          break;
+        case MessageChange::Kind::ChangeFrom:
+          if ((ok = allowed(flag::kChgFrom, "changing the sender"))) queue(reply::kChangeFrom, z("<" + ch.value + ">"));
+          break;
+        case MessageChange::Kind::ReplaceBody:
+          if ((ok = allowed(flag::kChgBody, "replacing the body"))) {
+            std::string_view body = ch.value;
+            do {
+              const std::string_view part = body.substr(0, kBodyReplyChunk);
+              queue(reply::kReplaceBody, part);
+              body.remove_prefix(part.size());
+            } while (!body.empty());
+          }
+          break;
+        case MessageChange::Kind::Quarantine:
+          if ((ok = allowed(flag::kQuarantine, "quarantine"))) queue(reply::kQuarantine, z(ch.value));
+          break;
+        case MessageChange::Kind::Discard: discard = true; break;
+      }
+      if (!ok) {
+        out_.resize(mark);
+        return false;
+      }
+    }
+    return true;
   }
-  return SMFIS_CONTINUE;
+
+  // ----------------------------------------------------- transactions
+
+  void begin_transaction() {
+    transaction_id_ = id_ + "T" + std::to_string(++transactions_);
+    pending_bytes_.clear();
+    message_size_ = 0;
+  }
+
+  void reset_transaction() {
+    if (caps().events.has(EventKind::Reset)) {
+      SessionEvent e;
+      e.kind = EventKind::Reset;
+      notify(std::move(e));
+    }
+    transaction_id_.clear();
+    pending_bytes_.clear();
+    message_size_ = 0;
+  }
+
+  void add_message_bytes(std::string_view bytes) {
+    message_size_ += bytes.size();
+    if (!caps().wants_message) return;
+    pending_bytes_.append(bytes);
+    if (pending_bytes_.size() >= kChunk) flush_message();
+  }
+
+  void flush_message() {
+    if (pending_bytes_.empty()) return;
+    SessionEvent e;
+    e.kind = EventKind::MessageChunk;
+    e.chunk = std::move(pending_bytes_);
+    pending_bytes_.clear();
+    notify(std::move(e));
+  }
+
+  // CLOSE to the scripts, then the runtime session ends.
+  void end_session() {
+    if (!session_) return;
+    if (caps().events.has(EventKind::Close)) {
+      SessionEvent e;
+      e.kind = EventKind::Close;
+      notify(std::move(e));
+    }
+    session_->close();
+    session_.reset();
+    transaction_id_.clear();
+    transactions_ = 0;
+    helo_.clear();
+    box_->decisions.clear();
+  }
+
+  Server& server_;
+  stream_protocol::socket socket_;
+  asio::steady_timer watchdog_;
+  std::chrono::steady_clock::time_point read_deadline_ = std::chrono::steady_clock::time_point::max();
+  std::shared_ptr<Mailbox> box_;
+  const std::string peer_;  // for the log
+  bool waiting_ = false;
+  std::vector<char> in_;
+  std::size_t begin_ = 0, end_ = 0, used_ = 0;  // in_[begin_, end_) is unread; the packet handed out is used_ long
+  std::string out_;
+  std::optional<Capabilities> caps_;
+  unsigned long actions_ = 0;
+  unsigned long protocol_ = 0;  // 0 until negotiated: every step is answered
+  std::map<std::string, std::string> macros_;
+  bool macros_changed_ = false;
+  ClientFacts facts_;
+  bool facts_dirty_ = false;
+  std::shared_ptr<Session> session_;
+  std::string id_;
+  std::uint64_t seq_ = 0;
+  std::uint64_t transactions_ = 0;
+  std::string transaction_id_;
+  std::string helo_;
+  std::string pending_bytes_;
+  std::uint64_t message_size_ = 0;
+};
+
+asio::awaitable<void> accept_loop(Server& s) {
+  for (;;) {
+    std::error_code ec;
+    stream_protocol::socket socket = co_await s.acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (!s.acceptor->is_open() || ec == asio::error::operation_aborted) co_return;
+      log::warning("milter: accept: {}", ec.message());
+      continue;
+    }
+    if (s.stopping) continue;
+    auto c = std::make_shared<Connection>(s, std::move(socket));
+    asio::co_spawn(s.io, [c]() { return c->run(); }, asio::detached);
+  }
 }
 
-sfsistat on_unknown(SMFICTX* ctx, const char* line) {
-  Conn& c = ensure_conn(ctx);
-  MilterSession& s = *c.session;
-  if (!s.capabilities().events.has(EventKind::Unknown)) return no_reply(c, SMFIP_NR_UNKN);
-  SessionEvent e;
-  e.kind = EventKind::Unknown;
-  e.input = line ? line : "";
-  e.argument = e.input;
-  return apply_reply(ctx, s.ask(std::move(e)));
-}
-
-// Connects to our own milter socket ("inet:PORT@HOST", "inet6:PORT@HOST",
-// "unix:PATH" / "local:PATH"); the fd, or -1.
-int wake_listener(const std::string& spec) {
+// "inet:PORT@HOST", "inet6:PORT@HOST", "unix:PATH" / "local:PATH" (and a
+// bare path) as an endpoint; "" or why not.
+std::string endpoint_of(const std::string& spec, stream_protocol::endpoint& out, std::string& unix_path) {
   const std::size_t colon = spec.find(':');
   const std::string kind = colon == std::string::npos ? "unix" : spec.substr(0, colon);
   const std::string rest = colon == std::string::npos ? spec : spec.substr(colon + 1);
   if (kind == "unix" || kind == "local") {
-    sockaddr_un sun{};
-    sun.sun_family = AF_UNIX;
-    if (rest.size() >= sizeof sun.sun_path) return -1;
-    std::memcpy(sun.sun_path, rest.c_str(), rest.size() + 1);
-    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
-    if (fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun) != 0) {
-      ::close(fd);
-      return -1;
-    }
-    return fd;
+    if (rest.empty() || rest.size() >= 108) return "a unix socket path of 1 to 107 bytes";
+    out = asio::local::stream_protocol::endpoint(rest);
+    unix_path = rest;
+    return "";
   }
+  if (kind != "inet" && kind != "inet6") return "expected inet:PORT@HOST, inet6:PORT@HOST or unix:PATH";
   const std::size_t at = rest.find('@');
   const std::string port = rest.substr(0, at);
-  std::string host = at == std::string::npos ? (kind == "inet6" ? "::1" : "127.0.0.1") : rest.substr(at + 1);
-  if (host == "0.0.0.0" || host == "*" || host.empty()) host = "127.0.0.1";
-  if (host == "::") host = "::1";
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  addrinfo* res = nullptr;
-  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0 || res == nullptr) return -1;
-  const int fd = ::socket(res->ai_family, SOCK_STREAM, 0);
-  if (fd >= 0 && ::connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
-    ::close(fd);
-    freeaddrinfo(res);
-    return -1;
+  std::string host = at == std::string::npos ? (kind == "inet6" ? "::" : "0.0.0.0") : rest.substr(at + 1);
+  if (host == "*" || host.empty()) host = kind == "inet6" ? "::" : "0.0.0.0";
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  char* end = nullptr;
+  const long p = std::strtol(port.c_str(), &end, 10);
+  if (port.empty() || *end != '\0' || p < 1 || p > 65535) return "the port must be 1 to 65535";
+  std::error_code ec;
+  asio::ip::address a = asio::ip::make_address(host, ec);
+  if (ec) {  // a name such as localhost: looked up once, at start
+    asio::io_context io;
+    asio::ip::tcp::resolver r(io);
+    const auto found = r.resolve(kind == "inet6" ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), host, port, ec);
+    if (ec || found.empty()) return "cannot resolve " + host;
+    a = found.begin()->endpoint().address();
   }
-  freeaddrinfo(res);
-  return fd;
+  out = asio::ip::tcp::endpoint(a, static_cast<unsigned short>(p));
+  return "";
 }
 
 }  // namespace
 
 std::string start_milter(Runtime& runtime, const MilterConfig& config) {
-  g_runtime = &runtime;
-  g_socket = config.socket;
-  static smfiDesc desc{};
-  desc.xxfi_name = const_cast<char*>("mailhook");
-  desc.xxfi_version = SMFI_VERSION;
-  desc.xxfi_flags = SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_ADDRCPT | SMFIF_ADDRCPT_PAR | SMFIF_DELRCPT |
-                    SMFIF_CHGFROM | SMFIF_CHGBODY | SMFIF_QUARANTINE;
-  desc.xxfi_connect = on_connect;
-  desc.xxfi_helo = on_helo;
-  desc.xxfi_envfrom = on_envfrom;
-  desc.xxfi_envrcpt = on_envrcpt;
-  desc.xxfi_header = on_header;
-  desc.xxfi_eoh = on_eoh;
-  desc.xxfi_body = on_body;
-  desc.xxfi_eom = on_eom;
-  desc.xxfi_abort = on_abort;
-  desc.xxfi_close = on_close;
-  desc.xxfi_unknown = on_unknown;
-  desc.xxfi_data = on_data;
-  desc.xxfi_negotiate = on_negotiate;
-  if (smfi_register(desc) != MI_SUCCESS) return "--milter: smfi_register failed";
-  if (smfi_setconn(g_socket.data()) != MI_SUCCESS) return "--milter " + g_socket + ": not a milter socket";
-  smfi_settimeout(config.timeout_s);
-  if (smfi_opensocket(true) != MI_SUCCESS) {
-    return "--milter " + g_socket + ": cannot listen (expected inet:PORT@HOST, inet6:PORT@HOST or unix:PATH; "
-           "is the address in use?)";
+  auto s = std::make_unique<Server>();
+  s->runtime = &runtime;
+  s->config = config;
+  stream_protocol::endpoint ep;
+  std::string unix_path;
+  if (std::string e = endpoint_of(config.socket, ep, unix_path); !e.empty()) return "--milter " + config.socket + ": " + e;
+  if (!unix_path.empty()) {
+    std::error_code ec;
+    if (std::filesystem::is_socket(unix_path, ec)) std::filesystem::remove(unix_path, ec);  // a stale socket
   }
-  g_thread = std::thread([] {
-    if (smfi_main() != MI_SUCCESS) log::error("milter: smfi_main ended with an error");
-    g_main_done.store(true);
-  });
+  std::error_code ec;
+  s->acceptor.emplace(s->io);
+  s->acceptor->open(ep.protocol(), ec);
+  if (!ec && unix_path.empty()) s->acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) s->acceptor->bind(ep, ec);
+  if (!ec) s->acceptor->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return "--milter " + config.socket + ": cannot listen: " + ec.message();
+  asio::co_spawn(s->io, accept_loop(*s), asio::detached);
+  Server* raw = s.release();
+  g_server = raw;
+  raw->thread = std::thread([raw] { raw->io.run(); });
   return "";
 }
 
 void stop_accepting() {
-  if (!g_thread.joinable()) return;
-  // smfi_stop waits for the listener's lock, which the listener holds
-  // through a 5-second poll; connections of our own wake the poll so the
-  // stop lands now. They end at once (EOF before negotiation).
-  std::thread stopper([] { smfi_stop(); });
-  for (int i = 0; i < 100 && !g_main_done.load(); ++i) {
-    const int fd = wake_listener(g_socket);
-    if (fd < 0) break;  // the listening socket is closed
-    ::close(fd);
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  stopper.join();
+  Server* s = g_server;
+  if (!s) return;
+  asio::post(s->io, [s] {
+    std::error_code ec;
+    s->acceptor->close(ec);
+  });
 }
 
 void stop_milter() {
-  if (!g_thread.joinable()) return;
-  MilterSession::stop_all();
-  g_thread.join();
+  Server* s = g_server;
+  if (!s) return;
+  asio::post(s->io, [s] {
+    s->stopping = true;
+    std::error_code ec;
+    s->acceptor->close(ec);
+    const std::set<Connection*> open = s->connections;
+    for (Connection* c : open) c->stop();
+  });
+  s->thread.join();  // the loop ends once every connection has answered and closed
 }
 
 }  // namespace mailhook::policyd::milter

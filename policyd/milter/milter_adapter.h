@@ -1,10 +1,12 @@
-// --milter: libmilter serving the milter protocol to Postfix or Sendmail,
-// every callback handed to the same Runtime (Lua workers) as the gRPC
-// sessions. libmilter keeps its state in process globals and runs one
-// thread per MTA connection plus smfi_main; this is the only file that
-// touches them.
+// --milter: the milter protocol (version 6, as Postfix and Sendmail speak
+// it) served on one asio thread, every MTA command handed to the same
+// Runtime (Lua workers) as the gRPC sessions. No thread per MTA
+// connection and no blocking wait: a connection waits for its decision as
+// a coroutine, so an MTA command costs one read, one post to a worker and
+// one write (libmilter's pool polls every idle connection per command).
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 #include "policyd/lua_runtime/runtime.h"
@@ -12,19 +14,21 @@
 namespace mailhook::policyd::milter {
 
 struct MilterConfig {
-  std::string socket;   // "inet:PORT@HOST", "inet6:PORT@HOST" or "unix:PATH"
-  int timeout_s = 7210; // libmilter's I/O timeout towards the MTA
+  std::string socket;                   // "inet:PORT@HOST", "inet6:PORT@HOST" or "unix:PATH"
+  int timeout_s = 7210;                 // how long a silent MTA connection is kept
+  std::size_t max_packet = 1u << 20;    // the largest milter packet accepted from the MTA
 };
 
-// Opens the socket and starts smfi_main on a thread of its own; "" or why
-// not. One adapter per process (libmilter's globals).
+// Opens the socket and starts serving on a thread of its own; "" or why
+// not. One milter server per process.
 std::string start_milter(Runtime& runtime, const MilterConfig& config);
 
 // Stops accepting MTA connections; open ones go on (drain).
 void stop_accepting();
 
-// After the drain: callbacks still waiting get 4xx (tempfail), so no
-// message is accepted and then lost. Joins smfi_main's thread.
+// After the drain: commands still waiting for a decision get 4xx
+// (tempfail), so no message is accepted and then lost; idle connections
+// are closed. Joins the thread.
 void stop_milter();
 
 }  // namespace mailhook::policyd::milter

@@ -117,6 +117,43 @@ class HostileMta(MilterTest):
         self.still_serving()
 
 
+class MilterLimits(MilterTest):
+    def test_max_packet_is_the_largest_packet_taken(self):
+        self.start_milter(read(os.path.join(MILTER, "policy.lua")), args=["--milter-max-packet", "65536"])
+
+        def session(macro_bytes):
+            s = socket.create_connection(("127.0.0.1", self.milter_port), timeout=10)
+            self.addCleanup(s.close)
+            negotiate(s)
+            s.sendall(packet(b"C", b"client.example\x00" + b"4" + struct.pack(">H", 4000) + b"192.0.2.9\x00"))
+            s.recv(64)
+            # A macro packet (no reply) whose length field is exactly macro_bytes.
+            name = b"{big}\x00"
+            s.sendall(packet(b"D", b"H" + name + b"x" * (macro_bytes - 1 - 1 - len(name) - 1) + b"\x00"))
+            s.sendall(packet(b"H", b"good.example\x00"))
+            return s
+
+        s = session(65536)  # at the limit: served
+        head = s.recv(5)
+        self.assertEqual(len(head), 5, "no reply to HELO after a packet at the limit")
+        t = session(65537)  # one byte over: that connection closes
+        try:
+            data = t.recv(4096)  # EOF, or a reset: the rest of our packet was never read
+        except ConnectionResetError:
+            data = b""
+        self.assertEqual(data, b"")
+        wait_for(lambda: "--milter-max-packet 65536" in self.policyd.output(), what="the log names the flag")
+        s.close()  # before tearDown's SIGTERM, whose drain waits for open MTA connections
+        t.close()
+
+    def test_max_packet_below_the_protocol_minimum_is_refused(self):
+        r = subprocess.run([os.environ["MAILHOOK_POLICYD"], "--milter", "inet:%d@127.0.0.1" % free_port(),
+                            "--milter-max-packet", "1000", "--script", self.write_script("")],
+                           capture_output=True, timeout=10)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("--milter-max-packet", r.stderr.decode())
+
+
 POSTFIX_SCRIPT = r'''
 function hook.rcpt(r)
   if r == "no@example.com" then return "550-5.1.1 no such user here\r\n550 5.1.1 ask postmaster\r\n" end
