@@ -876,6 +876,49 @@ def ratios(med):
     return out
 
 
+# Issue 10's targets, all on pass A's end-to-end medians of one run:
+# (name, system, what it is compared with, the least ratio that holds).
+TARGETS = [
+    ("mailhook >= 50% of the ceiling", "mailhook", ["ceiling"], 0.5),
+    ("mailhook >= 4x Postfix alone", "mailhook", ["postfix"], 4.0),
+    ("mailhook >= 5x Haraka", "mailhook", ["haraka"], 5.0),
+    ("mailhook >= 50x qpsmtpd", "mailhook", ["qpsmtpd"], 50.0),
+    ("mailhook's milter >= 95% of the best other milter", "postfix_mailhook_milter",
+     ["postfix_noop_milter", "postfix_c_policy_milter", "postfix_rspamd_milter"], 0.95),
+]
+
+
+def targets(med, pass_="A", metric="end_to_end_msgs_per_s"):
+    """Each target with its ratio and whether it holds; a target whose
+    systems were not measured says so (never a pass)."""
+    out = []
+    for name, system, others, least in TARGETS:
+        mine = med.get(system, {}).get(pass_, {}).get(metric)
+        theirs = {o: med.get(o, {}).get(pass_, {}).get(metric) for o in others}
+        measured = {o: v for o, v in theirs.items() if v}
+        if not mine or not measured:
+            out.append({"target": name, "status": "not measured"})
+            continue
+        against, value = max(measured.items(), key=lambda kv: kv[1])
+        ratio = mine / value
+        out.append({"target": name, "pass": pass_, "metric": metric, "system": system, "value": mine,
+                    "against": against, "against_value": value, "ratio": round(ratio, 3), "needed": least,
+                    "status": "holds" if ratio >= least else "does not hold"})
+    return out
+
+
+def print_targets(result, out=sys.stdout):
+    rows = result.get("targets") or targets(result["medians"])
+    print("\ntargets (pass A, end-to-end msgs/s, medians of this run):", file=out)
+    for t in rows:
+        if t["status"] == "not measured":
+            print("  %-52s not measured" % t["target"], file=out)
+        else:
+            print("  %-52s %7.0f / %7.0f (%s) = %6.2f, needs %5.2f: %s" % (
+                t["target"], t["value"], t["against_value"], t["against"], t["ratio"], t["needed"], t["status"]),
+                file=out)
+
+
 def machine():
     model = platform.processor() or "unknown"
     try:
@@ -1047,6 +1090,7 @@ def main():
         print("bench/compare %s, %d cores (%s)" % (result["date"], result["machine"]["cpus"],
                                                   result["machine"]["model"]))
         print_table(result)
+        print_targets(result)
         return
     chosen = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SYSTEMS]
@@ -1145,6 +1189,7 @@ def main():
 
     result["medians"] = medians(result["runs"])
     result["ratios"] = ratios(result["medians"])
+    result["targets"] = targets(result["medians"])
     result["duration_s"] = round(time.monotonic() - started)
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, "compare-" + now.strftime("%Y-%m-%dT%H%M"))
@@ -1156,6 +1201,7 @@ def main():
     if problem is None:
         shutil.copy(stem + ".png", os.path.join(args.out, "latest.png"))
     print_table(result)
+    print_targets(result)
     print("\nwrote %s.json (and latest.json)%s; took %.0f min" %
           (stem, "" if problem else ", %s.png" % stem, result["duration_s"] / 60))
     if problem:

@@ -12,6 +12,7 @@
 #include "frontend/config.h"
 #include "frontend/server/connection.h"
 #include "daemon/metrics_http.h"
+#include "daemon/process_setup.h"
 #include "mailcore/telemetry/log.h"
 
 namespace mf = mailhook::front;
@@ -63,6 +64,7 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, std::vector<std::uniq
 int main(int argc, char** argv) {
   const mf::FrontConfig config = mf::parse_config(argc, argv);
   mlog::init("mailhook-front", config.log_stderr);
+  mailhook::daemon::disable_lock_order_checks();
   std::signal(SIGPIPE, SIG_IGN);
 
   std::string host, port;

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "daemon/metrics_http.h"
+#include "daemon/process_setup.h"
 #include "mailcore/telemetry/log.h"
 #include "policyd/config.h"
 #include "policyd/lua_runtime/runtime.h"
@@ -94,6 +95,7 @@ int next_signal() {
 int main(int argc, char** argv) {
   const mp::PolicyConfig config = mp::parse_config(argc, argv);
   mlog::init("mailhook-policyd", config.log_stderr || config.check || !config.test.empty());
+  mailhook::daemon::disable_lock_order_checks();
   mp::RuntimeConfig rc = runtime_config(config);
 
   if (!config.test.empty()) {
