@@ -42,10 +42,10 @@ MilterReply milter_reply(const Decision& d) {
   r.code = std::to_string(d.reply.code);
   r.enhanced = d.reply.enhanced;
   for (const std::string& line : d.reply.lines) {
-    if (r.lines.size() == 32) break;  // smfi_setmlreply's limit
+    if (r.lines.size() == 32) break;  // libmilter's smfi_setmlreply limit, kept
     std::string escaped;
     for (char c : line) {
-      if (c == '%') escaped += '%';  // libmilter formats the text like printf
+      if (c == '%') escaped += '%';  // Sendmail formats the reply text like printf
       escaped += c;
     }
     r.lines.push_back(std::move(escaped));

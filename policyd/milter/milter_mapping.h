@@ -1,7 +1,7 @@
 // The pure half of the milter adapter: what to negotiate for a set of
 // capabilities, how a Decision's reply becomes a milter status and reply,
 // how envfrom/envrcpt arguments become an address and ESMTP parameters,
-// and which macros are read. No libmilter calls, no threads: unit-tested.
+// and which macros are read. No I/O, no threads: unit-tested.
 #pragma once
 
 #include <cstdint>
@@ -13,8 +13,8 @@
 
 namespace mailhook::policyd::milter {
 
-// SMFIP_* / SMFIF_* bits, from libmilter's mfdef.h (re-declared so this
-// file stays free of libmilter headers; milter_adapter.cc checks them).
+// SMFIP_* / SMFIF_* bits of the milter protocol (the values of Sendmail's
+// mfdef.h, which Postfix's milter8.c uses too).
 namespace flag {
 inline constexpr unsigned long kNoConnect = 0x1, kNoHelo = 0x2, kNoMail = 0x4, kNoRcpt = 0x8, kNoBody = 0x10,
                                kNoHdrs = 0x20, kNoEoh = 0x40, kNrHdr = 0x80, kNoUnknown = 0x100, kNoData = 0x200,
@@ -48,7 +48,7 @@ enum class Status : std::uint8_t {
 struct MilterReply {
   Status status = Status::Continue;
   std::string code, enhanced;       // "550", "5.7.1" (may be empty)
-  std::vector<std::string> lines;   // %-escaped for smfi_setreply, at most 32
+  std::vector<std::string> lines;   // %-escaped for the MTA, at most 32 (libmilter's limit, which MTAs expect)
 };
 
 // 4xx -> Tempfail, 5xx -> Reject with the exact code, enhanced code and
@@ -62,11 +62,11 @@ void parse_envelope_args(const std::vector<std::string>& argv, std::string& addr
 // A header as message bytes: "Name: value\r\n", LF in folded values -> CRLF.
 std::string header_bytes(std::string_view name, std::string_view value);
 
-// A header value as libmilter wants it for smfi_*header: CRLF -> LF.
+// A header value as the ADDHEADER/CHGHEADER/INSHEADER packets carry it: CRLF -> LF.
 std::string milter_header_value(std::string_view value);
 
-// The macros asked of the MTA and shown to Lua as client.macros (names as
-// libmilter spells them: "i", "{auth_authen}").
+// The macros shown to Lua as client.macros (names as the MTA sends them:
+// "i", "{auth_authen}").
 const std::vector<std::string>& known_macros();
 
 }  // namespace mailhook::policyd::milter
