@@ -19,8 +19,11 @@
   milter      messages/s through a private Postfix (tests/integration/
               postfix_instance.py, relaying to smtp-sink): 2,000 messages
               over 20 sessions with smtp-source, first with no milter (the
-              baseline), then with mailhook-policyd --milter and an empty
-              script, then with the default policy (rate limit lifted).
+              baseline), then with the no-op C libmilter milter of
+              bench/peers (skipped with the reason without cc/libmilter),
+              then with mailhook-policyd --milter and an empty script,
+              bench/compare's policy and the default policy (rate limit
+              lifted); with the milter process's own CPU per message.
 
   scale       messages/s with one front and policyd as 1 process with
               --workers 1, 1 with --workers 2, and 2 and 3 replicas (each
@@ -327,44 +330,68 @@ def dnsbl(messages=4000, sessions=200, delay_ms=50):
 
 
 def milter(messages=2000, sessions=20):
+    """Postfix alone, with the no-op C libmilter milter of bench/peers
+    (the protocol's cost through libmilter; a baseline) and with
+    mailhook-policyd --milter: msgs/s and the milter process's own CPU per
+    message."""
     sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
     from postfix_instance import PrivatePostfix
     tmp = tempfile.mkdtemp(prefix="mailhook-bench-")
     os.chmod(tmp, 0o711)  # Postfix's daemons run as user postfix
-    rows = []
+    rows, skipped = [], []
     try:
         with open(os.path.join(ROOT, "lua", "policy.lua")) as f:
             policy = f.read().replace("local RATE_LIMIT = 60", "local RATE_LIMIT = 1e9")
-        for name, script in (("Postfix, no milter (baseline)", None),
-                             ("Postfix + mailhook milter, empty script", "-- no hooks\n"),
-                             ("Postfix + mailhook milter, default policy", policy)):
+        with open(os.path.join(ROOT, "bench", "peers", "mailhook", "policy.lua")) as f:
+            stamp = f.read()
+        noop = os.path.join(tmp, "noop_milter")
+        built = subprocess.run(["cc", "-O2", "-o", noop, os.path.join(ROOT, "bench", "peers", "c_milter", "noop_milter.c"),
+                                "-lmilter", "-lpthread"], capture_output=True) if shutil.which("cc") else None
+        runs = [("Postfix, no milter (baseline)", None, None)]
+        if built is not None and built.returncode == 0:
+            runs.append(("Postfix + no-op C milter (libmilter)", "noop", None))
+        else:
+            skipped.append("no-op C milter: cannot build it (cc and libmilter-dev, bench/peers/install.sh)")
+        runs += [("Postfix + mailhook milter, empty script", "mailhook", "-- no hooks\n"),
+                 ("Postfix + mailhook milter, bench/compare policy", "mailhook", stamp),
+                 ("Postfix + mailhook milter, default policy", "mailhook", policy)]
+        for name, kind, script in runs:
             st = Stack(tmp)
             sink = st.sink()
-            milter_spec = None
-            if script is not None:
-                path = os.path.join(tmp, "milter-%d.lua" % len(rows))
-                with open(path, "w") as f:
-                    f.write(script)
+            milter_spec, milter_pid = None, None
+            if kind is not None:
                 mport = free_port()
-                st.start([POLICYD, "--listen", "127.0.0.1:%d" % free_port(), "--script", path, "--log-stderr",
-                          "--ptr-lookup", "no", "--milter", "inet:%d@127.0.0.1" % mport], mport)
+                if kind == "noop":
+                    st.start([noop, "inet:%d@127.0.0.1" % mport], mport)
+                else:
+                    path = os.path.join(tmp, "milter-%d.lua" % len(rows))
+                    with open(path, "w") as f:
+                        f.write(script)
+                    st.start([POLICYD, "--listen", "127.0.0.1:%d" % free_port(), "--script", path, "--log-stderr",
+                              "--ptr-lookup", "no", "--spool-dir", os.path.join(tmp, "ptmp"),
+                              "--milter", "inet:%d@127.0.0.1" % mport], mport)
                 milter_spec = "inet:127.0.0.1:%d" % mport
+                milter_pid = st.procs[-1].pid
             port = free_port()
             pf = PrivatePostfix(os.path.join(tmp, "pf-%d" % len(rows)), port, sink, milter=milter_spec)
             pf.start()
             try:
+                cpu0 = cpu_seconds(milter_pid) if milter_pid else None
                 elapsed = smtp_source(port, messages, sessions)
+                cpu = cpu_seconds(milter_pid) - cpu0 if milter_pid else None
             finally:
                 pf.stop()
                 st.stop()
-            rows.append((name, messages / elapsed))
+            rows.append((name, messages / elapsed, None if cpu is None else 1000.0 * cpu / messages))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("milter: smtp-source, %d messages of 2 KiB, %d sessions, one message per connection, into a private "
           "Postfix relaying to smtp-sink" % (messages, sessions))
-    for name, rate in rows:
-        print("%-45s %7.0f msgs/s  (ratio to baseline %.2f)" % (name, rate, rate / rows[0][1]))
-
+    print("%-50s %9s %9s %20s" % ("run", "msgs/s", "x base", "milter CPU ms/msg"))
+    for name, rate, cpu in rows:
+        print("%-50s %9.0f %9.2f %20s" % (name, rate, rate / rows[0][1], "-" if cpu is None else "%.3f" % cpu))
+    for reason in skipped:
+        print("skipped: " + reason)
 
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "all"
