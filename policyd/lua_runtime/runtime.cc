@@ -227,10 +227,24 @@ class RuntimeImpl final : public Runtime {
   }
 
   std::shared_ptr<Session> open(SessionStart start, std::shared_ptr<SessionObserver> observer) override {
-    Worker* w = workers_.front().get();
-    for (auto& candidate : workers_) {
-      if (candidate->sessions().load() < w->sessions().load()) w = candidate.get();
+    return open_on(least_busy_worker(), std::move(start), std::move(observer));
+  }
+
+  std::size_t least_busy_worker() const override {
+    std::size_t best = 0;
+    for (std::size_t i = 1; i < workers_.size(); ++i) {
+      if (workers_[i]->sessions().load() < workers_[best]->sessions().load()) best = i;
     }
+    return best;
+  }
+
+  asio::any_io_executor worker_executor(std::size_t worker) override {
+    return workers_.at(worker)->io().get_executor();
+  }
+
+  std::shared_ptr<Session> open_on(std::size_t worker, SessionStart start,
+                                   std::shared_ptr<SessionObserver> observer) override {
+    Worker* w = workers_.at(worker).get();
     w->sessions().fetch_add(1);
     metrics_.sessions_total.add();
     metrics_.sessions_open.add(1);

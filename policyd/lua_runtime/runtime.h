@@ -6,6 +6,7 @@
 // the caller beyond posting to a worker's queue.
 #pragma once
 
+#include <asio/any_io_executor.hpp>
 #include <chrono>
 #include <cstddef>
 #include <filesystem>
@@ -83,6 +84,15 @@ class Runtime {
   // Starts a session on the least busy worker. The observer's opened()
   // follows asynchronously.
   virtual std::shared_ptr<Session> open(SessionStart start, std::shared_ptr<SessionObserver> observer) = 0;
+
+  // For a transport that runs its own I/O on the session's worker thread
+  // (the milter server), so that an event and its decision never cross
+  // threads: the worker open() would pick now, that worker's executor, and
+  // open() on it. The observer is then called on that executor's thread.
+  virtual std::size_t least_busy_worker() const = 0;
+  virtual asio::any_io_executor worker_executor(std::size_t worker) = 0;
+  virtual std::shared_ptr<Session> open_on(std::size_t worker, SessionStart start,
+                                           std::shared_ptr<SessionObserver> observer) = 0;
 
   // SIGHUP: loads the scripts anew. New sessions get the new code, open
   // sessions finish on the old. On failure nothing changes and the error

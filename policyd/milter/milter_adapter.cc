@@ -1,8 +1,9 @@
 // The milter protocol, version 6 (Sendmail's libmilter/docs and Postfix's
 // MILTER_README describe it): length-prefixed packets, one command letter
 // each. Commands become SessionEvents for the Runtime; decisions come back
-// as replies and message changes. Everything here runs on one asio thread,
-// except Observer::deliver, which the Lua workers call.
+// as replies and message changes. One thread accepts; each MTA connection
+// then runs on the Lua worker its session is bound to, so a command, its
+// hook and its reply stay on one thread.
 #include "policyd/milter/milter_adapter.h"
 
 #include <fmt/format.h>
@@ -17,10 +18,12 @@
 #include <ctime>
 #include <deque>
 #include <filesystem>
+#include <condition_variable>
 #include <map>
+#include <mutex>
 #include <optional>
-#include <set>
 #include <thread>
+#include <unordered_map>
 
 #include "mailcore/telemetry/log.h"
 #include "policyd/milter/milter_mapping.h"
@@ -100,8 +103,8 @@ std::string peer_name(const stream_protocol::socket& s) {
   return "MTA (unix socket)";
 }
 
-// Where decisions meet the connection waiting for them. Touched on the
-// milter thread only; workers reach it through Observer::deliver's post.
+// Where decisions meet the connection waiting for them; touched on the
+// connection's (= its session's worker's) thread only.
 struct Mailbox {
   explicit Mailbox(asio::any_io_executor ex) : timer(std::move(ex)) {}
   std::deque<Decision> decisions;
@@ -133,26 +136,28 @@ class Connection;
 struct Server {
   Runtime* runtime = nullptr;
   MilterConfig config;
-  asio::io_context io{1};
+  asio::io_context io{1};  // the acceptor's
   std::optional<asio::basic_socket_acceptor<stream_protocol>> acceptor;
   std::thread thread;
-  bool stopping = false;                // milter thread only
-  std::set<Connection*> connections;    // milter thread only
+  std::atomic<bool> stopping{false};
+  std::mutex mu;  // guards connections; the last one out notifies ended
+  std::condition_variable ended;
+  std::unordered_map<Connection*, std::weak_ptr<Connection>> connections;
 };
 
 Server* g_server = nullptr;
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(Server& server, stream_protocol::socket socket)
+  Connection(Server& server, std::size_t worker, stream_protocol::socket socket)
       : server_(server),
+        worker_(worker),
         socket_(std::move(socket)),
         watchdog_(socket_.get_executor()),
         box_(std::make_shared<Mailbox>(socket_.get_executor())),
         peer_(peer_name(socket_)) {}
 
   asio::awaitable<void> run() {
-    server_.connections.insert(this);
     auto self = shared_from_this();
     asio::co_spawn(socket_.get_executor(), watchdog(self), asio::detached);
     co_await serve();
@@ -160,11 +165,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::error_code ec;
     socket_.close(ec);
     watchdog_.cancel();
+    std::lock_guard l(server_.mu);
     server_.connections.erase(this);
+    if (server_.connections.empty()) server_.ended.notify_all();
   }
 
-  // stop_milter: a connection waiting on a decision answers tempfail; an
-  // idle one is closed.
+  asio::any_io_executor executor() { return socket_.get_executor(); }
+
+  // stop_milter, on the connection's thread: one waiting on a decision
+  // answers tempfail; an idle one is closed.
   void stop() {
     if (waiting_) {
       box_->timer.cancel();
@@ -490,7 +499,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     SessionStart start;
     start.session_id = id_;
     start.client = facts_;
-    session_ = server_.runtime->open(std::move(start), std::make_shared<Observer>(socket_.get_executor(), box_));
+    session_ = server_.runtime->open_on(worker_, std::move(start),
+                                        std::make_shared<Observer>(socket_.get_executor(), box_));
     if (!caps().connect_hook) {
       no_reply(flag::kNrConn);
       co_return true;
@@ -705,6 +715,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   Server& server_;
+  const std::size_t worker_;  // the Lua worker whose thread runs this connection
   stream_protocol::socket socket_;
   asio::steady_timer watchdog_;
   std::chrono::steady_clock::time_point read_deadline_ = std::chrono::steady_clock::time_point::max();
@@ -741,8 +752,21 @@ asio::awaitable<void> accept_loop(Server& s) {
       continue;
     }
     if (s.stopping) continue;
-    auto c = std::make_shared<Connection>(s, std::move(socket));
-    asio::co_spawn(s.io, [c]() { return c->run(); }, asio::detached);
+    // The connection moves to the worker that will run its session.
+    const std::size_t worker = s.runtime->least_busy_worker();
+    const stream_protocol protocol = socket.local_endpoint(ec).protocol();
+    stream_protocol::socket moved(s.runtime->worker_executor(worker));
+    if (!ec) moved.assign(protocol, socket.release(ec), ec);
+    if (ec) {
+      log::warning("milter: cannot hand a connection to a worker: {}", ec.message());
+      continue;
+    }
+    auto c = std::make_shared<Connection>(s, worker, std::move(moved));
+    {
+      std::lock_guard l(s.mu);
+      s.connections.emplace(c.get(), c);
+    }
+    asio::co_spawn(c->executor(), [c]() { return c->run(); }, asio::detached);
   }
 }
 
@@ -819,14 +843,16 @@ void stop_accepting() {
 void stop_milter() {
   Server* s = g_server;
   if (!s) return;
-  asio::post(s->io, [s] {
-    s->stopping = true;
-    std::error_code ec;
-    s->acceptor->close(ec);
-    const std::set<Connection*> open = s->connections;
-    for (Connection* c : open) c->stop();
-  });
-  s->thread.join();  // the loop ends once every connection has answered and closed
+  s->stopping = true;
+  stop_accepting();
+  s->thread.join();  // the acceptor is closed: its loop has nothing left
+  std::unique_lock l(s->mu);
+  for (auto& [raw, weak] : s->connections) {
+    if (auto c = weak.lock()) asio::post(c->executor(), [c] { c->stop(); });
+  }
+  // Each answers what it waits on (tempfail) and closes; the workers still
+  // run. Bounded: a worker stuck in a hook has --hook-timeout.
+  s->ended.wait_for(l, std::chrono::seconds(10), [s] { return s->connections.empty(); });
 }
 
 }  // namespace mailhook::policyd::milter

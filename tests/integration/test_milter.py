@@ -4,6 +4,7 @@ calling the milter (postfix_instance.py) in front of a loopback sink."""
 
 import os
 import re
+import signal
 import socket
 import struct
 import subprocess
@@ -115,6 +116,44 @@ class HostileMta(MilterTest):
         wait_for(lambda: re.search(r"session=\S+ client=192\.0\.2\.9 helo=good\.example .* end", self.policyd.output()),
                  what="the session ended in policyd")
         self.still_serving()
+
+
+WAITS_ON_DNS = r'''
+function hook.rcpt(r)
+  dns.query(dns.class.IN, dns.type.A, "slow.example")
+  dns.wait(true)
+  syslog.info("rcpt answered after DNS")
+end
+'''
+
+
+class MilterDrain(MilterTest):
+    def test_a_command_waiting_on_a_hook_gets_tempfail_when_policyd_stops(self):
+        # A DNS server that never answers: the RCPT hook waits in dns.wait
+        # (the worker stays free) until policyd is told to stop.
+        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        silent.bind(("127.0.0.1", 0))
+        silent.settimeout(10)  # a query that never comes fails the test, not hangs it
+        self.addCleanup(silent.close)
+        self.start_milter(WAITS_ON_DNS, args=["--dns-server", "127.0.0.1:%d" % silent.getsockname()[1],
+                                              "--dns-timeout", "60000", "--drain-timeout", "1"])
+        s = socket.create_connection(("127.0.0.1", self.milter_port), timeout=20)
+        self.addCleanup(s.close)
+        negotiate(s)
+        s.sendall(packet(b"C", b"client.example\x00" + b"4" + struct.pack(">H", 4000) + b"192.0.2.9\x00"))
+        s.sendall(packet(b"M", b"<a@example.com>\x00"))
+        s.sendall(packet(b"R", b"<b@example.com>\x00"))
+        wait_for(lambda: silent.recv(512, socket.MSG_PEEK), what="the hook's DNS query")
+        self.policyd.signal(signal.SIGTERM)
+        replies = b""
+        while len(replies) < 5:
+            chunk = s.recv(64)
+            if not chunk:
+                break
+            replies += chunk
+        self.assertEqual(replies[4:5], b"t", replies)  # tempfail: never accepted blind
+        self.assertEqual(self.policyd.proc.wait(timeout=20), 0, self.policyd.output()[-2000:])
+        self.assertNotIn("rcpt answered after DNS", self.policyd.output())
 
 
 class MilterLimits(MilterTest):
