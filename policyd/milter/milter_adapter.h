@@ -1,9 +1,9 @@
 // --milter: the milter protocol (version 6, as Postfix and Sendmail speak
-// it) served on one asio thread, every MTA command handed to the same
-// Runtime (Lua workers) as the gRPC sessions. No thread per MTA
-// connection and no blocking wait: a connection waits for its decision as
-// a coroutine, so an MTA command costs one read, one post to a worker and
-// one write (libmilter's pool polls every idle connection per command).
+// it), every MTA command handed to the same Runtime (Lua workers) as the
+// gRPC sessions. One thread accepts; each connection then runs as a
+// coroutine on the worker thread of its session, so a command, its hook
+// and its reply never cross threads (libmilter's pool polls every idle
+// connection and wakes two threads per command).
 #pragma once
 
 #include <cstddef>
