@@ -14,9 +14,9 @@ void PolicyStream::start(v1::FrontMessage first) {
   self_ = shared_from_this();
   {
     std::lock_guard l(mu_);
-    out_.push_back(std::move(first));
+    sending_ = std::move(first);
     writing_ = true;
-    StartWrite(&out_.front());
+    StartWrite(&sending_);
   }
   StartRead(&in_);
   StartCall();
@@ -25,13 +25,14 @@ void PolicyStream::start(v1::FrontMessage first) {
 void PolicyStream::send(v1::FrontMessage message) {
   std::lock_guard l(mu_);
   if (broken_ || closed_ || close_pending_) return;
-  out_.push_back(std::move(message));
+  queued_.push_back(std::move(message));
   if (!writing_) write_next_locked();
 }
 
 void PolicyStream::write_next_locked() {
+  sending_ = queued_.pop_front();
   writing_ = true;
-  StartWrite(&out_.front());
+  StartWrite(&sending_);
 }
 
 void PolicyStream::close() {
@@ -47,14 +48,13 @@ void PolicyStream::close() {
 
 void PolicyStream::OnWriteDone(bool ok) {
   std::lock_guard l(mu_);
-  out_.pop_front();
   writing_ = false;
   if (!ok) {
     broken_ = true;
-    out_.clear();
+    queued_.clear();
     return;
   }
-  if (!out_.empty()) {
+  if (!queued_.empty()) {
     write_next_locked();
   } else if (close_pending_) {
     close_pending_ = false;
@@ -103,8 +103,7 @@ asio::awaitable<std::optional<v1::PolicyMessage>> PolicyStream::next(
     {
       std::lock_guard l(mu_);
       if (!received_.empty()) {
-        v1::PolicyMessage m = std::move(received_.front());
-        received_.pop_front();
+        v1::PolicyMessage m = received_.pop_front();
         co_return m;
       }
       if (broken_) co_return std::nullopt;

@@ -8,11 +8,11 @@
 
 #include <asio.hpp>
 #include <chrono>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
 
+#include "mailcore/util/fifo.h"
 #include "mailhook/v1/session.grpc.pb.h"
 
 namespace mailhook::front {
@@ -50,8 +50,9 @@ class PolicyStream final : public grpc::ClientBidiReactor<v1::FrontMessage, v1::
   std::shared_ptr<PolicyStream> self_;  // held until OnDone
 
   std::mutex mu_;
-  std::deque<v1::PolicyMessage> received_;
-  std::deque<v1::FrontMessage> out_;
+  Fifo<v1::PolicyMessage> received_;
+  v1::FrontMessage sending_;        // the write in flight (gRPC holds its address until OnWriteDone)
+  Fifo<v1::FrontMessage> queued_;   // waiting behind it
   bool writing_ = false;
   bool close_pending_ = false;
   bool closed_ = false;

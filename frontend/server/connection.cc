@@ -44,10 +44,8 @@ asio::awaitable<Connection::Read> Connection::read_more(std::chrono::seconds tim
     co_return Read::Ok;
   }
   for (;;) {
-    std::variant<std::tuple<asio::error_code>, std::tuple<asio::error_code>> ready =
-        co_await (socket_.async_wait(tcp::socket::wait_read, token) || timer_.async_wait(token));
-    if (ready.index() == 1) co_return draining_ ? Read::Draining : Read::TimedOut;
-    if (std::get<0>(std::get<0>(ready))) co_return Read::Closed;
+    const Read ready = co_await wait_readable();
+    if (ready != Read::Ok) co_return ready;
     asio::error_code ec;
     socket_.non_blocking(true, ec);
     const std::size_t n = socket_.read_some(asio::buffer(buf), ec);
@@ -56,6 +54,31 @@ asio::awaitable<Connection::Read> Connection::read_more(std::chrono::seconds tim
     in_.append(buf, n);
     co_return Read::Ok;
   }
+}
+
+// The plain-TCP wait for the client's next bytes, ended early by the
+// timer that read_more armed (a timeout) or by the drain. Not asio's ||
+// operator: that spawns two coroutines and a parallel group per wait,
+// about 2.4 KiB that every idle session would hold. The timer's handler
+// touches the connection only while it lives and only for the wait it was
+// armed for.
+asio::awaitable<Connection::Read> Connection::wait_readable() {
+  const std::uint64_t gen = ++wait_generation_;
+  timer_ended_wait_ = false;
+  timer_.async_wait([this, gen, alive = std::weak_ptr<void>(alive_)](const asio::error_code& ec) {
+    if (ec || alive.expired() || gen != wait_generation_) return;
+    timer_ended_wait_ = true;
+    asio::error_code ignored;
+    socket_.cancel(ignored);
+  });
+  waiting_read_ = true;
+  asio::error_code ec;
+  co_await socket_.async_wait(tcp::socket::wait_read, asio::redirect_error(asio::use_awaitable, ec));
+  waiting_read_ = false;
+  if (draining_ && ec == asio::error::operation_aborted) co_return Read::Draining;
+  if (timer_ended_wait_ && ec == asio::error::operation_aborted) co_return Read::TimedOut;
+  timer_.cancel();
+  co_return ec ? Read::Closed : Read::Ok;
 }
 
 asio::awaitable<void> Connection::flush() {
@@ -239,55 +262,62 @@ asio::awaitable<bool> Connection::command_loop() {
       in_.erase(0, eol + 1);
       continue;
     }
-    const std::string command(line);
+    std::string command(line);
     in_.erase(0, eol + 1);
-    const std::string candidate = next_transaction_id();
-    session::Step step = machine_.on_command(command, candidate);
-    Reply final_reply = step.default_reply;
-    bool close = false;
-    if (step.starts_xclient) {
-      final_reply = co_await xclient(command, step.argument);
-      queue_reply(final_reply);
-      if (final_reply.code == 421) co_return false;
-      continue;
-    }
-    if (step.starts_auth) {
-      final_reply = co_await authenticate(command, step.argument);
-      queue_reply(final_reply);
-      if (final_reply.code == 421) co_return false;
-      continue;
-    }
-    if (step.event) {
-      const SessionEvent event_copy_kind{.kind = step.event->kind};
-      Decision d = co_await ask(std::move(*step.event));
-      step.event.reset();
-      if (apply_limits(d) && step.verb == smtp::Verb::Ehlo) step.default_reply = machine_.ehlo_reply(step.argument);
-      // VPOP3 GetEHLOCapabilities: the policy's keywords replace ours.
-      if (step.verb == smtp::Verb::Ehlo && !d.ehlo_keywords.empty() && step.default_reply.code == 250) {
-        step.default_reply.lines.resize(1);
-        step.default_reply.lines.insert(step.default_reply.lines.end(), d.ehlo_keywords.begin(), d.ehlo_keywords.end());
-      }
-      final_reply = choose(&event_copy_kind, d, step.default_reply, close);
-    }
-    if (!step.policy_may_decide) final_reply = step.default_reply;
-    queue_reply(final_reply);
-    if (auto reset = machine_.commit(step, final_reply)) notify(std::move(*reset));
-    if (machine_.transaction_id() == candidate && step.verb == smtp::Verb::Mail) ++transactions_;
-    if (step.verb == smtp::Verb::Quit || close || final_reply.code == 421) {
-      if (step.verb != smtp::Verb::Quit) end_reason_ = "closed_by_policy";
-      co_return false;
-    }
-    if (step.verb == smtp::Verb::Starttls && final_reply.code == 220) {
-      const bool ok = co_await start_tls();
-      if (!ok) co_return false;
-      continue;
-    }
-    if (step.verb == smtp::Verb::Data && final_reply.code == 354) {
-      co_await flush();
-      const bool go_on = co_await data_phase();
-      if (!go_on) co_return false;
-    }
+    const bool go_on = co_await on_command(std::move(command));
+    if (!go_on) co_return false;
   }
+}
+
+// One command: its policy decision, reply and what it starts (AUTH,
+// XCLIENT, STARTTLS, DATA). A coroutine of its own, so the frame holding
+// the step, the decision and the replies exists only while a command is
+// handled: an idle session keeps command_loop's small frame alone.
+asio::awaitable<bool> Connection::on_command(std::string command) {
+  const std::string candidate = next_transaction_id();
+  session::Step step = machine_.on_command(command, candidate);
+  Reply final_reply = step.default_reply;
+  bool close = false;
+  if (step.starts_xclient) {
+    final_reply = co_await xclient(command, step.argument);
+    queue_reply(final_reply);
+    co_return final_reply.code != 421;
+  }
+  if (step.starts_auth) {
+    final_reply = co_await authenticate(command, step.argument);
+    queue_reply(final_reply);
+    co_return final_reply.code != 421;
+  }
+  if (step.event) {
+    const SessionEvent event_copy_kind{.kind = step.event->kind};
+    Decision d = co_await ask(std::move(*step.event));
+    step.event.reset();
+    if (apply_limits(d) && step.verb == smtp::Verb::Ehlo) step.default_reply = machine_.ehlo_reply(step.argument);
+    // VPOP3 GetEHLOCapabilities: the policy's keywords replace ours.
+    if (step.verb == smtp::Verb::Ehlo && !d.ehlo_keywords.empty() && step.default_reply.code == 250) {
+      step.default_reply.lines.resize(1);
+      step.default_reply.lines.insert(step.default_reply.lines.end(), d.ehlo_keywords.begin(), d.ehlo_keywords.end());
+    }
+    final_reply = choose(&event_copy_kind, d, step.default_reply, close);
+  }
+  if (!step.policy_may_decide) final_reply = step.default_reply;
+  queue_reply(final_reply);
+  if (auto reset = machine_.commit(step, final_reply)) notify(std::move(*reset));
+  if (machine_.transaction_id() == candidate && step.verb == smtp::Verb::Mail) ++transactions_;
+  if (step.verb == smtp::Verb::Quit || close || final_reply.code == 421) {
+    if (step.verb != smtp::Verb::Quit) end_reason_ = "closed_by_policy";
+    co_return false;
+  }
+  if (step.verb == smtp::Verb::Starttls && final_reply.code == 220) {
+    const bool ok = co_await start_tls();
+    co_return ok;
+  }
+  if (step.verb == smtp::Verb::Data && final_reply.code == 354) {
+    co_await flush();
+    const bool go_on = co_await data_phase();
+    co_return go_on;
+  }
+  co_return true;
 }
 
 // One line of an AUTH exchange (RFC 4954 4); nullopt when the client left.
@@ -405,7 +435,9 @@ asio::awaitable<void> Connection::run() {
   id_ = fmt::format("{:08X}{:04X}", static_cast<std::uint32_t>(std::time(nullptr)), static_cast<std::uint32_t>(n & 0xffff));
   drain_id_ = ctx_.drain.add(socket_.get_executor(), [this] {
     draining_ = true;
-    timer_.cancel();  // wakes an idle read
+    timer_.cancel();  // wakes an idle TLS read
+    asio::error_code ignored;
+    if (waiting_read_) socket_.cancel(ignored);  // wakes an idle plain read
   });
   machine_.allow_xclient(ctx_.xclient_hosts.contains(address_));
   if (!ctx_.limiter.admit(address_)) {

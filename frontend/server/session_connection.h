@@ -43,6 +43,7 @@ class Connection {
   enum class Read : std::uint8_t { Ok, Closed, TimedOut, Draining };
 
   asio::awaitable<Read> read_more(std::chrono::seconds timeout);
+  asio::awaitable<Read> wait_readable();
   asio::awaitable<void> flush();
   void queue_reply(const Reply& r) {
     ctx_.metrics.reply(r.code);
@@ -54,6 +55,7 @@ class Connection {
   Reply choose(const SessionEvent* event, const Decision& d, const Reply& fallback, bool& close);
   bool apply_limits(const Decision& d);
   asio::awaitable<bool> command_loop();
+  asio::awaitable<bool> on_command(std::string command);
   asio::awaitable<bool> start_tls();
   asio::awaitable<std::optional<std::string>> read_line();
   asio::awaitable<Reply> authenticate(const std::string& line, const std::string& argument);
@@ -79,6 +81,12 @@ class Connection {
   std::string out_;
   std::uint64_t drain_id_ = 0;
   bool draining_ = false;
+  // wait_readable's: which wait the timer was armed for, whether it ended
+  // it, and a token the timer's handler checks before touching *this.
+  std::uint64_t wait_generation_ = 0;
+  bool timer_ended_wait_ = false;
+  bool waiting_read_ = false;
+  std::shared_ptr<void> alive_ = std::make_shared<char>(0);
   int transactions_ = 0;
   int accepted_ = 0;
   std::string end_reason_ = "quit";

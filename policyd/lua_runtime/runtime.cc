@@ -8,12 +8,12 @@
 #include <asio.hpp>
 
 #include <atomic>
-#include <deque>
 #include <future>
 #include <mutex>
 #include <thread>
 
 #include "mailcore/telemetry/log.h"
+#include "mailcore/util/fifo.h"
 #include "policyd/dns/resolver.h"
 #include "policyd/lua_runtime/activity.h"
 #include "policyd/lua_runtime/client_host.h"
@@ -83,7 +83,7 @@ struct SessionRecord {
   std::shared_ptr<SessionObserver> observer;
   Worker* worker = nullptr;
   std::optional<ActivityLog> activity;
-  std::deque<SessionEvent> queue;  // events not yet handled
+  Fifo<SessionEvent> queue;  // events not yet handled
   bool running = false;            // the session's coroutine is active
   bool closing = false;            // the transport is gone
   bool close_hook_ran = false;
@@ -121,8 +121,7 @@ asio::awaitable<void> run_session(std::shared_ptr<SessionRecord> r, bool opening
     if (r->observer) r->observer->opened(r->generation->capabilities, std::move(d));
   }
   while (!r->queue.empty() && !s.aborted) {
-    const SessionEvent e = std::move(r->queue.front());
-    r->queue.pop_front();
+    const SessionEvent e = r->queue.pop_front();
     if (e.kind == EventKind::Close) r->close_hook_ran = true;
     std::optional<Decision> d = co_await handle_event(s, e);
     r->activity->record(e, d);

@@ -90,24 +90,26 @@ void SessionReactor::end_reads() {
 void SessionReactor::enqueue(v1::PolicyMessage message) {
   std::lock_guard l(mu_);
   if (reads_done_ || finished_) return;  // nobody reads it any more
-  out_.push_back(std::move(message));
-  if (!writing_) {
-    writing_ = true;
-    StartWrite(&out_.front());
+  if (writing_) {
+    queued_.push_back(std::move(message));
+    return;
   }
+  sending_ = std::move(message);
+  writing_ = true;
+  StartWrite(&sending_);
 }
 
 void SessionReactor::OnWriteDone(bool ok) {
   std::lock_guard l(mu_);
-  out_.pop_front();
   writing_ = false;
   if (!ok) {  // the stream broke; reads will end too
-    out_.clear();
+    queued_.clear();
     return;
   }
-  if (!out_.empty()) {
+  if (!queued_.empty()) {
+    sending_ = queued_.pop_front();
     writing_ = true;
-    StartWrite(&out_.front());
+    StartWrite(&sending_);
     return;
   }
   maybe_finish_locked();

@@ -6,10 +6,10 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include <deque>
 #include <memory>
 #include <mutex>
 
+#include "mailcore/util/fifo.h"
 #include "mailhook/v1/session.grpc.pb.h"
 #include "policyd/lua_runtime/runtime.h"
 
@@ -44,7 +44,8 @@ class SessionReactor final : public grpc::ServerBidiReactor<v1::FrontMessage, v1
   std::string session_id_;
 
   std::mutex mu_;
-  std::deque<v1::PolicyMessage> out_;  // front() is in flight when writing_
+  v1::PolicyMessage sending_;      // the write in flight when writing_ (gRPC holds its address)
+  Fifo<v1::PolicyMessage> queued_;  // waiting behind it
   bool writing_ = false;
   bool reads_done_ = false;
   bool finished_ = false;
