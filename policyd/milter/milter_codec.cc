@@ -1,0 +1,210 @@
+// Packet framing and the data of the milter commands and replies.
+#include "policyd/milter/milter_codec.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace mailhook::policyd::milter {
+
+std::uint32_t get_u32(std::string_view d, std::size_t at) {
+  const auto b = [&](std::size_t i) { return static_cast<std::uint32_t>(static_cast<unsigned char>(d[at + i])); };
+  return b(0) << 24 | b(1) << 16 | b(2) << 8 | b(3);
+}
+
+void put_u32(std::string& out, std::uint32_t v) {
+  out += static_cast<char>(v >> 24);
+  out += static_cast<char>(v >> 16);
+  out += static_cast<char>(v >> 8);
+  out += static_cast<char>(v);
+}
+
+std::vector<std::string_view> strings_of(std::string_view d) {
+  std::vector<std::string_view> v;
+  while (!d.empty()) {
+    const std::size_t nul = d.find('\0');
+    v.push_back(d.substr(0, nul));
+    if (nul == std::string_view::npos) break;
+    d.remove_prefix(nul + 1);
+  }
+  return v;
+}
+
+void append_packet(std::string& out, char letter, std::string_view data) {
+  put_u32(out, static_cast<std::uint32_t>(data.size() + 1));
+  out += letter;
+  out.append(data);
+}
+
+PacketReader::Next PacketReader::next() {
+  begin_ += used_;
+  used_ = 0;
+  if (begin_ == end_) {
+    begin_ = end_ = 0;
+    if (in_.size() > kKeptBuffer) std::vector<char>().swap(in_);  // after a large packet
+  }
+  Next n;
+  std::size_t need = 4;
+  if (end_ - begin_ >= 4) {
+    n.length = get_u32(std::string_view(in_.data() + begin_, 4), 0);
+    if (n.length == 0 || n.length > max_packet_) {
+      n.status = Status::Refused;
+      return n;
+    }
+    need = 4 + std::size_t{n.length};
+    if (end_ - begin_ >= need) {
+      used_ = need;
+      n.status = Status::Packet;
+      n.packet = Packet{in_[begin_ + 4], std::string_view(in_.data() + begin_ + 5, n.length - 1)};
+      return n;
+    }
+  }
+  if (begin_ > 0) {  // keep the partial packet at the front
+    std::memmove(in_.data(), in_.data() + begin_, end_ - begin_);
+    end_ -= begin_;
+    begin_ = 0;
+  }
+  if (in_.size() < std::max(need, end_ + 4096)) in_.resize(std::max(need, end_ + 16 * 1024));
+  return n;
+}
+
+bool parse_optneg(std::string_view d, OptionOffer& out) {
+  if (d.size() < 12 || get_u32(d, 0) < 2) return false;
+  out.version = get_u32(d, 0);
+  out.actions = get_u32(d, 4);
+  out.protocol = get_u32(d, 8);
+  return true;
+}
+
+std::string optneg_reply(std::uint32_t mta_version, unsigned long actions, unsigned long protocol) {
+  std::string o;
+  put_u32(o, std::min<std::uint32_t>(kProtocolVersion, mta_version));
+  put_u32(o, static_cast<std::uint32_t>(actions));
+  put_u32(o, static_cast<std::uint32_t>(protocol));
+  return o;
+}
+
+bool parse_connect(std::string_view d, ConnectInfo& out) {
+  const std::size_t nul = d.find('\0');
+  if (nul == std::string_view::npos || nul + 1 >= d.size()) return false;
+  const std::string_view hostname = d.substr(0, nul);
+  out = ConnectInfo();
+  out.family = d[nul + 1];
+  if (out.family == '4' || out.family == '6' || out.family == 'L') {
+    std::string_view rest = d.substr(nul + 2);
+    if (rest.size() >= 2) {
+      out.port = static_cast<std::uint32_t>(static_cast<unsigned char>(rest[0]) << 8 |
+                                            static_cast<unsigned char>(rest[1]));
+      const auto s = strings_of(rest.substr(2));
+      if (!s.empty() && out.family != 'L') out.address = std::string(s[0]);
+    }
+  }
+  // The MTA's verified name; "[192.0.2.1]" means it has none.
+  if (!hostname.empty() && hostname[0] != '[') out.host = std::string(hostname);
+  return true;
+}
+
+bool parse_macros(std::string_view d, std::map<std::string, std::string>& macros) {
+  if (d.empty()) return false;
+  const auto s = strings_of(d.substr(1));
+  for (std::size_t i = 0; i + 1 < s.size(); i += 2) {
+    std::string_view name = s[i];
+    if (name.size() == 3 && name.front() == '{' && name.back() == '}') name = name.substr(1, 1);
+    macros[std::string(name)] = std::string(s[i + 1]);
+  }
+  return true;
+}
+
+std::string reply_text(const MilterReply& r) {
+  std::string out;
+  if (r.lines.size() <= 1) {
+    out = r.code;
+    if (!r.enhanced.empty()) out += " " + r.enhanced;
+    out += " ";
+    if (!r.lines.empty()) out += r.lines[0];
+  } else {
+    const std::string x = r.enhanced.empty() ? (r.code[0] == '4' ? "4.0.0" : "5.0.0") : r.enhanced;
+    for (std::size_t i = 0; i < r.lines.size(); ++i) {
+      const bool last = i + 1 == r.lines.size();
+      out += r.code + (last ? " " : "-") + x + " " + r.lines[i] + (last ? "" : "\r\n");
+    }
+  }
+  out += '\0';
+  return out;
+}
+
+Modifications append_modifications(std::string& out, const std::vector<MessageChange>& changes,
+                                   unsigned long actions) {
+  const std::size_t mark = out.size();
+  Modifications m;
+  auto allowed = [&](unsigned long action, std::string_view what) {
+    if (actions & action) return true;
+    m.refused = what;
+    return false;
+  };
+  auto z = [](std::string_view s) { return std::string(s) + '\0'; };
+  bool ok = true;
+  for (const MessageChange& ch : changes) {
+    const std::string value = milter_header_value(ch.value);
+    std::string p;
+    switch (ch.kind) {
+      case MessageChange::Kind::AddHeader:
+        if ((ok = allowed(flag::kAddHdrs, "adding headers"))) {
+          append_packet(out, reply::kAddHeader, z(ch.name) + z(value));
+        }
+        break;
+      case MessageChange::Kind::InsertHeader:
+        if ((ok = allowed(flag::kAddHdrs, "inserting headers"))) {
+          put_u32(p, static_cast<std::uint32_t>(ch.index));
+          append_packet(out, reply::kInsertHeader, p + z(ch.name) + z(value));
+        }
+        break;
+      case MessageChange::Kind::ChangeHeader:
+        if ((ok = allowed(flag::kChgHdrs, "changing headers"))) {
+          put_u32(p, static_cast<std::uint32_t>(ch.index));
+          append_packet(out, reply::kChangeHeader, p + z(ch.name) + z(ch.erase ? std::string() : value));
+        }
+        break;
+      case MessageChange::Kind::AddRcpt:
+        if (ch.name.empty()) {
+          if ((ok = allowed(flag::kAddRcpt, "adding recipients"))) {
+            append_packet(out, reply::kAddRcpt, z("<" + ch.value + ">"));
+          }
+        } else if ((ok = allowed(flag::kAddRcptPar, "adding recipients with ESMTP arguments"))) {
+          append_packet(out, reply::kAddRcptPar, z("<" + ch.value + ">") + z(ch.name));
+        }
+        break;
+      case MessageChange::Kind::DelRcpt:
+        if ((ok = allowed(flag::kDelRcpt, "removing recipients"))) {
+          append_packet(out, reply::kDelRcpt, z("<" + ch.value + ">"));
+        }
+        break;
+      case MessageChange::Kind::ChangeFrom:
+        if ((ok = allowed(flag::kChgFrom, "changing the sender"))) {
+          append_packet(out, reply::kChangeFrom, z("<" + ch.value + ">"));
+        }
+        break;
+      case MessageChange::Kind::ReplaceBody:
+        if ((ok = allowed(flag::kChgBody, "replacing the body"))) {
+          std::string_view body = ch.value;
+          do {
+            const std::string_view part = body.substr(0, kBodyReplyChunk);
+            append_packet(out, reply::kReplaceBody, part);
+            body.remove_prefix(part.size());
+          } while (!body.empty());
+        }
+        break;
+      case MessageChange::Kind::Quarantine:
+        if ((ok = allowed(flag::kQuarantine, "quarantine"))) append_packet(out, reply::kQuarantine, z(ch.value));
+        break;
+      case MessageChange::Kind::Discard: m.discard = true; break;
+    }
+    if (!ok) {
+      out.resize(mark);
+      m.allowed = false;
+      return m;
+    }
+  }
+  return m;
+}
+
+}  // namespace mailhook::policyd::milter

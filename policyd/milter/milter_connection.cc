@@ -1,0 +1,517 @@
+// One MTA connection: reads packets (milter_codec.h), turns commands into
+// SessionEvents for the Runtime and writes what the scripts decide. Runs
+// as a coroutine on its session's Lua worker thread; a Mailbox carries the
+// decisions to it there.
+#include "policyd/milter/milter_connection.h"
+
+#include <fmt/format.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <cstdlib>
+#include <ctime>
+#include <deque>
+#include <span>
+#include <vector>
+
+#include "mailcore/telemetry/log.h"
+#include "policyd/milter/milter_mapping.h"
+
+namespace mailhook::policyd::milter {
+
+using asio::generic::stream_protocol;
+using namespace std::chrono_literals;
+
+constexpr std::size_t kChunk = 64 * 1024;  // message bytes per MESSAGE_CHUNK event
+constexpr auto kProgressEvery = 1s;        // SMFIR_PROGRESS while a hook.dot runs
+
+// Where decisions meet the connection waiting for them; touched on the
+// connection's (= its session's worker's) thread only.
+struct Mailbox {
+  explicit Mailbox(asio::any_io_executor ex) : timer(std::move(ex)) {}
+  std::deque<Decision> decisions;
+  asio::steady_timer timer;  // the waiting connection sleeps on it; a delivery cancels it
+};
+
+namespace {
+
+std::atomic<std::uint64_t> g_next_id{0};
+
+std::string new_session_id() {
+  return fmt::format("M{:X}{:06X}", static_cast<std::uint32_t>(std::time(nullptr)), g_next_id.fetch_add(1) & 0xFFFFFF);
+}
+
+// "MTA 127.0.0.1:40123" (or a unix socket), for the log.
+std::string peer_name(const stream_protocol::socket& s) {
+  std::error_code ec;
+  const stream_protocol::endpoint ep = s.remote_endpoint(ec);
+  if (ec) return "the MTA";
+  char host[INET6_ADDRSTRLEN] = {};
+  if (ep.protocol().family() == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(ep.data());
+    inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+    return fmt::format("MTA {}:{}", host, ntohs(in->sin_port));
+  }
+  if (ep.protocol().family() == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(ep.data());
+    inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+    return fmt::format("MTA [{}]:{}", host, ntohs(in6->sin6_port));
+  }
+  return "MTA (unix socket)";
+}
+
+class Observer final : public SessionObserver {
+ public:
+  Observer(asio::any_io_executor ex, std::shared_ptr<Mailbox> box) : ex_(std::move(ex)), box_(std::move(box)) {}
+  ~Observer() override {
+    asio::post(ex_, [box = std::move(box_)] {});  // the timer dies on its own thread
+  }
+  void opened(Capabilities, Decision connect) override { deliver(std::move(connect)); }
+  void decided(Decision d) override { deliver(std::move(d)); }
+
+ private:
+  void deliver(Decision d) {
+    asio::post(ex_, [box = box_, d = std::move(d)]() mutable {
+      box->decisions.push_back(std::move(d));
+      box->timer.cancel();
+    });
+  }
+  asio::any_io_executor ex_;
+  std::shared_ptr<Mailbox> box_;
+};
+
+}  // namespace
+
+Connection::Connection(ConnectionHost& host, std::size_t worker, stream_protocol::socket socket)
+    : server_(host),
+      worker_(worker),
+      socket_(std::move(socket)),
+      watchdog_(socket_.get_executor()),
+      box_(std::make_shared<Mailbox>(socket_.get_executor())),
+      peer_(peer_name(socket_)),
+      in_(host.config.max_packet) {}
+
+asio::awaitable<void> Connection::run() {
+  auto self = shared_from_this();
+  asio::co_spawn(socket_.get_executor(), watchdog(self), asio::detached);
+  co_await serve();
+  end_session();
+  std::error_code ec;
+  socket_.close(ec);
+  watchdog_.cancel();
+  std::lock_guard l(server_.mu);
+  server_.connections.erase(this);
+  if (server_.connections.empty()) server_.ended.notify_all();
+}
+
+void Connection::stop() {
+  if (waiting_) {
+    box_->timer.cancel();
+  } else {
+    std::error_code ec;
+    socket_.close(ec);
+  }
+}
+
+// ----------------------------------------------------------------- I/O
+
+// The next packet, or nullopt when the MTA left, timed out or sent one
+// that is malformed or too large (the connection then ends). The view
+// stays valid until the next call.
+asio::awaitable<std::optional<Packet>> Connection::next_packet() {
+  for (;;) {
+    const PacketReader::Next next = in_.next();
+    if (next.status == PacketReader::Status::Packet) co_return next.packet;
+    if (next.status == PacketReader::Status::Refused) {
+      log::warning("milter: {} sent a packet of {} bytes (--milter-max-packet {}); closing", peer_, next.length,
+                   server_.config.max_packet);
+      co_return std::nullopt;
+    }
+    const std::span<char> room = in_.room();
+    read_deadline_ = std::chrono::steady_clock::now() + std::chrono::seconds(server_.config.timeout_s);
+    std::error_code ec;
+    const std::size_t n = co_await socket_.async_read_some(asio::buffer(room.data(), room.size()),
+                                                           asio::redirect_error(asio::use_awaitable, ec));
+    read_deadline_ = std::chrono::steady_clock::time_point::max();
+    in_.commit(n);
+    if (ec) co_return std::nullopt;
+  }
+}
+
+// Closes a connection that stays silent past --milter-timeout. Sleeps
+// until the deadline of the read under way, so an idle connection costs
+// no wake-ups.
+asio::awaitable<void> Connection::watchdog(std::shared_ptr<Connection> self) {
+  const auto timeout = std::chrono::seconds(self->server_.config.timeout_s);
+  while (self->socket_.is_open()) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= self->read_deadline_) {
+      log::warning("milter: {} silent for {} s (--milter-timeout); closing", self->peer_, timeout.count());
+      std::error_code ec;
+      self->socket_.close(ec);
+      break;
+    }
+    self->watchdog_.expires_at(self->read_deadline_ == std::chrono::steady_clock::time_point::max()
+                                   ? now + timeout
+                                   : self->read_deadline_);
+    std::error_code ec;
+    co_await self->watchdog_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+}
+
+asio::awaitable<bool> Connection::flush() {
+  if (out_.empty()) co_return true;
+  std::error_code ec;
+  co_await asio::async_write(socket_, asio::buffer(out_), asio::redirect_error(asio::use_awaitable, ec));
+  out_.clear();
+  co_return !ec;
+}
+
+// --------------------------------------------------------- the session
+
+asio::awaitable<void> Connection::serve() {
+  for (;;) {
+    auto packet = co_await next_packet();
+    if (!packet) co_return;
+    const char letter = packet->letter;
+    const std::string_view data = packet->data;
+    bool go_on = true;
+    switch (letter) {
+      case cmd::kOptionNegotiation: go_on = negotiate_options(data); break;
+      case cmd::kMacro:
+        if (parse_macros(data, macros_)) macros_changed_ = true;
+        break;
+      case cmd::kConnect: {
+        const bool ok = co_await on_connect(data);
+        go_on = ok;
+        break;
+      }
+      case cmd::kHelo: co_await on_helo(data); break;
+      case cmd::kMail: co_await on_envelope(data, EventKind::Mail, flag::kNrMail); break;
+      case cmd::kRcpt: co_await on_envelope(data, EventKind::Rcpt, flag::kNrRcpt); break;
+      case cmd::kData: co_await on_simple(EventKind::Data, "DATA", flag::kNrData); break;
+      case cmd::kUnknown: co_await on_unknown(data); break;
+      case cmd::kHeader: {
+        const auto s = strings_of(data);
+        add_message_bytes(header_bytes(s.size() > 0 ? s[0] : "", s.size() > 1 ? s[1] : ""));
+        no_reply(flag::kNrHdr);
+        break;
+      }
+      case cmd::kEndOfHeader:
+        add_message_bytes("\r\n");
+        no_reply(flag::kNrEoh);
+        break;
+      case cmd::kBody:
+        add_message_bytes(data);
+        no_reply(flag::kNrBody);
+        break;
+      case cmd::kEndOfBody:
+        add_message_bytes(data);  // a last chunk may ride along
+        co_await on_end_of_message();
+        break;
+      case cmd::kAbort: reset_transaction(); break;
+      case cmd::kQuit: co_return;
+      case cmd::kQuitNewConnection: end_session(); break;  // the MTA reuses the connection
+      default:
+        log::warning("milter: {} sent an unknown command {:?}; closing", peer_, letter);
+        co_return;
+    }
+    if (!go_on) co_return;
+    const bool written = co_await flush();
+    if (!written || server_.stopping) co_return;
+  }
+}
+
+// SMFIC_OPTNEG: version, actions, protocol steps offered; we answer with
+// what the scripts need (milter_mapping.cc).
+bool Connection::negotiate_options(std::string_view d) {
+  OptionOffer offer;
+  if (!parse_optneg(d, offer)) {
+    log::warning("milter: {} sent a malformed option negotiation; closing", peer_);
+    return false;
+  }
+  caps_ = server_.runtime->capabilities();
+  const Negotiation n = negotiate(*caps_, offer.actions, offer.protocol);
+  actions_ = n.actions;
+  protocol_ = n.protocol;
+  queue(reply::kOptionNegotiation, optneg_reply(offer.version, actions_, protocol_));
+  return true;
+}
+
+// The macros into the facts (client.macros and what derives from them);
+// sent with the next event.
+void Connection::absorb_macros() {
+  if (!macros_changed_) return;
+  macros_changed_ = false;
+  for (const std::string& name : known_macros()) {
+    if (auto it = macros_.find(name); it != macros_.end()) facts_.attributes[name] = it->second;
+  }
+  auto macro = [&](const char* name) -> const std::string* {
+    auto it = macros_.find(name);
+    return it == macros_.end() || it->second.empty() ? nullptr : &it->second;
+  };
+  if (auto* v = macro("{tls_version}")) facts_.tls_protocol = *v;
+  if (auto* v = macro("{cipher}")) facts_.tls_cipher = *v;
+  if (auto* v = macro("{auth_authen}")) facts_.auth_user = *v;
+  if (auto* v = macro("{daemon_addr}")) facts_.local_address = *v;
+  if (auto* v = macro("{daemon_port}")) facts_.local_port = static_cast<std::uint32_t>(std::atoi(v->c_str()));
+  facts_dirty_ = true;
+}
+
+const Capabilities& Connection::caps() {
+  if (!caps_) caps_ = server_.runtime->capabilities();  // an MTA that does not negotiate
+  return *caps_;
+}
+
+// A step the MTA may have been told needs no reply.
+void Connection::no_reply(unsigned long nr_flag) {
+  if (!(protocol_ & nr_flag)) queue(reply::kContinue);
+}
+
+SessionEvent Connection::stamp(SessionEvent e) {
+  e.seq = ++seq_;
+  e.transaction_id = transaction_id_;
+  e.helo = helo_;
+  if (facts_dirty_) {
+    e.client = facts_;
+    facts_dirty_ = false;
+  }
+  return e;
+}
+
+void Connection::notify(SessionEvent e) {
+  if (!session_) return;
+  e.wants_reply = false;
+  session_->post(stamp(std::move(e)));
+}
+
+// The decision for `seq`; nullopt when policyd is stopping. With
+// `progress`, SMFIR_PROGRESS goes out every second of the wait.
+asio::awaitable<std::optional<Decision>> Connection::decision(std::uint64_t seq, bool progress) {
+  waiting_ = true;
+  for (;;) {
+    auto& q = box_->decisions;
+    while (!q.empty() && q.front().seq < seq) q.pop_front();  // answers nobody waits for
+    if (!q.empty()) {
+      Decision d = std::move(q.front());
+      q.pop_front();
+      waiting_ = false;
+      co_return d;
+    }
+    if (server_.stopping || !socket_.is_open()) break;
+    box_->timer.expires_after(kProgressEvery);
+    std::error_code ec;
+    co_await box_->timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec && progress) {
+      queue(reply::kProgress);
+      const bool written = co_await flush();
+      if (!written) break;
+    }
+  }
+  waiting_ = false;
+  co_return std::nullopt;
+}
+
+asio::awaitable<std::optional<Decision>> Connection::ask(SessionEvent e, bool progress) {
+  if (!session_) co_return std::nullopt;
+  e.wants_reply = true;
+  e = stamp(std::move(e));
+  const std::uint64_t seq = e.seq;
+  session_->post(std::move(e));
+  auto d = co_await decision(seq, progress);
+  co_return d;
+}
+
+// A decision as the step's reply: continue, or the script's 4xx/5xx.
+// At connect the protocol allows no text (the MTA's own reply is used).
+void Connection::answer(const std::optional<Decision>& d, bool with_text) {
+  if (!d) {  // policyd is stopping: never accept blind
+    queue(reply::kTempfail);
+    return;
+  }
+  const MilterReply r = milter_reply(*d);
+  if (r.status == Status::Continue) {
+    queue(reply::kContinue);
+    return;
+  }
+  if (!with_text) {
+    queue(r.status == Status::Reject ? reply::kReject : reply::kTempfail);
+    return;
+  }
+  queue(reply::kReplyCode, reply_text(r));
+}
+
+// SMFIC_CONNECT: hostname, family ('4', '6', 'L' or 'U'), port, address.
+asio::awaitable<bool> Connection::on_connect(std::string_view d) {
+  end_session();  // a second CONNECT on one connection starts afresh
+  ConnectInfo client;
+  if (!parse_connect(d, client)) {
+    log::warning("milter: {} sent a malformed CONNECT; closing", peer_);
+    co_return false;
+  }
+  facts_ = ClientFacts();
+  facts_.host = std::move(client.host);
+  facts_.port = client.port;
+  facts_.address = std::move(client.address);
+  macros_changed_ = true;
+  absorb_macros();
+  facts_dirty_ = false;
+  id_ = new_session_id();
+  SessionStart start;
+  start.session_id = id_;
+  start.client = facts_;
+  session_ = server_.runtime->open_on(worker_, std::move(start),
+                                      std::make_shared<Observer>(socket_.get_executor(), box_));
+  if (!caps().connect_hook) {
+    no_reply(flag::kNrConn);
+    co_return true;
+  }
+  auto connect = co_await decision(0, false);
+  answer(connect, false);
+  co_return true;
+}
+
+asio::awaitable<void> Connection::on_helo(std::string_view d) {
+  const auto s = strings_of(d);
+  helo_ = s.empty() ? std::string() : std::string(s[0]);
+  absorb_macros();
+  const EventKind kind = helo_kind(caps());
+  if (!caps().events.has(kind)) {
+    no_reply(flag::kNrHelo);
+    co_return;
+  }
+  SessionEvent e;
+  e.kind = kind;
+  e.argument = helo_;
+  e.input = std::string(kind == EventKind::Ehlo ? "EHLO " : "HELO ") + helo_;
+  auto dec = co_await ask(std::move(e));
+  answer(dec);
+}
+
+asio::awaitable<void> Connection::on_envelope(std::string_view d, EventKind kind, unsigned long nr_flag) {
+  if (kind == EventKind::Mail) begin_transaction();
+  absorb_macros();
+  std::vector<std::string> args;
+  for (std::string_view a : strings_of(d)) args.emplace_back(a);
+  if (!caps().events.has(kind)) {
+    no_reply(nr_flag);
+    co_return;
+  }
+  SessionEvent e;
+  e.kind = kind;
+  parse_envelope_args(args, e.address, e.parameters);
+  e.input = kind == EventKind::Mail ? "MAIL FROM:" : "RCPT TO:";
+  for (std::size_t i = 0; i < args.size(); ++i) e.input += (i ? " " : "") + args[i];
+  auto dec = co_await ask(std::move(e));
+  answer(dec);
+}
+
+asio::awaitable<void> Connection::on_simple(EventKind kind, const char* input, unsigned long nr_flag) {
+  absorb_macros();
+  if (!caps().events.has(kind)) {
+    no_reply(nr_flag);
+    co_return;
+  }
+  SessionEvent e;
+  e.kind = kind;
+  e.input = input;
+  auto dec = co_await ask(std::move(e));
+  answer(dec);
+}
+
+asio::awaitable<void> Connection::on_unknown(std::string_view d) {
+  absorb_macros();
+  if (!caps().events.has(EventKind::Unknown)) {
+    no_reply(flag::kNrUnkn);
+    co_return;
+  }
+  const auto s = strings_of(d);
+  SessionEvent e;
+  e.kind = EventKind::Unknown;
+  e.input = s.empty() ? std::string() : std::string(s[0]);
+  e.argument = e.input;
+  auto dec = co_await ask(std::move(e));
+  answer(dec);
+}
+
+asio::awaitable<void> Connection::on_end_of_message() {
+  absorb_macros();
+  if (!caps().events.has(EventKind::EndOfMessage)) {
+    queue(reply::kContinue);
+    reset_transaction();
+    co_return;
+  }
+  flush_message();
+  SessionEvent e;
+  e.kind = EventKind::EndOfMessage;
+  e.message_size = message_size_;
+  const std::optional<Decision> d = co_await ask(std::move(e), true);  // PROGRESS while hook.dot runs
+  const bool refused = !d || (d->action == Decision::Action::Reply && d->reply.code >= 400);
+  Modifications m;
+  if (!refused) {
+    m = append_modifications(out_, d->changes, actions_);
+    if (!m.allowed) log::warning("session={} milter: the MTA did not allow {}", id_, m.refused);
+  }
+  if (!m.allowed) {
+    queue(reply::kTempfail);  // half-applied changes must not be delivered
+  } else if (m.discard) {
+    queue(reply::kDiscard);
+  } else {
+    answer(d);
+  }
+  reset_transaction();
+}
+
+// -------------------------------------------------------- transactions
+
+void Connection::begin_transaction() {
+  transaction_id_ = id_ + "T" + std::to_string(++transactions_);
+  pending_bytes_.clear();
+  message_size_ = 0;
+}
+
+void Connection::reset_transaction() {
+  if (caps().events.has(EventKind::Reset)) {
+    SessionEvent e;
+    e.kind = EventKind::Reset;
+    notify(std::move(e));
+  }
+  transaction_id_.clear();
+  pending_bytes_.clear();
+  message_size_ = 0;
+}
+
+void Connection::add_message_bytes(std::string_view bytes) {
+  message_size_ += bytes.size();
+  if (!caps().wants_message) return;
+  pending_bytes_.append(bytes);
+  if (pending_bytes_.size() >= kChunk) flush_message();
+}
+
+void Connection::flush_message() {
+  if (pending_bytes_.empty()) return;
+  SessionEvent e;
+  e.kind = EventKind::MessageChunk;
+  e.chunk = std::move(pending_bytes_);
+  pending_bytes_.clear();
+  notify(std::move(e));
+}
+
+// CLOSE to the scripts, then the runtime session ends.
+void Connection::end_session() {
+  if (!session_) return;
+  if (caps().events.has(EventKind::Close)) {
+    SessionEvent e;
+    e.kind = EventKind::Close;
+    notify(std::move(e));
+  }
+  session_->close();
+  session_.reset();
+  transaction_id_.clear();
+  transactions_ = 0;
+  helo_.clear();
+  box_->decisions.clear();
+}
+
+}  // namespace mailhook::policyd::milter
