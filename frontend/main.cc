@@ -12,6 +12,7 @@
 #include "frontend/config.h"
 #include "frontend/server/connection.h"
 #include "daemon/metrics_http.h"
+#include "daemon/memory_trim.h"
 #include "daemon/process_setup.h"
 #include "mailcore/telemetry/log.h"
 
@@ -165,6 +166,7 @@ int main(int argc, char** argv) {
   mlog::notice("listening on {} ({} threads), policyd {}, delivery {}", config.listen, config.threads,
                config.policyd, smart.host.empty() ? "spool " + config.spool : "smart host " + config.smart_host);
 
+  mailhook::daemon::MemoryTrimmer trimmer("front");
   std::vector<std::thread> threads;
   for (std::size_t i = 1; i < ios.size(); ++i) {
     threads.emplace_back([&io = *ios[i]] {

@@ -14,6 +14,7 @@
 #include <system_error>
 #include <thread>
 
+#include "daemon/memory_trim.h"
 #include "daemon/metrics_http.h"
 #include "daemon/process_setup.h"
 #include "mailcore/telemetry/log.h"
@@ -158,6 +159,7 @@ int main(int argc, char** argv) {
     }
     mlog::notice("milter listening on {}", config.milter);
   }
+  mailhook::daemon::MemoryTrimmer trimmer("policyd");
   mlog::notice("listening on {} with {} worker(s), scripts: {}", config.listen, rc.workers,
               fmt::join(config.scripts, ", "));
 

@@ -1,7 +1,9 @@
 """Front limits at their edges: connections per client address and in
 total, the idle timeouts between commands and inside DATA, and what
-SIGTERM does to open sessions."""
+SIGTERM does to open sessions, and memory given back after a burst of
+sessions."""
 
+import resource
 import signal
 import socket
 import time
@@ -108,6 +110,49 @@ class FrontShutdown(MailhookTest):
         self.assertEqual(c.read_reply()[0], 421)  # idle again: shut down
         self.assertEqual(self.front.proc.wait(timeout=10), 0)
         self.assertEqual(len(self.spooled()), 1)
+
+
+def rss_mib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    raise AssertionError("no VmRSS for %d" % pid)
+
+
+class MemoryAfterABurst(MailhookTest):
+    SESSIONS = 1500  # about 33 MiB of sessions on each side: past the trimmer's 16 MiB
+
+    def test_both_daemons_give_the_heap_of_closed_sessions_back(self):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = self.SESSIONS + 200  # this process's sockets; the daemons inherit the limit
+        if soft < want:
+            self.assertTrue(hard == resource.RLIM_INFINITY or hard >= want,
+                            "RLIMIT_NOFILE hard limit %d is below the %d sockets this test opens" % (hard, want))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        limit = str(self.SESSIONS + 100)
+        self.start_both("function hook.accept(ip, ptr) end",
+                        front_args=["--max-connections", limit, "--max-connections-per-ip", limit])
+        pids = {"front": self.front.proc.pid, "policyd": self.policyd.proc.pid}
+        before = {who: rss_mib(pid) for who, pid in pids.items()}
+        socks = []
+        try:
+            for _ in range(self.SESSIONS):
+                socks.append(socket.create_connection(("127.0.0.1", self.front_port), timeout=10))
+            for s in socks:  # greeted: policyd opened the session and decided at connect
+                self.assertTrue(s.recv(512).startswith(b"220"))
+            held = {who: rss_mib(pid) for who, pid in pids.items()}
+        finally:
+            for s in socks:
+                s.close()
+        for who in pids:
+            self.assertGreater(held[who] - before[who], 16, (who, before, held))  # the burst was big enough
+        # Back below half of what the sessions added, on both sides, within
+        # a few of the trimmer's 5 s periods.
+        given_back = lambda: all(rss_mib(pid) < before[who] + (held[who] - before[who]) / 2 for who, pid in pids.items())
+        wait_for(given_back, 25, "the freed heap given back (before %s, held %s)" % (before, held))
+        self.assertIn("returned free pages to the system", self.front.output())
+        self.assertIn("returned free pages to the system", self.policyd.output())
 
 
 if __name__ == "__main__":
