@@ -11,11 +11,11 @@
 
 #include <cstdlib>
 #include <ctime>
-#include <deque>
 #include <span>
 #include <vector>
 
 #include "mailcore/telemetry/log.h"
+#include "mailcore/util/fifo.h"
 #include "policyd/milter/milter_mapping.h"
 
 namespace mailhook::policyd::milter {
@@ -30,7 +30,7 @@ constexpr auto kProgressEvery = 1s;        // SMFIR_PROGRESS while a hook.dot ru
 // connection's (= its session's worker's) thread only.
 struct Mailbox {
   explicit Mailbox(asio::any_io_executor ex) : timer(std::move(ex)) {}
-  std::deque<Decision> decisions;
+  Fifo<Decision> decisions;  // allocates nothing while the connection idles
   asio::steady_timer timer;  // the waiting connection sleeps on it; a delivery cancels it
 };
 
@@ -294,8 +294,7 @@ asio::awaitable<std::optional<Decision>> Connection::decision(std::uint64_t seq,
     auto& q = box_->decisions;
     while (!q.empty() && q.front().seq < seq) q.pop_front();  // answers nobody waits for
     if (!q.empty()) {
-      Decision d = std::move(q.front());
-      q.pop_front();
+      Decision d = q.pop_front();
       waiting_ = false;
       co_return d;
     }
