@@ -150,9 +150,9 @@ class MemoryAfterABurst(MailhookTest):
         # Back below half of what the sessions added, on both sides, within
         # a few of the trimmer's 5 s periods.
         given_back = lambda: all(rss_mib(pid) < before[who] + (held[who] - before[who]) / 2 for who, pid in pids.items())
+        # (Not the trimmer's log line: glibc sometimes shrinks a heap by
+        # itself, and then nothing is left for the trimmer to do.)
         wait_for(given_back, 25, "the freed heap given back (before %s, held %s)" % (before, held))
-        self.assertIn("returned free pages to the system", self.front.output())
-        self.assertIn("returned free pages to the system", self.policyd.output())
 
 
 if __name__ == "__main__":
