@@ -1,0 +1,144 @@
+// The MTA's commands after CONNECT as SessionEvents (HELO, MAIL, RCPT,
+// DATA, unknown ones, the message and its end), and the transaction they
+// build: its id, the message bytes sent on as MESSAGE_CHUNK events, RESET
+// when it ends. Methods of Connection (milter_connection.h); they run on
+// the connection's thread and never block it.
+#include "policyd/milter/milter_connection.h"
+
+#include <string>
+#include <vector>
+
+#include "mailcore/telemetry/log.h"
+#include "policyd/milter/milter_mapping.h"
+
+namespace mailhook::policyd::milter {
+
+constexpr std::size_t kChunk = 64 * 1024;  // message bytes per MESSAGE_CHUNK event
+
+asio::awaitable<void> Connection::on_helo(std::string_view d) {
+  const auto s = strings_of(d);
+  helo_ = s.empty() ? std::string() : std::string(s[0]);
+  absorb_macros();
+  const EventKind kind = helo_kind(caps());
+  if (!caps().events.has(kind)) {
+    no_reply(flag::kNrHelo);
+    co_return;
+  }
+  SessionEvent e;
+  e.kind = kind;
+  e.argument = helo_;
+  e.input = std::string(kind == EventKind::Ehlo ? "EHLO " : "HELO ") + helo_;
+  auto dec = co_await ask(std::move(e));
+  answer(dec);
+}
+
+asio::awaitable<void> Connection::on_envelope(std::string_view d, EventKind kind, unsigned long nr_flag) {
+  if (kind == EventKind::Mail) begin_transaction();
+  absorb_macros();
+  std::vector<std::string> args;
+  for (std::string_view a : strings_of(d)) args.emplace_back(a);
+  if (!caps().events.has(kind)) {
+    no_reply(nr_flag);
+    co_return;
+  }
+  SessionEvent e;
+  e.kind = kind;
+  parse_envelope_args(args, e.address, e.parameters);
+  e.input = kind == EventKind::Mail ? "MAIL FROM:" : "RCPT TO:";
+  for (std::size_t i = 0; i < args.size(); ++i) e.input += (i ? " " : "") + args[i];
+  auto dec = co_await ask(std::move(e));
+  answer(dec);
+}
+
+asio::awaitable<void> Connection::on_simple(EventKind kind, const char* input, unsigned long nr_flag) {
+  absorb_macros();
+  if (!caps().events.has(kind)) {
+    no_reply(nr_flag);
+    co_return;
+  }
+  SessionEvent e;
+  e.kind = kind;
+  e.input = input;
+  auto dec = co_await ask(std::move(e));
+  answer(dec);
+}
+
+asio::awaitable<void> Connection::on_unknown(std::string_view d) {
+  absorb_macros();
+  if (!caps().events.has(EventKind::Unknown)) {
+    no_reply(flag::kNrUnkn);
+    co_return;
+  }
+  const auto s = strings_of(d);
+  SessionEvent e;
+  e.kind = EventKind::Unknown;
+  e.input = s.empty() ? std::string() : std::string(s[0]);
+  e.argument = e.input;
+  auto dec = co_await ask(std::move(e));
+  answer(dec);
+}
+
+asio::awaitable<void> Connection::on_end_of_message() {
+  absorb_macros();
+  if (!caps().events.has(EventKind::EndOfMessage)) {
+    queue(reply::kContinue);
+    reset_transaction();
+    co_return;
+  }
+  flush_message();
+  SessionEvent e;
+  e.kind = EventKind::EndOfMessage;
+  e.message_size = message_size_;
+  const std::optional<Decision> d = co_await ask(std::move(e), true);  // PROGRESS while hook.dot runs
+  const bool refused = !d || (d->action == Decision::Action::Reply && d->reply.code >= 400);
+  Modifications m;
+  if (!refused) {
+    m = append_modifications(out_, d->changes, actions_);
+    if (!m.allowed) log::warning("session={} milter: the MTA did not allow {}", id_, m.refused);
+  }
+  if (!m.allowed) {
+    queue(reply::kTempfail);  // half-applied changes must not be delivered
+  } else if (m.discard) {
+    queue(reply::kDiscard);
+  } else {
+    answer(d);
+  }
+  reset_transaction();
+}
+
+// -------------------------------------------------------- transactions
+
+void Connection::begin_transaction() {
+  transaction_id_ = id_ + "T" + std::to_string(++transactions_);
+  pending_bytes_.clear();
+  message_size_ = 0;
+}
+
+void Connection::reset_transaction() {
+  if (caps().events.has(EventKind::Reset)) {
+    SessionEvent e;
+    e.kind = EventKind::Reset;
+    notify(std::move(e));
+  }
+  transaction_id_.clear();
+  pending_bytes_.clear();
+  message_size_ = 0;
+}
+
+void Connection::add_message_bytes(std::string_view bytes) {
+  message_size_ += bytes.size();
+  if (!caps().wants_message) return;
+  pending_bytes_.append(bytes);
+  if (pending_bytes_.size() >= kChunk) flush_message();
+}
+
+void Connection::flush_message() {
+  if (pending_bytes_.empty()) return;
+  SessionEvent e;
+  e.kind = EventKind::MessageChunk;
+  e.chunk = std::move(pending_bytes_);
+  pending_bytes_.clear();
+  notify(std::move(e));
+}
+
+}  // namespace mailhook::policyd::milter
