@@ -145,36 +145,27 @@ TEST(MilterCodec, StringsOfSplitsAtNulWithOrWithoutTheLastOne) {
 
 // --------------------------------------------------------------- commands
 
-TEST(MilterCodec, ConnectOverIpv4CarriesNamePortAndAddress) {
+// What parse_connect makes of `data`, field by field.
+void expect_connect(const std::string& data, const char* host, char family, std::uint32_t port, const char* address) {
   ConnectInfo c;
-  ASSERT_TRUE(parse_connect("mx.example.com\0" "4\x9c\x40" "192.0.2.1\0"s, c));
-  EXPECT_EQ(c.host, "mx.example.com");
-  EXPECT_EQ(c.family, '4');
-  EXPECT_EQ(c.port, 40000u);
-  EXPECT_EQ(c.address, "192.0.2.1");
+  ASSERT_TRUE(parse_connect(data, c)) << data;
+  EXPECT_EQ(c.host, host);
+  EXPECT_EQ(c.family, family);
+  EXPECT_EQ(c.port, port);
+  EXPECT_EQ(c.address, address);
+}
+
+TEST(MilterCodec, ConnectOverIpv4CarriesNamePortAndAddress) {
+  expect_connect("mx.example.com\0" "4\x9c\x40" "192.0.2.1\0"s, "mx.example.com", '4', 40000, "192.0.2.1");
 }
 
 TEST(MilterCodec, ConnectWithABracketedNameHasNoHost) {
-  ConnectInfo c;
-  ASSERT_TRUE(parse_connect("[2001:db8::1]\0" "6\x00\x19" "2001:db8::1\0"s, c));
-  EXPECT_EQ(c.host, "");
-  EXPECT_EQ(c.family, '6');
-  EXPECT_EQ(c.port, 25u);
-  EXPECT_EQ(c.address, "2001:db8::1");
+  expect_connect("[2001:db8::1]\0" "6\x00\x19" "2001:db8::1\0"s, "", '6', 25, "2001:db8::1");
 }
 
 TEST(MilterCodec, ConnectOverAUnixSocketOrOfUnknownFamilyHasNoAddress) {
-  ConnectInfo c;
-  ASSERT_TRUE(parse_connect("localhost\0" "L\x00\x00" "/var/run/mta.sock\0"s, c));
-  EXPECT_EQ(c.host, "localhost");
-  EXPECT_EQ(c.family, 'L');
-  EXPECT_EQ(c.port, 0u);
-  EXPECT_EQ(c.address, "");
-  ASSERT_TRUE(parse_connect("client.example\0" "U"s, c));
-  EXPECT_EQ(c.host, "client.example");
-  EXPECT_EQ(c.family, 'U');
-  EXPECT_EQ(c.port, 0u);
-  EXPECT_EQ(c.address, "");
+  expect_connect("localhost\0" "L\x00\x00" "/var/run/mta.sock\0"s, "localhost", 'L', 0, "");
+  expect_connect("client.example\0" "U"s, "client.example", 'U', 0, "");
 }
 
 TEST(MilterCodec, ConnectWithoutAFamilyIsMalformed) {
