@@ -8,6 +8,9 @@
              against a 200 MB target each; then every session is closed,
              and RSS is read again once each daemon gave the freed heap
              back (daemon/memory_trim.h; 20 s at most).
+  tls_idle   --tls-sessions (2,000) idle sessions that did STARTTLS,
+             beside as many plain ones (the baseline, same run): RSS per
+             session of each daemon. No target; it shows what TLS adds.
   roundtrip  the per-event round trip front -> policyd -> front at 50
              concurrent sessions: NOOPs with hook.noop defined (every NOOP
              crosses to policyd), beside the same NOOPs with no NOOP hook
@@ -29,7 +32,7 @@ sections into bench/results/scale-latest.json. Exits 1 when a target did
 not hold. Loopback only; every process started here is stopped by PID;
 waiting is polling a condition with a deadline.
 
-  python3 bench/scale.py [idle|roundtrip|dns|all] [--results DIR]
+  python3 bench/scale.py [idle|tls_idle|roundtrip|dns|all] [--results DIR]
 """
 
 import argparse
@@ -43,6 +46,7 @@ import resource
 import selectors
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -262,6 +266,91 @@ def idle(n, tmp):
                 "sessions_open_held": held_gauges, "sessions_open_after_close": closed_gauges,
                 "before": before, "held": held, "after_close": after, "given_back": trimmed,
                 "given_back_after_s": round(trim_s, 1), "target_rss_mib": 200, "target_met": ok}
+
+
+# ------------------------------------------------------------- tls idle
+
+async def open_starttls_sessions(port, n, parallel=64):
+    """n sessions that got their greeting, said EHLO and finished a STARTTLS
+    handshake; (writers, failures)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    gate = asyncio.Semaphore(parallel)
+    sessions, failed = [], []
+
+    async def reply(reader):
+        while True:
+            line = await asyncio.wait_for(reader.readline(), 30)
+            if line[3:4] != b"-":
+                return line
+
+    async def one():
+        async with gate:
+            try:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 30)
+                await reply(reader)
+                writer.write(b"EHLO scale.test\r\n")
+                await reply(reader)
+                writer.write(b"STARTTLS\r\n")
+                line = await reply(reader)
+                if not line.startswith(b"220"):
+                    failed.append(line.decode(errors="replace").strip())
+                    writer.close()
+                    return
+                await asyncio.wait_for(writer.start_tls(ctx), 30)
+                sessions.append(writer)
+            except (OSError, asyncio.TimeoutError, ssl.SSLError) as e:
+                failed.append(type(e).__name__)
+    await asyncio.gather(*(one() for _ in range(n)))
+    return sessions, failed
+
+
+def tls_idle(n, tmp):
+    """RSS per idle session: plain sessions (the baseline) beside sessions
+    that did STARTTLS, in the same run. No target: it shows what TLS adds."""
+    cert, key = os.path.join(tmp, "tls-cert.pem"), os.path.join(tmp, "tls-key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=scale.test",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    rows = {}
+    for mode in ("plain", "starttls"):
+        st = Stack(tmp)
+        try:
+            port, ppid, fpid, pm, fm = st.mailhook(
+                "function hook.accept(ip, ptr) end\n", ["--workers", "2"],
+                ["--max-connections", str(n + 100), "--max-connections-per-ip", str(n + 100), "--command-timeout",
+                 "3600", "--threads", "2", "--tls-cert", cert, "--tls-key", key])
+            before = {"front": proc_status(fpid)["VmRSS"], "policyd": proc_status(ppid)["VmRSS"]}
+            loop = asyncio.new_event_loop()
+            if mode == "plain":
+                opened, failed = loop.run_until_complete(open_idle_sessions(port, n))
+                writers = [w for _, w in opened]
+            else:
+                writers, failed = loop.run_until_complete(open_starttls_sessions(port, n))
+            try:
+                wait_for(lambda: sample(scrape(fm), "mailhook_front_sessions_open") == len(writers), 30,
+                         "sessions_open")
+            except AssertionError:  # harness.wait_for; reported below as it is
+                pass
+            held = {"front": proc_status(fpid)["VmRSS"], "policyd": proc_status(ppid)["VmRSS"]}
+            for w in writers:
+                w.close()
+            loop.run_until_complete(asyncio.sleep(0))
+            loop.close()
+        finally:
+            st.stop()
+        rows[mode] = {"sessions": len(writers), "failed": len(failed), "rss_before_mib": before, "rss_held_mib": held,
+                      "kib_per_session": {who: round((held[who] - before[who]) * 1024 / max(1, len(writers)), 1)
+                                          for who in held}}
+    print("tls_idle: %d idle sessions, plain (baseline) and after STARTTLS; RSS per session (KiB)" % n)
+    print("  %-9s %9s %8s %12s %12s" % ("mode", "sessions", "failed", "front", "policyd"))
+    for mode, r in rows.items():
+        print("  %-9s %9d %8d %12.1f %12.1f" % (mode, r["sessions"], r["failed"], r["kib_per_session"]["front"],
+                                               r["kib_per_session"]["policyd"]))
+    ratio = rows["starttls"]["kib_per_session"]["front"] / max(0.1, rows["plain"]["kib_per_session"]["front"])
+    print("  front: a STARTTLS session holds %.1fx a plain one" % ratio)
+    ok = all(r["sessions"] == n for r in rows.values())
+    return ok, {"sessions": n, "rows": rows, "front_tls_over_plain": round(ratio, 2)}
 
 
 # ------------------------------------------------------------- roundtrip
@@ -582,7 +671,7 @@ def write_results(directory, result):
     if os.path.exists(latest_path):
         with open(latest_path) as f:
             latest = json.load(f)
-    for k in ("idle", "roundtrip", "dns"):
+    for k in ("idle", "tls_idle", "roundtrip", "dns"):
         if k in result:
             latest[k] = dict(result[k], date=stamp, machine=result["machine"])
     latest["date"] = stamp
@@ -593,8 +682,9 @@ def write_results(directory, result):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", nargs="?", default="all", choices=("idle", "roundtrip", "dns", "all"))
+    p.add_argument("what", nargs="?", default="all", choices=("idle", "tls_idle", "roundtrip", "dns", "all"))
     p.add_argument("--idle-sessions", type=int, default=10000)
+    p.add_argument("--tls-sessions", type=int, default=2000)
     p.add_argument("--rt-sessions", type=int, default=50)
     p.add_argument("--rt-noops", type=int, default=2000, help="closed-loop NOOPs per session")
     p.add_argument("--rate", type=int, default=100, help="paced NOOPs per second per session")
@@ -616,6 +706,7 @@ def main():
     ok = True
     try:
         for name, fn in (("idle", lambda: idle(args.idle_sessions, tmp)),
+                         ("tls_idle", lambda: tls_idle(args.tls_sessions, tmp)),
                          ("roundtrip", lambda: roundtrip(args.rt_sessions, args.rt_noops, args.rate, tmp)),
                          ("dns", lambda: dns_batch(args.dns_sessions, args.dns_delay, args.dns_workers, tmp))):
             if args.what in (name, "all"):
