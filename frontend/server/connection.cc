@@ -25,26 +25,27 @@ namespace detail {
 
 // The bytes of one read land in a buffer of the thread, not of the
 // session: an idle session holds no read buffer while it waits (10,000
-// idle sessions would otherwise hold 160 MB). Plain TCP waits for
-// readability, then reads what is there; TLS needs a buffer for the
-// record it decrypts, so it reads into the session's own.
+// idle sessions would otherwise hold 160 MB). Each read waits for the
+// socket first, then reads what is there without blocking; with TLS,
+// OpenSSL decrypts straight into that buffer.
 asio::awaitable<Connection::Read> Connection::read_more(std::chrono::seconds timeout) {
-  using namespace asio::experimental::awaitable_operators;
-  constexpr auto token = asio::experimental::as_tuple(asio::use_awaitable);
   thread_local char buf[16 * 1024];
   timer_.expires_after(timeout);
   if (tls_) {
-    std::vector<char> tls_buf(16 * 1024);
-    std::variant<std::tuple<asio::error_code, std::size_t>, std::tuple<asio::error_code>> result =
-        co_await (tls_->async_read_some(asio::buffer(tls_buf), token) || timer_.async_wait(token));
-    if (result.index() == 1) co_return draining_ ? Read::Draining : Read::TimedOut;
-    const auto [ec, n] = std::get<0>(result);
-    if (ec) co_return Read::Closed;
-    in_.append(tls_buf.data(), n);
-    co_return Read::Ok;
+    for (;;) {
+      std::size_t n = 0;
+      const TlsStream::Want w = tls_->read(buf, sizeof buf, n);
+      if (w == TlsStream::Want::Done) {
+        in_.append(buf, n);
+        co_return Read::Ok;
+      }
+      if (w == TlsStream::Want::Failed) co_return Read::Closed;
+      const Read ready = co_await wait_socket(w == TlsStream::Want::Read ? tcp::socket::wait_read : tcp::socket::wait_write);
+      if (ready != Read::Ok) co_return ready;
+    }
   }
   for (;;) {
-    const Read ready = co_await wait_readable();
+    const Read ready = co_await wait_socket(tcp::socket::wait_read);
     if (ready != Read::Ok) co_return ready;
     asio::error_code ec;
     socket_.non_blocking(true, ec);
@@ -56,13 +57,13 @@ asio::awaitable<Connection::Read> Connection::read_more(std::chrono::seconds tim
   }
 }
 
-// The plain-TCP wait for the client's next bytes, ended early by the
-// timer that read_more armed (a timeout) or by the drain. Not asio's ||
+// The wait for the socket to be readable (or writable), ended early by
+// the timer the caller armed (a timeout) or by the drain. Not asio's ||
 // operator: that spawns two coroutines and a parallel group per wait,
 // about 2.4 KiB that every idle session would hold. The timer's handler
 // touches the connection only while it lives and only for the wait it was
 // armed for.
-asio::awaitable<Connection::Read> Connection::wait_readable() {
+asio::awaitable<Connection::Read> Connection::wait_socket(tcp::socket::wait_type what) {
   const std::uint64_t gen = ++wait_generation_;
   timer_ended_wait_ = false;
   timer_.async_wait([this, gen, alive = std::weak_ptr<void>(alive_)](const asio::error_code& ec) {
@@ -73,7 +74,7 @@ asio::awaitable<Connection::Read> Connection::wait_readable() {
   });
   waiting_read_ = true;
   asio::error_code ec;
-  co_await socket_.async_wait(tcp::socket::wait_read, asio::redirect_error(asio::use_awaitable, ec));
+  co_await socket_.async_wait(what, asio::redirect_error(asio::use_awaitable, ec));
   waiting_read_ = false;
   if (draining_ && ec == asio::error::operation_aborted) co_return Read::Draining;
   if (timer_ended_wait_ && ec == asio::error::operation_aborted) co_return Read::TimedOut;
@@ -85,7 +86,23 @@ asio::awaitable<void> Connection::flush() {
   if (out_.empty()) co_return;
   asio::error_code ec;
   if (tls_) {
-    co_await asio::async_write(*tls_, asio::buffer(out_), asio::redirect_error(asio::use_awaitable, ec));
+    // A client that stops reading gets --command-timeout, then the
+    // session ends (the next read finds the connection closed).
+    timer_.expires_after(std::chrono::seconds(ctx_.config.command_timeout_s));
+    std::size_t done = 0;
+    while (done < out_.size()) {
+      std::size_t n = 0;
+      const TlsStream::Want w = tls_->write(out_.data() + done, out_.size() - done, n);
+      done += n;
+      if (w == TlsStream::Want::Done) continue;
+      if (w == TlsStream::Want::Failed) break;
+      const Read ready = co_await wait_socket(w == TlsStream::Want::Read ? tcp::socket::wait_read : tcp::socket::wait_write);
+      if (ready != Read::Ok) break;
+    }
+    if (done < out_.size()) {
+      asio::error_code ignored;
+      socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    }
   } else {
     co_await asio::async_write(socket_, asio::buffer(out_), asio::redirect_error(asio::use_awaitable, ec));
   }

@@ -142,14 +142,25 @@ asio::awaitable<Reply> Connection::xclient(const std::string& line, const std::s
 asio::awaitable<bool> Connection::start_tls() {
   co_await flush();
   in_.clear();
-  tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket_, *ctx_.tls);
-  using namespace asio::experimental::awaitable_operators;
-  constexpr auto token = asio::experimental::as_tuple(asio::use_awaitable);
+  asio::error_code ec;
+  socket_.non_blocking(true, ec);  // OpenSSL reads and writes the descriptor itself
+  tls_ = std::make_unique<TlsStream>(socket_, ctx_.tls->native_handle());
+  std::string why = tls_->error();
   timer_.expires_after(std::chrono::seconds(ctx_.config.command_timeout_s));
-  auto result = co_await (tls_->async_handshake(asio::ssl::stream_base::server, token) || timer_.async_wait(token));
-  const asio::error_code ec = result.index() == 0 ? std::get<0>(std::get<0>(result)) : asio::error::timed_out;
-  if (ec) {
-    log::notice("session={} client={} TLS handshake failed: {}", id_, address_, ec.message());
+  while (tls_->ok() && why.empty()) {
+    const TlsStream::Want w = tls_->handshake();
+    if (w == TlsStream::Want::Done) break;
+    if (w == TlsStream::Want::Failed) {
+      why = tls_->error();
+      break;
+    }
+    const Read ready = co_await wait_socket(w == TlsStream::Want::Read ? tcp::socket::wait_read : tcp::socket::wait_write);
+    if (ready == Read::TimedOut) why = "timed out";
+    if (ready == Read::Draining) why = "shutting down";
+    if (ready == Read::Closed) why = "the connection closed";
+  }
+  if (!why.empty()) {
+    log::notice("session={} client={} TLS handshake failed: {}", id_, address_, why);
     tls_.reset();
     end_reason_ = "tls_failed";
     co_return false;

@@ -6,7 +6,6 @@
 
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
-#include <asio/ssl.hpp>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -15,6 +14,7 @@
 #include "frontend/delivery/envelope.h"
 #include "frontend/policy_client/policy_stream.h"
 #include "frontend/server/connection.h"
+#include "frontend/server/tls_stream.h"
 #include "mailcore/session/session_machine.h"
 
 namespace mailhook::front::detail {
@@ -43,7 +43,7 @@ class Connection {
   enum class Read : std::uint8_t { Ok, Closed, TimedOut, Draining };
 
   asio::awaitable<Read> read_more(std::chrono::seconds timeout);
-  asio::awaitable<Read> wait_readable();
+  asio::awaitable<Read> wait_socket(tcp::socket::wait_type what);
   asio::awaitable<void> flush();
   void queue_reply(const Reply& r) {
     ctx_.metrics.reply(r.code);
@@ -70,7 +70,7 @@ class Connection {
   asio::steady_timer timer_;
   session::SessionMachine machine_;
   std::shared_ptr<PolicyStream> stream_;
-  std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls_;
+  std::unique_ptr<TlsStream> tls_;  // after STARTTLS
   ClientFacts facts_;
   bool policy_down_ = false;
   bool wants_message_ = false;
