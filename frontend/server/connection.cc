@@ -40,7 +40,7 @@ asio::awaitable<Connection::Read> Connection::read_more(std::chrono::seconds tim
         co_return Read::Ok;
       }
       if (w == TlsStream::Want::Failed) co_return Read::Closed;
-      const Read ready = co_await wait_socket(w == TlsStream::Want::Read ? tcp::socket::wait_read : tcp::socket::wait_write);
+      const Read ready = co_await wait_for_tls(w);
       if (ready != Read::Ok) co_return ready;
     }
   }
@@ -96,7 +96,7 @@ asio::awaitable<void> Connection::flush() {
       done += n;
       if (w == TlsStream::Want::Done) continue;
       if (w == TlsStream::Want::Failed) break;
-      const Read ready = co_await wait_socket(w == TlsStream::Want::Read ? tcp::socket::wait_read : tcp::socket::wait_write);
+      const Read ready = co_await wait_for_tls(w);
       if (ready != Read::Ok) break;
     }
     if (done < out_.size()) {

@@ -154,7 +154,7 @@ asio::awaitable<bool> Connection::start_tls() {
       why = tls_->error();
       break;
     }
-    const Read ready = co_await wait_socket(w == TlsStream::Want::Read ? tcp::socket::wait_read : tcp::socket::wait_write);
+    const Read ready = co_await wait_for_tls(w);
     if (ready == Read::TimedOut) why = "timed out";
     if (ready == Read::Draining) why = "shutting down";
     if (ready == Read::Closed) why = "the connection closed";

@@ -44,6 +44,10 @@ class Connection {
 
   asio::awaitable<Read> read_more(std::chrono::seconds timeout);
   asio::awaitable<Read> wait_socket(tcp::socket::wait_type what);
+  // The wait a TLS step asked for (Read or Write).
+  asio::awaitable<Read> wait_for_tls(TlsStream::Want w) {
+    return wait_socket(w == TlsStream::Want::Read ? tcp::socket::wait_read : tcp::socket::wait_write);
+  }
   asio::awaitable<void> flush();
   void queue_reply(const Reply& r) {
     ctx_.metrics.reply(r.code);
