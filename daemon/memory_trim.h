@@ -28,8 +28,8 @@ class MemoryTrimmer {
   MemoryTrimmer(const MemoryTrimmer&) = delete;
   MemoryTrimmer& operator=(const MemoryTrimmer&) = delete;
 
-  // The rule alone (unit-tested): bytes free in malloc's arenas now, bytes
-  // in use, and what was still free after the last trim.
+  // The rule: bytes free in malloc's arenas now, bytes in use, and what
+  // was still free after the last trim.
   static bool due(std::size_t free_bytes, std::size_t used_bytes, std::size_t free_after_last_trim) {
     return free_bytes >= free_after_last_trim + kMinFree && free_bytes > used_bytes;
   }

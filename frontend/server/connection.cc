@@ -72,7 +72,7 @@ asio::awaitable<Connection::Read> Connection::wait_socket(tcp::socket::wait_type
     asio::error_code ignored;
     socket_.cancel(ignored);
   });
-  waiting_read_ = true;
+  waiting_read_ = what == tcp::socket::wait_read;  // only a read is woken by the drain
   asio::error_code ec;
   co_await socket_.async_wait(what, asio::redirect_error(asio::use_awaitable, ec));
   waiting_read_ = false;
@@ -452,9 +452,9 @@ asio::awaitable<void> Connection::run() {
   id_ = fmt::format("{:08X}{:04X}", static_cast<std::uint32_t>(std::time(nullptr)), static_cast<std::uint32_t>(n & 0xffff));
   drain_id_ = ctx_.drain.add(socket_.get_executor(), [this] {
     draining_ = true;
-    timer_.cancel();  // wakes an idle TLS read
+    timer_.cancel();  // ends a --greet-pause wait
     asio::error_code ignored;
-    if (waiting_read_) socket_.cancel(ignored);  // wakes an idle plain read
+    if (waiting_read_) socket_.cancel(ignored);  // wakes an idle read (plain, TLS or a handshake's)
   });
   machine_.allow_xclient(ctx_.xclient_hosts.contains(address_));
   if (!ctx_.limiter.admit(address_)) {

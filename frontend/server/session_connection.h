@@ -85,8 +85,9 @@ class Connection {
   std::string out_;
   std::uint64_t drain_id_ = 0;
   bool draining_ = false;
-  // wait_readable's: which wait the timer was armed for, whether it ended
-  // it, and a token the timer's handler checks before touching *this.
+  // wait_socket's: which wait the timer was armed for, whether it ended
+  // it, whether a read is waiting (the drain wakes it), and a token the
+  // timer's handler checks before touching *this.
   std::uint64_t wait_generation_ = 0;
   bool timer_ended_wait_ = false;
   bool waiting_read_ = false;
