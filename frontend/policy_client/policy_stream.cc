@@ -14,9 +14,7 @@ void PolicyStream::start(v1::FrontMessage first) {
   self_ = shared_from_this();
   {
     std::lock_guard l(mu_);
-    sending_ = std::move(first);
-    writing_ = true;
-    StartWrite(&sending_);
+    StartWrite(out_.offer(std::move(first)));
   }
   StartRead(&in_);
   StartCall();
@@ -25,20 +23,13 @@ void PolicyStream::start(v1::FrontMessage first) {
 void PolicyStream::send(v1::FrontMessage message) {
   std::lock_guard l(mu_);
   if (broken_ || closed_ || close_pending_) return;
-  queued_.push_back(std::move(message));
-  if (!writing_) write_next_locked();
-}
-
-void PolicyStream::write_next_locked() {
-  sending_ = queued_.pop_front();
-  writing_ = true;
-  StartWrite(&sending_);
+  if (v1::FrontMessage* next = out_.offer(std::move(message))) StartWrite(next);
 }
 
 void PolicyStream::close() {
   std::lock_guard l(mu_);
   if (closed_ || close_pending_ || broken_) return;
-  if (writing_) {
+  if (out_.writing()) {
     close_pending_ = true;
     return;
   }
@@ -48,14 +39,13 @@ void PolicyStream::close() {
 
 void PolicyStream::OnWriteDone(bool ok) {
   std::lock_guard l(mu_);
-  writing_ = false;
   if (!ok) {
     broken_ = true;
-    queued_.clear();
+    out_.drop();
     return;
   }
-  if (!queued_.empty()) {
-    write_next_locked();
+  if (v1::FrontMessage* next = out_.done()) {
+    StartWrite(next);
   } else if (close_pending_) {
     close_pending_ = false;
     closed_ = true;

@@ -13,6 +13,7 @@
 #include <optional>
 
 #include "mailcore/util/fifo.h"
+#include "mailcore/util/write_queue.h"
 #include "mailhook/v1/session.grpc.pb.h"
 
 namespace mailhook::front {
@@ -41,7 +42,6 @@ class PolicyStream final : public grpc::ClientBidiReactor<v1::FrontMessage, v1::
 
  private:
   void wake();
-  void write_next_locked();
 
   grpc::ClientContext context_;
   asio::any_io_executor executor_;
@@ -51,9 +51,7 @@ class PolicyStream final : public grpc::ClientBidiReactor<v1::FrontMessage, v1::
 
   std::mutex mu_;
   Fifo<v1::PolicyMessage> received_;
-  v1::FrontMessage sending_;        // the write in flight (gRPC holds its address until OnWriteDone)
-  Fifo<v1::FrontMessage> queued_;   // waiting behind it
-  bool writing_ = false;
+  WriteQueue<v1::FrontMessage> out_;
   bool close_pending_ = false;
   bool closed_ = false;
   bool broken_ = false;

@@ -90,33 +90,24 @@ void SessionReactor::end_reads() {
 void SessionReactor::enqueue(v1::PolicyMessage message) {
   std::lock_guard l(mu_);
   if (reads_done_ || finished_) return;  // nobody reads it any more
-  if (writing_) {
-    queued_.push_back(std::move(message));
-    return;
-  }
-  sending_ = std::move(message);
-  writing_ = true;
-  StartWrite(&sending_);
+  if (v1::PolicyMessage* next = out_.offer(std::move(message))) StartWrite(next);
 }
 
 void SessionReactor::OnWriteDone(bool ok) {
   std::lock_guard l(mu_);
-  writing_ = false;
   if (!ok) {  // the stream broke; reads will end too
-    queued_.clear();
+    out_.drop();
     return;
   }
-  if (!queued_.empty()) {
-    sending_ = queued_.pop_front();
-    writing_ = true;
-    StartWrite(&sending_);
+  if (v1::PolicyMessage* next = out_.done()) {
+    StartWrite(next);
     return;
   }
   maybe_finish_locked();
 }
 
 void SessionReactor::maybe_finish_locked() {
-  if (finished_ || writing_ || !reads_done_) return;
+  if (finished_ || out_.writing() || !reads_done_) return;
   finished_ = true;
   Finish(grpc::Status::OK);
 }

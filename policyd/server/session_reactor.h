@@ -9,7 +9,7 @@
 #include <memory>
 #include <mutex>
 
-#include "mailcore/util/fifo.h"
+#include "mailcore/util/write_queue.h"
 #include "mailhook/v1/session.grpc.pb.h"
 #include "policyd/lua_runtime/runtime.h"
 
@@ -44,9 +44,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<v1::FrontMessage, v1
   std::string session_id_;
 
   std::mutex mu_;
-  v1::PolicyMessage sending_;      // the write in flight when writing_ (gRPC holds its address)
-  Fifo<v1::PolicyMessage> queued_;  // waiting behind it
-  bool writing_ = false;
+  WriteQueue<v1::PolicyMessage> out_;
   bool reads_done_ = false;
   bool finished_ = false;
 };
