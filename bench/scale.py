@@ -17,9 +17,12 @@
              (the front answers alone) and beside Postfix's smtp-sink (the
              Python client's own cost and loopback); both closed-loop (each
              session sends its next NOOP when the reply arrives) and paced
-             (each session sends --rate NOOPs/s). The front's own histogram
+             (each session sends --rate NOOPs/s; a comma list gives one run
+             per rate, the load curve). The front's own histogram
              (mailhook_front_policy_seconds) gives the share of events whose
-             policy round trip took <= 250 us, with no client in it.
+             policy round trip took <= 250 us, with no client in it. The
+             floor: bench/floor/pingpong.c, the same sessions and pacing
+             between two C processes that only echo a byte.
   dns        --dns-sessions (1,000) sessions opened at once whose hook.accept
              does dns.query + dns.wait against tests/integration/dnsserver.py
              answering after --dns-delay (500 ms); policyd --workers 2. Every
@@ -458,10 +461,19 @@ def policy_histogram(text):
     return out
 
 
-def roundtrip(sessions, count, rate, tmp):
+def pingpong_binary(tmp):
+    """bench/floor/pingpong.c built into tmp: the same sessions and pacing
+    between two processes that do nothing but echo a byte."""
+    path = os.path.join(tmp, "pingpong")
+    subprocess.run(["cc", "-O2", "-o", path, os.path.join(ROOT, "bench", "floor", "pingpong.c")], check=True,
+                   timeout=120)
+    return path
+
+
+def roundtrip(sessions, count, rates, tmp):
     rows = []
     modes = (("closed-loop", sessions, 5, 0, count),
-             ("paced %d/s per session" % rate, sessions, 5, rate, max(200, rate * 10)),
+             *(("paced %d/s per session" % r, sessions, 5, r, max(200, r * 10)) for r in rates),
              ("1 session (reference)", 1, 1, 0, count * 5))
     for system in ("hook.noop", "no NOOP hook", "smtp-sink"):
         for mode, n_sessions, procs, r, n in modes:
@@ -497,32 +509,42 @@ def roundtrip(sessions, count, rate, tmp):
                 row["front_policy_p99_bucket_le_us"] = next(
                     (b * 1e6 for b in sorted(d) if total and d[b] >= 0.99 * total), None)
             rows.append(row)
+    floor = pingpong_binary(tmp)
+    for mode, n_sessions, _, r, n in modes:
+        out = subprocess.run([floor, str(n_sessions), str(r), str(n)], capture_output=True, text=True, timeout=300)
+        if out.returncode != 0:
+            raise RuntimeError("bench/floor/pingpong: %s" % out.stderr.strip())
+        f = json.loads(out.stdout)
+        rows.append({"system": "C ping-pong", "mode": mode, "sessions": n_sessions, "noops": f["pings"],
+                     "per_s": None, "p50_us": f["p50_us"], "p90_us": f["p90_us"], "p99_us": f["p99_us"],
+                     "p999_us": None})
     print("roundtrip: %d concurrent sessions over 5 client processes (and 1 session for reference), "
           "client-observed NOOP latency (us); front --threads 2, policyd --workers 2, %d cores" %
           (sessions, os.cpu_count()))
     print("  %-13s %-23s %7s %7s %8s %8s %8s %8s %9s" % ("system", "mode", "NOOPs", "NOOP/s", "p50", "p90", "p99",
                                                       "p99.9", "CPU f/p"))
     for x in rows:
-        print("  %-13s %-23s %7d %7d %8.1f %8.1f %8.1f %8.1f %9s" %
-              (x["system"], x["mode"], x["noops"], x["per_s"], x["p50_us"], x["p90_us"], x["p99_us"],
-               x["p999_us"], "%.2f/%.2f" % (x["front_cpu_share"], x["policyd_cpu_share"])
-               if "front_cpu_share" in x else "-"))
+        print("  %-13s %-23s %7d %7s %8.1f %8.1f %8.1f %8s %9s" %
+              (x["system"], x["mode"], x["noops"], x["per_s"] if x["per_s"] is not None else "-", x["p50_us"],
+               x["p90_us"], x["p99_us"], "%.1f" % x["p999_us"] if x["p999_us"] is not None else "-",
+               "%.2f/%.2f" % (x["front_cpu_share"], x["policyd_cpu_share"]) if "front_cpu_share" in x else "-"))
     summary, ok = {}, True
     for mode, *_ in modes:
         by = {x["system"]: x for x in rows if x["mode"] == mode}
-        hook, alone = by["hook.noop"], by["no NOOP hook"]
+        hook, alone, bare = by["hook.noop"], by["no NOOP hook"], by["C ping-pong"]
         diff = {"p50_us": round(hook["p50_us"] - alone["p50_us"], 1),
                 "p99_us": round(hook["p99_us"] - alone["p99_us"], 1)}
         share = hook.get("front_policy_share_le_250us")
         met = share is not None and share >= 0.99
         if mode != "1 session (reference)":
             ok = ok and met
-        summary[mode] = dict(diff, front_share_le_250us=share, target_met=met)
+        summary[mode] = dict(diff, front_share_le_250us=share, target_met=met, floor_p99_us=bare["p99_us"])
         print("  %s: hook minus no-hook p50 %.1f us, p99 %.1f us; the front's own policy round trip: %.1f%% of %d "
-              "events <= 250 us (p50 bucket <= %s us, p99 bucket <= %s us) -> p99 <= 250 us %s" %
+              "events <= 250 us (p50 bucket <= %s us, p99 bucket <= %s us) -> p99 <= 250 us %s; a bare C "
+              "ping-pong between two processes: p50 %.1f us, p99 %.1f us" %
               (mode, diff["p50_us"], diff["p99_us"], 100 * (share or 0), hook.get("front_policy_events", 0),
                hook.get("front_policy_p50_bucket_le_us"), hook.get("front_policy_p99_bucket_le_us"),
-               "held" if met else "NOT HELD"))
+               "held" if met else "NOT HELD", bare["p50_us"], bare["p99_us"]))
     return ok, {"sessions": sessions, "client_processes": 5, "rows": rows, "summary": summary,
                 "target": "front-measured policy round trip p99 <= 250 us"}
 
@@ -687,7 +709,9 @@ def main():
     p.add_argument("--tls-sessions", type=int, default=2000)
     p.add_argument("--rt-sessions", type=int, default=50)
     p.add_argument("--rt-noops", type=int, default=2000, help="closed-loop NOOPs per session")
-    p.add_argument("--rate", type=int, default=100, help="paced NOOPs per second per session")
+    p.add_argument("--rate", default="20,100",
+                   type=lambda v: [int(x) for x in v.split(",")],
+                   help="paced NOOPs per second per session; a comma list runs each")
     p.add_argument("--dns-sessions", type=int, default=1000)
     p.add_argument("--dns-delay", type=int, default=500, help="ms")
     p.add_argument("--dns-workers", type=int, default=2)
