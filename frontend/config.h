@@ -27,8 +27,8 @@ struct FrontConfig {
   int command_timeout_s = 300;
   int data_timeout_s = 600;
   int shutdown_grace_s = 30;
-  int greet_pause_ms = 0;
-  std::string metrics;    // host:port of the Prometheus endpoint; empty: off  // wait this long for a client that talks first
+  int greet_pause_ms = 0;  // wait this long for a client that talks first
+  std::string metrics;    // host:port of the Prometheus endpoint; empty: off
   std::string tls_cert;   // PEM chain; with tls_key enables STARTTLS
   std::string tls_key;
   bool auth_plaintext = false;  // offer AUTH without TLS
