@@ -2,6 +2,8 @@
 // the registry's text for GET /metrics, 404 otherwise, close.
 #include "daemon/metrics_http.h"
 
+#include "daemon/accept_backoff.h"
+
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <chrono>
@@ -30,11 +32,19 @@ asio::awaitable<void> answer(tcp::socket socket, const telemetry::Registry& regi
   co_await (asio::async_write(socket, asio::buffer(response), token) || timer.async_wait(token));
 }
 
-asio::awaitable<void> serve(tcp::acceptor& acceptor, const telemetry::Registry& registry) {
+asio::awaitable<void> serve(tcp::acceptor& acceptor, const telemetry::Registry& registry, std::string who) {
+  AcceptBackoff backoff(std::move(who));
+  asio::steady_timer pause(acceptor.get_executor());
   for (;;) {
     auto [ec, socket] = co_await acceptor.async_accept(asio::experimental::as_tuple(asio::use_awaitable));
     if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
-    if (ec) continue;
+    if (ec) {
+      // EMFILE and the like: the scrape waits in the backlog; no busy loop.
+      pause.expires_after(backoff.failed(ec));
+      co_await pause.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+      continue;
+    }
+    backoff.succeeded();
     asio::co_spawn(acceptor.get_executor(), answer(std::move(socket), registry), asio::detached);
   }
 }
@@ -59,7 +69,7 @@ std::string MetricsEndpoint::start(const std::string& host_port) {
   } catch (const std::exception& e) {
     return "cannot serve --metrics on " + host_port + ": " + e.what();
   }
-  asio::co_spawn(acceptor_.get_executor(), serve(acceptor_, registry_), asio::detached);
+  asio::co_spawn(acceptor_.get_executor(), serve(acceptor_, registry_, "metrics " + host_port), asio::detached);
   return "";
 }
 

@@ -43,6 +43,10 @@ FrontConfig parse_config(int argc, char** argv) {
   app.add_option("--max-connections-per-ip", c.max_connections_per_ip, "per client address (421 4.7.0 beyond)")
       ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
+  app.add_option("--connection-limit-ipv6-prefix", c.connection_limit_ipv6_prefix,
+                 "an IPv6 client counts against --max-connections-per-ip by this network prefix")
+      ->check(CLI::Range(16u, 128u))
+      ->capture_default_str();
   app.add_option("--command-timeout", c.command_timeout_s, "seconds idle between commands (421 4.4.2)")
       ->check(CLI::Range(1, 86400))
       ->capture_default_str();

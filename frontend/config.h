@@ -24,6 +24,7 @@ struct FrontConfig {
   std::uint32_t max_recipients = 100;
   int max_connections = 1000;
   int max_connections_per_ip = 50;
+  unsigned connection_limit_ipv6_prefix = 64;  // IPv6 clients count per /64
   int command_timeout_s = 300;
   int data_timeout_s = 600;
   int shutdown_grace_s = 30;

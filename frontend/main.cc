@@ -11,6 +11,7 @@
 
 #include "frontend/config.h"
 #include "frontend/server/connection.h"
+#include "daemon/accept_backoff.h"
 #include "daemon/metrics_http.h"
 #include "daemon/memory_trim.h"
 #include "daemon/process_setup.h"
@@ -43,15 +44,21 @@ std::shared_ptr<grpc::Channel> policy_channel(const std::string& target) {
 asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, std::vector<std::unique_ptr<asio::io_context>>& ios,
                                   mf::FrontContext& ctx) {
   std::size_t next = 0;
+  mailhook::daemon::AcceptBackoff backoff("smtp " + ctx.config.listen);
+  asio::steady_timer pause(acceptor.get_executor());
   for (;;) {
     asio::io_context& io = *ios[next++ % ios.size()];
     asio::error_code ec;
     tcp::socket socket = co_await acceptor.async_accept(io, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
-      if (ec == asio::error::operation_aborted) co_return;
-      mlog::warning("accept: {}", ec.message());
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+      // Out of descriptors (EMFILE) and the like: wait, never spin.
+      pause.expires_after(backoff.failed(ec));
+      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (!acceptor.is_open()) co_return;
       continue;
     }
+    backoff.succeeded();
     socket.set_option(tcp::no_delay(true), ec);
     asio::co_spawn(io, mf::serve_connection(std::move(socket), ctx), [](std::exception_ptr e) {
       if (!e) return;
@@ -69,6 +76,8 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, std::vector<std::uniq
 int main(int argc, char** argv) {
   const mf::FrontConfig config = mf::parse_config(argc, argv);
   mlog::init("mailhook-front", config.log_stderr);
+  // Each session holds its client socket and, while relaying, one to the smart host.
+  mailhook::daemon::raise_open_files_limit(2 * static_cast<std::uint64_t>(config.max_connections) + 64);
   mailhook::daemon::disable_lock_order_checks();
   std::signal(SIGPIPE, SIG_IGN);
 
@@ -107,7 +116,8 @@ int main(int argc, char** argv) {
   mailhook::telemetry::Registry registry;
   mf::FrontMetrics metrics(registry);
   mf::FrontContext ctx{config, *stub, mf::Spool(config.spool), smart, metrics, tls.get(), std::move(*xclient_hosts),
-                       mf::ConnectionLimiter(config.max_connections, config.max_connections_per_ip)};
+                       mf::ConnectionLimiter(config.max_connections, config.max_connections_per_ip,
+                                             config.connection_limit_ipv6_prefix)};
   if (smart.host.empty()) {
     if (std::string e = ctx.spool.prepare(); !e.empty()) {
       std::fprintf(stderr, "mailhook-front: %s\n", e.c_str());

@@ -97,6 +97,7 @@ int main(int argc, char** argv) {
   const mp::PolicyConfig config = mp::parse_config(argc, argv);
   mlog::init("mailhook-policyd", config.log_stderr || config.check || !config.test.empty());
   mailhook::daemon::disable_lock_order_checks();
+  mailhook::daemon::raise_open_files_limit();  // issue 19 #5: no shell limit of 1024 for a daemon
   mp::RuntimeConfig rc = runtime_config(config);
 
   if (!config.test.empty()) {

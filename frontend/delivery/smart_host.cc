@@ -1,10 +1,18 @@
 // The SMTP client side of the relay. Connections to the smart host are
-// kept per front thread and reused (RSET-free: each transaction ends with
-// the final dot's reply), and MAIL, every RCPT and DATA go in one write
-// when the smart host offers PIPELINING (RFC 2920): two round trips per
-// message instead of seven. A kept connection that turns out dead before
-// anything was accepted is replaced by a fresh one, once.
+// kept per front thread and reused: a delivered transaction ends with the
+// final dot's reply; a refused one (a recipient, DATA) is ended with RSET
+// before the connection goes back, or the connection is dropped, so the
+// next message never meets "503 5.5.1 nested MAIL command". MAIL, every
+// RCPT and DATA go in one write when the smart host offers PIPELINING
+// (RFC 2920): two round trips per message instead of seven. A kept
+// connection the smart host closed (its idle timeout) is noticed before
+// reuse; one that turns out dead before anything was accepted is replaced
+// by a fresh one, once.
 #include "frontend/delivery/smart_host.h"
+
+#include <sys/socket.h>
+
+#include <cerrno>
 
 #include "mailcore/smtp/ascii.h"
 #include "mailcore/smtp/reply_text.h"
@@ -101,6 +109,16 @@ class SmtpClient {
   }
   std::chrono::steady_clock::time_point idle_since() const { return idle_since_; }
   bool open() const { return socket_->is_open(); }
+  // A kept connection is fit for the next message only if the smart host
+  // has said nothing since: end of file (it closed, e.g. Postfix's
+  // smtpd_timeout; the socket sits in CLOSE-WAIT) or an unsolicited reply
+  // ("421 4.4.2 Timeout") means it is gone.
+  bool quiet() const {
+    if (!socket_->is_open() || !buffer_.empty()) return false;
+    char byte;
+    const ssize_t n = ::recv(socket_->native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  }
   // What EHLO offered, kept for reuse.
   Reply ehlo;
 
@@ -132,7 +150,7 @@ std::unique_ptr<SmtpClient> take_idle() {
   while (!t_idle.empty()) {
     std::unique_ptr<SmtpClient> c = std::move(t_idle.back());
     t_idle.pop_back();
-    if (c->open() && now - c->idle_since() < kMaxIdleTime) return c;
+    if (c->quiet() && now - c->idle_since() < kMaxIdleTime) return c;
   }
   return nullptr;
 }
@@ -205,6 +223,13 @@ asio::awaitable<std::unique_ptr<SmtpClient>> open_client(const SmartHostConfig& 
   co_return c;
 }
 
+// RFC 5321 4.1.1.5: ends whatever transaction the smart host still holds
+// after a refusal; true when the connection is clean for the next message.
+asio::awaitable<bool> reset_transaction(SmtpClient& c) {
+  std::optional<Reply> r = co_await c.command("RSET");
+  co_return r.has_value() && r->code == 250;
+}
+
 // One transaction on an open connection. `fresh`: a dead kept connection
 // before anything was accepted is reported as nullopt so the caller can
 // try a fresh one.
@@ -250,18 +275,29 @@ asio::awaitable<std::optional<Reply>> transaction(SmtpClient& c, const Envelope&
   const bool data_open = replies.size() == commands.size() && replies.back() && replies.back()->code == 354;
   // A recipient the smart host refuses fails the whole message: the
   // client already has 250 for it, and a silent drop would lose mail.
+  // Every reply we asked for has come (without PIPELINING the loop stops
+  // at the first refusal, so there is none pending) and none said 421.
+  bool in_step = offers.pipelining ? replies.size() == commands.size() : true;
+  for (const auto& r : replies) in_step = in_step && r.has_value() && r->code != 421;
   for (std::size_t i = 0; i + 1 < commands.size(); ++i) {
     const std::optional<Reply> r = i < replies.size() ? replies[i] : std::nullopt;
     if (failed(r, 2, out)) {
       // DATA may have been opened for the recipients that passed: the
       // connection is dropped, so the smart host discards it unfinished.
-      reusable = !data_open && replies.size() == commands.size();
+      // Otherwise the accepted MAIL is still open there: RSET ends it.
+      if (!data_open && in_step) {
+        const bool clean = co_await reset_transaction(c);
+        reusable = clean;
+      }
       co_return out;
     }
   }
   const std::optional<Reply> data_reply = replies.size() == commands.size() ? replies.back() : std::nullopt;
   if (failed(data_reply, 3, out)) {
-    reusable = data_reply.has_value() && data_reply->code != 421;
+    if (in_step) {
+      const bool clean = co_await reset_transaction(c);
+      reusable = clean;
+    }
     co_return out;
   }
   const bool sent = co_await c.send(dot_stuff(received, message));

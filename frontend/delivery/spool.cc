@@ -4,6 +4,7 @@
 #include "frontend/delivery/spool.h"
 
 #include <fcntl.h>
+#include <stdio.h>  // renameat2 (glibc 2.28)
 #include <unistd.h>
 
 #include <atomic>
@@ -42,6 +43,23 @@ bool fsync_dir(const std::string& dir) {
   return ok;
 }
 
+// The final step: the temp file takes its name, and never replaces a file
+// already there (another front sharing the spool, or an id used twice):
+// that file is mail already answered 250. renameat2(RENAME_NOREPLACE);
+// where the filesystem lacks it, link(2), which fails on an existing name
+// too, then the temp name goes.
+std::string publish(const std::string& temp_path, const std::string& final_path) {
+  if (::renameat2(AT_FDCWD, temp_path.c_str(), AT_FDCWD, final_path.c_str(), RENAME_NOREPLACE) == 0) return "";
+  if (errno != EINVAL && errno != ENOSYS) {
+    return errno == EEXIST ? "refusing to replace " + final_path + " (already in the spool)" : errno_text("rename");
+  }
+  if (::link(temp_path.c_str(), final_path.c_str()) != 0) {
+    return errno == EEXIST ? "refusing to replace " + final_path + " (already in the spool)" : errno_text("link");
+  }
+  ::unlink(temp_path.c_str());
+  return "";
+}
+
 std::string envelope_block(const Envelope& e, std::size_t size) {
   std::string head = "X-Mailhook-Spool: 1\r\nX-Mailhook-Session: " + e.session_id +
                      "\r\nX-Mailhook-Queue-Id: " + e.queue_id + "\r\nX-Mailhook-Client: " + e.client_address + " " +
@@ -70,6 +88,7 @@ class SpoolCommitter {
     // Filled by the committer.
     std::string dir, temp_path, final_path, error;
     int fd = -1;
+    bool created = false;  // the temp file is ours to remove
   };
 
   explicit SpoolCommitter(std::string dir) : dir_(std::move(dir)), thread_([this] { run(); }) {}
@@ -121,6 +140,7 @@ class SpoolCommitter {
         j.error = errno_text("open " + j.temp_path);
         continue;
       }
+      j.created = true;
       const std::string head = envelope_block(e, j.received->size() + j.message->size());
       if (!write_all(j.fd, head) || !write_all(j.fd, *j.received) || !write_all(j.fd, *j.message)) {
         j.error = errno_text("write " + j.temp_path);
@@ -138,11 +158,11 @@ class SpoolCommitter {
         ::close(j.fd);
         j.fd = -1;
       }
-      if (j.error.empty() && ::rename(j.temp_path.c_str(), j.final_path.c_str()) != 0) j.error = errno_text("rename");
+      if (j.error.empty()) j.error = publish(j.temp_path, j.final_path);
       if (j.error.empty()) {
         dirs.insert(j.dir);
-      } else if (!j.temp_path.empty()) {
-        ::unlink(j.temp_path.c_str());
+      } else if (j.created) {
+        ::unlink(j.temp_path.c_str());  // never another front's temp file of the same name
       }
     }
     for (const std::string& d : dirs) {

@@ -3,15 +3,17 @@
 // mutex each; never blocks beyond it, never touches a socket.
 #include <mutex>
 
+#include "frontend/server/client_address.h"
 #include "frontend/server/connection.h"
 
 namespace mailhook::front {
 
 bool ConnectionLimiter::admit(const std::string& ip) {
+  const std::string key = connection_limit_key(ip, ipv6_prefix_);
   std::lock_guard l(mu_);
-  int& n = per_ip_[ip];
+  int& n = per_ip_[key];
   if (total_ >= total_limit_ || n >= per_ip_limit_) {
-    if (n == 0) per_ip_.erase(ip);
+    if (n == 0) per_ip_.erase(key);
     return false;
   }
   ++n;
@@ -20,9 +22,10 @@ bool ConnectionLimiter::admit(const std::string& ip) {
 }
 
 void ConnectionLimiter::release(const std::string& ip) {
+  const std::string key = connection_limit_key(ip, ipv6_prefix_);
   std::lock_guard l(mu_);
   --total_;
-  if (--per_ip_[ip] <= 0) per_ip_.erase(ip);
+  if (--per_ip_[key] <= 0) per_ip_.erase(key);
 }
 
 std::uint64_t DrainRegistry::add(asio::any_io_executor executor, std::function<void()> on_drain) {

@@ -72,39 +72,82 @@ asio::awaitable<Connection::Read> Connection::wait_socket(tcp::socket::wait_type
     asio::error_code ignored;
     socket_.cancel(ignored);
   });
-  waiting_read_ = what == tcp::socket::wait_read;  // only a read is woken by the drain
+  waiting_read_ = what == tcp::socket::wait_read;  // the drain wakes a read, and an idle session's write
+  waiting_write_ = !waiting_read_;
   asio::error_code ec;
   co_await socket_.async_wait(what, asio::redirect_error(asio::use_awaitable, ec));
   waiting_read_ = false;
+  waiting_write_ = false;
   if (draining_ && ec == asio::error::operation_aborted) co_return Read::Draining;
   if (timer_ended_wait_ && ec == asio::error::operation_aborted) co_return Read::TimedOut;
   timer_.cancel();
   co_return ec ? Read::Closed : Read::Ok;
 }
 
+// Writes out_. A reply that makes no progress for --command-timeout ends
+// the session, as Postfix's smtpd_timeout covers both directions: a client
+// that pipelines and never reads would otherwise hold its slot for good.
+// The drain ends a stalled write outside a transaction at once.
 asio::awaitable<void> Connection::flush() {
   if (out_.empty()) co_return;
+  if (write_failed_) {
+    out_.clear();
+    co_return;
+  }
+  const auto timeout = std::chrono::seconds(ctx_.config.command_timeout_s);
+  std::size_t done = 0;
+  std::size_t armed_at = std::string::npos;  // progress when the timer was last armed
+  Read stalled = Read::Ok;
+  // Arms the no-progress timer again only after progress.
+  auto arm = [&] {
+    if (armed_at == done) return;
+    armed_at = done;
+    timer_.expires_after(timeout);
+  };
   asio::error_code ec;
-  if (tls_) {
-    // A client that stops reading gets --command-timeout, then the
-    // session ends (the next read finds the connection closed).
-    timer_.expires_after(std::chrono::seconds(ctx_.config.command_timeout_s));
-    std::size_t done = 0;
-    while (done < out_.size()) {
-      std::size_t n = 0;
+  if (!tls_) socket_.non_blocking(true, ec);
+  while (done < out_.size()) {
+    std::size_t n = 0;
+    tcp::socket::wait_type want = tcp::socket::wait_write;
+    if (tls_) {
       const TlsStream::Want w = tls_->write(out_.data() + done, out_.size() - done, n);
       done += n;
       if (w == TlsStream::Want::Done) continue;
-      if (w == TlsStream::Want::Failed) break;
-      const Read ready = co_await wait_for_tls(w);
-      if (ready != Read::Ok) break;
+      if (w == TlsStream::Want::Failed) {
+        stalled = Read::Closed;
+        break;
+      }
+      if (w == TlsStream::Want::Read) want = tcp::socket::wait_read;
+    } else {
+      n = socket_.write_some(asio::buffer(out_.data() + done, out_.size() - done), ec);
+      done += n;
+      if (!ec) continue;
+      if (ec != asio::error::would_block && ec != asio::error::try_again) {
+        stalled = Read::Closed;
+        break;
+      }
     }
-    if (done < out_.size()) {
-      asio::error_code ignored;
-      socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    if (draining_ && machine_.transaction_id().empty()) {  // shutting down, nothing in flight
+      stalled = Read::Draining;
+      break;
     }
-  } else {
-    co_await asio::async_write(socket_, asio::buffer(out_), asio::redirect_error(asio::use_awaitable, ec));
+    arm();
+    stalled = co_await wait_socket(want);
+    if (stalled != Read::Ok) break;
+  }
+  if (done < out_.size()) {
+    write_failed_ = true;
+    if (stalled == Read::TimedOut) {
+      end_reason_ = "write_timeout";
+      log::notice("session={} client={} reply not read for {}s (--command-timeout): closing", id_, address_,
+                  ctx_.config.command_timeout_s);
+    } else if (stalled == Read::Draining) {
+      end_reason_ = "shutdown";
+    } else {
+      end_reason_ = "disconnect";
+    }
+    asio::error_code ignored;
+    socket_.shutdown(tcp::socket::shutdown_both, ignored);
   }
   out_.clear();
 }
@@ -245,6 +288,7 @@ Reply Connection::choose(const SessionEvent* event, const Decision& d, const Rep
 asio::awaitable<bool> Connection::command_loop() {
   bool discarding = false;  // inside an over-long line
   for (;;) {
+    if (write_failed_) co_return false;  // the client stopped reading: end_reason_ says why
     std::size_t eol = in_.find('\n');
     if (eol == std::string::npos && draining_ && machine_.transaction_id().empty()) {
       queue_reply(replies::kShuttingDown);  // idle at shutdown: RFC 5321 3.8
@@ -398,8 +442,10 @@ asio::awaitable<bool> Connection::data_phase() {
       break;
     }
   }
+  std::vector<log::Escaped> to;
+  for (const std::string& r : envelope.recipients) to.push_back(log::escaped(r));
   log::info("session={} queue_id={} from=<{}> to=<{}> size={} reply=\"{}\"", id_, envelope.queue_id,
-            envelope.sender, fmt::join(envelope.recipients, ">,<"), decoder.size(), final_reply.summary());
+            log::escaped(envelope.sender), fmt::join(to, ">,<"), decoder.size(), final_reply.summary());
   if (final_reply.code < 300) ++accepted_;
   queue_reply(final_reply);
   if (auto reset = machine_.end_transaction()) notify(std::move(*reset));
@@ -448,13 +494,15 @@ asio::awaitable<void> Connection::run() {
   address_ = remote.address().to_string();
   port_ = remote.port();
   const auto started = Clock::now();
-  const std::uint64_t n = ctx_.sequence.fetch_add(1);
-  id_ = fmt::format("{:08X}{:04X}", static_cast<std::uint32_t>(std::time(nullptr)), static_cast<std::uint32_t>(n & 0xffff));
+  id_ = ctx_.session_ids.next();
   drain_id_ = ctx_.drain.add(socket_.get_executor(), [this] {
     draining_ = true;
     timer_.cancel();  // ends a --greet-pause wait
     asio::error_code ignored;
     if (waiting_read_) socket_.cancel(ignored);  // wakes an idle read (plain, TLS or a handshake's)
+    // A reply the client does not read, outside a transaction: nothing to
+    // finish, so the session ends now rather than at the end of the grace.
+    if (waiting_write_ && machine_.transaction_id().empty()) socket_.cancel(ignored);
   });
   machine_.allow_xclient(ctx_.xclient_hosts.contains(address_));
   if (!ctx_.limiter.admit(address_)) {
@@ -479,7 +527,7 @@ asio::awaitable<void> Connection::run() {
   ctx_.limiter.release(address_);
   ctx_.metrics.sessions_open.add(-1);
   log::info("session={} client={}:{} helo={} transactions={} accepted={} end={} duration_ms={}", id_, address_, port_,
-            machine_.helo().empty() ? "-" : machine_.helo(), transactions_, accepted_, end_reason_,
+            log::escaped(machine_.helo().empty() ? "-" : machine_.helo()), transactions_, accepted_, end_reason_,
             std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count());
 }
 

@@ -18,21 +18,26 @@
 #include "frontend/delivery/smart_host.h"
 #include "frontend/delivery/spool.h"
 #include "frontend/server/front_metrics.h"
+#include "frontend/server/session_id.h"
 #include "frontend/server/xclient.h"
 #include "mailhook/v1/session.grpc.pb.h"
 
 namespace mailhook::front {
 
-// Counts connections in total and per client address (421 4.7.0 beyond).
+// Counts connections in total and per client address (421 4.7.0 beyond);
+// an IPv6 client counts by its /ipv6_prefix network
+// (--connection-limit-ipv6-prefix), as one host may own a whole /64.
 class ConnectionLimiter {
  public:
-  ConnectionLimiter(int total, int per_ip) : total_limit_(total), per_ip_limit_(per_ip) {}
+  ConnectionLimiter(int total, int per_ip, unsigned ipv6_prefix = 64)
+      : total_limit_(total), per_ip_limit_(per_ip), ipv6_prefix_(ipv6_prefix) {}
   bool admit(const std::string& ip);
   void release(const std::string& ip);
 
  private:
   std::mutex mu_;
   int total_limit_, per_ip_limit_;
+  unsigned ipv6_prefix_;
   int total_ = 0;
   std::map<std::string, int> per_ip_;
 };
@@ -71,7 +76,7 @@ struct FrontContext {
   CidrList xclient_hosts;       // who may send XCLIENT
   ConnectionLimiter limiter;
   DrainRegistry drain;
-  std::atomic<std::uint64_t> sequence{0};
+  SessionIdSource session_ids;  // unique across fronts sharing a spool
 };
 
 // Serves one accepted connection until it closes.

@@ -16,6 +16,7 @@
 #include "mailcore/smtp/base64.h"
 #include "mailcore/smtp/dot_decoder.h"
 #include "mailcore/smtp/reply_text.h"
+#include "mailcore/smtp/sasl.h"
 #include "mailcore/telemetry/log.h"
 #include "mailcore/wire/convert.h"
 
@@ -47,49 +48,42 @@ asio::awaitable<Reply> Connection::authenticate(const std::string& line, const s
   const std::size_t sp = argument.find(' ');
   const std::string mech = smtp::ascii_upper(argument.substr(0, sp));
   std::string initial = sp == std::string::npos ? std::string() : argument.substr(sp + 1);
-  // Asks with a 334 challenge; the decoded answer, or the reply that ends it.
+  // Asks with a 334 challenge; the client's raw answer, or the reply that ends it.
   std::variant<std::string, Reply> answer;
   auto ask_client = [&](const std::string& challenge) -> asio::awaitable<std::variant<std::string, Reply>> {
     queue_reply(Reply{334, "", {challenge}});
     std::optional<std::string> got = co_await read_line();
     if (!got) co_return Reply{421, "4.4.2", {"Connection lost"}};
     if (*got == "*") co_return kCanceled;
-    std::optional<std::string> decoded = smtp::base64_decode(*got);
-    if (!decoded) co_return kBadBase64;
-    co_return *decoded;
+    co_return *got;
   };
+  // The decoding is mailcore/smtp/sasl (pure, fuzzed): a field with a NUL,
+  // CR or LF never becomes a user name.
   std::string user, password;
   if (mech == "PLAIN") {
-    std::optional<std::string> decoded;
     if (initial.empty()) {
       answer = co_await ask_client("");
       if (auto* r = std::get_if<Reply>(&answer)) co_return *r;
-      decoded = std::get<std::string>(answer);
-    } else if (initial == "=") {
-      decoded = std::string();
-    } else {
-      decoded = smtp::base64_decode(initial);
-      if (!decoded) co_return kBadBase64;
+      initial = std::get<std::string>(answer);
     }
-    // RFC 4616 2: [authzid] NUL authcid NUL passwd
-    const std::size_t a = decoded->find('\0');
-    const std::size_t b = a == std::string::npos ? a : decoded->find('\0', a + 1);
-    if (b == std::string::npos) co_return kBadBase64;
-    user = decoded->substr(a + 1, b - a - 1);
-    password = decoded->substr(b + 1);
+    smtp::PlainCredentials creds = smtp::decode_plain(initial);
+    if (creds.error != smtp::SaslError::None) co_return kBadBase64;
+    user = std::move(creds.authcid);
+    password = std::move(creds.password);
   } else {  // LOGIN
-    if (!initial.empty()) {
-      std::optional<std::string> u = smtp::base64_decode(initial);
-      if (!u) co_return kBadBase64;
-      user = *u;
-    } else {
+    if (initial.empty()) {
       answer = co_await ask_client("VXNlcm5hbWU6");  // "Username:"
       if (auto* r = std::get_if<Reply>(&answer)) co_return *r;
-      user = std::get<std::string>(answer);
+      initial = std::get<std::string>(answer);
     }
+    smtp::LoginField u = smtp::decode_login_field(initial);
+    if (u.error != smtp::SaslError::None) co_return kBadBase64;
+    user = std::move(u.value);
     answer = co_await ask_client("UGFzc3dvcmQ6");  // "Password:"
     if (auto* r = std::get_if<Reply>(&answer)) co_return *r;
-    password = std::get<std::string>(answer);
+    smtp::LoginField p = smtp::decode_login_field(std::get<std::string>(answer));
+    if (p.error != smtp::SaslError::None) co_return kBadBase64;
+    password = std::move(p.value);
   }
   if (!machine_.listens(EventKind::Auth)) co_return kFailed;  // no hook.auth: nobody can log in
   Decision d = co_await ask(machine_.auth_event(line, argument, user, password));
@@ -99,10 +93,10 @@ asio::awaitable<Reply> Connection::authenticate(const std::string& line, const s
   if (r.code == 235) {
     machine_.authenticated(user);
     facts_.auth_user = user;
-    log::info("session={} client={} authenticated user={}", id_, address_, user);
+    log::info("session={} client={} authenticated user={}", id_, address_, log::escaped(user));
     co_return r;
   }
-  log::notice("session={} client={} authentication failed user={}", id_, address_, user);
+  log::notice("session={} client={} authentication failed user={}", id_, address_, log::escaped(user));
   if (r.code >= 400) co_return r;  // the hook's refusal, e.g. 454 4.7.0
   co_return kFailed;
 }
@@ -129,8 +123,8 @@ asio::awaitable<Reply> Connection::xclient(const std::string& line, const std::s
   } else {
     notify(std::move(e));  // policyd's client.* must follow anyway
   }
-  log::info("session={} xclient from {} now client={}:{} name={}", id_, address_, next.address, next.port,
-            next.host.empty() ? "-" : next.host);
+  log::info("session={} xclient from {} now client={}:{} name={}", id_, address_, log::escaped(next.address), next.port,
+            log::escaped(next.host.empty() ? "-" : next.host));
   facts_ = std::move(next);
   machine_.restart_after_xclient(helo, esmtp, facts_.auth_user);
   co_return Reply{220, "", {ctx_.config.hostname + " ESMTP mailhook"}};

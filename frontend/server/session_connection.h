@@ -91,6 +91,8 @@ class Connection {
   std::uint64_t wait_generation_ = 0;
   bool timer_ended_wait_ = false;
   bool waiting_read_ = false;
+  bool waiting_write_ = false;  // a reply waits for the client to read
+  bool write_failed_ = false;   // a reply could not be written: the session ends
   std::shared_ptr<void> alive_ = std::make_shared<char>(0);
   int transactions_ = 0;
   int accepted_ = 0;

@@ -1,48 +1,14 @@
-// CIDR matching and XCLIENT attribute parsing.
+// CIDR matching and XCLIENT attribute parsing. Pure (no Asio), so
+// tests/fuzz/fuzz_xclient compiles it alone.
 #include "frontend/server/xclient.h"
 
+#include "frontend/server/client_address.h"
 #include "mailcore/smtp/ascii.h"
+#include "mailcore/smtp/xtext.h"
 
-#include <asio/ip/address.hpp>
-
-#include <cctype>
 #include <sstream>
 
 namespace mailhook::front {
-namespace {
-
-std::optional<std::vector<unsigned char>> address_bytes(const std::string& text) {
-  asio::error_code ec;
-  asio::ip::address a = asio::ip::make_address(text, ec);
-  if (ec) return std::nullopt;
-  if (a.is_v6() && a.to_v6().is_v4_mapped()) a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
-  if (a.is_v4()) {
-    auto b = a.to_v4().to_bytes();
-    return std::vector<unsigned char>(b.begin(), b.end());
-  }
-  auto b = a.to_v6().to_bytes();
-  return std::vector<unsigned char>(b.begin(), b.end());
-}
-
-// RFC 3461 4: xtext, "+" followed by two upper-case hex digits.
-std::optional<std::string> xtext_decode(const std::string& in) {
-  std::string out;
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    if (in[i] != '+') {
-      out += in[i];
-      continue;
-    }
-    if (i + 2 >= in.size() || !std::isxdigit(static_cast<unsigned char>(in[i + 1])) ||
-        !std::isxdigit(static_cast<unsigned char>(in[i + 2]))) {
-      return std::nullopt;
-    }
-    out += static_cast<char>(std::stoi(in.substr(i + 1, 2), nullptr, 16));
-    i += 2;
-  }
-  return out;
-}
-
-}  // namespace
 
 std::optional<CidrList> CidrList::parse(const std::string& text, std::string& error) {
   CidrList list;
@@ -100,8 +66,11 @@ std::string apply_xclient(const std::string& attributes, ClientFacts& facts, std
     const std::size_t eq = item.find('=');
     if (eq == std::string::npos) return "malformed attribute: " + item;
     const std::string name = smtp::ascii_upper(item.substr(0, eq));
-    std::optional<std::string> value = xtext_decode(item.substr(eq + 1));
+    std::optional<std::string> value = smtp::xtext_decode(item.substr(eq + 1));
     if (!value) return "bad xtext in " + name;
+    // A decoded CR, LF or NUL would split the spool envelope, a header or
+    // a log line ("NAME=evil+0D+0AX-Mailhook-To:+20<x@y>"): refused.
+    if (smtp::has_control(*value)) return "control character in " + name;
     const bool unavailable = *value == "[UNAVAILABLE]" || *value == "[TEMPUNAVAIL]";
     const std::string v = unavailable ? std::string() : *value;
     if (name == "NAME") {
@@ -115,7 +84,9 @@ std::string apply_xclient(const std::string& attributes, ClientFacts& facts, std
         return "bad " + name + ": " + v;
       (name == "PORT" ? next.port : next.local_port) = v.empty() ? 0 : static_cast<std::uint32_t>(std::stoul(v));
     } else if (name == "DESTADDR") {
-      next.local_address = v;
+      std::string a = v.rfind("IPV6:", 0) == 0 ? v.substr(5) : v;
+      if (!a.empty() && !address_bytes(a)) return "bad DESTADDR: " + v;
+      next.local_address = a;
     } else if (name == "PROTO") {
       if (!v.empty() && v != "SMTP" && v != "ESMTP") return "bad PROTO: " + v;
       next_esmtp = v == "ESMTP";

@@ -3,6 +3,7 @@
 #include "mailcore/session/session_machine.h"
 
 #include "mailcore/smtp/ascii.h"
+#include "mailcore/smtp/xtext.h"
 
 #include <algorithm>
 #include <cctype>
@@ -83,6 +84,19 @@ bool valid_rcpt_parameter(const Parameter& p) {
 
 const Reply kBadParameter{555, "5.5.4", {"Unsupported or malformed parameter"}};
 
+// ENVID and ORCPT go on to the smart host verbatim: only well-formed,
+// bounded xtext may (RFC 3461 4.2, 4.4), so nothing rides along into the
+// relayed MAIL/RCPT line.
+std::optional<Reply> bad_dsn_parameter(const Parameter& p) {
+  if (p.name == "ENVID" && !smtp::is_valid_envid(p.value)) {
+    return reply(501, "5.5.4", "Malformed ENVID parameter (RFC 3461 4.4: xtext, at most 100 characters)");
+  }
+  if (p.name == "ORCPT" && !smtp::is_valid_orcpt(p.value)) {
+    return reply(501, "5.5.4", "Malformed ORCPT parameter (RFC 3461 4.2: addr-type;xtext, at most 500 characters)");
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 SessionEvent SessionMachine::make_event(EventKind kind, std::string_view line, const smtp::Command& cmd) {
@@ -145,6 +159,10 @@ Step SessionMachine::on_command(std::string_view line, const std::string& next_t
     case Verb::Mail: {
       if (state_ == State::Connected || state_ == State::Mail || state_ == State::Rcpt) return sequence_error();
       for (const auto& p : cmd.parameters) {
+        if (auto bad = bad_dsn_parameter(p)) {
+          step.default_reply = *bad;
+          return step;
+        }
         if (!valid_mail_parameter(p)) {
           step.default_reply = kBadParameter;
           return step;
@@ -166,6 +184,10 @@ Step SessionMachine::on_command(std::string_view line, const std::string& next_t
     case Verb::Rcpt:
       if (state_ != State::Mail && state_ != State::Rcpt) return sequence_error();
       for (const auto& p : cmd.parameters) {
+        if (auto bad = bad_dsn_parameter(p)) {
+          step.default_reply = *bad;
+          return step;
+        }
         if (!valid_rcpt_parameter(p)) {
           step.default_reply = kBadParameter;
           return step;

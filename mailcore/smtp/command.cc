@@ -114,6 +114,13 @@ Command parse_command(std::string_view line) {
     cmd.error = ParseError::NulByte;
     return cmd;
   }
+  for (const char c : line) {
+    const auto u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && c != '\t') || u == 0x7f) {
+      cmd.error = ParseError::ControlChar;
+      return cmd;
+    }
+  }
   line = trim(line);
   const std::size_t sp = line.find(' ');
   const std::string_view verb = line.substr(0, sp);
@@ -164,6 +171,7 @@ Reply parse_error_reply(const Command& command) {
                                         : Reply{501, "5.1.3", {"Bad recipient address syntax"}};
     case ParseError::BadParameter: return Reply{555, "5.5.4", {"Malformed MAIL/RCPT parameter"}};
     case ParseError::NulByte: return Reply{500, "5.5.2", {"NUL octet in command line"}};
+    case ParseError::ControlChar: return Reply{500, "5.5.2", {"Bare CR or control character in command line"}};
   }
   return Reply{500, "5.5.2", {"Syntax error"}};
 }

@@ -30,6 +30,7 @@ enum class ParseError : std::uint8_t {
   BadAddress,     // 501 5.1.3 (RCPT) / 501 5.1.7 (MAIL)
   BadParameter,   // 555 5.5.4: malformed ESMTP parameter
   NulByte,        // 500 5.5.2: a NUL in the line
+  ControlChar,    // 500 5.5.2: a bare CR or another control character
 };
 
 struct Command {
@@ -41,7 +42,10 @@ struct Command {
   ParseError error = ParseError::None;
 };
 
-// Parses one command line given without its CRLF. Verbs are
+// Parses one command line given without its CRLF (a CR left inside is a
+// bare CR: refused, like every control character but HT; RFC 5321 2.3.8
+// and 4.1.1 allow none in a command, and a bare CR must not reach a reply,
+// a Received header or the spool envelope). Verbs are
 // case-insensitive; "MAIL FROM:<a>" and "MAIL FROM: <a>" are both taken
 // (RFC 5321 4.1.1.2 forbids the space, but real clients send it).
 Command parse_command(std::string_view line);

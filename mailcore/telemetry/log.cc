@@ -35,7 +35,53 @@ std::string_view level_name(Level l) {
   return "info";
 }
 
+constexpr char kHex[] = "0123456789ABCDEF";
+
+void append_hex(std::string& out, unsigned char c) {
+  out += "\\x";
+  out += kHex[c >> 4];
+  out += kHex[c & 0xf];
+}
+
+// Defence in depth for values a caller forgot to wrap: a log call is one
+// line whatever it holds.
+std::string one_line(std::string_view line) {
+  std::string out;
+  out.reserve(line.size());
+  for (const char c : line) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      append_hex(out, u);
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+bool has_control(std::string_view line) {
+  for (const char c : line) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) return true;
+  }
+  return false;
+}
+
 }  // namespace
+
+std::string escape(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u >= 0x7f || c == '"' || c == '\\') {
+      append_hex(out, u);
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
 
 void init(std::string_view ident, bool to_stderr, Level threshold) {
   Sink& s = sink();
@@ -47,8 +93,14 @@ void init(std::string_view ident, bool to_stderr, Level threshold) {
 
 bool enabled(Level level) { return static_cast<int>(level) <= sink().threshold.load(std::memory_order_relaxed); }
 
-void write(Level level, std::string_view line) {
+void write(Level level, std::string_view raw) {
   if (!enabled(level)) return;
+  std::string cleaned;
+  std::string_view line = raw;
+  if (has_control(raw)) {
+    cleaned = one_line(raw);
+    line = cleaned;
+  }
   Sink& s = sink();
   if (!s.to_stderr) {
     syslog(static_cast<int>(level), "%.*s", static_cast<int>(line.size()), line.data());

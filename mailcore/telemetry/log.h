@@ -1,13 +1,29 @@
 // Process-wide log sink for both daemons: one line per call, to syslog
 // (facility mail) or to stderr with a timestamp. Thread-safe; never throws.
 // Lines are grep-friendly: "session=... client=... event=... reply=...".
+// No client byte reaches a line raw: wrap client values in escaped(), and
+// write() turns any control character left into \xNN, so one call is
+// always one line (THREATS.md, SMTP port).
 #pragma once
 
 #include <fmt/format.h>
 
+#include <string>
 #include <string_view>
 
 namespace mailhook::log {
+
+// A value a client chose (HELO, MAIL/RCPT address, AUTH user, XCLIENT
+// attribute, command text) on its way into a log line: format it with
+// "{}" as escaped(value). Bytes outside printable ASCII, space, '"' and
+// '\' become \xNN, so the value stays one token and can fake neither a
+// line nor a field ("helo=a user=root" cannot be written).
+struct Escaped {
+  std::string_view text;
+};
+inline Escaped escaped(std::string_view text) { return Escaped{text}; }
+// The same as a string.
+std::string escape(std::string_view text);
 
 enum class Level : int { Error = 3, Warning = 4, Notice = 5, Info = 6, Debug = 7 };
 
@@ -38,3 +54,11 @@ void debug(fmt::format_string<Args...> f, Args&&... args) {
 }
 
 }  // namespace mailhook::log
+
+template <>
+struct fmt::formatter<mailhook::log::Escaped> : fmt::formatter<std::string_view> {
+  template <typename Context>
+  auto format(const mailhook::log::Escaped& e, Context& ctx) const {
+    return fmt::formatter<std::string_view>::format(mailhook::log::escape(e.text), ctx);
+  }
+};

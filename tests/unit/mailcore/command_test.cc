@@ -76,3 +76,22 @@ TEST(CommandParser, SurvivesArbitraryBytes) {
   }
   SUCCEED();
 }
+
+// Issue 19 finding 9: a bare CR in EHLO reached the 250 reply, the
+// Received header and X-Mailhook-Helo.
+TEST(CommandParser, BareCrAnywhereInTheLineIsRefusedWith500) {
+  for (const char* line : {"EHLO a\rb", "HELO x\r", "MAIL FROM:<a@b.example>\r", "NOOP \r", "\rQUIT",
+                           "XCLIENT NAME=a\rb"}) {
+    const Command c = parse_command(line);
+    EXPECT_EQ(c.error, ParseError::ControlChar) << line;
+    EXPECT_EQ(parse_error_reply(c).summary(), "500 5.5.2 Bare CR or control character in command line");
+  }
+}
+
+TEST(CommandParser, OtherControlCharactersAreRefusedButTabIsNot) {
+  EXPECT_EQ(parse_command("EHLO a\x1b[2Jb").error, ParseError::ControlChar);
+  EXPECT_EQ(parse_command("EHLO a\x7f").error, ParseError::ControlChar);
+  EXPECT_EQ(parse_command("EHLO a\x0b").error, ParseError::ControlChar);
+  EXPECT_EQ(parse_command("EHLO\tclient.example").error, ParseError::None);
+  EXPECT_EQ(parse_command("EHLO caf\xc3\xa9.example").error, ParseError::None);  // UTF-8 is not a control
+}

@@ -119,3 +119,24 @@ TEST(SessionMachine, UnknownCommandDefaultsTo502) {
   ASSERT_TRUE(s.event);
   EXPECT_EQ(s.event->kind, EventKind::Unknown);
 }
+
+// Issue 19 finding 12: ENVID and ORCPT went on to the smart host unchecked.
+TEST(SessionMachine, MalformedEnvidIsRefusedWith501AndNoEvent) {
+  auto m = machine();
+  run(m, "EHLO c.example");
+  Step s = run(m, "MAIL FROM:<a@b.example> ENVID=" + std::string(101, 'x'));
+  EXPECT_EQ(s.default_reply.code, 501);
+  EXPECT_EQ(s.default_reply.enhanced, "5.5.4");
+  EXPECT_FALSE(s.event);
+  EXPECT_EQ(run(m, "MAIL FROM:<a@b.example> ENVID=a+zz").default_reply.code, 501);
+  EXPECT_EQ(run(m, "MAIL FROM:<a@b.example> ENVID=" + std::string(100, 'x')).default_reply.code, 250);
+}
+
+TEST(SessionMachine, MalformedOrcptIsRefusedWith501) {
+  auto m = machine();
+  run(m, "EHLO c.example");
+  run(m, "MAIL FROM:<a@b.example>");
+  EXPECT_EQ(run(m, "RCPT TO:<c@d.example> ORCPT=rfc822;c@d.example").default_reply.code, 250);
+  EXPECT_EQ(run(m, "RCPT TO:<c@d.example> ORCPT=rfc822;" + std::string(494, 'x')).default_reply.code, 501);
+  EXPECT_EQ(run(m, "RCPT TO:<c@d.example> ORCPT=c@d.example").default_reply.summary().substr(0, 9), "501 5.5.4");
+}
