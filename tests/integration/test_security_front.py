@@ -189,6 +189,42 @@ class RefusedMessageDoesNotBounceTheNext(MailhookTest):
         self.assertEqual(host.sessions, 2)
 
 
+class RealPostfixAsSmartHost(MailhookTest):
+    """Finding 2 against a real private Postfix as the smart host (relaying
+    on to a sink): it refuses one recipient, answers a nested MAIL with 503
+    5.5.1, and closes idle connections after smtpd_timeout."""
+
+    def setUp(self):
+        super().setUp()
+        from postfix_instance import PrivatePostfix
+        self.sink = Sink()
+        self.addCleanup(self.sink.stop)
+        os.chmod(self.dir, 0o711)  # Postfix's daemons (user postfix) must reach their directories
+        self.postfix = PrivatePostfix(os.path.join(self.dir, "pf"), free_port(), self.sink.port, extra_main_cf={
+            "smtpd_recipient_restrictions":
+                "check_recipient_access inline:{ {refused@example.com=550 5.1.1 no such user} }, "
+                "permit_mynetworks, reject",
+            "smtpd_timeout": "2s"})
+        self.postfix.start()
+        self.addCleanup(self.postfix.stop)
+        self.start_both(NO_HOOKS, front_args=["--smart-host", "127.0.0.1:%d" % self.postfix.smtp_port])
+
+    def test_a_refused_message_does_not_bounce_the_next_and_an_idle_close_is_no_failure(self):
+        c = self.client()
+        c.cmd("EHLO client.example")
+        code, lines = self.send_message(c, rcpts=("refused@example.com",))
+        self.assertEqual(code, 550, lines)
+        code, lines = self.send_message(c, rcpts=("innocent@example.com",))
+        self.assertEqual(code, 250, lines)
+        wait_for(lambda: "timeout after" in self.postfix.log(), timeout=20, what="Postfix's smtpd_timeout")
+        code, lines = self.send_message(c, rcpts=("after-idle@example.com",))
+        self.assertEqual(code, 250, lines)
+        wait_for(lambda: len(self.sink.messages) == 2, timeout=30, what="both messages relayed by Postfix")
+        self.assertEqual(sorted(r for _, rs, _ in self.sink.messages for r in rs),
+                         ["<after-idle@example.com>", "<innocent@example.com>"])
+        self.assertNotIn("nested MAIL", self.postfix.log())
+
+
 class SlowReader(MailhookTest):
     """Finding 11: a client that pipelines commands and never reads held
     its slot for good; neither --command-timeout nor the drain ended it."""
