@@ -302,6 +302,7 @@ asio::awaitable<bool> Connection::command_loop() {
         in_.clear();
       }
       co_await flush();  // RFC 2920: reply when the client's batch is read
+      if (write_failed_) co_return false;  // end_reason_ says why
       const Read r = co_await read_more(std::chrono::seconds(ctx_.config.command_timeout_s));
       if (r == Read::Draining) continue;  // idle: 421 4.3.2 above; in a transaction: let it finish
       if (r == Read::TimedOut) {

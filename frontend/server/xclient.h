@@ -1,6 +1,7 @@
 // XCLIENT (Postfix XCLIENT_README): who may send it (--xclient-hosts, a
-// CIDR list) and how its attributes change the client facts. Pure apart
-// from address parsing; never touches sockets.
+// CIDR list) and how its attributes change the client facts. Pure (no
+// Asio; fuzzed by tests/fuzz/fuzz_xclient); never touches sockets. A
+// decoded value with a control character is refused, never applied.
 #pragma once
 
 #include <optional>
@@ -28,7 +29,8 @@ class CidrList {
 
 // Applies "NAME=x ADDR=y ..." to `facts` (and `helo`, `esmtp`); values are
 // xtext (RFC 3461 4); [UNAVAILABLE]/[TEMPUNAVAIL] clear a field. Returns
-// an error text for a malformed or unknown attribute, "" when applied.
+// an error text for a malformed or unknown attribute or a value that
+// decodes to CR, LF, NUL or another control (501), "" when applied.
 std::string apply_xclient(const std::string& attributes, ClientFacts& facts, std::string& helo, bool& esmtp);
 
 }  // namespace mailhook::front

@@ -263,6 +263,7 @@ class SlowReader(MailhookTest):
         self.assertGreater(sent, 0)
         wait_for(lambda: self.open_sessions() == 0, timeout=20, what="the stuck session to end")
         self.assertIn("reply not read for 2s", self.front.output())
+        wait_for(lambda: "end=write_timeout" in self.front.output(), what="the session's closing log line")
 
     def test_the_drain_ends_a_stuck_writer_at_once(self):
         self.start("--command-timeout", "300", "--shutdown-grace", "120")
