@@ -1,7 +1,9 @@
 // One gRPC bidi stream = one SMTP session. The reactor turns FrontMessages
 // into Runtime calls and the runtime's answers into PolicyMessages. It only
 // dispatches: never blocks, never touches Lua, one read and one write in
-// flight, its lifetime ends in OnDone.
+// flight, at most --max-pending-events events queued on the worker (then
+// it stops reading: HTTP/2 flow control holds the peer), its lifetime ends
+// in OnDone.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -19,7 +21,7 @@ class SessionCounter;
 
 class SessionReactor final : public grpc::ServerBidiReactor<v1::FrontMessage, v1::PolicyMessage> {
  public:
-  SessionReactor(Runtime& runtime, SessionCounter& counter);
+  SessionReactor(Runtime& runtime, SessionCounter& counter, std::size_t max_pending_events);
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -28,6 +30,8 @@ class SessionReactor final : public grpc::ServerBidiReactor<v1::FrontMessage, v1
 
   // Called by the Outbox on a worker thread: queue a message for the front.
   void enqueue(v1::PolicyMessage message);
+  // Called by the Outbox on a worker thread: one posted event was handled.
+  void event_handled();
 
  private:
   class Outbox;
@@ -47,6 +51,13 @@ class SessionReactor final : public grpc::ServerBidiReactor<v1::FrontMessage, v1
   WriteQueue<v1::PolicyMessage> out_;
   bool reads_done_ = false;
   bool finished_ = false;
+  // Flow control: events posted and not yet handled; reading stops at the
+  // limit and resumes when the worker catches up.
+  const std::size_t max_pending_;
+  std::size_t pending_ = 0;
+  bool paused_ = false;       // no read in flight because of the limit
+  bool pause_logged_ = false;
+  bool cancelled_ = false;
 };
 
 // Counts open streams so SIGTERM can report what it waits for.
