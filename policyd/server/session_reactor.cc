@@ -119,11 +119,13 @@ void SessionReactor::OnReadDone(bool ok) {
 }
 
 void SessionReactor::event_handled() {
-  std::lock_guard l(mu_);
-  if (pending_ > 0) --pending_;
-  if (!paused_ || pending_ >= max_pending_ || reads_done_ || cancelled_) return;
-  paused_ = false;
-  StartRead(&in_);
+  {
+    std::lock_guard l(mu_);
+    if (pending_ > 0) --pending_;
+    if (!paused_ || pending_ >= max_pending_ || reads_done_ || cancelled_) return;
+    paused_ = false;
+  }
+  StartRead(&in_);  // resume: the worker is below the limit again
 }
 
 void SessionReactor::start_session(const v1::SessionStart& start) {
