@@ -133,7 +133,7 @@ int main(int argc, char** argv) {
     if (!config.log_stderr) std::fprintf(stderr, "mailhook-policyd: cannot start: %s\n", error.c_str());
     return 1;
   }
-  mp::PolicyServer server(*runtime);
+  mp::PolicyServer server(*runtime, &registry);
   const mp::ServerOptions server_options{.listen = config.listen,
                                          .max_connection_age = std::chrono::seconds(config.max_connection_age_s),
                                          .max_pending_events = config.max_pending_events,

@@ -12,10 +12,14 @@ namespace mailhook::policyd {
 
 grpc::ServerBidiReactor<v1::FrontMessage, v1::PolicyMessage>* PolicyServer::Service::Session(
     grpc::CallbackServerContext* /*context*/) {
-  return new SessionReactor(runtime_, counter_, max_pending_events);  // deletes itself in OnDone
+  return new SessionReactor(runtime_, counter_, max_pending_events, *paused_streams);  // deletes itself in OnDone
 }
 
-PolicyServer::PolicyServer(Runtime& runtime) : service_(runtime, counter_) {}
+PolicyServer::PolicyServer(Runtime& runtime, telemetry::Registry* registry) : service_(runtime, counter_) {
+  service_.paused_streams = &(registry ? *registry : private_registry_)
+                                 .counter("mailhook_policyd_grpc_streams_paused_total",
+                                          "gRPC streams whose reading paused at --max-pending-events (flow control)");
+}
 
 PolicyServer::~PolicyServer() {
   if (server_) server_->Shutdown(std::chrono::system_clock::now());

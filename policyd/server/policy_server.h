@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "mailcore/telemetry/metrics.h"
 #include "mailhook/v1/session.grpc.pb.h"
 #include "policyd/lua_runtime/runtime.h"
 #include "policyd/server/session_reactor.h"
@@ -32,7 +33,8 @@ struct ServerOptions {
 
 class PolicyServer {
  public:
-  explicit PolicyServer(Runtime& runtime);
+  // `registry`: where its counters go (--metrics); kept private if nullptr.
+  PolicyServer(Runtime& runtime, telemetry::Registry* registry);
   ~PolicyServer();
 
   // Binds and starts serving; "" on success, else why not (a busy port is
@@ -50,12 +52,14 @@ class PolicyServer {
     grpc::ServerBidiReactor<v1::FrontMessage, v1::PolicyMessage>* Session(
         grpc::CallbackServerContext* context) override;
     std::size_t max_pending_events = 64;
+    telemetry::Counter* paused_streams = nullptr;
 
    private:
     Runtime& runtime_;
     SessionCounter& counter_;
   };
 
+  telemetry::Registry private_registry_;
   SessionCounter counter_;
   Service service_;
   std::unique_ptr<grpc::Server> server_;

@@ -64,11 +64,13 @@ class SessionReactor::Outbox final : public SessionObserver {
   SessionReactor* reactor_;
 };
 
-SessionReactor::SessionReactor(Runtime& runtime, SessionCounter& counter, std::size_t max_pending_events)
+SessionReactor::SessionReactor(Runtime& runtime, SessionCounter& counter, std::size_t max_pending_events,
+                               telemetry::Counter& paused_streams)
     : runtime_(runtime),
       counter_(counter),
       outbox_(std::make_shared<Outbox>(this)),
-      max_pending_(max_pending_events) {
+      max_pending_(max_pending_events),
+      paused_streams_(paused_streams) {
   counter_.up();
   StartRead(&in_);
 }
@@ -109,6 +111,7 @@ void SessionReactor::OnReadDone(bool ok) {
       paused_ = true;
       if (!pause_logged_) {
         pause_logged_ = true;
+        paused_streams_.add();
         log::info("session={} {} events pending (--max-pending-events); reading paused", log_safe(session_id_),
                   pending_);
       }

@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 
+#include "mailcore/telemetry/metrics.h"
 #include "mailcore/util/write_queue.h"
 #include "mailhook/v1/session.grpc.pb.h"
 #include "policyd/lua_runtime/runtime.h"
@@ -21,7 +22,8 @@ class SessionCounter;
 
 class SessionReactor final : public grpc::ServerBidiReactor<v1::FrontMessage, v1::PolicyMessage> {
  public:
-  SessionReactor(Runtime& runtime, SessionCounter& counter, std::size_t max_pending_events);
+  SessionReactor(Runtime& runtime, SessionCounter& counter, std::size_t max_pending_events,
+                 telemetry::Counter& paused_streams);
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -54,6 +56,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<v1::FrontMessage, v1
   // Flow control: events posted and not yet handled; reading stops at the
   // limit and resumes when the worker catches up.
   const std::size_t max_pending_;
+  telemetry::Counter& paused_streams_;
   std::size_t pending_ = 0;
   bool paused_ = false;       // no read in flight because of the limit
   bool pause_logged_ = false;

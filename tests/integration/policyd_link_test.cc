@@ -239,6 +239,27 @@ bool opens_session(const std::shared_ptr<grpc::Channel>& channel) {
   return opened;
 }
 
+// GET /metrics of policyd's --metrics endpoint on loopback.
+std::string scrape(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string text;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+    const std::string request = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size())) {
+      char buf[4096];
+      for (ssize_t n; (n = recv(fd, buf, sizeof buf, 0)) > 0 && text.size() < (1u << 20);) text.append(buf, n);
+    }
+  }
+  close(fd);
+  return text;
+}
+
 bool serving(const std::shared_ptr<grpc::Channel>& channel) {
   auto stub = grpc::health::v1::Health::NewStub(channel);
   grpc::ClientContext ctx;
@@ -319,11 +340,13 @@ TEST_F(PolicydLink, AStreamThatOnlyWritesIsHeldAtMaxPendingEvents) {
   socklen_t n = sizeof a;
   getsockname(silent_dns, reinterpret_cast<sockaddr*>(&a), &n);
   const std::string target = "127.0.0.1:" + std::to_string(free_port());
+  const int metrics_port = free_port();
   auto& p = start(target,
                   "function hook.mail(s) dns.query(dns.class.IN, dns.type.A, 'never.example.test') dns.wait(true) end\n"
                   "function hook.content(c) end\n",
                   {"--dns-server", "127.0.0.1:" + std::to_string(ntohs(a.sin_port)), "--dns-timeout", "60000",
-                   "--hook-timeout", "120000"});  // --max-pending-events: its default
+                   "--hook-timeout", "120000", "--metrics", "127.0.0.1:" + std::to_string(metrics_port)});
+  // --max-pending-events: its default (64)
   ASSERT_TRUE(p.wait_listening()) << p.log();
   const long rss_before = p.rss_kib();
   auto stub = v1::Policy::NewStub(plain_channel(target));
@@ -354,7 +377,10 @@ TEST_F(PolicydLink, AStreamThatOnlyWritesIsHeldAtMaxPendingEvents) {
   EXPECT_FALSE(through) << "all " << sent << " chunks were taken; RSS grew " << grown << " KiB";
   EXPECT_LT(sent, kChunks / 4);
   EXPECT_LT(grown, 64 * 1024) << "KiB";
-  EXPECT_NE(p.log().find("events pending (--max-pending-events); reading paused"), std::string::npos) << p.log();
+  EXPECT_NE(p.log().find("session=L1 64 events pending (--max-pending-events); reading paused"), std::string::npos)
+      << p.log();
+  EXPECT_NE(scrape(metrics_port).find("\nmailhook_policyd_grpc_streams_paused_total 1\n"), std::string::npos)
+      << scrape(metrics_port);
   close(silent_dns);
   // policyd is still fine for the next session.
   EXPECT_TRUE(opens_session(plain_channel(target)));
