@@ -83,7 +83,7 @@ void SessionReactor::OnReadDone(bool ok) {
   switch (in_.kind_case()) {
     case v1::FrontMessage::kStart:
       if (session_) {
-        log::warning("bug: session={} second SessionStart on one stream; ignored", session_id_);
+        log::warning("bug: session={} second SessionStart on one stream; ignored", log_safe(session_id_));
       } else {
         start_session(in_.start());
       }
