@@ -45,7 +45,10 @@ std::string PolicyServer::start(const ServerOptions& o) {
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   // Sessions are long streams with small messages: keep them cheap.
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 100000);
-  builder.SetMaxReceiveMessageSize(64 << 20);
+  // One event is at most 4 MiB (gRPC's default; the front sends message
+  // chunks of 64 KiB), so a stream holds at most --max-pending-events x
+  // 4 MiB on its worker; a larger message ends the stream (RESOURCE_EXHAUSTED).
+  builder.SetMaxReceiveMessageSize(4 << 20);
   if (o.max_connection_age.count() > 0) {
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, static_cast<int>(o.max_connection_age.count() * 1000));
     // Sessions in flight are never cut: a day is longer than any SMTP session.

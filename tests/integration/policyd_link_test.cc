@@ -408,6 +408,43 @@ TEST_F(PolicydLink, ABurstAtTheLimitIsServedInOrder) {
   EXPECT_TRUE(s->Finish().ok());
 }
 
+// One event is at most 4 MiB: the bound of what a stream's queue holds is
+// --max-pending-events x 4 MiB, not x 64 MiB as before.
+TEST_F(PolicydLink, AnEventOver4MiBEndsItsStream) {
+  const std::string target = "127.0.0.1:" + std::to_string(free_port());
+  auto& p = start(target, "function hook.noop() return '250 2.0.0 alive\\r\\n' end\n");
+  ASSERT_TRUE(p.wait_listening()) << p.log();
+  auto stub = v1::Policy::NewStub(plain_channel(target));
+  for (const std::size_t size : {std::size_t{4} << 20, (std::size_t{4} << 20) + 1}) {
+    SCOPED_TRACE(size);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    std::unique_ptr<Stream> s = stub->Session(&ctx);
+    ASSERT_TRUE(s->Write(start_message()));
+    v1::PolicyMessage m;
+    ASSERT_TRUE(s->Read(&m));
+    // A chunk event whose serialized size is exactly `size`.
+    v1::FrontMessage big = chunk(1, "T1", "");
+    const std::size_t overhead = big.ByteSizeLong() + 8;  // the chunk's length prefix grows with it
+    big.mutable_event()->set_chunk(std::string(size - overhead, 'x'));
+    while (big.ByteSizeLong() < size) big.mutable_event()->mutable_chunk()->push_back('x');
+    while (big.ByteSizeLong() > size) big.mutable_event()->mutable_chunk()->pop_back();
+    ASSERT_EQ(big.ByteSizeLong(), size);
+    s->Write(big);
+    s->Write(event(v1::EVENT_NOOP, 2, "T1", true));
+    const bool answered = s->Read(&m);
+    if (size == std::size_t{4} << 20) {
+      ASSERT_TRUE(answered);
+      EXPECT_EQ(m.decision().reply().lines(0), "alive");
+      s->WritesDone();
+      EXPECT_TRUE(s->Finish().ok());
+    } else {
+      EXPECT_FALSE(answered);
+      EXPECT_EQ(s->Finish().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    }
+  }
+}
+
 // Issue 19.13: gRPC set SO_REUSEPORT, so a second policyd (other scripts)
 // started on a busy port and took half the sessions.
 TEST_F(PolicydLink, ASecondPolicydOnABusyPortFailsToStart) {
