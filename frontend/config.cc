@@ -71,6 +71,14 @@ FrontConfig parse_config(int argc, char** argv) {
   app.add_option("--xclient-hosts", c.xclient_hosts, "CIDR list of clients allowed to send XCLIENT [default: none]");
   app.add_option("--threads", c.threads, "I/O threads [default: cores]")->check(CLI::Range(1, 256));
   app.add_flag("--log-stderr", c.log_stderr, "log to stderr instead of syslog (facility mail)");
+  app.add_option("--policyd-tls-ca", c.policyd_tls_ca,
+                 "PEM CA that policyd's gRPC certificate must chain to; with --policyd-tls-cert/--policyd-tls-key "
+                 "the link to policyd is mutual TLS [default: off, plaintext]")
+      ->check(CLI::ExistingFile);
+  app.add_option("--policyd-tls-cert", c.policyd_tls_cert, "PEM client certificate chain the front shows policyd")
+      ->check(CLI::ExistingFile);
+  app.add_option("--policyd-tls-key", c.policyd_tls_key, "PEM private key of --policyd-tls-cert")
+      ->check(CLI::ExistingFile);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -78,6 +86,11 @@ FrontConfig parse_config(int argc, char** argv) {
   }
   if (c.tls_cert.empty() != c.tls_key.empty()) {
     std::fprintf(stderr, "mailhook-front: --tls-cert and --tls-key go together\n");
+    std::exit(2);
+  }
+  if (!(c.policyd_tls_ca.empty() && c.policyd_tls_cert.empty() && c.policyd_tls_key.empty()) &&
+      (c.policyd_tls_ca.empty() || c.policyd_tls_cert.empty() || c.policyd_tls_key.empty())) {
+    std::fprintf(stderr, "mailhook-front: --policyd-tls-ca, --policyd-tls-cert and --policyd-tls-key go together\n");
     std::exit(2);
   }
   c.policy_failure = failure == "accept" ? PolicyFailure::Accept : PolicyFailure::Tempfail;

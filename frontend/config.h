@@ -36,6 +36,9 @@ struct FrontConfig {
   std::string xclient_hosts;    // CIDR list
   int threads = 0;
   bool log_stderr = false;
+  std::string policyd_tls_ca;    // gRPC to policyd over mTLS: all three or none
+  std::string policyd_tls_cert;  // the front's client certificate chain (PEM)
+  std::string policyd_tls_key;
 };
 
 // Exits with CLI11's message for --help or a bad flag.

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "frontend/config.h"
+#include "frontend/policy_client/policy_channel.h"
 #include "frontend/server/connection.h"
 #include "daemon/accept_backoff.h"
 #include "daemon/metrics_http.h"
@@ -22,24 +23,6 @@ namespace mlog = mailhook::log;
 using asio::ip::tcp;
 
 namespace {
-
-std::shared_ptr<grpc::Channel> policy_channel(const std::string& target) {
-  grpc::ChannelArguments args;
-  // dns:/// and ipv4:a,b targets spread sessions over every policyd.
-  args.SetLoadBalancingPolicyName("round_robin");
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  // dns:/// targets are resolved again when a connection ends (policyd's
-  // --max-connection-age sends GOAWAY); at most this often, so replicas an
-  // autoscaler adds get sessions within seconds.
-  args.SetInt(GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, 2000);
-  args.SetMaxReceiveMessageSize(64 << 20);
-  // No transparent retries: open_policy retries a stream that breaks
-  // before policyd answers, and gRPC's retry filter costs every open
-  // session about 5.5 KiB (heaptrack, bench/scale.py idle).
-  args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
-}
 
 asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, std::vector<std::unique_ptr<asio::io_context>>& ios,
                                   mf::FrontContext& ctx) {
@@ -91,7 +74,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "mailhook-front: --listen: expected HOST:PORT, got '%s'\n", config.listen.c_str());
     return 2;
   }
-  auto stub = mailhook::v1::Policy::NewStub(policy_channel(config.policyd));
+  std::string channel_error;
+  auto channel = mf::policy_channel(
+      config.policyd, {config.policyd_tls_ca, config.policyd_tls_cert, config.policyd_tls_key}, channel_error);
+  if (!channel) {
+    std::fprintf(stderr, "mailhook-front: %s\n", channel_error.c_str());
+    return 1;
+  }
+  auto stub = mailhook::v1::Policy::NewStub(channel);
   std::unique_ptr<asio::ssl::context> tls;
   if (!config.tls_cert.empty()) {
     tls = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);

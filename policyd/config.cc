@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdio>
 #include <cstdlib>
 #include <thread>
 
@@ -101,11 +102,29 @@ PolicyConfig parse_config(int argc, char** argv) {
   app.add_option("--test", c.test, "run policy test case files against the scripts (no network, no front); "
                  "one line per case, exit 0 when all pass (docs/policy-tests.md)");
   app.add_flag("--log-stderr", c.log_stderr, "log to stderr instead of syslog (facility mail)");
+  app.add_option("--max-pending-events", c.max_pending_events,
+                 "events of one gRPC stream queued for its Lua worker; past it policyd stops reading that stream "
+                 "until the worker catches up (HTTP/2 flow control holds the sender)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{100000}))
+      ->capture_default_str();
+  app.add_option("--tls-cert", c.tls_cert, "PEM certificate chain of the gRPC port; with --tls-key and "
+                 "--tls-client-ca only peers with a client certificate of that CA open sessions [default: off]")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", c.tls_key, "PEM private key of --tls-cert")->check(CLI::ExistingFile);
+  app.add_option("--tls-client-ca", c.tls_client_ca, "PEM CA certificate(s) a front's client certificate must "
+                 "chain to")
+      ->check(CLI::ExistingFile);
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     std::exit(app.exit(e));
+  }
+  if (!(c.tls_cert.empty() && c.tls_key.empty() && c.tls_client_ca.empty()) &&
+      (c.tls_cert.empty() || c.tls_key.empty() || c.tls_client_ca.empty())) {
+    // TLS without client certificates would still let anyone open sessions.
+    std::fprintf(stderr, "mailhook-policyd: --tls-cert, --tls-key and --tls-client-ca go together\n");
+    std::exit(2);
   }
   c.ptr_lookup = ptr_lookup == "yes";
   if (c.scripts.empty()) c.scripts.push_back("lua/policy.lua");

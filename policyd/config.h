@@ -35,6 +35,10 @@ struct PolicyConfig {
   std::vector<std::string> shadow_scripts;
   std::vector<std::string> trace;
   bool log_stderr = false;
+  std::size_t max_pending_events = 64;  // per gRPC stream, then reading pauses
+  std::string tls_cert;                 // gRPC mTLS: all three or none
+  std::string tls_key;
+  std::string tls_client_ca;
 };
 
 // Parses argv. Returns the config, or exits the process with CLI11's

@@ -134,8 +134,14 @@ int main(int argc, char** argv) {
     if (!config.log_stderr) std::fprintf(stderr, "mailhook-policyd: cannot start: %s\n", error.c_str());
     return 1;
   }
-  mp::PolicyServer server(*runtime);
-  if (std::string e = server.start(config.listen, std::chrono::seconds(config.max_connection_age_s)); !e.empty()) {
+  mp::PolicyServer server(*runtime, &registry);
+  const mp::ServerOptions server_options{.listen = config.listen,
+                                         .max_connection_age = std::chrono::seconds(config.max_connection_age_s),
+                                         .max_pending_events = config.max_pending_events,
+                                         .tls_cert = config.tls_cert,
+                                         .tls_key = config.tls_key,
+                                         .tls_client_ca = config.tls_client_ca};
+  if (std::string e = server.start(server_options); !e.empty()) {
     mlog::error("cannot start: {}", e);
     if (!config.log_stderr) std::fprintf(stderr, "mailhook-policyd: cannot start: %s\n", e.c_str());
     return 1;
@@ -161,8 +167,9 @@ int main(int argc, char** argv) {
     mlog::notice("milter listening on {}", config.milter);
   }
   mailhook::daemon::MemoryTrimmer trimmer("policyd");
-  mlog::notice("listening on {} with {} worker(s), scripts: {}", config.listen, rc.workers,
-              fmt::join(config.scripts, ", "));
+  mlog::notice("listening on {}{} with {} worker(s), scripts: {}", config.listen,
+               config.tls_cert.empty() ? " (no TLS: anyone who reaches it can open sessions)" : " (mTLS)", rc.workers,
+               fmt::join(config.scripts, ", "));
 
   if (pipe(g_signal_pipe) != 0) {
     mlog::error("cannot start: pipe: {}", std::strerror(errno));

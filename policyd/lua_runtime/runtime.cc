@@ -126,6 +126,7 @@ asio::awaitable<void> run_session(std::shared_ptr<SessionRecord> r, bool opening
     std::optional<Decision> d = co_await handle_event(s, e);
     r->activity->record(e, d);
     if (d && r->observer) r->observer->decided(std::move(*d));
+    if (r->observer) r->observer->handled();
   }
   r->running = false;
   if (!r->closing || r->ended) co_return;

@@ -53,6 +53,9 @@ class SessionObserver {
   virtual void opened(Capabilities capabilities, Decision connect) = 0;
   // Once per event that wants_reply, in order.
   virtual void decided(Decision decision) = 0;
+  // Once per event posted, after it was handled (after decided()): a
+  // transport that bounds the events it queues reads on (flow control).
+  virtual void handled() {}
 };
 
 // A session's handle for its transport. Methods post to the worker.

@@ -2,8 +2,13 @@
 // rules, the transaction's temp file and the header/body line splitter.
 #include "policyd/lua_runtime/session_events.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <random>
 #include <system_error>
 
 #include "mailcore/telemetry/log.h"
@@ -60,6 +65,19 @@ void end_transaction(SessionContext& s) {
   s.changes.clear();
 }
 
+// The transaction's temp file: a name policyd makes (a random per-process
+// tag and a counter) inside --spool-dir. Never derived from the wire: a
+// transaction id like "../x" or "/etc/x" must not become a path
+// (THREATS.md, front <-> policyd gRPC).
+std::filesystem::path new_msg_file(const std::filesystem::path& dir) {
+  static const std::string tag = [] {
+    std::random_device rd;
+    return fmt::format("{:08x}{:08x}-{}", rd(), rd(), getpid());
+  }();
+  static std::atomic<std::uint64_t> counter{0};
+  return dir / fmt::format("{}-{}.msg", tag, ++counter);
+}
+
 // Every event carries the front's transaction id; a new one starts a
 // transaction, none ends it (client.id_trans, client.msg_file).
 void track_transaction(SessionContext& s, const SessionEvent& e) {
@@ -67,7 +85,7 @@ void track_transaction(SessionContext& s, const SessionEvent& e) {
   if (e.transaction_id == s.transaction_id) return;
   end_transaction(s);
   s.transaction_id = e.transaction_id;
-  if (!s.transaction_id.empty()) s.msg_file = s.generation->spool_dir / (s.transaction_id + ".msg");
+  if (!s.transaction_id.empty()) s.msg_file = new_msg_file(s.generation->spool_dir);
 }
 
 // Runs a hook whose reply is ignored; an overrun poisons the message.
@@ -104,9 +122,13 @@ asio::awaitable<void> message_line(SessionContext& s, std::string_view line, boo
 
 asio::awaitable<void> message_chunk(SessionContext& s, const SessionEvent& e, bool& overrun) {
   if (!s.msg_out && !s.msg_file.empty()) {
-    s.msg_out = std::fopen(s.msg_file.c_str(), "wb");
+    // O_EXCL | O_NOFOLLOW: never reuse or follow what another put there.
+    const int fd = ::open(s.msg_file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    s.msg_out = fd < 0 ? nullptr : ::fdopen(fd, "wb");
     if (!s.msg_out) {
       log::error("session={} cannot write {}: {}", s.start.session_id, s.msg_file.string(), std::strerror(errno));
+      if (fd >= 0) ::close(fd);
+      s.msg_file.clear();  // not ours: end_transaction must not remove it
     }
   }
   if (s.msg_out) std::fwrite(e.chunk.data(), 1, e.chunk.size(), s.msg_out);

@@ -6,25 +6,40 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <cstddef>
 #include <memory>
 #include <string>
 
+#include "mailcore/telemetry/metrics.h"
 #include "mailhook/v1/session.grpc.pb.h"
 #include "policyd/lua_runtime/runtime.h"
 #include "policyd/server/session_reactor.h"
 
 namespace mailhook::policyd {
 
+// How the gRPC port is served (PolicyConfig's part of it).
+struct ServerOptions {
+  std::string listen;  // host:port or unix:PATH
+  // After it, a front's connection is told to go (GOAWAY) so it reconnects
+  // and re-resolves dns:/// targets (new replicas get sessions); open
+  // sessions finish on the old connection. 0: never.
+  std::chrono::seconds max_connection_age{300};
+  // Events of one stream queued on its worker before the stream is no
+  // longer read (flow control).
+  std::size_t max_pending_events = 64;
+  // Mutual TLS: all three PEM files or none (server_credentials.h).
+  std::string tls_cert, tls_key, tls_client_ca;
+};
+
 class PolicyServer {
  public:
-  explicit PolicyServer(Runtime& runtime);
+  // `registry`: where its counters go (--metrics); kept private if nullptr.
+  PolicyServer(Runtime& runtime, telemetry::Registry* registry);
   ~PolicyServer();
 
-  // Binds and starts serving; "" on success, else why not.
-  // `max_connection_age`: after it, a front's connection is told to go
-  // (GOAWAY) so it reconnects and re-resolves dns:/// targets (new replicas
-  // get sessions); open sessions finish on the old connection. 0: never.
-  std::string start(const std::string& listen, std::chrono::seconds max_connection_age);
+  // Binds and starts serving; "" on success, else why not (a busy port is
+  // an error: no SO_REUSEPORT sharing with another daemon).
+  std::string start(const ServerOptions& options);
   // SIGTERM: health goes NOT_SERVING, no new streams, open ones get until
   // `grace` to finish, then are cancelled.
   void drain(std::chrono::seconds grace);
@@ -36,12 +51,15 @@ class PolicyServer {
     Service(Runtime& r, SessionCounter& c) : runtime_(r), counter_(c) {}
     grpc::ServerBidiReactor<v1::FrontMessage, v1::PolicyMessage>* Session(
         grpc::CallbackServerContext* context) override;
+    std::size_t max_pending_events = 64;
+    telemetry::Counter* paused_streams = nullptr;
 
    private:
     Runtime& runtime_;
     SessionCounter& counter_;
   };
 
+  telemetry::Registry private_registry_;
   SessionCounter counter_;
   Service service_;
   std::unique_ptr<grpc::Server> server_;

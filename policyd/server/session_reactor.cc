@@ -8,6 +8,23 @@
 #include "mailcore/wire/convert.h"
 
 namespace mailhook::policyd {
+namespace {
+
+// The front's session id as a log field: printable ASCII kept, any other
+// byte as \xNN, so a peer cannot break or forge log lines.
+std::string log_safe(std::string_view v) {
+  std::string out;
+  for (const unsigned char c : v.substr(0, 128)) {
+    if (c >= 0x21 && c < 0x7f && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      out += fmt::format("\\x{:02x}", c);
+    }
+  }
+  return out;
+}
+
+}  // namespace
 
 class SessionReactor::Outbox final : public SessionObserver {
  public:
@@ -27,6 +44,11 @@ class SessionReactor::Outbox final : public SessionObserver {
     deliver(std::move(m));
   }
 
+  void handled() override {
+    std::lock_guard l(mu_);
+    if (reactor_) reactor_->event_handled();
+  }
+
   void detach() {
     std::lock_guard l(mu_);
     reactor_ = nullptr;
@@ -42,8 +64,13 @@ class SessionReactor::Outbox final : public SessionObserver {
   SessionReactor* reactor_;
 };
 
-SessionReactor::SessionReactor(Runtime& runtime, SessionCounter& counter)
-    : runtime_(runtime), counter_(counter), outbox_(std::make_shared<Outbox>(this)) {
+SessionReactor::SessionReactor(Runtime& runtime, SessionCounter& counter, std::size_t max_pending_events,
+                               telemetry::Counter& paused_streams)
+    : runtime_(runtime),
+      counter_(counter),
+      outbox_(std::make_shared<Outbox>(this)),
+      max_pending_(max_pending_events),
+      paused_streams_(paused_streams) {
   counter_.up();
   StartRead(&in_);
 }
@@ -56,7 +83,7 @@ void SessionReactor::OnReadDone(bool ok) {
   switch (in_.kind_case()) {
     case v1::FrontMessage::kStart:
       if (session_) {
-        log::warning("bug: session={} second SessionStart on one stream; ignored", session_id_);
+        log::warning("bug: session={} second SessionStart on one stream; ignored", log_safe(session_id_));
       } else {
         start_session(in_.start());
       }
@@ -67,12 +94,41 @@ void SessionReactor::OnReadDone(bool ok) {
         end_reads();
         return;
       }
+      {
+        std::lock_guard l(mu_);
+        ++pending_;
+      }
       session_->post(wire::from_proto(std::move(*in_.mutable_event())));
       break;
     case v1::FrontMessage::KIND_NOT_SET:
       break;
   }
+  {
+    std::lock_guard l(mu_);
+    if (pending_ >= max_pending_) {
+      // The worker is behind: read no more until it catches up, so a peer
+      // that only writes is held by flow control, not by our memory.
+      paused_ = true;
+      if (!pause_logged_) {
+        pause_logged_ = true;
+        paused_streams_.add();
+        log::info("session={} {} events pending (--max-pending-events); reading paused", log_safe(session_id_),
+                  pending_);
+      }
+      return;
+    }
+  }
   StartRead(&in_);
+}
+
+void SessionReactor::event_handled() {
+  {
+    std::lock_guard l(mu_);
+    if (pending_ > 0) --pending_;
+    if (!paused_ || pending_ >= max_pending_ || reads_done_ || cancelled_) return;
+    paused_ = false;
+  }
+  StartRead(&in_);  // resume: the worker is below the limit again
 }
 
 void SessionReactor::start_session(const v1::SessionStart& start) {
@@ -114,6 +170,15 @@ void SessionReactor::maybe_finish_locked() {
 
 void SessionReactor::OnCancel() {
   // Reads and writes in flight complete with ok=false; OnDone follows.
+  // With reading paused no read is in flight: end the reads here.
+  bool paused = false;
+  {
+    std::lock_guard l(mu_);
+    cancelled_ = true;
+    paused = paused_;
+    paused_ = false;
+  }
+  if (paused) end_reads();
 }
 
 void SessionReactor::OnDone() {

@@ -1,7 +1,9 @@
 // One gRPC bidi stream = one SMTP session. The reactor turns FrontMessages
 // into Runtime calls and the runtime's answers into PolicyMessages. It only
 // dispatches: never blocks, never touches Lua, one read and one write in
-// flight, its lifetime ends in OnDone.
+// flight, at most --max-pending-events events queued on the worker (then
+// it stops reading: HTTP/2 flow control holds the peer), its lifetime ends
+// in OnDone.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -9,6 +11,7 @@
 #include <memory>
 #include <mutex>
 
+#include "mailcore/telemetry/metrics.h"
 #include "mailcore/util/write_queue.h"
 #include "mailhook/v1/session.grpc.pb.h"
 #include "policyd/lua_runtime/runtime.h"
@@ -19,7 +22,8 @@ class SessionCounter;
 
 class SessionReactor final : public grpc::ServerBidiReactor<v1::FrontMessage, v1::PolicyMessage> {
  public:
-  SessionReactor(Runtime& runtime, SessionCounter& counter);
+  SessionReactor(Runtime& runtime, SessionCounter& counter, std::size_t max_pending_events,
+                 telemetry::Counter& paused_streams);
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -28,6 +32,8 @@ class SessionReactor final : public grpc::ServerBidiReactor<v1::FrontMessage, v1
 
   // Called by the Outbox on a worker thread: queue a message for the front.
   void enqueue(v1::PolicyMessage message);
+  // Called by the Outbox on a worker thread: one posted event was handled.
+  void event_handled();
 
  private:
   class Outbox;
@@ -47,6 +53,14 @@ class SessionReactor final : public grpc::ServerBidiReactor<v1::FrontMessage, v1
   WriteQueue<v1::PolicyMessage> out_;
   bool reads_done_ = false;
   bool finished_ = false;
+  // Flow control: events posted and not yet handled; reading stops at the
+  // limit and resumes when the worker catches up.
+  const std::size_t max_pending_;
+  telemetry::Counter& paused_streams_;
+  std::size_t pending_ = 0;
+  bool paused_ = false;       // no read in flight because of the limit
+  bool pause_logged_ = false;
+  bool cancelled_ = false;
 };
 
 // Counts open streams so SIGTERM can report what it waits for.

@@ -12,10 +12,14 @@
    schema): known apiVersion/kind pairs, selectors matching pod labels,
    Service targetPorts naming container ports, HPA/PDB aimed at the
    Deployment, requests/limits/probes/securityContext on every container,
-   the front's --policyd naming the policyd Service.
+   the front's --policyd naming the policyd Service, the NetworkPolicy
+   (only the front reaches gRPC, only labelled MTAs the milter port) and
+   the mTLS wiring (env paths inside mounted Secrets, exec probes).
 The environment variables compose.yaml and the manifests set are also fed
-to the real start scripts (addresses moved to loopback), so a flag name or
-value the programs do not accept fails here.
+to the real start scripts (addresses moved to loopback, TLS paths to
+certificates from deploy/tls/make-link-certs.sh), so a flag name or value
+the programs do not accept fails here, and the front must reach policyd
+over mTLS and the policyd healthcheck must pass with the TLS it sets.
 
 Every process started here is stopped by PID; every wait polls a condition
 with a deadline. Nothing is skipped: a missing tool is a failure.
@@ -38,6 +42,10 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 from harness import Process, SmtpClient, free_port, wait_for  # noqa: E402
 
 DOCKER = os.path.join(ROOT, "deploy", "docker")
+MAKE_CERTS = os.path.join(ROOT, "deploy", "tls", "make-link-certs.sh")
+CONTAINER_TLS_DIR = "/etc/mailhook-tls"  # where compose and the manifests mount the link's certificates
+POLICYD_TLS_VARS = ("MAILHOOK_TLS_CERT", "MAILHOOK_TLS_KEY", "MAILHOOK_TLS_CLIENT_CA")
+FRONT_TLS_VARS = ("MAILHOOK_POLICYD_TLS_CA", "MAILHOOK_POLICYD_TLS_CERT", "MAILHOOK_POLICYD_TLS_KEY")
 SCRIPTS = os.path.join(DOCKER, "scripts")
 KUBE = os.path.join(ROOT, "deploy", "kubernetes")
 BUILD_DIR = os.environ.get("MAILHOOK_BUILD_DIR", os.path.join(ROOT, "build"))
@@ -184,6 +192,9 @@ class NativeScriptsTest(StartedScripts):
         self.assertEqual(r.returncode, 0)
         self.assertIn("grpc", r.stdout)
         self.assertEqual(run([probe, "ftp", "127.0.0.1:1"]).returncode, 2)
+        r = run([probe, "grpc", "127.0.0.1:1", "--tls-ca", "/nonexistent"])   # mTLS takes all three files
+        self.assertEqual((r.returncode, r.stderr.strip()),
+                         (2, "mailhook-probe: --tls-ca, --tls-cert and --tls-key go together"))
         r = run([probe, "smtp", "127.0.0.1:%d" % free_port(), "--timeout-ms", "2000"])
         self.assertEqual(r.returncode, 1)
         self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
@@ -313,16 +324,64 @@ class ComposeTest(StartedScripts):
             self.assertIn('CMD ["%s/healthcheck-%s.sh"]' % (IMAGE_BIN, script), text)
             self.assertIn('ENTRYPOINT ["%s/start-%s.sh"]' % (IMAGE_BIN, script), text)
 
+    def test_the_link_is_mutual_tls_from_mounted_certificates_on_separate_networks(self):
+        mounts = {}
+        for name, variables in (("policyd", POLICYD_TLS_VARS), ("front", FRONT_TLS_VARS)):
+            service = self.services[name]
+            for var in variables:
+                path = service["environment"][var]
+                self.assertTrue(path.startswith(CONTAINER_TLS_DIR + "/"), var)
+            (volume,) = [v for v in service["volumes"] if v.split(":")[1] == CONTAINER_TLS_DIR]
+            source, _, mode = volume.split(":")
+            self.assertEqual(mode, "ro")
+            mounts[name] = source
+        self.assertEqual(mounts, {"policyd": "./tls/policyd", "front": "./tls/front"})
+        # The layout make-link-certs.sh writes is the one mounted.
+        certs = link_certs(self)
+        for name, source in mounts.items():
+            for var in POLICYD_TLS_VARS if name == "policyd" else FRONT_TLS_VARS:
+                local = os.path.join(certs, source.split("/", 2)[2],
+                                     os.path.basename(self.services[name]["environment"][var]))
+                self.assertTrue(os.path.isfile(local), local)
+        with open(self.path) as f:
+            self.assertIn("make-link-certs.sh tls", f.read())
+        # Only the front shares a network with policyd's gRPC port, only
+        # Postfix the one of its milter port; nothing publishes either.
+        self.assertEqual(set(self.services["policyd"]["networks"]), {"link", "milter"})
+        self.assertEqual(self.services["front"]["networks"], ["link"])
+        self.assertEqual(self.services["postfix"]["networks"], ["milter"])
+        self.assertNotIn("ports", self.services["policyd"])
+
     def test_the_programs_accept_the_environment_compose_sets(self):
         run_with_environment(self, self.services["policyd"]["environment"], self.services["front"]["environment"], [])
+
+
+def link_certs(test):
+    """deploy/tls/make-link-certs.sh into the test's directory: DIR/policyd
+    and DIR/front, each with tls.crt, tls.key, ca.crt."""
+    out = os.path.join(test.dir, "link-tls")
+    r = run([MAKE_CERTS, out], env=script_env())
+    test.assertEqual(r.returncode, 0, r.stderr)
+    return out
+
+
+def local_tls_paths(env, certs):
+    """The container's /etc/mailhook-tls/FILE paths moved to `certs`/FILE."""
+    return {k: (os.path.join(certs, v[len(CONTAINER_TLS_DIR) + 1:]) if str(v).startswith(CONTAINER_TLS_DIR + "/")
+                else v) for k, v in env.items()}
 
 
 def run_with_environment(test, policyd_env, front_env, front_args):
     """Starts both start scripts with a deployment's variables, addresses
     moved to loopback, so flag names and values meet the real parsers."""
-    for env, script in ((policyd_env, "start-policyd.sh"), (front_env, "start-front.sh")):
-        unknown = set(env) - script_variables(os.path.join(SCRIPTS, script))
-        test.assertFalse(unknown, "%s does not read %s" % (script, unknown))
+    for env, scripts in ((policyd_env, ("start-policyd.sh", "healthcheck-policyd.sh")),
+                         (front_env, ("start-front.sh", "healthcheck-front.sh"))):
+        known = set().union(*(script_variables(os.path.join(SCRIPTS, script)) for script in scripts))
+        unknown = set(env) - known
+        test.assertFalse(unknown, "%s does not read %s" % (scripts, unknown))
+    certs = link_certs(test)
+    policyd_env = local_tls_paths(policyd_env, os.path.join(certs, "policyd"))
+    front_env = local_tls_paths(front_env, os.path.join(certs, "front"))
     policyd_port, front_port = free_port(), free_port()
     # Only addresses and container paths change; every other value is the
     # deployment's own.
@@ -348,13 +407,21 @@ def run_with_environment(test, policyd_env, front_env, front_args):
     if "--policyd" in args:
         args[args.index("--policyd") + 1] = "127.0.0.1:%d" % policyd_port
         del fenv["MAILHOOK_POLICYD"]
+    # The policyd healthcheck with exactly the deployment's variables (its
+    # TLS ones included), the way the image's HEALTHCHECK runs it.
+    health = {k: v for k, v in penv.items() if k.startswith("MAILHOOK_HEALTH_") or k in POLICYD_TLS_VARS}
+    r = test.healthcheck("healthcheck-policyd.sh", MAILHOOK_LISTEN=penv["MAILHOOK_LISTEN"], **health)
+    test.assertEqual(r.returncode, 0, r.stderr)
     test.start("start-front.sh", script_env(**fenv), args)
+    # The front greets 220 only when policyd opened its session: over mTLS
+    # when the deployment configures it.
     r = test.healthcheck("healthcheck-front.sh", MAILHOOK_LISTEN="127.0.0.1:%d" % front_port)
     test.assertEqual(r.returncode, 0, r.stderr)
 
 
 KNOWN_KINDS = {("v1", "Namespace"), ("v1", "ConfigMap"), ("v1", "Service"), ("apps/v1", "Deployment"),
-               ("autoscaling/v2", "HorizontalPodAutoscaler"), ("policy/v1", "PodDisruptionBudget")}
+               ("autoscaling/v2", "HorizontalPodAutoscaler"), ("policy/v1", "PodDisruptionBudget"),
+               ("networking.k8s.io/v1", "NetworkPolicy")}
 
 
 def quantity(value):
@@ -409,21 +476,24 @@ class KubernetesTest(StartedScripts):
                 self.assertFalse(sc["allowPrivilegeEscalation"], where)
                 self.assertEqual(sc["capabilities"]["drop"], ["ALL"], where)
                 ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+                env = {e["name"]: e["value"] for e in c.get("env", [])}
                 for probe in ("readinessProbe", "livenessProbe"):
                     self.assertIn(probe, c, where)
-                    self.check_probe(c[probe], ports, where + " " + probe)
+                    self.check_probe(c[probe], ports, env, where + " " + probe)
                 volumes = {v["name"] for v in pod.get("volumes", [])}
                 for m in c.get("volumeMounts", []):
                     self.assertIn(m["name"], volumes, where)
 
-    def check_probe(self, probe, ports, where):
+    def check_probe(self, probe, ports, env, where):
         kinds = [k for k in ("grpc", "exec", "tcpSocket", "httpGet") if k in probe]
         self.assertEqual(len(kinds), 1, where)
         if "exec" in probe:
             command = probe["exec"]["command"]
             self.assertTrue(command[0].startswith(IMAGE_BIN + "/"), where)
             self.assertIn(os.path.basename(command[0]), PROGRAMS + CONTAINER_SCRIPTS, where)
-            port = int(command[2].rsplit(":", 1)[1])
+            # A healthcheck script checks the container's MAILHOOK_LISTEN.
+            address = command[2] if len(command) > 2 else env["MAILHOOK_LISTEN"]
+            port = int(address.rsplit(":", 1)[1])
             self.assertIn(port, ports.values(), where)
         else:
             port = probe[kinds[0]]["port"]
@@ -484,6 +554,65 @@ class KubernetesTest(StartedScripts):
         self.assertEqual(mount["mountPath"], "/etc/mailhook")
         env = {e["name"]: e["value"] for e in c["env"]}
         self.assertEqual(env["MAILHOOK_SCRIPTS"], "/etc/mailhook/policy.lua")
+
+    def test_network_policy_lets_only_the_front_reach_grpc_and_only_the_mta_the_milter(self):
+        policyd = self.of_kind("Deployment")["mailhook-policyd"]
+        front = self.of_kind("Deployment")["mailhook-front"]
+        (policy,) = self.of_kind("NetworkPolicy").values()
+        spec = policy["spec"]
+        self.assertTrue(spec["podSelector"]["matchLabels"].items()
+                        <= policyd["spec"]["template"]["metadata"]["labels"].items())
+        self.assertEqual(spec["policyTypes"], ["Ingress"])
+        (container,) = policyd["spec"]["template"]["spec"]["containers"]
+        port_numbers = {p["name"]: p["containerPort"] for p in container["ports"]}
+        front_labels = front["spec"]["template"]["metadata"]["labels"]
+        reached = {}   # port number -> the rules' sources
+        for rule in spec["ingress"]:
+            for p in rule["ports"]:
+                number = port_numbers.get(p["port"], p["port"])
+                reached.setdefault(number, []).append(rule.get("from"))
+        grpc_port = port_numbers["grpc"]
+        self.assertEqual(len(reached[grpc_port]), 1)
+        (sources,) = reached[grpc_port]
+        (source,) = sources
+        self.assertEqual(set(source), {"podSelector"})     # this namespace only
+        self.assertTrue(source["podSelector"]["matchLabels"].items() <= front_labels.items())
+        self.assertFalse(source["podSelector"]["matchLabels"].items()
+                         <= policyd["spec"]["template"]["metadata"]["labels"].items())
+        (milter_sources,) = reached[8890]
+        (milter,) = milter_sources
+        self.assertEqual(milter["podSelector"]["matchLabels"], {"mailhook/milter-client": "true"})
+        self.assertFalse(milter["podSelector"]["matchLabels"].items() <= front_labels.items())
+        # Only the metrics port is open to every source.
+        open_ports = {n for n, froms in reached.items() if any(f is None for f in froms)}
+        self.assertEqual(open_ports, {port_numbers["metrics"]})
+
+    def test_policyd_and_front_wire_mutual_tls_from_mounted_secrets(self):
+        deployments = self.of_kind("Deployment")
+        secrets = {}
+        for name, variables in (("mailhook-policyd", POLICYD_TLS_VARS), ("mailhook-front", FRONT_TLS_VARS)):
+            pod = deployments[name]["spec"]["template"]["spec"]
+            (c,) = pod["containers"]
+            env = {e["name"]: e["value"] for e in c["env"]}
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            for var in variables:
+                path = env[var]
+                (mount,) = [m for m in c["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/")]
+                self.assertTrue(mount.get("readOnly"), name)
+                secret = volumes[mount["name"]]["secret"]
+                self.assertEqual(secret["defaultMode"] & 0o007, 0, name)   # not world-readable
+                self.assertIn(os.path.basename(path), ("tls.crt", "tls.key", "ca.crt"), var)
+                secrets[name] = secret["secretName"]
+        self.assertEqual(secrets, {"mailhook-policyd": "mailhook-policyd-tls", "mailhook-front": "mailhook-front-tls"})
+        # kubelet's grpc probe speaks no TLS: policyd's probes go through the
+        # healthcheck script, which shows policyd's certificate.
+        (c,) = deployments["mailhook-policyd"]["spec"]["template"]["spec"]["containers"]
+        for probe in ("readinessProbe", "livenessProbe"):
+            self.assertEqual(c[probe]["exec"]["command"], [IMAGE_BIN + "/healthcheck-policyd.sh"])
+        env = {e["name"]: e["value"] for e in c["env"]}
+        service = self.of_kind("Service")["mailhook-policyd"]["metadata"]
+        self.assertEqual(env["MAILHOOK_HEALTH_TLS_NAME"],
+                         "%s.%s.svc.cluster.local" % (service["name"], service["namespace"]))
 
     def test_the_programs_accept_the_environment_and_args_of_the_manifests(self):
         containers = {name: d["spec"]["template"]["spec"]["containers"][0]

@@ -2,6 +2,8 @@
 // line on stderr saying why). For container HEALTHCHECKs and exec probes:
 //   mailhook-probe grpc HOST:PORT [--timeout-ms N]  grpc.health.v1 Check, SERVING only
 //   mailhook-probe smtp HOST:PORT [--timeout-ms N]  220 greeting, NOOP 250, QUIT
+// grpc over mutual TLS (policyd --tls-*): --tls-ca, --tls-cert, --tls-key,
+// optionally --tls-name (the name policyd's certificate must carry).
 // It never retries: the caller (Docker, kubelet) owns retries and intervals.
 #include <grpcpp/grpcpp.h>
 #include <netdb.h>
@@ -14,6 +16,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -23,7 +27,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr const char* kUsage =
     "usage: mailhook-probe grpc|smtp HOST:PORT [--timeout-ms N]\n"
-    "  grpc  grpc.health.v1.Health/Check (service \"\"); healthy only when SERVING\n"
+    "       mailhook-probe grpc TARGET --tls-ca FILE --tls-cert FILE --tls-key FILE [--tls-name NAME]\n"
+    "  grpc  grpc.health.v1.Health/Check (service \"\"); healthy only when SERVING; TARGET may be unix:PATH;\n"
+    "        with --tls-*: mutual TLS (policyd --tls-cert/--tls-key/--tls-client-ca)\n"
     "  smtp  expects a 220 greeting and 250 to NOOP, then sends QUIT\n"
     "Exit 0 when healthy, 1 otherwise (one line on stderr), 2 on usage errors.\n";
 
@@ -32,8 +38,31 @@ int fail(const std::string& why) {
   return 1;
 }
 
-int probe_grpc(const std::string& target, Clock::time_point deadline) {
-  auto stub = grpc::health::v1::Health::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+// PEM files of a mutual-TLS probe; all empty: plaintext.
+struct ProbeTls {
+  std::string ca, cert, key, name;
+};
+
+bool read_pem(const std::string& path, std::string& out) {
+  std::ifstream f(path, std::ios::binary);
+  std::ostringstream s;
+  s << f.rdbuf();
+  out = s.str();
+  return static_cast<bool>(f) && !out.empty();
+}
+
+int probe_grpc(const std::string& target, const ProbeTls& tls, Clock::time_point deadline) {
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  grpc::ChannelArguments args;
+  if (!tls.ca.empty()) {
+    grpc::SslCredentialsOptions o;
+    if (!read_pem(tls.ca, o.pem_root_certs) || !read_pem(tls.cert, o.pem_cert_chain) ||
+        !read_pem(tls.key, o.pem_private_key))
+      return fail("grpc " + target + ": cannot read --tls-ca/--tls-cert/--tls-key");
+    credentials = grpc::SslCredentials(o);
+    if (!tls.name.empty()) args.SetSslTargetNameOverride(tls.name);
+  }
+  auto stub = grpc::health::v1::Health::NewStub(grpc::CreateCustomChannel(target, credentials, args));
   grpc::ClientContext context;
   // gRPC takes system_clock deadlines. Fail fast (no wait_for_ready): refused is unhealthy now.
   context.set_deadline(std::chrono::system_clock::now() + (deadline - Clock::now()));
@@ -128,22 +157,48 @@ int main(int argc, char** argv) {
       return 0;
     }
   }
+  if (argc < 3) {
+    std::fputs(kUsage, stderr);
+    return 2;
+  }
   long timeout_ms = 3000;
-  if (argc == 5 && std::strcmp(argv[3], "--timeout-ms") == 0) {
-    char* end = nullptr;
-    timeout_ms = std::strtol(argv[4], &end, 10);
-    if (*end != '\0' || timeout_ms < 1 || timeout_ms > 600000) {
-      std::fputs("mailhook-probe: --timeout-ms takes 1..600000\n", stderr);
+  ProbeTls tls;
+  for (int i = 3; i < argc; i += 2) {
+    const std::string option = argv[i];
+    if (i + 1 >= argc) {
+      std::fputs(kUsage, stderr);
       return 2;
     }
-  } else if (argc != 3) {
-    std::fputs(kUsage, stderr);
+    const char* value = argv[i + 1];
+    if (option == "--timeout-ms") {
+      char* end = nullptr;
+      timeout_ms = std::strtol(value, &end, 10);
+      if (*end != '\0' || timeout_ms < 1 || timeout_ms > 600000) {
+        std::fputs("mailhook-probe: --timeout-ms takes 1..600000\n", stderr);
+        return 2;
+      }
+    } else if (option == "--tls-ca") {
+      tls.ca = value;
+    } else if (option == "--tls-cert") {
+      tls.cert = value;
+    } else if (option == "--tls-key") {
+      tls.key = value;
+    } else if (option == "--tls-name") {
+      tls.name = value;
+    } else {
+      std::fputs(kUsage, stderr);
+      return 2;
+    }
+  }
+  if ((tls.ca.empty() || tls.cert.empty() || tls.key.empty()) &&
+      !(tls.ca.empty() && tls.cert.empty() && tls.key.empty() && tls.name.empty())) {
+    std::fputs("mailhook-probe: --tls-ca, --tls-cert and --tls-key go together\n", stderr);
     return 2;
   }
   const std::string mode = argv[1], target = argv[2];
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-  if (mode == "grpc") return probe_grpc(target, deadline);
-  if (mode == "smtp") return probe_smtp(target, deadline);
+  if (mode == "grpc") return probe_grpc(target, tls, deadline);
+  if (mode == "smtp" && tls.ca.empty()) return probe_smtp(target, deadline);
   std::fputs(kUsage, stderr);
   return 2;
 }

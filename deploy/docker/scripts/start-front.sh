@@ -21,6 +21,9 @@
 #   MAILHOOK_SHUTDOWN_GRACE          --shutdown-grace          seconds
 #   MAILHOOK_TLS_CERT, MAILHOOK_TLS_KEY  --tls-cert, --tls-key  PEM files: offer STARTTLS
 #   MAILHOOK_XCLIENT_HOSTS           --xclient-hosts           CIDR list
+#   MAILHOOK_POLICYD_TLS_CA, MAILHOOK_POLICYD_TLS_CERT, MAILHOOK_POLICYD_TLS_KEY
+#                                    --policyd-tls-ca, --policyd-tls-cert, --policyd-tls-key
+#                                    mutual TLS to policyd (all three)
 #   MAILHOOK_BIN_DIR                 where mailhook-front is (default: this script's directory)
 set -euo pipefail
 bin_dir=${MAILHOOK_BIN_DIR:-$(dirname "$0")}
@@ -51,6 +54,9 @@ flag MAILHOOK_SHUTDOWN_GRACE --shutdown-grace
 flag MAILHOOK_TLS_CERT --tls-cert
 flag MAILHOOK_TLS_KEY --tls-key
 flag MAILHOOK_XCLIENT_HOSTS --xclient-hosts
+flag MAILHOOK_POLICYD_TLS_CA --policyd-tls-ca
+flag MAILHOOK_POLICYD_TLS_CERT --policyd-tls-cert
+flag MAILHOOK_POLICYD_TLS_KEY --policyd-tls-key
 
 echo "start-front.sh: exec $bin_dir/mailhook-front ${args[*]} $*" >&2
 exec "$bin_dir/mailhook-front" "${args[@]}" "$@"

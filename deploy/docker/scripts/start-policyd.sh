@@ -20,6 +20,11 @@
 #   MAILHOOK_PTR_LOOKUP      --ptr-lookup      yes or no
 #   MAILHOOK_KV              --kv              Redis IP:PORT for the kv module (state shared by replicas)
 #   MAILHOOK_KV_TIMEOUT      --kv-timeout      milliseconds
+#   MAILHOOK_MAX_PENDING_EVENTS  --max-pending-events  per gRPC stream, then reading pauses
+#   MAILHOOK_TLS_CERT, MAILHOOK_TLS_KEY, MAILHOOK_TLS_CLIENT_CA
+#                            --tls-cert, --tls-key, --tls-client-ca: mutual TLS on the
+#                            gRPC port (all three; only fronts with a client
+#                            certificate of that CA open sessions)
 #   MAILHOOK_BIN_DIR         where mailhook-policyd is (default: this script's directory)
 set -euo pipefail
 bin_dir=${MAILHOOK_BIN_DIR:-$(dirname "$0")}
@@ -48,6 +53,10 @@ flag MAILHOOK_DNS_TIMEOUT --dns-timeout
 flag MAILHOOK_PTR_LOOKUP --ptr-lookup
 flag MAILHOOK_KV --kv
 flag MAILHOOK_KV_TIMEOUT --kv-timeout
+flag MAILHOOK_MAX_PENDING_EVENTS --max-pending-events
+flag MAILHOOK_TLS_CERT --tls-cert
+flag MAILHOOK_TLS_KEY --tls-key
+flag MAILHOOK_TLS_CLIENT_CA --tls-client-ca
 
 echo "start-policyd.sh: exec $bin_dir/mailhook-policyd ${args[*]} $*" >&2
 exec "$bin_dir/mailhook-policyd" "${args[@]}" "$@"
