@@ -70,7 +70,7 @@ PolicyConfig parse_config(int argc, char** argv) {
   app.add_option("--milter", c.milter,
                  "also serve the milter protocol (Postfix smtpd_milters, Sendmail INPUT_MAIL_FILTER): "
                  "inet:PORT@HOST, inet6:PORT@HOST or unix:PATH");
-  app.add_option("--milter-timeout", c.milter_timeout_s, "seconds a silent MTA connection is kept")
+  app.add_option("--milter-timeout", c.milter_timeout_s, "seconds a silent MTA connection is kept, and a reply may wait for the MTA to read it")
       ->check(CLI::Range(1, 86400))
       ->capture_default_str();
   app.add_option("--milter-max-packet", c.milter_max_packet,

@@ -240,11 +240,11 @@ class MessageBounds(SecurityMilterTest):
         self.assertEqual(c.command(packet(b"U", b"PING\x00"))[0], b"y")
         spooled = tree_bytes(os.path.join(self.dir, "tmp"))
         grown = rss_kb(self.policyd.proc.pid) - before
+        self.assertLessEqual(spooled, 2 * 1024 * 1024, "the temp file grew to %d bytes" % spooled)
+        self.assertLess(grown, 15 * 1024, "policyd grew by %d kB" % grown)
         r = c.command(packet(b"E"))
         self.assertEqual(r[0], b"y", r)
         self.assertTrue(r[1].startswith(b"550 5.6.0 "), r)
-        self.assertLessEqual(spooled, 2 * 1024 * 1024, "the temp file grew to %d bytes" % spooled)
-        self.assertLess(grown, 15 * 1024, "policyd grew by %d kB" % grown)
         self.assertIn("--milter-max-line", self.policyd.output())
         # The connection goes on: the next message is served.
         self.assertEqual(self.message(c, [(b"Subject", b"ok")], b"fine\r\n")[0], b"c")
