@@ -78,6 +78,7 @@ asio::awaitable<void> accept_loop(Server& s) {
       // connection stays in the backlog and accept fails again at once,
       // so wait before trying again (doubling up to 1 s), never spin.
       accept_failed.warning("milter: accept: {}; next try in {} ms", ec.message(), pause.count());
+      s.tripped("accept");
       backoff.expires_after(pause);
       co_await backoff.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       pause = std::min<std::chrono::milliseconds>(pause * 2, kAcceptBackoffMost);
@@ -94,6 +95,7 @@ asio::awaitable<void> accept_loop(Server& s) {
       // Closed at once: the MTA applies its milter_default_action (tempfail).
       too_many.warning("milter: {} MTA connections open (--milter-max-connections {}); closing a new one", open,
                        s.config.max_connections);
+      s.tripped("--milter-max-connections");
       socket.close(ec);
       continue;
     }
@@ -191,6 +193,15 @@ std::string start_milter(Runtime& runtime, const MilterConfig& config) {
   auto s = std::make_unique<Server>();
   s->runtime = &runtime;
   s->config = config;
+  telemetry::Registry& metrics = config.registry ? *config.registry : s->own_registry;
+  for (const char* flag : {"--milter-max-connections", "--milter-timeout", "--milter-max-packet", "--milter-max-macros",
+                           "--milter-max-macro-bytes", "--milter-max-message-size", "--milter-max-line",
+                           "--milter-max-headers", "--milter-max-header-bytes", "accept"}) {
+    s->trips[flag] = &metrics.counter("mailhook_policyd_milter_limit_trips_total",
+                                      "MTA connections closed or messages refused at a --milter-* limit, by flag "
+                                      "(accept: accept failed, e.g. out of file descriptors)",
+                                      std::string("flag=\"") + flag + "\"");
+  }
   stream_protocol::endpoint ep;
   std::string unix_path;
   if (std::string e = endpoint_of(config.socket, ep, unix_path); !e.empty()) return "--milter " + config.socket + ": " + e;

@@ -22,6 +22,7 @@ struct MilterConfig {
   std::size_t max_connections = 1000;   // MTA connections open at once; past it one is closed at accept
   unsigned socket_mode = 0660;          // of a unix socket
   StateLimits limits;                   // macros and message per connection
+  telemetry::Registry* registry = nullptr;  // --metrics; nullptr: kept private
 };
 
 // The milter's part of policyd's flags (config.h).

@@ -127,6 +127,7 @@ asio::awaitable<std::optional<Packet>> Connection::next_packet() {
     if (next.status == PacketReader::Status::Refused) {
       log::warning("milter: {} sent a packet of {} bytes (--milter-max-packet {}); closing", peer_, next.length,
                    server_.config.max_packet);
+      server_.tripped("--milter-max-packet");
       co_return std::nullopt;
     }
     const std::span<char> room = in_.room();
@@ -151,6 +152,7 @@ asio::awaitable<void> Connection::watchdog(std::shared_ptr<Connection> self) {
     if (now >= self->io_deadline_) {
       log::warning("milter: {} {} for {} s (--milter-timeout); closing", self->peer_,
                    self->writing_ ? "not reading our replies" : "silent", timeout.count());
+      self->server_.tripped("--milter-timeout");
       std::error_code ec;
       self->socket_.close(ec);
       break;
@@ -190,12 +192,14 @@ asio::awaitable<void> Connection::serve() {
       log::warning("milter: {} sent macros past {} (count {}/{}, bytes {}/{}); closing", peer_, step.why,
                    state_.macro_count(), server_.config.limits.max_macros, state_.macro_bytes(),
                    server_.config.limits.max_macro_bytes);
+      server_.tripped(step.why);
       co_return;
     }
     if (step.refused_now != Refusal::None) {
       log::warning("session={} milter: message refused past {} ({} bytes, {} header fields so far): {}", id_,
                    refusal_flag(step.refused_now), state_.message_size(), state_.headers(),
                    refusal_reply(step.refused_now).summary());
+      server_.tripped(refusal_flag(step.refused_now));
       pending_bytes_.clear();  // nothing more of it is stored
     }
     const bool keep = state_.refusal() == Refusal::None;

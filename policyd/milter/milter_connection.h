@@ -34,6 +34,13 @@ struct Mailbox;
 struct ConnectionHost {
   Runtime* runtime = nullptr;
   MilterConfig config;
+  // mailhook_policyd_milter_limit_trips_total, per flag: how often each
+  // --milter-* limit tripped (registered by start_milter for every flag).
+  telemetry::Registry own_registry;  // when --metrics is off
+  std::map<std::string, telemetry::Counter*, std::less<>> trips;
+  void tripped(std::string_view flag) {
+    if (auto it = trips.find(flag); it != trips.end()) it->second->add();
+  }
   std::atomic<bool> stopping{false};
   std::mutex mu;  // guards connections; the last one out notifies ended
   std::condition_variable ended;

@@ -18,7 +18,7 @@ import tempfile
 import time
 import unittest
 
-from harness import POLICYD, MailhookTest, free_port, wait_for
+from harness import POLICYD, MailhookTest, free_port, sample, scrape, wait_for
 
 # mfdef.h: every action and every protocol step an MTA may offer.
 ALL_ACTIONS = 0x1FF
@@ -130,9 +130,14 @@ class SecurityMilterTest(MailhookTest):
 
     def start_milter(self, script, args=(), socket_spec=None):
         self.milter_port = free_port()
+        self.metrics_port = free_port()
         spec = socket_spec or "inet:%d@127.0.0.1" % self.milter_port
-        self.start_policyd(script, args=["--milter", spec] + list(args))
+        self.start_policyd(script, args=["--milter", spec, "--metrics", "127.0.0.1:%d" % self.metrics_port] + list(args))
         wait_for(lambda: "milter listening on" in self.policyd.output(), what="milter listening")
+
+    def trips(self, flag):
+        """mailhook_policyd_milter_limit_trips_total for one flag."""
+        return sample(scrape(self.metrics_port), 'mailhook_policyd_milter_limit_trips_total{flag="%s"}' % flag)
 
     def mta(self, **kw):
         c = MilterClient(("127.0.0.1", self.milter_port), **kw)
@@ -218,6 +223,7 @@ class MacroBounds(SecurityMilterTest):
         c.send(packet(b"H", b"good.example\x00"))
         self.assertTrue(c.closed())
         wait_for(lambda: "--milter-max-macros" in self.policyd.output(), what="the log names the flag")
+        self.assertEqual(self.trips("--milter-max-macros"), 1)
 
 
 class MessageBounds(SecurityMilterTest):
@@ -246,6 +252,7 @@ class MessageBounds(SecurityMilterTest):
         self.assertEqual(r[0], b"y", r)
         self.assertTrue(r[1].startswith(b"550 5.6.0 "), r)
         self.assertIn("--milter-max-line", self.policyd.output())
+        self.assertEqual(self.trips("--milter-max-line"), 1)
         # The connection goes on: the next message is served.
         self.assertEqual(self.message(c, [(b"Subject", b"ok")], b"fine\r\n")[0], b"c")
 
@@ -262,6 +269,7 @@ class MessageBounds(SecurityMilterTest):
         self.assertEqual(r[0], b"y", r)
         self.assertTrue(r[1].startswith(b"552 5.3.4 "), r)
         wait_for(lambda: "--milter-max-message-size" in self.policyd.output(), what="the log names the flag")
+        self.assertEqual(self.trips("--milter-max-message-size"), 1)
         # Far past it: the temp file stays at the limit.
         c.send(packet(b"M", b"<a@example.com>\x00"))
         self.assertEqual(c.command(packet(b"R", b"<b@example.com>\x00"))[0], b"c")
@@ -461,6 +469,7 @@ class MaxConnections(SecurityMilterTest):
         extra.send(packet(b"O", struct.pack(">III", 6, ALL_ACTIONS, ALL_STEPS)))
         self.assertTrue(extra.closed())  # N + 1: closed
         wait_for(lambda: "--milter-max-connections 3" in self.policyd.output(), what="the log names the flag")
+        self.assertEqual(self.trips("--milter-max-connections"), 1)
         for c in served:  # the three go on
             self.assertEqual(c.command(packet(b"H", b"good.example\x00"))[0], b"c")
         served[0].close()
@@ -498,6 +507,7 @@ class WriteTimeout(SecurityMilterTest):
         c.send(packet(b"E"))  # ... and never read the 8 MiB answer
         wait_for(lambda: "not reading our replies for 2 s (--milter-timeout); closing" in self.policyd.output(),
                  timeout=20, what="the write timeout")
+        self.assertEqual(self.trips("--milter-timeout"), 1)
         wait_for(lambda: re.search(r"session=\S+ client=192\.0\.2\.9 .* end", self.policyd.output()),
                  what="the session ended")
 
