@@ -165,8 +165,11 @@ std::string clear_stale_socket(const std::string& path) {
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
   const bool live = ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
+  const int why = errno;
   ::close(fd);
   if (live) return "something already answers on " + path + " (another policyd?); not taking it over";
+  // Only a refusal proves nobody listens; denied access proves nothing.
+  if (why != ECONNREFUSED) return "cannot tell whether " + path + " is in use: " + std::strerror(why);
   std::filesystem::remove(path, ec);
   return "";
 }
