@@ -525,12 +525,12 @@ class SocketSetup(SecurityMilterTest):
     def test_unix_socket_is_0660_by_default(self):
         path = os.path.join(self.dir, "milter.sock")
         self.start_unix(path)
-        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o660)
+        self.assertEqual(oct(stat.S_IMODE(os.stat(path).st_mode)), oct(0o660))
 
     def test_unix_socket_mode_flag(self):
         path = os.path.join(self.dir, "milter.sock")
         self.start_unix(path, args=["--milter-socket-mode", "0600"])
-        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        self.assertEqual(oct(stat.S_IMODE(os.stat(path).st_mode)), oct(0o600))
         c = self.unix_mta(path)
         c.negotiate()
 
@@ -541,10 +541,18 @@ class SocketSetup(SecurityMilterTest):
         self.assertIn("--milter-socket-mode", r.stderr.decode())
 
     def run_second(self, spec):
-        return subprocess.run([os.path.abspath(POLICYD), "--listen", "127.0.0.1:%d" % free_port(), "--script",
-                               self.write_script("", "second.lua"), "--log-stderr", "--workers", "1",
-                               "--ptr-lookup", "no", "--milter", spec],
-                              capture_output=True, timeout=30, cwd=self.dir)
+        """Another policyd with --milter `spec`; it must refuse to start."""
+        proc = subprocess.Popen([os.path.abspath(POLICYD), "--listen", "127.0.0.1:%d" % free_port(), "--script",
+                                 self.write_script("", "second.lua"), "--log-stderr", "--workers", "1",
+                                 "--ptr-lookup", "no", "--milter", spec],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.dir)
+        try:
+            out, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate(timeout=10)
+            self.fail("policyd --milter %s started and served:\n%s" % (spec, err.decode(errors="replace")[-2000:]))
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
     def test_a_spec_without_its_kind_is_a_start_up_error(self):
         r = self.run_second("bogus")
