@@ -470,6 +470,16 @@ class MaxConnections(SecurityMilterTest):
         self.assertTrue(extra.closed())  # N + 1: closed
         wait_for(lambda: "--milter-max-connections 3" in self.policyd.output(), what="the log names the flag")
         self.assertEqual(self.trips("--milter-max-connections"), 1)
+        # A burst past the limit: each closed, the log at most a line a second.
+        started = time.monotonic()
+        for _ in range(20):
+            burst = self.mta()
+            self.assertTrue(burst.closed())
+            burst.close()
+        seconds = time.monotonic() - started
+        wait_for(lambda: self.trips("--milter-max-connections") == 21, what="every refusal counted")
+        lines = self.policyd.output().count("(--milter-max-connections 3)")
+        self.assertLessEqual(lines, 2 + int(seconds), "%d log lines for 21 refusals in %.1f s" % (lines, seconds))
         for c in served:  # the three go on
             self.assertEqual(c.command(packet(b"H", b"good.example\x00"))[0], b"c")
         served[0].close()
