@@ -71,12 +71,50 @@ PolicyConfig parse_config(int argc, char** argv) {
   app.add_option("--milter", c.milter,
                  "also serve the milter protocol (Postfix smtpd_milters, Sendmail INPUT_MAIL_FILTER): "
                  "inet:PORT@HOST, inet6:PORT@HOST or unix:PATH");
-  app.add_option("--milter-timeout", c.milter_timeout_s, "seconds a silent MTA connection is kept")
+  app.add_option("--milter-timeout", c.milter_timeout_s, "seconds a silent MTA connection is kept, and a reply may wait for the MTA to read it")
       ->check(CLI::Range(1, 86400))
       ->capture_default_str();
   app.add_option("--milter-max-packet", c.milter_max_packet,
                  "the largest milter packet accepted from the MTA, in bytes; a larger one closes that connection")
       ->check(CLI::Range(std::size_t{65536}, std::size_t{64} << 20))
+      ->capture_default_str();
+  app.add_option("--milter-max-connections", c.milter_max_connections,
+                 "MTA connections open at once; past it a new one is closed at once (the MTA applies its "
+                 "milter_default_action)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1000000}))
+      ->capture_default_str();
+  app.add_option("--milter-socket-mode", c.milter_socket_mode, "permissions of a unix:PATH milter socket, octal")
+      ->check([](const std::string& v) -> std::string {
+        if (v.empty() || v.size() > 4 || v.find_first_not_of("01234567") != std::string::npos) {
+          return "an octal mode such as 0660, not " + v;
+        }
+        return "";
+      })
+      ->capture_default_str();
+  app.add_option("--milter-max-message-size", c.milter_max_message_size,
+                 "bytes of a message (headers and body) taken from the MTA; past it the message gets 552 5.3.4 "
+                 "and no more of it is stored")
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 40))
+      ->capture_default_str();
+  app.add_option("--milter-max-line", c.milter_max_line,
+                 "bytes of a body line, CRLF included; a longer one gets the message 550 5.6.0")
+      ->check(CLI::Range(std::size_t{1000}, std::size_t{1} << 30))
+      ->capture_default_str();
+  app.add_option("--milter-max-headers", c.milter_max_headers,
+                 "header fields of a message; past it the message gets 552 5.3.4")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1000000}))
+      ->capture_default_str();
+  app.add_option("--milter-max-header-bytes", c.milter_max_header_bytes,
+                 "bytes of a message's header fields; past it the message gets 552 5.3.4")
+      ->check(CLI::Range(std::size_t{1000}, std::size_t{1} << 30))
+      ->capture_default_str();
+  app.add_option("--milter-max-macros", c.milter_max_macros,
+                 "macros (name/value pairs) held per MTA connection, all stages; past it the connection closes")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1000000}))
+      ->capture_default_str();
+  app.add_option("--milter-max-macro-bytes", c.milter_max_macro_bytes,
+                 "bytes of the macros' names and values held per MTA connection; past it the connection closes")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30))
       ->capture_default_str();
   app.add_option("--metrics", c.metrics, "serve Prometheus text metrics on HOST:PORT (GET /metrics)");
   app.add_flag("--shadow", c.shadow, "shadow mode: every script's replies and message changes are logged "

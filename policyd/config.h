@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,14 @@ struct PolicyConfig {
   std::string milter;                 // inet:PORT@HOST or unix:PATH; empty: none
   int milter_timeout_s = 7210;
   std::size_t milter_max_packet = 1u << 20;  // bytes
+  std::size_t milter_max_connections = 1000;
+  std::string milter_socket_mode = "0660";   // octal, of a unix milter socket
+  std::uint64_t milter_max_message_size = 26214400;  // bytes, the front's --max-message-size default
+  std::size_t milter_max_line = 1u << 20;          // bytes, CRLF included
+  std::size_t milter_max_headers = 1000;
+  std::size_t milter_max_header_bytes = 1u << 20;
+  std::size_t milter_max_macros = 1000;
+  std::size_t milter_max_macro_bytes = 256u << 10;
   bool check = false;
   std::vector<std::string> test;  // --test case files
   bool shadow = false;

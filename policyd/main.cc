@@ -159,7 +159,9 @@ int main(int argc, char** argv) {
     metrics_thread = std::thread([&] { metrics_io.run(); });
   }
   if (!config.milter.empty()) {
-    if (std::string e = mp::milter::start_milter(*runtime, {config.milter, config.milter_timeout_s, config.milter_max_packet}); !e.empty()) {
+    mp::milter::MilterConfig milter_config = mp::milter::config_of(config);
+    milter_config.registry = &registry;
+    if (std::string e = mp::milter::start_milter(*runtime, milter_config); !e.empty()) {
       mlog::error("cannot start: {}", e);
       if (!config.log_stderr) std::fprintf(stderr, "mailhook-policyd: %s\n", e.c_str());
       std::_Exit(1);  // threads are running; nothing to flush but the log

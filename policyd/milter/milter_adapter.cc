@@ -7,12 +7,19 @@
 
 #include <asio.hpp>
 #include <chrono>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "mailcore/telemetry/log.h"
 #include "policyd/milter/milter_connection.h"
@@ -31,16 +38,67 @@ struct Server final : ConnectionHost {
 
 Server* g_server = nullptr;
 
+constexpr auto kAcceptBackoffFirst = std::chrono::milliseconds(10);
+constexpr auto kAcceptBackoffMost = std::chrono::seconds(1);
+
+// A log line at most once a second for a condition that may repeat fast
+// (out of file descriptors, too many connections); the lines it held back
+// are counted in the next.
+class RateLimitedLog {
+ public:
+  template <typename... Args>
+  void warning(fmt::format_string<Args...> f, Args&&... args) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_ < std::chrono::seconds(1)) {
+      ++held_;
+      return;
+    }
+    last_ = now;
+    std::string line = fmt::format(f, std::forward<Args>(args)...);
+    if (held_ > 0) line += fmt::format(" ({} more like it in the last second)", held_);
+    held_ = 0;
+    log::warning("{}", line);
+  }
+
+ private:
+  std::chrono::steady_clock::time_point last_{};
+  std::uint64_t held_ = 0;
+};
+
 asio::awaitable<void> accept_loop(Server& s) {
+  RateLimitedLog accept_failed, too_many;
+  asio::steady_timer backoff(s.io);
+  auto pause = kAcceptBackoffFirst;
   for (;;) {
     std::error_code ec;
     stream_protocol::socket socket = co_await s.acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       if (!s.acceptor->is_open() || ec == asio::error::operation_aborted) co_return;
-      log::warning("milter: accept: {}", ec.message());
+      // Out of file descriptors (EMFILE, ENFILE) or memory: the pending
+      // connection stays in the backlog and accept fails again at once,
+      // so wait before trying again (doubling up to 1 s), never spin.
+      accept_failed.warning("milter: accept: {}; next try in {} ms", ec.message(), pause.count());
+      s.tripped("accept");
+      backoff.expires_after(pause);
+      co_await backoff.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      pause = std::min<std::chrono::milliseconds>(pause * 2, kAcceptBackoffMost);
       continue;
     }
+    pause = kAcceptBackoffFirst;
     if (s.stopping) continue;
+    std::size_t open = 0;
+    {
+      std::lock_guard l(s.mu);
+      open = s.connections.size();
+    }
+    if (open >= s.config.max_connections) {
+      // Closed at once: the MTA applies its milter_default_action (tempfail).
+      too_many.warning("milter: {} MTA connections open (--milter-max-connections {}); closing a new one", open,
+                       s.config.max_connections);
+      s.tripped("--milter-max-connections");
+      socket.close(ec);
+      continue;
+    }
     // The connection moves to the worker that will run its session.
     const std::size_t worker = s.runtime->least_busy_worker();
     const stream_protocol protocol = socket.local_endpoint(ec).protocol();
@@ -59,12 +117,14 @@ asio::awaitable<void> accept_loop(Server& s) {
   }
 }
 
-// "inet:PORT@HOST", "inet6:PORT@HOST", "unix:PATH" / "local:PATH" (and a
-// bare path) as an endpoint; "" or why not.
+// "inet:PORT@HOST", "inet6:PORT@HOST", "unix:PATH" / "local:PATH" as an
+// endpoint; "" or why not. A spec without its kind is an error, not a
+// socket file named after it in the working directory.
 std::string endpoint_of(const std::string& spec, stream_protocol::endpoint& out, std::string& unix_path) {
   const std::size_t colon = spec.find(':');
-  const std::string kind = colon == std::string::npos ? "unix" : spec.substr(0, colon);
-  const std::string rest = colon == std::string::npos ? spec : spec.substr(colon + 1);
+  if (colon == std::string::npos) return "expected inet:PORT@HOST, inet6:PORT@HOST or unix:PATH";
+  const std::string kind = spec.substr(0, colon);
+  const std::string rest = spec.substr(colon + 1);
   if (kind == "unix" || kind == "local") {
     if (rest.empty() || rest.size() >= 108) return "a unix socket path of 1 to 107 bytes";
     out = asio::local::stream_protocol::endpoint(rest);
@@ -93,24 +153,82 @@ std::string endpoint_of(const std::string& spec, stream_protocol::endpoint& out,
   return "";
 }
 
+// A unix socket at `path` that a live server answers on must not be
+// taken over (a second policyd would steal the first one's MTA); one that
+// nobody answers on is left from a process that died and is replaced.
+std::string clear_stale_socket(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_socket(path, ec)) return "";  // nothing there, or not a socket: bind says
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return "";
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  const bool live = ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
+  const int why = errno;
+  ::close(fd);
+  if (live) return "something already answers on " + path + " (another policyd?); not taking it over";
+  // Only a refusal proves nobody listens; denied access proves nothing.
+  if (why != ECONNREFUSED) return "cannot tell whether " + path + " is in use: " + std::strerror(why);
+  std::filesystem::remove(path, ec);
+  return "";
+}
+
 }  // namespace
+
+MilterConfig config_of(const PolicyConfig& c) {
+  MilterConfig m;
+  m.socket = c.milter;
+  m.timeout_s = c.milter_timeout_s;
+  m.max_packet = c.milter_max_packet;
+  m.max_connections = c.milter_max_connections;
+  m.socket_mode = static_cast<unsigned>(std::strtoul(c.milter_socket_mode.c_str(), nullptr, 8)) & 0777;
+  m.limits.max_macros = c.milter_max_macros;
+  m.limits.max_macro_bytes = c.milter_max_macro_bytes;
+  m.limits.max_message_size = c.milter_max_message_size;
+  m.limits.max_line = c.milter_max_line;
+  m.limits.max_headers = c.milter_max_headers;
+  m.limits.max_header_bytes = c.milter_max_header_bytes;
+  return m;
+}
 
 std::string start_milter(Runtime& runtime, const MilterConfig& config) {
   auto s = std::make_unique<Server>();
   s->runtime = &runtime;
   s->config = config;
+  telemetry::Registry& metrics = config.registry ? *config.registry : s->own_registry;
+  for (const char* flag : {"--milter-max-connections", "--milter-timeout", "--milter-max-packet", "--milter-max-macros",
+                           "--milter-max-macro-bytes", "--milter-max-message-size", "--milter-max-line",
+                           "--milter-max-headers", "--milter-max-header-bytes", "accept"}) {
+    s->trips[flag] = &metrics.counter("mailhook_policyd_milter_limit_trips_total",
+                                      "MTA connections closed or messages refused at a --milter-* limit, by flag "
+                                      "(accept: accept failed, e.g. out of file descriptors)",
+                                      std::string("flag=\"") + flag + "\"");
+  }
   stream_protocol::endpoint ep;
   std::string unix_path;
   if (std::string e = endpoint_of(config.socket, ep, unix_path); !e.empty()) return "--milter " + config.socket + ": " + e;
   if (!unix_path.empty()) {
-    std::error_code ec;
-    if (std::filesystem::is_socket(unix_path, ec)) std::filesystem::remove(unix_path, ec);  // a stale socket
+    if (std::string e = clear_stale_socket(unix_path); !e.empty()) return "--milter " + config.socket + ": " + e;
   }
   std::error_code ec;
   s->acceptor.emplace(s->io);
   s->acceptor->open(ep.protocol(), ec);
+  // SO_REUSEADDR lets a restart bind past TIME_WAIT; it never lets two
+  // listeners share the port on Linux (that would be SO_REUSEPORT).
   if (!ec && unix_path.empty()) s->acceptor->set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) s->acceptor->bind(ep, ec);
+  if (!ec && !unix_path.empty()) {
+    // The socket file is born with --milter-socket-mode at most (no moment
+    // with the process umask's wider mode), then set to it exactly.
+    const mode_t old = ::umask(static_cast<mode_t>(~config.socket_mode & 0777));
+    s->acceptor->bind(ep, ec);
+    ::umask(old);
+    if (!ec && ::chmod(unix_path.c_str(), static_cast<mode_t>(config.socket_mode)) != 0) {
+      ec = std::error_code(errno, std::generic_category());
+    }
+  } else if (!ec) {
+    s->acceptor->bind(ep, ec);
+  }
   if (!ec) s->acceptor->listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return "--milter " + config.socket + ": cannot listen: " + ec.message();
   asio::co_spawn(s->io, accept_loop(*s), asio::detached);

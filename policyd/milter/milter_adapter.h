@@ -9,7 +9,9 @@
 #include <cstddef>
 #include <string>
 
+#include "policyd/config.h"
 #include "policyd/lua_runtime/runtime.h"
+#include "policyd/milter/milter_state.h"
 
 namespace mailhook::policyd::milter {
 
@@ -17,7 +19,14 @@ struct MilterConfig {
   std::string socket;                   // "inet:PORT@HOST", "inet6:PORT@HOST" or "unix:PATH"
   int timeout_s = 7210;                 // how long a silent MTA connection is kept
   std::size_t max_packet = 1u << 20;    // the largest milter packet accepted from the MTA
+  std::size_t max_connections = 1000;   // MTA connections open at once; past it one is closed at accept
+  unsigned socket_mode = 0660;          // of a unix socket
+  StateLimits limits;                   // macros and message per connection
+  telemetry::Registry* registry = nullptr;  // --metrics; nullptr: kept private
 };
+
+// The milter's part of policyd's flags (config.h).
+MilterConfig config_of(const PolicyConfig& c);
 
 // Opens the socket and starts serving on a thread of its own; "" or why
 // not. One milter server per process.

@@ -80,6 +80,11 @@ asio::awaitable<void> Connection::on_unknown(std::string_view d) {
 
 asio::awaitable<void> Connection::on_end_of_message() {
   absorb_macros();
+  if (state_.refusal() != Refusal::None) {  // past a --milter-max-* limit: no hook sees it
+    answer(Decision::respond(0, refusal_reply(state_.refusal())));
+    reset_transaction();
+    co_return;
+  }
   if (!caps().events.has(EventKind::EndOfMessage)) {
     queue(reply::kContinue);
     reset_transaction();
@@ -88,7 +93,7 @@ asio::awaitable<void> Connection::on_end_of_message() {
   flush_message();
   SessionEvent e;
   e.kind = EventKind::EndOfMessage;
-  e.message_size = message_size_;
+  e.message_size = state_.message_size();
   const std::optional<Decision> d = co_await ask(std::move(e), true);  // PROGRESS while hook.dot runs
   const bool refused = !d || (d->action == Decision::Action::Reply && d->reply.code >= 400);
   Modifications m;
@@ -111,7 +116,6 @@ asio::awaitable<void> Connection::on_end_of_message() {
 void Connection::begin_transaction() {
   transaction_id_ = id_ + "T" + std::to_string(++transactions_);
   pending_bytes_.clear();
-  message_size_ = 0;
 }
 
 void Connection::reset_transaction() {
@@ -122,11 +126,10 @@ void Connection::reset_transaction() {
   }
   transaction_id_.clear();
   pending_bytes_.clear();
-  message_size_ = 0;
+  state_.end_message();
 }
 
 void Connection::add_message_bytes(std::string_view bytes) {
-  message_size_ += bytes.size();
   if (!caps().wants_message) return;
   pending_bytes_.append(bytes);
   if (pending_bytes_.size() >= kChunk) flush_message();

@@ -90,7 +90,8 @@ Connection::Connection(ConnectionHost& host, std::size_t worker, stream_protocol
       watchdog_(socket_.get_executor()),
       box_(std::make_shared<Mailbox>(socket_.get_executor())),
       peer_(peer_name(socket_)),
-      in_(host.config.max_packet) {}
+      in_(host.config.max_packet),
+      state_(host.config.limits) {}
 
 asio::awaitable<void> Connection::run() {
   auto self = shared_from_this();
@@ -126,35 +127,39 @@ asio::awaitable<std::optional<Packet>> Connection::next_packet() {
     if (next.status == PacketReader::Status::Refused) {
       log::warning("milter: {} sent a packet of {} bytes (--milter-max-packet {}); closing", peer_, next.length,
                    server_.config.max_packet);
+      server_.tripped("--milter-max-packet");
       co_return std::nullopt;
     }
     const std::span<char> room = in_.room();
-    read_deadline_ = std::chrono::steady_clock::now() + std::chrono::seconds(server_.config.timeout_s);
+    io_deadline_ = std::chrono::steady_clock::now() + std::chrono::seconds(server_.config.timeout_s);
     std::error_code ec;
     const std::size_t n = co_await socket_.async_read_some(asio::buffer(room.data(), room.size()),
                                                            asio::redirect_error(asio::use_awaitable, ec));
-    read_deadline_ = std::chrono::steady_clock::time_point::max();
+    io_deadline_ = std::chrono::steady_clock::time_point::max();
     in_.commit(n);
     if (ec) co_return std::nullopt;
   }
 }
 
-// Closes a connection that stays silent past --milter-timeout. Sleeps
-// until the deadline of the read under way, so an idle connection costs
-// no wake-ups.
+// Closes a connection that stays silent past --milter-timeout, or that
+// does not take our replies for as long (an MTA that sends and never
+// reads). Sleeps until the deadline of the read or write under way, so an
+// idle connection costs no wake-ups.
 asio::awaitable<void> Connection::watchdog(std::shared_ptr<Connection> self) {
   const auto timeout = std::chrono::seconds(self->server_.config.timeout_s);
   while (self->socket_.is_open()) {
     const auto now = std::chrono::steady_clock::now();
-    if (now >= self->read_deadline_) {
-      log::warning("milter: {} silent for {} s (--milter-timeout); closing", self->peer_, timeout.count());
+    if (now >= self->io_deadline_) {
+      log::warning("milter: {} {} for {} s (--milter-timeout); closing", self->peer_,
+                   self->writing_ ? "not reading our replies" : "silent", timeout.count());
+      self->server_.tripped("--milter-timeout");
       std::error_code ec;
       self->socket_.close(ec);
       break;
     }
-    self->watchdog_.expires_at(self->read_deadline_ == std::chrono::steady_clock::time_point::max()
+    self->watchdog_.expires_at(self->io_deadline_ == std::chrono::steady_clock::time_point::max()
                                    ? now + timeout
-                                   : self->read_deadline_);
+                                   : self->io_deadline_);
     std::error_code ec;
     co_await self->watchdog_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
@@ -163,7 +168,11 @@ asio::awaitable<void> Connection::watchdog(std::shared_ptr<Connection> self) {
 asio::awaitable<bool> Connection::flush() {
   if (out_.empty()) co_return true;
   std::error_code ec;
+  io_deadline_ = std::chrono::steady_clock::now() + std::chrono::seconds(server_.config.timeout_s);
+  writing_ = true;
   co_await asio::async_write(socket_, asio::buffer(out_), asio::redirect_error(asio::use_awaitable, ec));
+  writing_ = false;
+  io_deadline_ = std::chrono::steady_clock::time_point::max();
   out_.clear();
   co_return !ec;
 }
@@ -176,12 +185,28 @@ asio::awaitable<void> Connection::serve() {
     if (!packet) co_return;
     const char letter = packet->letter;
     const std::string_view data = packet->data;
+    // The bounded state sees the packet first: macros, session ends and
+    // the message's limits (milter_state.h).
+    const ConnectionState::Step step = state_.take(letter, data);
+    if (step.close) {
+      log::warning("milter: {} sent macros past {} (count {}/{}, bytes {}/{}); closing", peer_, step.why,
+                   state_.macro_count(), server_.config.limits.max_macros, state_.macro_bytes(),
+                   server_.config.limits.max_macro_bytes);
+      server_.tripped(step.why);
+      co_return;
+    }
+    if (step.refused_now != Refusal::None) {
+      log::warning("session={} milter: message refused past {} ({} bytes, {} header fields so far): {}", id_,
+                   refusal_flag(step.refused_now), state_.message_size(), state_.headers(),
+                   refusal_reply(step.refused_now).summary());
+      server_.tripped(refusal_flag(step.refused_now));
+      pending_bytes_.clear();  // nothing more of it is stored
+    }
+    const bool keep = state_.refusal() == Refusal::None;
     bool go_on = true;
     switch (letter) {
       case cmd::kOptionNegotiation: go_on = negotiate_options(data); break;
-      case cmd::kMacro:
-        if (parse_macros(data, macros_)) macros_changed_ = true;
-        break;
+      case cmd::kMacro: break;  // taken by state_
       case cmd::kConnect: {
         const bool ok = co_await on_connect(data);
         go_on = ok;
@@ -194,20 +219,20 @@ asio::awaitable<void> Connection::serve() {
       case cmd::kUnknown: co_await on_unknown(data); break;
       case cmd::kHeader: {
         const auto s = strings_of(data);
-        add_message_bytes(header_bytes(s.size() > 0 ? s[0] : "", s.size() > 1 ? s[1] : ""));
-        no_reply(flag::kNrHdr);
+        if (keep) add_message_bytes(header_bytes(s.size() > 0 ? s[0] : "", s.size() > 1 ? s[1] : ""));
+        content_reply(flag::kNrHdr);
         break;
       }
       case cmd::kEndOfHeader:
-        add_message_bytes("\r\n");
-        no_reply(flag::kNrEoh);
+        if (keep) add_message_bytes("\r\n");
+        content_reply(flag::kNrEoh);
         break;
       case cmd::kBody:
-        add_message_bytes(data);
-        no_reply(flag::kNrBody);
+        if (keep) add_message_bytes(data);
+        content_reply(flag::kNrBody);
         break;
       case cmd::kEndOfBody:
-        add_message_bytes(data);  // a last chunk may ride along
+        if (keep) add_message_bytes(data);  // a last chunk may ride along
         co_await on_end_of_message();
         break;
       case cmd::kAbort: reset_transaction(); break;
@@ -240,22 +265,26 @@ bool Connection::negotiate_options(std::string_view d) {
 }
 
 // The macros into the facts (client.macros and what derives from them);
-// sent with the next event.
+// sent with the next event. Recomputed from the macros held now, so a
+// macro a stage no longer sends (or a session that ended) leaves no fact.
 void Connection::absorb_macros() {
-  if (!macros_changed_) return;
-  macros_changed_ = false;
+  if (!state_.take_changed()) return;
   for (const std::string& name : known_macros()) {
-    if (auto it = macros_.find(name); it != macros_.end()) facts_.attributes[name] = it->second;
+    if (const std::string* v = state_.macro(name)) {
+      facts_.attributes[name] = *v;
+    } else {
+      facts_.attributes.erase(name);
+    }
   }
-  auto macro = [&](const char* name) -> const std::string* {
-    auto it = macros_.find(name);
-    return it == macros_.end() || it->second.empty() ? nullptr : &it->second;
+  auto macro = [&](const char* name) -> std::string {
+    const std::string* v = state_.macro(name);
+    return v ? *v : std::string();
   };
-  if (auto* v = macro("{tls_version}")) facts_.tls_protocol = *v;
-  if (auto* v = macro("{cipher}")) facts_.tls_cipher = *v;
-  if (auto* v = macro("{auth_authen}")) facts_.auth_user = *v;
-  if (auto* v = macro("{daemon_addr}")) facts_.local_address = *v;
-  if (auto* v = macro("{daemon_port}")) facts_.local_port = static_cast<std::uint32_t>(std::atoi(v->c_str()));
+  facts_.tls_protocol = macro("{tls_version}");
+  facts_.tls_cipher = macro("{cipher}");
+  facts_.auth_user = macro("{auth_authen}");
+  facts_.local_address = macro("{daemon_addr}");
+  facts_.local_port = static_cast<std::uint32_t>(std::atoi(macro("{daemon_port}").c_str()));
   facts_dirty_ = true;
 }
 
@@ -267,6 +296,17 @@ const Capabilities& Connection::caps() {
 // A step the MTA may have been told needs no reply.
 void Connection::no_reply(unsigned long nr_flag) {
   if (!(protocol_ & nr_flag)) queue(reply::kContinue);
+}
+
+// A header, end of header or body packet: a refused message (too big, a
+// line too long) gets its refusal where the MTA reads a reply, else at
+// the end of the body.
+void Connection::content_reply(unsigned long nr_flag) {
+  if (state_.refusal() == Refusal::None || (protocol_ & nr_flag)) {
+    no_reply(nr_flag);
+    return;
+  }
+  answer(Decision::respond(0, refusal_reply(state_.refusal())));
 }
 
 SessionEvent Connection::stamp(SessionEvent e) {
@@ -353,8 +393,7 @@ asio::awaitable<bool> Connection::on_connect(std::string_view d) {
   facts_.host = std::move(client.host);
   facts_.port = client.port;
   facts_.address = std::move(client.address);
-  macros_changed_ = true;
-  absorb_macros();
+  absorb_macros();  // state_ took the CONNECT: only this session's macros are left
   facts_dirty_ = false;
   id_ = new_session_id();
   SessionStart start;
@@ -372,18 +411,24 @@ asio::awaitable<bool> Connection::on_connect(std::string_view d) {
 }
 
 // CLOSE to the scripts, then the runtime session ends.
+// Nothing of the session stays for the next one on this connection
+// (SMFIC_QUIT_NC, a second CONNECT): its facts and message go too.
 void Connection::end_session() {
-  if (!session_) return;
-  if (caps().events.has(EventKind::Close)) {
-    SessionEvent e;
-    e.kind = EventKind::Close;
-    notify(std::move(e));
+  if (session_) {
+    if (caps().events.has(EventKind::Close)) {
+      SessionEvent e;
+      e.kind = EventKind::Close;
+      notify(std::move(e));
+    }
+    session_->close();
+    session_.reset();
   }
-  session_->close();
-  session_.reset();
   transaction_id_.clear();
   transactions_ = 0;
   helo_.clear();
+  pending_bytes_.clear();
+  facts_ = ClientFacts();
+  facts_dirty_ = false;
   box_->decisions.clear();
 }
 

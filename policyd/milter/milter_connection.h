@@ -34,6 +34,13 @@ struct Mailbox;
 struct ConnectionHost {
   Runtime* runtime = nullptr;
   MilterConfig config;
+  // mailhook_policyd_milter_limit_trips_total, per flag: how often each
+  // --milter-* limit tripped (registered by start_milter for every flag).
+  telemetry::Registry own_registry;  // when --metrics is off
+  std::map<std::string, telemetry::Counter*, std::less<>> trips;
+  void tripped(std::string_view flag) {
+    if (auto it = trips.find(flag); it != trips.end()) it->second->add();
+  }
   std::atomic<bool> stopping{false};
   std::mutex mu;  // guards connections; the last one out notifies ended
   std::condition_variable ended;
@@ -67,6 +74,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void absorb_macros();
   const Capabilities& caps();
   void no_reply(unsigned long nr_flag);
+  void content_reply(unsigned long nr_flag);
   SessionEvent stamp(SessionEvent e);
   void notify(SessionEvent e);
   asio::awaitable<std::optional<Decision>> decision(std::uint64_t seq, bool progress);
@@ -90,17 +98,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
   const std::size_t worker_;  // the Lua worker whose thread runs this connection
   asio::generic::stream_protocol::socket socket_;
   asio::steady_timer watchdog_;
-  std::chrono::steady_clock::time_point read_deadline_ = std::chrono::steady_clock::time_point::max();
+  // When the read or write under way must have ended (--milter-timeout).
+  std::chrono::steady_clock::time_point io_deadline_ = std::chrono::steady_clock::time_point::max();
   std::shared_ptr<Mailbox> box_;
   const std::string peer_;  // for the log
   bool waiting_ = false;
+  bool writing_ = false;  // a write is under way (for the watchdog's log line)
   PacketReader in_;
   std::string out_;
   std::optional<Capabilities> caps_;
   unsigned long actions_ = 0;
   unsigned long protocol_ = 0;  // 0 until negotiated: every step is answered
-  std::map<std::string, std::string> macros_;
-  bool macros_changed_ = false;
+  ConnectionState state_;  // macros and the message under way, bounded (milter_state.h)
   ClientFacts facts_;
   bool facts_dirty_ = false;
   std::shared_ptr<Session> session_;
@@ -110,7 +119,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string transaction_id_;
   std::string helo_;
   std::string pending_bytes_;
-  std::uint64_t message_size_ = 0;
 };
 
 }  // namespace mailhook::policyd::milter
