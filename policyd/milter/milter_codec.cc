@@ -72,6 +72,10 @@ bool parse_optneg(std::string_view d, OptionOffer& out) {
   out.version = get_u32(d, 0);
   out.actions = get_u32(d, 4);
   out.protocol = get_u32(d, 8);
+  // An old MTA's 0: what version 1 offered (add headers, change the body,
+  // add and remove recipients), not nothing.
+  if (out.actions == 0) out.actions = kV1Actions;
+  if (out.protocol == 0) out.protocol = kV1Protocol;
   return true;
 }
 

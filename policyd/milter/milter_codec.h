@@ -85,7 +85,9 @@ class PacketReader {
 };
 
 // SMFIC_OPTNEG: version, actions, protocol steps offered; false when too
-// short or older than version 2.
+// short or older than version 2. An offer of no actions or no steps means
+// version 1's (mfdef.h's SMFI_V1_ACTS, SMFI_V1_PROT), as libmilter reads it.
+inline constexpr std::uint32_t kV1Actions = 0x0F, kV1Protocol = 0x3F;
 struct OptionOffer {
   std::uint32_t version = 0;
   std::uint32_t actions = 0;

@@ -194,6 +194,9 @@ TEST(MilterCodec, OptionNegotiationIsReadAndAnsweredInThreeIntegers) {
   EXPECT_EQ(offer.protocol, 0x1FFFFFu);
   EXPECT_FALSE(parse_optneg("\0\0\0\x06" "\0\0\x01\xff"s, offer));                  // short
   EXPECT_FALSE(parse_optneg("\0\0\0\x01" "\0\0\x01\xff" "\0\x1f\xff\xff"s, offer));  // version 1
+  ASSERT_TRUE(parse_optneg("\0\0\0\x02" "\0\0\0\0" "\0\0\0\0"s, offer));  // 0: version 1's, as libmilter reads it
+  EXPECT_EQ(offer.actions, kV1Actions);
+  EXPECT_EQ(offer.protocol, kV1Protocol);
 
   EXPECT_EQ(optneg_reply(6, 0x1FF, 0x1000), "\0\0\0\x06" "\0\0\x01\xff" "\0\0\x10\0"s);
   EXPECT_EQ(optneg_reply(2, 0x1, 0x0).substr(0, 4), "\0\0\0\x02"s);  // never past the MTA's version
