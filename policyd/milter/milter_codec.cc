@@ -1,6 +1,10 @@
 // Packet framing and the data of the milter commands and replies.
 #include "policyd/milter/milter_codec.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/un.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -87,20 +91,42 @@ std::string optneg_reply(std::uint32_t mta_version, unsigned long actions, unsig
   return o;
 }
 
+bool well_formed(char letter, std::string_view d) {
+  switch (letter) {
+    case cmd::kBody:
+    case cmd::kUnknown:
+    case cmd::kMacro: return !d.empty();
+    case cmd::kHelo: return !d.empty() && d.back() == '\0';
+    case cmd::kMail:
+    case cmd::kRcpt: return d.find('\0') != std::string_view::npos;
+    case cmd::kHeader: {  // name\0value\0, the name at least one byte (engine.c's dec_arg2)
+      if (d.size() < 2 || d.back() != '\0') return false;
+      const std::size_t nul = d.find('\0', 1);
+      return nul < d.size() - 1;
+    }
+    default: return true;
+  }
+}
+
 bool parse_connect(std::string_view d, ConnectInfo& out) {
   const std::size_t nul = d.find('\0');
   if (nul == std::string_view::npos || nul + 1 >= d.size()) return false;
   const std::string_view hostname = d.substr(0, nul);
   out = ConnectInfo();
   out.family = d[nul + 1];
-  if (out.family == '4' || out.family == '6' || out.family == 'L') {
-    std::string_view rest = d.substr(nul + 2);
-    if (rest.size() >= 2) {
-      out.port = static_cast<std::uint32_t>(static_cast<unsigned char>(rest[0]) << 8 |
-                                            static_cast<unsigned char>(rest[1]));
-      const auto s = strings_of(rest.substr(2));
-      if (!s.empty() && out.family != 'L') out.address = std::string(s[0]);
-    }
+  if (out.family != 'U') {
+    if (out.family != '4' && out.family != '6' && out.family != 'L') return false;
+    const std::string_view rest = d.substr(nul + 2);
+    // The port, then the address with its NUL.
+    if (rest.size() < 3 || rest.back() != '\0') return false;
+    out.port = static_cast<std::uint32_t>(static_cast<unsigned char>(rest[0]) << 8 |
+                                          static_cast<unsigned char>(rest[1]));
+    const std::string address(rest.substr(2, rest.find('\0', 2) - 2));
+    unsigned char parsed[sizeof(in6_addr)];
+    if (out.family == '4' && inet_aton(address.c_str(), reinterpret_cast<in_addr*>(parsed)) != 1) return false;
+    if (out.family == '6' && inet_pton(AF_INET6, address.c_str(), parsed) != 1) return false;
+    if (out.family == 'L' && address.size() >= sizeof(sockaddr_un{}.sun_path)) return false;
+    if (out.family != 'L') out.address = address;
   }
   // The MTA's verified name; "[192.0.2.1]" means it has none.
   if (!hostname.empty() && hostname[0] != '[') out.host = std::string(hostname);

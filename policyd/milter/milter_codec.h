@@ -99,6 +99,15 @@ bool parse_optneg(std::string_view d, OptionOffer& out);
 // protocol steps we ask for.
 std::string optneg_reply(std::uint32_t mta_version, unsigned long actions, unsigned long protocol);
 
+// Whether a command's data has the shape libmilter (engine.c) requires
+// before it calls a filter: HELO, MAIL, RCPT, HEADER, BODY, UNKNOWN and
+// MACRO carry data; HELO is one NUL-terminated string, MAIL and RCPT hold
+// NUL-terminated strings, a header is its name and its value, each
+// NUL-terminated. A malformed command closes the connection (libmilter
+// closes too; for HELO it sends no reply, which leaves the MTA waiting).
+// CONNECT and OPTNEG are checked by their own parsers.
+bool well_formed(char letter, std::string_view d);
+
 // SMFIC_CONNECT: hostname, family ('4', '6', 'L' or 'U'), port, address.
 struct ConnectInfo {
   std::string host;  // the MTA's verified name; empty when it has none ("[192.0.2.1]")
@@ -106,7 +115,10 @@ struct ConnectInfo {
   std::uint32_t port = 0;
   std::string address;  // none for 'L' (a unix socket) and 'U' (unknown)
 };
-// False when malformed (no family after the hostname).
+// False when malformed, as libmilter judges it: no family after the
+// hostname, a family other than these four, no port, an address without
+// its NUL, an IPv4 or IPv6 address that does not parse, a socket path
+// longer than sockaddr_un holds.
 bool parse_connect(std::string_view d, ConnectInfo& out);
 
 // SMFIC_MACRO: the step's letter, then name/value pairs, merged into

@@ -176,6 +176,10 @@ asio::awaitable<void> Connection::serve() {
     if (!packet) co_return;
     const char letter = packet->letter;
     const std::string_view data = packet->data;
+    if (!well_formed(letter, data)) {
+      log::warning("milter: {} sent a malformed {:?} command ({} bytes); closing", peer_, letter, data.size());
+      co_return;
+    }
     bool go_on = true;
     switch (letter) {
       case cmd::kOptionNegotiation: go_on = negotiate_options(data); break;

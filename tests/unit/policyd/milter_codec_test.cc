@@ -175,6 +175,35 @@ TEST(MilterCodec, ConnectWithoutAFamilyIsMalformed) {
   EXPECT_FALSE(parse_connect("", c));
 }
 
+// libmilter's st_connectinfo closes the connection on each of these.
+TEST(MilterCodec, ConnectWithABadFamilyPortOrAddressIsMalformed) {
+  ConnectInfo c;
+  EXPECT_FALSE(parse_connect("mx\0" "X\x00\x19" "192.0.2.1\0"s, c));   // no such family
+  EXPECT_FALSE(parse_connect("mx\0" "4"s, c));                         // no port
+  EXPECT_FALSE(parse_connect("mx\0" "4\x00\x19"s, c));                 // no address
+  EXPECT_FALSE(parse_connect("mx\0" "4\x00\x19" "192.0.2.1"s, c));      // no NUL after it
+  EXPECT_FALSE(parse_connect("mx\0" "4\x00\x19" "nonsense\0"s, c));
+  EXPECT_FALSE(parse_connect("mx\0" "6\x00\x19" "192.0.2.1x\0"s, c));
+  EXPECT_FALSE(parse_connect("mx\0" "L\x00\x00"s + std::string(108, 'p') + "\0"s, c));
+  EXPECT_TRUE(parse_connect("mx\0" "L\x00\x00"s + std::string(107, 'p') + "\0"s, c));
+}
+
+TEST(MilterCodec, CommandsWithoutTheDataLibmilterNeedsAreMalformed) {
+  for (char letter : {'B', 'U', 'D', 'H', 'M', 'R', 'L'}) EXPECT_FALSE(well_formed(letter, "")) << letter;
+  for (char letter : {'A', 'N', 'T', 'E', 'Q', 'K'}) EXPECT_TRUE(well_formed(letter, "")) << letter;
+  EXPECT_TRUE(well_formed('H', "client.example\0"s));
+  EXPECT_FALSE(well_formed('H', "client.example"s));
+  EXPECT_TRUE(well_formed('M', "<a@example.org>\0"s));
+  EXPECT_FALSE(well_formed('M', "<a@example.org>"s));
+  EXPECT_FALSE(well_formed('R', "<b@example.com>"s));
+  EXPECT_TRUE(well_formed('L', "Subject\0hello\0"s));
+  EXPECT_TRUE(well_formed('L', "Subject\0\0"s));  // an empty value
+  EXPECT_FALSE(well_formed('L', "Subject\0"s));    // no value
+  EXPECT_FALSE(well_formed('L', "Subject\0hello"s));
+  EXPECT_TRUE(well_formed('B', "x"));
+  EXPECT_TRUE(well_formed('D', "C"));  // a stage and no macro: ignored, not malformed
+}
+
 TEST(MilterCodec, MacrosMergeAndBracedOneLetterNamesLoseTheirBraces) {
   std::map<std::string, std::string> m;
   ASSERT_TRUE(parse_macros("C" "{i}\0" "4F1A\0" "j\0" "mx.example.com\0" "{daemon_port}\0" "25\0"s, m));
