@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <iterator>
 
 namespace mailhook::policyd::milter {
 
@@ -69,6 +70,83 @@ PacketReader::Next PacketReader::next() {
   }
   if (in_.size() < std::max(need, end_ + 4096)) in_.resize(std::max(need, end_ + 16 * 1024));
   return n;
+}
+
+namespace {
+
+constexpr unsigned bit(Stage s) { return 1u << static_cast<unsigned>(s); }
+
+// What may follow each stage (engine.c's next_states), indexed by Stage.
+constexpr unsigned kNext[] = {
+    /* Init */ bit(Stage::Options),
+    /* Options */ bit(Stage::Connect) | bit(Stage::Unknown),
+    /* Connect */ bit(Stage::Helo) | bit(Stage::Mail) | bit(Stage::Unknown),
+    /* Helo */ bit(Stage::Helo) | bit(Stage::Mail) | bit(Stage::Unknown),
+    /* Mail */ bit(Stage::Rcpt) | bit(Stage::Abort) | bit(Stage::Unknown),
+    /* Rcpt */ bit(Stage::Headers) | bit(Stage::EndOfHeaders) | bit(Stage::Data) | bit(Stage::Body) |
+        bit(Stage::EndOfMessage) | bit(Stage::Rcpt) | bit(Stage::Abort) | bit(Stage::Unknown),
+    /* Data */ bit(Stage::EndOfHeaders) | bit(Stage::Headers) | bit(Stage::Abort),
+    /* Headers */ bit(Stage::EndOfHeaders) | bit(Stage::Headers) | bit(Stage::Abort),
+    /* EndOfHeaders */ bit(Stage::Body) | bit(Stage::EndOfMessage) | bit(Stage::Abort),
+    /* Body */ bit(Stage::EndOfMessage) | bit(Stage::Body) | bit(Stage::Abort),
+    /* EndOfMessage */ bit(Stage::Quit) | bit(Stage::Mail) | bit(Stage::Unknown) | bit(Stage::QuitNewConnection),
+    /* Quit */ 0,
+    /* Abort */ 0,
+    /* Unknown */ bit(Stage::Helo) | bit(Stage::Mail) | bit(Stage::Rcpt) | bit(Stage::Abort) | bit(Stage::Data) |
+        bit(Stage::Body) | bit(Stage::Unknown) | bit(Stage::Quit) | bit(Stage::QuitNewConnection),
+    /* QuitNewConnection */ bit(Stage::Connect) | bit(Stage::Unknown),
+};
+static_assert(std::size(kNext) == static_cast<std::size_t>(Stage::None));
+
+// A stage the MTA leaves out when told to (engine.c's fix_stm).
+bool skipped(Stage s, unsigned long protocol) {
+  switch (s) {
+    case Stage::Connect: return protocol & flag::kNoConnect;
+    case Stage::Helo: return protocol & flag::kNoHelo;
+    case Stage::Mail: return protocol & flag::kNoMail;
+    case Stage::Rcpt: return protocol & flag::kNoRcpt;
+    case Stage::Headers: return protocol & flag::kNoHdrs;
+    case Stage::EndOfHeaders: return protocol & flag::kNoEoh;
+    case Stage::Body: return protocol & flag::kNoBody;
+    case Stage::Data: return protocol & flag::kNoData;
+    case Stage::Unknown: return protocol & flag::kNoUnknown;
+    default: return false;
+  }
+}
+
+}  // namespace
+
+Stage stage_of(char letter) {
+  switch (letter) {
+    case cmd::kAbort: return Stage::Abort;
+    case cmd::kBody: return Stage::Body;
+    case cmd::kConnect: return Stage::Connect;
+    case cmd::kEndOfBody: return Stage::EndOfMessage;
+    case cmd::kHelo: return Stage::Helo;
+    case cmd::kHeader: return Stage::Headers;
+    case cmd::kMail: return Stage::Mail;
+    case cmd::kOptionNegotiation: return Stage::Options;
+    case cmd::kEndOfHeader: return Stage::EndOfHeaders;
+    case cmd::kQuit: return Stage::Quit;
+    case cmd::kData: return Stage::Data;
+    case cmd::kRcpt: return Stage::Rcpt;
+    case cmd::kUnknown: return Stage::Unknown;
+    case cmd::kQuitNewConnection: return Stage::QuitNewConnection;
+    default: return Stage::None;
+  }
+}
+
+bool in_transaction(Stage s) { return s >= Stage::Mail && s < Stage::EndOfMessage; }
+
+bool may_follow(Stage from, Stage to, unsigned long protocol) {
+  if (from >= Stage::None || to >= Stage::None) return false;
+  // The stages are in protocol order, so a skipped one is the next index.
+  for (auto s = static_cast<unsigned>(from);;) {
+    if (kNext[s] & bit(to)) return true;
+    const unsigned n = s + 1;
+    if (n >= static_cast<unsigned>(Stage::None) || !skipped(static_cast<Stage>(n), protocol)) return false;
+    s = n;
+  }
 }
 
 bool parse_optneg(std::string_view d, OptionOffer& out) {

@@ -84,6 +84,22 @@ class PacketReader {
   std::size_t begin_ = 0, end_ = 0, used_ = 0;  // in_[begin_, end_) is unread; the packet handed out is used_ long
 };
 
+// Where a connection is in the protocol, for the order of commands: the
+// states of libmilter's engine (engine.c), whose table of which may follow
+// which every MTA is written against.
+enum class Stage : std::uint8_t {
+  Init, Options, Connect, Helo, Mail, Rcpt, Data, Headers, EndOfHeaders, Body, EndOfMessage, Quit, Abort,
+  Unknown, QuitNewConnection,
+  None,  // a command outside the order (MACRO), or no command
+};
+Stage stage_of(char letter);
+// MAIL up to the body: a command that leaves the order here ends the
+// transaction (libmilter calls xxfi_abort).
+bool in_transaction(Stage s);
+// Whether `to` may follow `from`, stepping over stages the MTA was asked
+// to skip (the SMFIP_NO* bits of `protocol`), as engine.c's trans_ok.
+bool may_follow(Stage from, Stage to, unsigned long protocol);
+
 // SMFIC_OPTNEG: version, actions, protocol steps offered; false when too
 // short or older than version 2. An offer of no actions or no steps means
 // version 1's (mfdef.h's SMFI_V1_ACTS, SMFI_V1_PROT), as libmilter reads it.

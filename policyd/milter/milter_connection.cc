@@ -176,6 +176,7 @@ asio::awaitable<void> Connection::serve() {
     if (!packet) co_return;
     const char letter = packet->letter;
     const std::string_view data = packet->data;
+    if (!enter_stage(letter)) continue;
     if (!well_formed(letter, data)) {
       log::warning("milter: {} sent a malformed {:?} command ({} bytes); closing", peer_, letter, data.size());
       co_return;
@@ -225,6 +226,38 @@ asio::awaitable<void> Connection::serve() {
     const bool written = co_await flush();
     if (!written || server_.stopping) co_return;
   }
+}
+
+// Whether the command may come now, by libmilter's table of which stage
+// follows which (milter_codec.h); the stage it enters if so. One out of
+// order is ignored, with no reply, as libmilter ignores it: the filters
+// every MTA is written against never see it, nor do the scripts here (a
+// RCPT before MAIL, a header after the body, a message's end twice). Like
+// libmilter, a transaction it interrupts ends, and the order starts again
+// from HELO. QUIT_NC is taken anywhere (libmilter only takes it after a
+// message or an unknown command): nothing of a session must reach the
+// next one on the same connection.
+bool Connection::enter_stage(char letter) {
+  const Stage to = stage_of(letter);
+  if (to == Stage::None || to == Stage::Quit || to == Stage::QuitNewConnection) {
+    if (to != Stage::None) stage_ = to;
+    return true;
+  }
+  if (!may_follow(stage_, to, protocol_)) {
+    const Stage from = stage_;
+    if (in_transaction(stage_)) reset_transaction();
+    stage_ = Stage::Helo;
+    if (!may_follow(stage_, to, protocol_)) {
+      if (!told_out_of_order_) {
+        told_out_of_order_ = true;
+        log::warning("milter: {} sent {:?} out of order (stage {}); ignored, as libmilter does (not logged again)",
+                     peer_, letter, static_cast<int>(from));
+      }
+      return false;
+    }
+  }
+  stage_ = to;
+  return true;
 }
 
 // SMFIC_OPTNEG: version, actions, protocol steps offered; we answer with

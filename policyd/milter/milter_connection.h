@@ -63,6 +63,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // the session
   asio::awaitable<void> serve();
+  bool enter_stage(char letter);
   bool negotiate_options(std::string_view d);
   void absorb_macros();
   const Capabilities& caps();
@@ -99,6 +100,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::optional<Capabilities> caps_;
   unsigned long actions_ = 0;
   unsigned long protocol_ = 0;  // 0 until negotiated: every step is answered
+  Stage stage_ = Stage::Init;
+  bool told_out_of_order_ = false;  // the log names the first command out of order only
   std::map<std::string, std::string> macros_;
   bool macros_changed_ = false;
   ClientFacts facts_;

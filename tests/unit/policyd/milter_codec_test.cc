@@ -232,6 +232,43 @@ TEST(MilterCodec, OptionNegotiationIsReadAndAnsweredInThreeIntegers) {
   EXPECT_EQ(optneg_reply(7, 0x1, 0x0).substr(0, 4), "\0\0\0\x06"s);
 }
 
+// ------------------------------------------------------ order of commands
+
+// libmilter's engine.c table: what each command may follow.
+TEST(MilterCodec, CommandsFollowEachOtherInLibmiltersOrder) {
+  EXPECT_TRUE(may_follow(Stage::Init, Stage::Options, 0));
+  EXPECT_FALSE(may_follow(Stage::Init, Stage::Connect, 0));  // no CONNECT before OPTNEG
+  EXPECT_FALSE(may_follow(Stage::Options, Stage::Options, 0));
+  EXPECT_TRUE(may_follow(Stage::Connect, Stage::Mail, 0));    // HELO is optional
+  EXPECT_FALSE(may_follow(Stage::Connect, Stage::Rcpt, 0));   // RCPT before MAIL
+  EXPECT_TRUE(may_follow(Stage::Rcpt, Stage::EndOfMessage, 0));
+  EXPECT_FALSE(may_follow(Stage::Data, Stage::EndOfMessage, 0));  // DATA, then the end of headers
+  EXPECT_FALSE(may_follow(Stage::EndOfHeaders, Stage::Headers, 0));
+  EXPECT_FALSE(may_follow(Stage::EndOfMessage, Stage::EndOfMessage, 0));
+  EXPECT_TRUE(may_follow(Stage::EndOfMessage, Stage::Mail, 0));
+  EXPECT_FALSE(may_follow(Stage::Helo, Stage::Abort, 0));  // ABORT only in a transaction
+  EXPECT_TRUE(may_follow(Stage::QuitNewConnection, Stage::Connect, 0));
+  EXPECT_FALSE(may_follow(Stage::Helo, Stage::None, 0));
+}
+
+TEST(MilterCodec, StagesTheMtaWasToldToSkipAreSteppedOver) {
+  EXPECT_FALSE(may_follow(Stage::Mail, Stage::Data, 0));
+  EXPECT_TRUE(may_follow(Stage::Mail, Stage::Data, flag::kNoRcpt));
+  EXPECT_TRUE(may_follow(Stage::Data, Stage::EndOfMessage, flag::kNoHdrs | flag::kNoEoh));
+  EXPECT_FALSE(may_follow(Stage::Data, Stage::EndOfMessage, flag::kNoHdrs));
+  EXPECT_TRUE(may_follow(Stage::Options, Stage::Helo, flag::kNoConnect));
+}
+
+TEST(MilterCodec, ATransactionIsMailUpToTheBody) {
+  EXPECT_EQ(stage_of('M'), Stage::Mail);
+  EXPECT_EQ(stage_of('D'), Stage::None);
+  EXPECT_EQ(stage_of('Z'), Stage::None);
+  EXPECT_FALSE(in_transaction(Stage::Helo));
+  EXPECT_TRUE(in_transaction(Stage::Mail));
+  EXPECT_TRUE(in_transaction(Stage::Body));
+  EXPECT_FALSE(in_transaction(Stage::EndOfMessage));
+}
+
 // ---------------------------------------------------------------- replies
 
 TEST(MilterCodec, ReplyCodeTextOnOneLine) {
