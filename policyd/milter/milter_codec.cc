@@ -136,6 +136,13 @@ Stage stage_of(char letter) {
   }
 }
 
+std::string_view stage_name(Stage s) {
+  static constexpr std::string_view kNames[] = {
+      "the start", "OPTNEG", "CONNECT", "HELO", "MAIL", "RCPT", "DATA", "a header", "the end of headers",
+      "a body chunk", "the end of message", "QUIT", "ABORT", "an unknown command", "QUIT_NC", "no stage"};
+  return kNames[std::min(static_cast<std::size_t>(s), std::size(kNames) - 1)];
+}
+
 bool in_transaction(Stage s) { return s >= Stage::Mail && s < Stage::EndOfMessage; }
 
 bool may_follow(Stage from, Stage to, unsigned long protocol) {

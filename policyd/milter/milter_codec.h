@@ -93,6 +93,7 @@ enum class Stage : std::uint8_t {
   None,  // a command outside the order (MACRO), or no command
 };
 Stage stage_of(char letter);
+std::string_view stage_name(Stage s);  // for the log: "HELO", "end of message"
 // MAIL up to the body: a command that leaves the order here ends the
 // transaction (libmilter calls xxfi_abort).
 bool in_transaction(Stage s);

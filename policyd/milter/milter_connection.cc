@@ -250,8 +250,8 @@ bool Connection::enter_stage(char letter) {
     if (!may_follow(stage_, to, protocol_)) {
       if (!told_out_of_order_) {
         told_out_of_order_ = true;
-        log::warning("milter: {} sent {:?} out of order (stage {}); ignored, as libmilter does (not logged again)",
-                     peer_, letter, static_cast<int>(from));
+        log::warning("milter: {} sent {:?} out of order (after {}); ignored, as libmilter does (not logged again)",
+                     peer_, letter, stage_name(from));
       }
       return false;
     }

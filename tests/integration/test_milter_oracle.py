@@ -361,6 +361,8 @@ class Sequences(MilterOracle):
     def test_commands_out_of_order(self):
         self.start_peers()
         self.compare(OUT_OF_ORDER)
+        wait_for(lambda: "'R' out of order (after CONNECT); ignored" in self.policyd.output(),
+                 what="the log names a command ignored as out of order")
 
     def test_negotiation_refusals(self):
         self.start_peers()

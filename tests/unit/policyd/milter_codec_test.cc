@@ -267,6 +267,9 @@ TEST(MilterCodec, ATransactionIsMailUpToTheBody) {
   EXPECT_TRUE(in_transaction(Stage::Mail));
   EXPECT_TRUE(in_transaction(Stage::Body));
   EXPECT_FALSE(in_transaction(Stage::EndOfMessage));
+  EXPECT_EQ(stage_name(Stage::Rcpt), "RCPT");
+  EXPECT_EQ(stage_name(Stage::QuitNewConnection), "QUIT_NC");
+  EXPECT_EQ(stage_name(Stage::None), "no stage");
 }
 
 // ---------------------------------------------------------------- replies
