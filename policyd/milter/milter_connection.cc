@@ -234,12 +234,16 @@ asio::awaitable<void> Connection::serve() {
 // every MTA is written against never see it, nor do the scripts here (a
 // RCPT before MAIL, a header after the body, a message's end twice). Like
 // libmilter, a transaction it interrupts ends, and the order starts again
-// from HELO. QUIT_NC is taken anywhere (libmilter only takes it after a
-// message or an unknown command): nothing of a session must reach the
-// next one on the same connection.
+// from HELO. Unlike libmilter, QUIT_NC, and CONNECT once negotiated, are
+// taken at any stage, each ending the session (libmilter ignores them
+// outside their place and runs the next SMTP session's commands in the
+// old one's context): nothing of a session must reach the next one on the
+// same connection.
 bool Connection::enter_stage(char letter) {
   const Stage to = stage_of(letter);
-  if (to == Stage::None || to == Stage::Quit || to == Stage::QuitNewConnection) {
+  const bool new_session = to == Stage::QuitNewConnection || (to == Stage::Connect && stage_ != Stage::Init);
+  if (to == Stage::None || to == Stage::Quit || new_session) {
+    if (new_session && in_transaction(stage_)) reset_transaction();
     if (to != Stage::None) stage_ = to;
     return true;
   }

@@ -246,13 +246,17 @@ OUT_OF_ORDER = [
         libmilter="c c | closed", policyd="t t | closed",
         why="both ignore the CONNECT; libmilter then runs HELO and MAIL with no client, policyd has no session "
             "without CONNECT and tempfails (docs/milter-conformance.md, 'No CONNECT')")),
-    Case("OPTNEG twice", [optneg(), optneg(), CONNECT]),
+    Case("OPTNEG twice", [optneg(), optneg(), CONNECT], differs=dict(
+        libmilter="O | closed", policyd="O c | closed",
+        why="both ignore the second OPTNEG; libmilter then ignores CONNECT too (the order restarts at HELO), "
+            "policyd takes a CONNECT at any stage ('A new session anywhere')")),
     Case("OPTNEG after CONNECT", [optneg(), CONNECT, optneg(), HELO]),
     Case("HELO without CONNECT", [optneg(), HELO], differs=dict(
         libmilter="O c | closed", policyd="O t | closed", why="'No CONNECT': no session, tempfail")),
     Case("BODY before CONNECT", [optneg(), BODY, CONNECT, HELO], differs=dict(
-        libmilter="O c | closed", policyd="O t | closed",
-        why="both ignore BODY and then CONNECT (the order restarts at HELO): 'No CONNECT'")),
+        libmilter="O c | closed", policyd="O c c | closed",
+        why="both ignore BODY; libmilter then ignores CONNECT and runs HELO with no client, policyd takes the "
+            "CONNECT ('A new session anywhere')")),
     Case("end of message before CONNECT", [optneg(), EOM]),
     Case("RCPT before MAIL", [optneg(), CONNECT, RCPT, MAIL, RCPT]),
     Case("DATA before MAIL", [optneg(), CONNECT, DATA, MAIL]),
@@ -263,15 +267,18 @@ OUT_OF_ORDER = [
     Case("MAIL twice", [optneg(), CONNECT, MAIL, MAIL, RCPT]),
     Case("MAIL inside a message", [optneg(), CONNECT, MAIL, RCPT, DATA, HEADER, MAIL, RCPT]),
     Case("ABORT outside a transaction", [optneg(), CONNECT, ABORT, HELO]),
-    Case("a second CONNECT without QUIT_NC", [optneg(), CONNECT, HELO, CONNECT, HELO]),
+    Case("a second CONNECT without QUIT_NC", [optneg(), CONNECT, HELO, CONNECT, HELO], differs=dict(
+        libmilter="O c c c | closed", policyd="O c c c c | closed",
+        why="libmilter ignores the second CONNECT and runs the next HELO in the first session's context; policyd "
+            "ends that session and starts the new one ('A new session anywhere')")),
     Case("QUIT_NC after HELO, then a second session", [optneg(), CONNECT, HELO, QUIT_NC, CONNECT, HELO], differs=dict(
         libmilter="O c c c | closed", policyd="O c c c c | closed",
         why="libmilter takes QUIT_NC only after a message and ignores it and the new CONNECT; policyd ends the "
-            "session and serves the new one ('QUIT_NC anywhere')")),
+            "session and serves the new one ('A new session anywhere')")),
     Case("QUIT_NC, then OPTNEG again", [optneg()] + SESSION + [QUIT_NC, optneg(), CONNECT, HELO], differs=dict(
-        libmilter="O c c c c c c c c c c | closed", policyd="O c c c c c c c c c t | closed",
-        why="both ignore the OPTNEG and then the CONNECT; libmilter runs HELO in the old session's context, "
-            "policyd ended that session at QUIT_NC: 'No CONNECT'")),
+        libmilter="O c c c c c c c c c c | closed", policyd="O c c c c c c c c c c c | closed",
+        why="both ignore the second OPTNEG; libmilter then ignores CONNECT too and runs HELO in the old "
+            "session's context, policyd serves the new session ('A new session anywhere')")),
 ]
 
 NEGOTIATION = [
