@@ -366,13 +366,17 @@ asio::awaitable<std::optional<Decision>> Connection::ask(SessionEvent e, bool pr
 // A decision as the step's reply: continue, or the script's 4xx/5xx.
 // At connect the protocol allows no text (the MTA's own reply is used).
 void Connection::answer(const std::optional<Decision>& d, bool with_text) {
-  if (!d) {  // policyd is stopping: never accept blind
-    queue(reply::kTempfail);
+  const MilterReply r = d ? milter_reply(*d) : MilterReply{};
+  if (d && r.status == Status::Continue) {
+    queue(reply::kContinue);
     return;
   }
-  const MilterReply r = milter_reply(*d);
-  if (r.status == Status::Continue) {
-    queue(reply::kContinue);
+  // After a refusal the order goes back to HELO, except after RCPT and
+  // unknown commands (libmilter's CT_IGNO): a RCPT after a refused MAIL is
+  // out of order.
+  if (stage_ != Stage::Rcpt && stage_ != Stage::Unknown) stage_ = Stage::Helo;
+  if (!d) {  // policyd is stopping: never accept blind
+    queue(reply::kTempfail);
     return;
   }
   if (!with_text) {

@@ -38,6 +38,16 @@ function hook.close() end
 
 RCPT_ONLY = 'function hook.rcpt(r) end\n'
 
+# Every hook again, three of them refusing as the oracle's "refuse" mode does.
+REFUSES = EVERY_HOOK.replace("function hook.helo(h) end", r'''
+function hook.helo(h) if h == "bad.example" then return "550 5.7.1 helo refused\r\n" end end''').replace(
+    "function hook.mail(s) end", r'''
+function hook.mail(s) if s == "temp@example.org" then return "451 4.3.2 try later\r\n" end end''').replace(
+    "function hook.rcpt(r) end", r'''
+function hook.rcpt(r)
+  if r == "no@example.com" then return "550-5.1.1 no such user\r\n550 5.1.1 see postmaster\r\n" end
+end''')
+
 # SMFIF_* actions and SMFIP_* protocol bits (Sendmail's mfdef.h).
 ACTIONS = [0x1, 0x2, 0x4, 0x8, 0x10, 0x20, 0x40, 0x80, 0x100]
 ALL_ACTIONS = 0x1FF
@@ -449,6 +459,29 @@ class Negotiation(MilterOracle):
         o, p = normalised(oracle, policyd, commands_of(data))
         self.assertEqual(render(o), render(p))
         self.assertEqual(render(p), "O c c c c c c | closed")  # connect helo mail rcpt data eom
+
+
+BAD_HELO = packet(b"H", b"bad.example\0")
+TEMP_MAIL = packet(b"M", b"<temp@example.org>\0")
+NO_RCPT = packet(b"R", b"<no@example.com>\0")
+
+# Refusals and what may follow them: libmilter returns to the HELO stage
+# after a refused command, except RCPT and unknown commands (engine.c's
+# CT_IGNO), so a RCPT after a refused MAIL is out of order.
+REFUSALS = [
+    Case("a refused HELO, then another and MAIL", [optneg(), CONNECT, BAD_HELO, HELO, MAIL, RCPT]),
+    Case("a tempfailed MAIL, then MAIL again", [optneg(), CONNECT, HELO, TEMP_MAIL, MAIL, RCPT]),
+    Case("a tempfailed MAIL, then RCPT", [optneg(), CONNECT, HELO, TEMP_MAIL, RCPT, MAIL, RCPT]),
+    Case("a refused RCPT (two lines), then more RCPTs and the message", [optneg(), CONNECT, MAIL, NO_RCPT, RCPT,
+                                                                        NO_RCPT] + MESSAGE),
+    Case("every recipient refused, then ABORT", [optneg(), CONNECT, MAIL, NO_RCPT, ABORT, MAIL, RCPT]),
+]
+
+
+class Refusals(MilterOracle):
+    def test_reply_texts_and_what_may_follow_a_refusal(self):
+        self.start_peers(REFUSES, mode="refuse")
+        self.compare(REFUSALS)
 
 
 class NegotiatedAway(MilterOracle):
