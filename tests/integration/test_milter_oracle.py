@@ -39,7 +39,9 @@ function hook.close() end
 RCPT_ONLY = 'function hook.rcpt(r) end\n'
 
 # Every hook again, three of them refusing as the oracle's "refuse" mode does.
-REFUSES = EVERY_HOOK.replace("function hook.helo(h) end", r'''
+REFUSES = EVERY_HOOK.replace("function hook.accept(ip, ptr) end", r'''
+function hook.accept(ip, ptr) if ip == "192.0.2.66" then return "554 5.7.1 go away\r\n" end end''').replace(
+    "function hook.helo(h) end", r'''
 function hook.helo(h) if h == "bad.example" then return "550 5.7.1 helo refused\r\n" end end''').replace(
     "function hook.mail(s) end", r'''
 function hook.mail(s) if s == "temp@example.org" then return "451 4.3.2 try later\r\n" end end''').replace(
@@ -468,7 +470,14 @@ NO_RCPT = packet(b"R", b"<no@example.com>\0")
 # Refusals and what may follow them: libmilter returns to the HELO stage
 # after a refused command, except RCPT and unknown commands (engine.c's
 # CT_IGNO), so a RCPT after a refused MAIL is out of order.
+REFUSED_CONNECT = packet(b"C", b"refuse.example\0" + b"4" + struct.pack(">H", 4000) + b"192.0.2.66\0")
+
 REFUSALS = [
+    Case("a refused CONNECT, then HELO", [optneg(), REFUSED_CONNECT, HELO], differs=dict(
+        libmilter="O y:554 5.7.1 go away c | closed", policyd="O r c | closed",
+        why="policyd sends no text at connect, as Sendmail reads none there (its milter.c: a reply code "
+            "'can't work with connect due to the requirements of SMTP'); Postfix would show libmilter's "
+            "text ('Reply text at connect')")),
     Case("a refused HELO, then another and MAIL", [optneg(), CONNECT, BAD_HELO, HELO, MAIL, RCPT]),
     Case("a tempfailed MAIL, then MAIL again", [optneg(), CONNECT, HELO, TEMP_MAIL, MAIL, RCPT]),
     Case("a tempfailed MAIL, then RCPT", [optneg(), CONNECT, HELO, TEMP_MAIL, RCPT, MAIL, RCPT]),

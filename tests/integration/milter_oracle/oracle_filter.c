@@ -9,7 +9,7 @@
  * all (the default): every callback, negotiate answering SMFIS_ALL_OPTS;
  * rcpt: envrcpt only and no negotiate callback, so libmilter asks the MTA
  * to skip every other step (beside a policyd script with hook.rcpt only);
- * refuse: as all, but HELO bad.example, MAIL <temp@example.org> and RCPT
+ * refuse: as all, but CONNECT from refuse.example, HELO bad.example, MAIL <temp@example.org> and RCPT
  * <no@example.com> are refused with a reply text (smfi_setreply,
  * smfi_setmlreply), like test_milter_oracle.py's REFUSES script.
  * Prints "oracle listening" once the socket is open. */
@@ -17,8 +17,15 @@
 #include <stdio.h>
 #include <string.h>
 
-static sfsistat on_connect(SMFICTX *ctx, char *host, _SOCK_ADDR *addr) { return SMFIS_CONTINUE; }
 static int refuse;
+
+static sfsistat on_connect(SMFICTX *ctx, char *host, _SOCK_ADDR *addr) {
+  if (refuse && strcmp(host, "refuse.example") == 0) {
+    smfi_setreply(ctx, "554", "5.7.1", "go away");
+    return SMFIS_REJECT;
+  }
+  return SMFIS_CONTINUE;
+}
 
 static sfsistat on_helo(SMFICTX *ctx, char *helo) {
   if (refuse && strcmp(helo, "bad.example") == 0) {
