@@ -1,8 +1,13 @@
 // Packet framing and the data of the milter commands and replies.
 #include "policyd/milter/milter_codec.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/un.h>
+
 #include <algorithm>
 #include <cstring>
+#include <iterator>
 
 namespace mailhook::policyd::milter {
 
@@ -67,11 +72,99 @@ PacketReader::Next PacketReader::next() {
   return n;
 }
 
+namespace {
+
+constexpr unsigned bit(Stage s) { return 1u << static_cast<unsigned>(s); }
+
+// What may follow each stage (engine.c's next_states), indexed by Stage.
+constexpr unsigned kNext[] = {
+    /* Init */ bit(Stage::Options),
+    /* Options */ bit(Stage::Connect) | bit(Stage::Unknown),
+    /* Connect */ bit(Stage::Helo) | bit(Stage::Mail) | bit(Stage::Unknown),
+    /* Helo */ bit(Stage::Helo) | bit(Stage::Mail) | bit(Stage::Unknown),
+    /* Mail */ bit(Stage::Rcpt) | bit(Stage::Abort) | bit(Stage::Unknown),
+    /* Rcpt */ bit(Stage::Headers) | bit(Stage::EndOfHeaders) | bit(Stage::Data) | bit(Stage::Body) |
+        bit(Stage::EndOfMessage) | bit(Stage::Rcpt) | bit(Stage::Abort) | bit(Stage::Unknown),
+    /* Data */ bit(Stage::EndOfHeaders) | bit(Stage::Headers) | bit(Stage::Abort),
+    /* Headers */ bit(Stage::EndOfHeaders) | bit(Stage::Headers) | bit(Stage::Abort),
+    /* EndOfHeaders */ bit(Stage::Body) | bit(Stage::EndOfMessage) | bit(Stage::Abort),
+    /* Body */ bit(Stage::EndOfMessage) | bit(Stage::Body) | bit(Stage::Abort),
+    /* EndOfMessage */ bit(Stage::Quit) | bit(Stage::Mail) | bit(Stage::Unknown) | bit(Stage::QuitNewConnection),
+    /* Quit */ 0,
+    /* Abort */ 0,
+    /* Unknown */ bit(Stage::Helo) | bit(Stage::Mail) | bit(Stage::Rcpt) | bit(Stage::Abort) | bit(Stage::Data) |
+        bit(Stage::Body) | bit(Stage::Unknown) | bit(Stage::Quit) | bit(Stage::QuitNewConnection),
+    /* QuitNewConnection */ bit(Stage::Connect) | bit(Stage::Unknown),
+};
+static_assert(std::size(kNext) == static_cast<std::size_t>(Stage::None));
+
+// A stage the MTA leaves out when told to (engine.c's fix_stm).
+bool skipped(Stage s, unsigned long protocol) {
+  switch (s) {
+    case Stage::Connect: return protocol & flag::kNoConnect;
+    case Stage::Helo: return protocol & flag::kNoHelo;
+    case Stage::Mail: return protocol & flag::kNoMail;
+    case Stage::Rcpt: return protocol & flag::kNoRcpt;
+    case Stage::Headers: return protocol & flag::kNoHdrs;
+    case Stage::EndOfHeaders: return protocol & flag::kNoEoh;
+    case Stage::Body: return protocol & flag::kNoBody;
+    case Stage::Data: return protocol & flag::kNoData;
+    case Stage::Unknown: return protocol & flag::kNoUnknown;
+    default: return false;
+  }
+}
+
+}  // namespace
+
+Stage stage_of(char letter) {
+  switch (letter) {
+    case cmd::kAbort: return Stage::Abort;
+    case cmd::kBody: return Stage::Body;
+    case cmd::kConnect: return Stage::Connect;
+    case cmd::kEndOfBody: return Stage::EndOfMessage;
+    case cmd::kHelo: return Stage::Helo;
+    case cmd::kHeader: return Stage::Headers;
+    case cmd::kMail: return Stage::Mail;
+    case cmd::kOptionNegotiation: return Stage::Options;
+    case cmd::kEndOfHeader: return Stage::EndOfHeaders;
+    case cmd::kQuit: return Stage::Quit;
+    case cmd::kData: return Stage::Data;
+    case cmd::kRcpt: return Stage::Rcpt;
+    case cmd::kUnknown: return Stage::Unknown;
+    case cmd::kQuitNewConnection: return Stage::QuitNewConnection;
+    default: return Stage::None;
+  }
+}
+
+std::string_view stage_name(Stage s) {
+  static constexpr std::string_view kNames[] = {
+      "the start", "OPTNEG", "CONNECT", "HELO", "MAIL", "RCPT", "DATA", "a header", "the end of headers",
+      "a body chunk", "the end of message", "QUIT", "ABORT", "an unknown command", "QUIT_NC", "no stage"};
+  return kNames[std::min(static_cast<std::size_t>(s), std::size(kNames) - 1)];
+}
+
+bool in_transaction(Stage s) { return s >= Stage::Mail && s < Stage::EndOfMessage; }
+
+bool may_follow(Stage from, Stage to, unsigned long protocol) {
+  if (from >= Stage::None || to >= Stage::None) return false;
+  // The stages are in protocol order, so a skipped one is the next index.
+  for (auto s = static_cast<unsigned>(from);;) {
+    if (kNext[s] & bit(to)) return true;
+    const unsigned n = s + 1;
+    if (n >= static_cast<unsigned>(Stage::None) || !skipped(static_cast<Stage>(n), protocol)) return false;
+    s = n;
+  }
+}
+
 bool parse_optneg(std::string_view d, OptionOffer& out) {
   if (d.size() < 12 || get_u32(d, 0) < 2) return false;
   out.version = get_u32(d, 0);
   out.actions = get_u32(d, 4);
   out.protocol = get_u32(d, 8);
+  // An old MTA's 0: what version 1 offered (add headers, change the body,
+  // add and remove recipients), not nothing.
+  if (out.actions == 0) out.actions = kV1Actions;
+  if (out.protocol == 0) out.protocol = kV1Protocol;
   return true;
 }
 
@@ -83,20 +176,42 @@ std::string optneg_reply(std::uint32_t mta_version, unsigned long actions, unsig
   return o;
 }
 
+bool well_formed(char letter, std::string_view d) {
+  switch (letter) {
+    case cmd::kBody:
+    case cmd::kUnknown:
+    case cmd::kMacro: return !d.empty();
+    case cmd::kHelo: return !d.empty() && d.back() == '\0';
+    case cmd::kMail:
+    case cmd::kRcpt: return d.find('\0') != std::string_view::npos;
+    case cmd::kHeader: {  // name\0value\0, the name at least one byte (engine.c's dec_arg2)
+      if (d.size() < 2 || d.back() != '\0') return false;
+      const std::size_t nul = d.find('\0', 1);
+      return nul < d.size() - 1;
+    }
+    default: return true;
+  }
+}
+
 bool parse_connect(std::string_view d, ConnectInfo& out) {
   const std::size_t nul = d.find('\0');
   if (nul == std::string_view::npos || nul + 1 >= d.size()) return false;
   const std::string_view hostname = d.substr(0, nul);
   out = ConnectInfo();
   out.family = d[nul + 1];
-  if (out.family == '4' || out.family == '6' || out.family == 'L') {
-    std::string_view rest = d.substr(nul + 2);
-    if (rest.size() >= 2) {
-      out.port = static_cast<std::uint32_t>(static_cast<unsigned char>(rest[0]) << 8 |
-                                            static_cast<unsigned char>(rest[1]));
-      const auto s = strings_of(rest.substr(2));
-      if (!s.empty() && out.family != 'L') out.address = std::string(s[0]);
-    }
+  if (out.family != 'U') {
+    if (out.family != '4' && out.family != '6' && out.family != 'L') return false;
+    const std::string_view rest = d.substr(nul + 2);
+    // The port, then the address with its NUL.
+    if (rest.size() < 3 || rest.back() != '\0') return false;
+    out.port = static_cast<std::uint32_t>(static_cast<unsigned char>(rest[0]) << 8 |
+                                          static_cast<unsigned char>(rest[1]));
+    const std::string address(rest.substr(2, rest.find('\0', 2) - 2));
+    unsigned char parsed[sizeof(in6_addr)];
+    if (out.family == '4' && inet_aton(address.c_str(), reinterpret_cast<in_addr*>(parsed)) != 1) return false;
+    if (out.family == '6' && inet_pton(AF_INET6, address.c_str(), parsed) != 1) return false;
+    if (out.family == 'L' && address.size() >= sizeof(sockaddr_un{}.sun_path)) return false;
+    if (out.family != 'L') out.address = address;
   }
   // The MTA's verified name; "[192.0.2.1]" means it has none.
   if (!hostname.empty() && hostname[0] != '[') out.host = std::string(hostname);

@@ -84,8 +84,27 @@ class PacketReader {
   std::size_t begin_ = 0, end_ = 0, used_ = 0;  // in_[begin_, end_) is unread; the packet handed out is used_ long
 };
 
+// Where a connection is in the protocol, for the order of commands: the
+// states of libmilter's engine (engine.c), whose table of which may follow
+// which every MTA is written against.
+enum class Stage : std::uint8_t {
+  Init, Options, Connect, Helo, Mail, Rcpt, Data, Headers, EndOfHeaders, Body, EndOfMessage, Quit, Abort,
+  Unknown, QuitNewConnection,
+  None,  // a command outside the order (MACRO), or no command
+};
+Stage stage_of(char letter);
+std::string_view stage_name(Stage s);  // for the log: "HELO", "end of message"
+// MAIL up to the body: a command that leaves the order here ends the
+// transaction (libmilter calls xxfi_abort).
+bool in_transaction(Stage s);
+// Whether `to` may follow `from`, stepping over stages the MTA was asked
+// to skip (the SMFIP_NO* bits of `protocol`), as engine.c's trans_ok.
+bool may_follow(Stage from, Stage to, unsigned long protocol);
+
 // SMFIC_OPTNEG: version, actions, protocol steps offered; false when too
-// short or older than version 2.
+// short or older than version 2. An offer of no actions or no steps means
+// version 1's (mfdef.h's SMFI_V1_ACTS, SMFI_V1_PROT), as libmilter reads it.
+inline constexpr std::uint32_t kV1Actions = 0x0F, kV1Protocol = 0x3F;
 struct OptionOffer {
   std::uint32_t version = 0;
   std::uint32_t actions = 0;
@@ -97,6 +116,15 @@ bool parse_optneg(std::string_view d, OptionOffer& out);
 // protocol steps we ask for.
 std::string optneg_reply(std::uint32_t mta_version, unsigned long actions, unsigned long protocol);
 
+// Whether a command's data has the shape libmilter (engine.c) requires
+// before it calls a filter: HELO, MAIL, RCPT, HEADER, BODY, UNKNOWN and
+// MACRO carry data; HELO is one NUL-terminated string, MAIL and RCPT hold
+// NUL-terminated strings, a header is its name and its value, each
+// NUL-terminated. A malformed command closes the connection (libmilter
+// closes too; for HELO it sends no reply, which leaves the MTA waiting).
+// CONNECT and OPTNEG are checked by their own parsers.
+bool well_formed(char letter, std::string_view d);
+
 // SMFIC_CONNECT: hostname, family ('4', '6', 'L' or 'U'), port, address.
 struct ConnectInfo {
   std::string host;  // the MTA's verified name; empty when it has none ("[192.0.2.1]")
@@ -104,7 +132,10 @@ struct ConnectInfo {
   std::uint32_t port = 0;
   std::string address;  // none for 'L' (a unix socket) and 'U' (unknown)
 };
-// False when malformed (no family after the hostname).
+// False when malformed, as libmilter judges it: no family after the
+// hostname, a family other than these four, no port, an address without
+// its NUL, an IPv4 or IPv6 address that does not parse, a socket path
+// longer than sockaddr_un holds.
 bool parse_connect(std::string_view d, ConnectInfo& out);
 
 // SMFIC_MACRO: the step's letter, then name/value pairs, merged into

@@ -185,8 +185,14 @@ asio::awaitable<void> Connection::serve() {
     if (!packet) co_return;
     const char letter = packet->letter;
     const std::string_view data = packet->data;
-    // The bounded state sees the packet first: macros, session ends and
-    // the message's limits (milter_state.h).
+    if (!enter_stage(letter)) continue;
+    if (!well_formed(letter, data)) {
+      log::warning("milter: {} sent a malformed {:?} command ({} bytes); closing", peer_, letter, data.size());
+      co_return;
+    }
+    // The bounded state sees every packet taken in order before the
+    // session acts on it: macros, session ends, the message's limits
+    // (milter_state.h).
     const ConnectionState::Step step = state_.take(letter, data);
     if (step.close) {
       log::warning("milter: {} sent macros past {} (count {}/{}, bytes {}/{}); closing", peer_, step.why,
@@ -246,6 +252,42 @@ asio::awaitable<void> Connection::serve() {
     const bool written = co_await flush();
     if (!written || server_.stopping) co_return;
   }
+}
+
+// Whether the command may come now, by libmilter's table of which stage
+// follows which (milter_codec.h); the stage it enters if so. One out of
+// order is ignored, with no reply, as libmilter ignores it: the filters
+// every MTA is written against never see it, nor do the scripts here (a
+// RCPT before MAIL, a header after the body, a message's end twice). Like
+// libmilter, a transaction it interrupts ends, and the order starts again
+// from HELO. Unlike libmilter, QUIT_NC, and CONNECT once negotiated, are
+// taken at any stage, each ending the session (libmilter ignores them
+// outside their place and runs the next SMTP session's commands in the
+// old one's context): nothing of a session must reach the next one on the
+// same connection.
+bool Connection::enter_stage(char letter) {
+  const Stage to = stage_of(letter);
+  const bool new_session = to == Stage::QuitNewConnection || (to == Stage::Connect && stage_ != Stage::Init);
+  if (to == Stage::None || to == Stage::Quit || new_session) {
+    if (new_session && in_transaction(stage_)) reset_transaction();
+    if (to != Stage::None) stage_ = to;
+    return true;
+  }
+  if (!may_follow(stage_, to, protocol_)) {
+    const Stage from = stage_;
+    if (in_transaction(stage_)) reset_transaction();
+    stage_ = Stage::Helo;
+    if (!may_follow(stage_, to, protocol_)) {
+      if (!told_out_of_order_) {
+        told_out_of_order_ = true;
+        log::warning("milter: {} sent {:?} out of order (after {}); ignored, as libmilter does (not logged again)",
+                     peer_, letter, stage_name(from));
+      }
+      return false;
+    }
+  }
+  stage_ = to;
+  return true;
 }
 
 // SMFIC_OPTNEG: version, actions, protocol steps offered; we answer with
@@ -365,13 +407,17 @@ asio::awaitable<std::optional<Decision>> Connection::ask(SessionEvent e, bool pr
 // A decision as the step's reply: continue, or the script's 4xx/5xx.
 // At connect the protocol allows no text (the MTA's own reply is used).
 void Connection::answer(const std::optional<Decision>& d, bool with_text) {
-  if (!d) {  // policyd is stopping: never accept blind
-    queue(reply::kTempfail);
+  const MilterReply r = d ? milter_reply(*d) : MilterReply{};
+  if (d && r.status == Status::Continue) {
+    queue(reply::kContinue);
     return;
   }
-  const MilterReply r = milter_reply(*d);
-  if (r.status == Status::Continue) {
-    queue(reply::kContinue);
+  // After a refusal the order goes back to HELO, except after RCPT and
+  // unknown commands (libmilter's CT_IGNO): a RCPT after a refused MAIL is
+  // out of order.
+  if (stage_ != Stage::Rcpt && stage_ != Stage::Unknown) stage_ = Stage::Helo;
+  if (!d) {  // policyd is stopping: never accept blind
+    queue(reply::kTempfail);
     return;
   }
   if (!with_text) {

@@ -70,6 +70,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // the session
   asio::awaitable<void> serve();
+  bool enter_stage(char letter);
   bool negotiate_options(std::string_view d);
   void absorb_macros();
   const Capabilities& caps();
@@ -110,6 +111,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   unsigned long actions_ = 0;
   unsigned long protocol_ = 0;  // 0 until negotiated: every step is answered
   ConnectionState state_;  // macros and the message under way, bounded (milter_state.h)
+  Stage stage_ = Stage::Init;
+  bool told_out_of_order_ = false;  // the log names the first command out of order only
   ClientFacts facts_;
   bool facts_dirty_ = false;
   std::shared_ptr<Session> session_;

@@ -175,6 +175,35 @@ TEST(MilterCodec, ConnectWithoutAFamilyIsMalformed) {
   EXPECT_FALSE(parse_connect("", c));
 }
 
+// libmilter's st_connectinfo closes the connection on each of these.
+TEST(MilterCodec, ConnectWithABadFamilyPortOrAddressIsMalformed) {
+  ConnectInfo c;
+  EXPECT_FALSE(parse_connect("mx\0" "X\x00\x19" "192.0.2.1\0"s, c));   // no such family
+  EXPECT_FALSE(parse_connect("mx\0" "4"s, c));                         // no port
+  EXPECT_FALSE(parse_connect("mx\0" "4\x00\x19"s, c));                 // no address
+  EXPECT_FALSE(parse_connect("mx\0" "4\x00\x19" "192.0.2.1"s, c));      // no NUL after it
+  EXPECT_FALSE(parse_connect("mx\0" "4\x00\x19" "nonsense\0"s, c));
+  EXPECT_FALSE(parse_connect("mx\0" "6\x00\x19" "192.0.2.1x\0"s, c));
+  EXPECT_FALSE(parse_connect("mx\0" "L\x00\x00"s + std::string(108, 'p') + "\0"s, c));
+  EXPECT_TRUE(parse_connect("mx\0" "L\x00\x00"s + std::string(107, 'p') + "\0"s, c));
+}
+
+TEST(MilterCodec, CommandsWithoutTheDataLibmilterNeedsAreMalformed) {
+  for (char letter : {'B', 'U', 'D', 'H', 'M', 'R', 'L'}) EXPECT_FALSE(well_formed(letter, "")) << letter;
+  for (char letter : {'A', 'N', 'T', 'E', 'Q', 'K'}) EXPECT_TRUE(well_formed(letter, "")) << letter;
+  EXPECT_TRUE(well_formed('H', "client.example\0"s));
+  EXPECT_FALSE(well_formed('H', "client.example"s));
+  EXPECT_TRUE(well_formed('M', "<a@example.org>\0"s));
+  EXPECT_FALSE(well_formed('M', "<a@example.org>"s));
+  EXPECT_FALSE(well_formed('R', "<b@example.com>"s));
+  EXPECT_TRUE(well_formed('L', "Subject\0hello\0"s));
+  EXPECT_TRUE(well_formed('L', "Subject\0\0"s));  // an empty value
+  EXPECT_FALSE(well_formed('L', "Subject\0"s));    // no value
+  EXPECT_FALSE(well_formed('L', "Subject\0hello"s));
+  EXPECT_TRUE(well_formed('B', "x"));
+  EXPECT_TRUE(well_formed('D', "C"));  // a stage and no macro: ignored, not malformed
+}
+
 TEST(MilterCodec, MacrosMergeAndBracedOneLetterNamesLoseTheirBraces) {
   std::map<std::string, std::string> m;
   ASSERT_TRUE(parse_macros("C" "{i}\0" "4F1A\0" "j\0" "mx.example.com\0" "{daemon_port}\0" "25\0"s, m));
@@ -194,10 +223,53 @@ TEST(MilterCodec, OptionNegotiationIsReadAndAnsweredInThreeIntegers) {
   EXPECT_EQ(offer.protocol, 0x1FFFFFu);
   EXPECT_FALSE(parse_optneg("\0\0\0\x06" "\0\0\x01\xff"s, offer));                  // short
   EXPECT_FALSE(parse_optneg("\0\0\0\x01" "\0\0\x01\xff" "\0\x1f\xff\xff"s, offer));  // version 1
+  ASSERT_TRUE(parse_optneg("\0\0\0\x02" "\0\0\0\0" "\0\0\0\0"s, offer));  // 0: version 1's, as libmilter reads it
+  EXPECT_EQ(offer.actions, kV1Actions);
+  EXPECT_EQ(offer.protocol, kV1Protocol);
 
   EXPECT_EQ(optneg_reply(6, 0x1FF, 0x1000), "\0\0\0\x06" "\0\0\x01\xff" "\0\0\x10\0"s);
   EXPECT_EQ(optneg_reply(2, 0x1, 0x0).substr(0, 4), "\0\0\0\x02"s);  // never past the MTA's version
   EXPECT_EQ(optneg_reply(7, 0x1, 0x0).substr(0, 4), "\0\0\0\x06"s);
+}
+
+// ------------------------------------------------------ order of commands
+
+// libmilter's engine.c table: what each command may follow.
+TEST(MilterCodec, CommandsFollowEachOtherInLibmiltersOrder) {
+  EXPECT_TRUE(may_follow(Stage::Init, Stage::Options, 0));
+  EXPECT_FALSE(may_follow(Stage::Init, Stage::Connect, 0));  // no CONNECT before OPTNEG
+  EXPECT_FALSE(may_follow(Stage::Options, Stage::Options, 0));
+  EXPECT_TRUE(may_follow(Stage::Connect, Stage::Mail, 0));    // HELO is optional
+  EXPECT_FALSE(may_follow(Stage::Connect, Stage::Rcpt, 0));   // RCPT before MAIL
+  EXPECT_TRUE(may_follow(Stage::Rcpt, Stage::EndOfMessage, 0));
+  EXPECT_FALSE(may_follow(Stage::Data, Stage::EndOfMessage, 0));  // DATA, then the end of headers
+  EXPECT_FALSE(may_follow(Stage::EndOfHeaders, Stage::Headers, 0));
+  EXPECT_FALSE(may_follow(Stage::EndOfMessage, Stage::EndOfMessage, 0));
+  EXPECT_TRUE(may_follow(Stage::EndOfMessage, Stage::Mail, 0));
+  EXPECT_FALSE(may_follow(Stage::Helo, Stage::Abort, 0));  // ABORT only in a transaction
+  EXPECT_TRUE(may_follow(Stage::QuitNewConnection, Stage::Connect, 0));
+  EXPECT_FALSE(may_follow(Stage::Helo, Stage::None, 0));
+}
+
+TEST(MilterCodec, StagesTheMtaWasToldToSkipAreSteppedOver) {
+  EXPECT_FALSE(may_follow(Stage::Mail, Stage::Data, 0));
+  EXPECT_TRUE(may_follow(Stage::Mail, Stage::Data, flag::kNoRcpt));
+  EXPECT_TRUE(may_follow(Stage::Data, Stage::EndOfMessage, flag::kNoHdrs | flag::kNoEoh));
+  EXPECT_FALSE(may_follow(Stage::Data, Stage::EndOfMessage, flag::kNoHdrs));
+  EXPECT_TRUE(may_follow(Stage::Options, Stage::Helo, flag::kNoConnect));
+}
+
+TEST(MilterCodec, ATransactionIsMailUpToTheBody) {
+  EXPECT_EQ(stage_of('M'), Stage::Mail);
+  EXPECT_EQ(stage_of('D'), Stage::None);
+  EXPECT_EQ(stage_of('Z'), Stage::None);
+  EXPECT_FALSE(in_transaction(Stage::Helo));
+  EXPECT_TRUE(in_transaction(Stage::Mail));
+  EXPECT_TRUE(in_transaction(Stage::Body));
+  EXPECT_FALSE(in_transaction(Stage::EndOfMessage));
+  EXPECT_EQ(stage_name(Stage::Rcpt), "RCPT");
+  EXPECT_EQ(stage_name(Stage::QuitNewConnection), "QUIT_NC");
+  EXPECT_EQ(stage_name(Stage::None), "no stage");
 }
 
 // ---------------------------------------------------------------- replies
