@@ -8,6 +8,7 @@
 
 #include "mailcore/telemetry/log.h"
 #include "policyd/lua_runtime/hook_runner.h"
+#include "policyd/lua_runtime/log_text.h"
 #include "policyd/lua_runtime/runtime_metrics.h"
 
 namespace mailhook::policyd {
@@ -106,7 +107,7 @@ asio::awaitable<void> message_chunk(SessionContext& s, const SessionEvent& e, bo
   if (!s.msg_out && !s.msg_file.empty()) {
     s.msg_out = std::fopen(s.msg_file.c_str(), "wb");
     if (!s.msg_out) {
-      log::error("session={} cannot write {}: {}", s.start.session_id, s.msg_file.string(), std::strerror(errno));
+      log::error("session={} cannot write {}: {}", log_text(s.start.session_id), s.msg_file.string(), std::strerror(errno));
     }
   }
   if (s.msg_out) std::fwrite(e.chunk.data(), 1, e.chunk.size(), s.msg_out);
@@ -260,8 +261,9 @@ asio::awaitable<std::optional<Decision>> handle_event(SessionContext& s, const S
   if (e.kind == EventKind::Mail) s.sender = e.address;
   s.event = &e;
   if (s.trace) {
-    log::info("trace session={} event {} seq={} input=\"{}\" default=\"{}\"", s.start.session_id,
-              event_kind_name(e.kind), e.seq, e.input, e.default_reply ? e.default_reply->summary() : std::string());
+    log::info("trace session={} event {} seq={} input=\"{}\" default=\"{}\"", log_text(s.start.session_id),
+              event_kind_name(e.kind), e.seq, log_text(e.input),
+              log_text(e.default_reply ? e.default_reply->summary() : std::string()));
   }
   bool overrun = false;
   std::optional<Decision> decision;
