@@ -94,7 +94,8 @@ bool allowed(lua_State* L, const std::string& canonical, FileAccess access) {
   // client.msg_file), for reading.
   const SessionContext* s = current_session(L);
   if (s == nullptr || s->msg_file.empty()) return false;
-  const std::optional<std::string> spool = canonical_dir(s->msg_file.parent_path().string());
+  const std::filesystem::path parent = s->msg_file.parent_path();
+  const std::optional<std::string> spool = canonical_dir(parent.empty() ? "." : parent.string());
   return spool && canonical == (*spool == "/" ? "" : *spool) + "/" + s->msg_file.filename().string();
 }
 

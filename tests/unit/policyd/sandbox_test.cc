@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <thread>
 
 #include "tests/unit/policyd/runtime_harness.h"
 
@@ -305,4 +306,23 @@ TEST_F(SandboxTest, SyslogAndPrintEscapeLineBreaksAndControlBytes) {
   EXPECT_NE(out.find("failed login for x\\nauthenticated user=root\\r\\x01 from"), std::string::npos) << out;
   EXPECT_NE(out.find("printed\\tx\\nauthenticated"), std::string::npos) << out;
   EXPECT_EQ(out.find("\nauthenticated user=root"), std::string::npos) << out;
+}
+
+TEST_F(SandboxTest, SessionLogLinesEscapeWhatTheClientSent) {
+  load("function hook.helo(h) end function hook.mail(s) end");
+  ::testing::internal::CaptureStderr();
+  {
+    Client c = connect();
+    c.send(EventKind::Helo, "evil\nforged helo line");
+    c.transaction = "T1";
+    c.send(EventKind::Mail, "", "a\r\nforged sender line@x");
+  }  // the session closes: its transaction and session lines are logged
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (runtime_->open_sessions() != 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // polling a condition, with a deadline
+  }
+  const std::string out = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(out.find("helo=evil\\nforged helo line"), std::string::npos) << out;
+  EXPECT_NE(out.find("from=<a\\r\\nforged sender line@x>"), std::string::npos) << out;
+  EXPECT_EQ(out.find("\nforged"), std::string::npos) << out;
 }
