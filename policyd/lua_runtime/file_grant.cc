@@ -144,7 +144,7 @@ int close_stream(lua_State* L) {
   return luaL_fileresult(L, res == 0, nullptr);
 }
 
-// Opens a granted regular file: -1 with `error`/`err` when refused.
+// Opens a granted regular file: nullptr with `error`/`err` when refused.
 FILE* open_granted(lua_State* L, const char* path, const char* mode, std::string& error, int& err) {
   int flags = 0;
   FileAccess access = FileAccess::Read;
