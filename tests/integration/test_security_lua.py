@@ -167,6 +167,27 @@ end
         self.assertTrue(os.path.exists(os.path.join(rw, "done")))
         self.assertFalse(os.path.exists(os.path.join(ro, "x")))
 
+    # 8(e): a qpsmtpd plugin reads its own config/ directory (granted by
+    # policyd), and nothing a config name leads to outside it.
+    def test_a_qpsmtpd_plugin_reads_its_config_dir_only(self):
+        config = os.path.join(self.dir, "config")
+        os.mkdir(config)
+        with open(os.path.join(config, "greeting"), "w") as f:
+            f.write("# comment\nhello from config\n")
+        with open(os.path.join(self.dir, "secret"), "w") as f:
+            f.write("the secret\n")
+        os.symlink(os.path.join(self.dir, "secret"), os.path.join(config, "link"))
+        script = r'''
+function hook_rcpt(self, transaction, recipient)
+  local qp = self:qp()
+  local seen = { qp:config("greeting") or "-", qp:config("../secret") or "-", qp:config("link") or "-" }
+  return DENY, table.concat(seen, "|")
+end
+'''
+        self.start_both(script)
+        c = self.client()
+        self.assertEqual(self.rcpt(c)[1], ["550 hello from config|-|-"])
+
     # 7: a folded header (CRLF inside, legal) a script logs.
     def test_a_line_break_a_script_logs_is_escaped(self):
         script = r'''
