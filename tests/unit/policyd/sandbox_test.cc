@@ -326,3 +326,15 @@ TEST_F(SandboxTest, SessionLogLinesEscapeWhatTheClientSent) {
   EXPECT_NE(out.find("from=<a\\r\\nforged sender line@x>"), std::string::npos) << out;
   EXPECT_EQ(out.find("\nforged"), std::string::npos) << out;
 }
+
+TEST_F(SandboxTest, TraceLinesEscapeTheClientsCommandAndArguments) {
+  config_.trace = {"192.0.2.0/24"};
+  load("function hook.helo(h) end");
+  Client c = connect();
+  ::testing::internal::CaptureStderr();
+  c.send(EventKind::Helo, "evil\r\nforged trace line");
+  const std::string out = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(out.find("input=\"INPUT evil\\r\\nforged trace line\""), std::string::npos) << out;
+  EXPECT_NE(out.find("hook.helo(\"evil\\r\\nforged trace line\")"), std::string::npos) << out;
+  EXPECT_EQ(out.find("\nforged"), std::string::npos) << out;
+}
