@@ -139,6 +139,26 @@ PolicyConfig parse_config(int argc, char** argv) {
   app.add_flag("--check", c.check, "load the scripts, print errors, exit 0 or 1");
   app.add_option("--test", c.test, "run policy test case files against the scripts (no network, no front); "
                  "one line per case, exit 0 when all pass (docs/policy-tests.md)");
+  app.add_option("--lua-read-dir", c.lua_read_dirs,
+                 "a directory (and everything below it) scripts may read with io.open / io.lines; repeatable "
+                 "[default: none: only the message file of the running hook]")
+      ->check(CLI::ExistingDirectory);
+  app.add_option("--lua-write-dir", c.lua_write_dirs,
+                 "a directory scripts may read, write, os.remove and os.rename inside; repeatable [default: none]")
+      ->check(CLI::ExistingDirectory);
+  app.add_option("--lua-path", c.lua_path,
+                 "where require finds modules: a template such as /etc/mailhook/lua/?.lua (';'-separated or "
+                 "repeated) [default: none: require loads nothing from disk]")
+      ->check([](const std::string& v) -> std::string {
+        return v.find('?') == std::string::npos ? "--lua-path needs a '?' for the module name: " + v : "";
+      });
+  app.add_option("--lua-env", c.lua_env,
+                 "an environment variable scripts may read with os.getenv; repeatable [default: none: os.getenv "
+                 "answers nil]");
+  app.add_option("--load-timeout", c.load_timeout_ms,
+                 "milliseconds loading all scripts may take (start-up, SIGHUP, --check); past it loading fails")
+      ->check(CLI::Range(1, 600000))
+      ->capture_default_str();
   app.add_flag("--log-stderr", c.log_stderr, "log to stderr instead of syslog (facility mail)");
   app.add_option("--max-pending-events", c.max_pending_events,
                  "events of one gRPC stream queued for its Lua worker; past it policyd stops reading that stream "

@@ -48,6 +48,12 @@ struct PolicyConfig {
   std::string tls_cert;                 // gRPC mTLS: all three or none
   std::string tls_key;
   std::string tls_client_ca;
+  // The Lua sandbox's grants (docs/lua-api.md "What a script may touch").
+  std::vector<std::string> lua_read_dirs;   // --lua-read-dir: io.open/io.lines read inside
+  std::vector<std::string> lua_write_dirs;  // --lua-write-dir: also write, os.remove, os.rename
+  std::vector<std::string> lua_path;        // --lua-path: require's templates ("DIR/?.lua")
+  std::vector<std::string> lua_env;         // --lua-env: the variables os.getenv may read
+  int load_timeout_ms = 30000;              // --load-timeout: loading the scripts, in all
 };
 
 // Parses argv. Returns the config, or exits the process with CLI11's

@@ -6,6 +6,8 @@
 -- Anything else (NXDOMAIN, a timeout, a resolver answering 127.255.255.x
 -- for "you are blocked from querying") lets the client through.
 local zones = {}
+-- Settings from the environment reach a script only when policyd names them:
+-- --lua-env MAILHOOK_DNSBL_ZONES (else the defaults below apply).
 for zone in (os.getenv("MAILHOOK_DNSBL_ZONES") or "zen.spamhaus.org"):gmatch("[^,%s]+") do
   zones[#zones + 1] = zone:lower()
 end

@@ -9,6 +9,9 @@
 -- own, and a restart forgets it. With --workers above 1 a retry may land
 -- on another worker and be delayed once more; run this with one worker,
 -- or keep the triplets in a shared store.
+-- Settings from the environment reach a script only when policyd names them:
+-- --lua-env MAILHOOK_GREYLIST_DELAY --lua-env MAILHOOK_GREYLIST_PASS (else
+-- the defaults below apply).
 local delay = tonumber(os.getenv("MAILHOOK_GREYLIST_DELAY") or "") or 300
 local pass_for = tonumber(os.getenv("MAILHOOK_GREYLIST_PASS") or "") or 36 * 86400
 local max_entries = 100000

@@ -5,6 +5,9 @@
 -- MAILHOOK_GREYLIST_DELAY seconds (default 300) passes, and the triplet
 -- then passes for MAILHOOK_GREYLIST_PASS seconds (default 36 days).
 -- Redis down: mail passes (fail open) and the error is logged.
+-- Settings from the environment reach a script only when policyd names them:
+-- --lua-env MAILHOOK_GREYLIST_DELAY --lua-env MAILHOOK_GREYLIST_PASS (else
+-- the defaults below apply).
 local delay = tonumber(os.getenv("MAILHOOK_GREYLIST_DELAY") or "") or 300
 local pass_for = tonumber(os.getenv("MAILHOOK_GREYLIST_PASS") or "") or 36 * 86400
 

@@ -4,6 +4,9 @@
 -- each MAILHOOK_RATE_WINDOW seconds (default 3600); past it, RCPT gets
 -- 450 4.7.1 until the window ends. Authenticated users are not limited.
 -- Redis down: mail passes (fail open) and the error is logged.
+-- Settings from the environment reach a script only when policyd names them:
+-- --lua-env MAILHOOK_RATE_MAX --lua-env MAILHOOK_RATE_WINDOW (else the
+-- defaults below apply).
 local max = tonumber(os.getenv("MAILHOOK_RATE_MAX") or "") or 100
 local window = tonumber(os.getenv("MAILHOOK_RATE_WINDOW") or "") or 3600
 

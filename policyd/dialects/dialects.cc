@@ -2,6 +2,7 @@
 // script every dialect's globals, then recognise and adapt the script.
 #include "policyd/dialects/dialects.h"
 
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -25,15 +26,17 @@ const Dialect kDialects[] = {
 
 std::string registry_key(const Dialect& d) { return std::string("mailhook.dialect.") + d.name; }
 
-// Calls M.<fn>(env [, script]) of a dialect module; `nresults` left on the stack.
+// Calls M.<fn>(env [, script, source]) of a dialect module; `nresults`
+// left on the stack.
 bool call(lua_State* L, const Dialect& d, const char* fn, int env, const std::string* script, int nresults,
-          std::string& error) {
+          std::string& error, const std::string* source = nullptr) {
   lua_getfield(L, LUA_REGISTRYINDEX, registry_key(d).c_str());
   lua_getfield(L, -1, fn);
   lua_remove(L, -2);
   lua_pushvalue(L, env);
   if (script) lua_pushlstring(L, script->data(), script->size());
-  if (lua_pcall(L, script ? 2 : 1, nresults, 0) != LUA_OK) {
+  if (source) lua_pushlstring(L, source->data(), source->size());
+  if (lua_pcall(L, 1 + (script ? 1 : 0) + (source ? 1 : 0), nresults, 0) != LUA_OK) {
     error = std::string(d.name) + " dialect: " + (lua_tostring(L, -1) ? lua_tostring(L, -1) : "adapter failed");
     lua_pop(L, 1);
     return false;
@@ -42,7 +45,8 @@ bool call(lua_State* L, const Dialect& d, const char* fn, int env, const std::st
 }
 
 bool has_hook_functions(lua_State* L, int env) {
-  lua_getfield(L, env, "hook");
+  lua_pushliteral(L, "hook");
+  lua_rawget(L, env);  // raw: no script metamethod outside a protected call
   bool any = false;
   if (lua_istable(L, -1)) {
     lua_pushnil(L);
@@ -60,8 +64,20 @@ bool has_hook_functions(lua_State* L, int env) {
 bool load_dialects(lua_State* L, std::string& error) {
   for (const Dialect& d : kDialects) {
     const std::string chunk = std::string("=") + d.name + "-dialect";
-    if (luaL_loadbufferx(L, d.source, std::strlen(d.source), chunk.c_str(), "t") != LUA_OK ||
-        lua_pcall(L, 0, 1, 0) != LUA_OK) {
+    // Each adapter gets what it may know of policyd's environment as its
+    // chunk argument (scripts' os.getenv is limited to --lua-env):
+    // qpsmtpd's QPSMTPD_CONFIG, the directory of its config files.
+    if (luaL_loadbufferx(L, d.source, std::strlen(d.source), chunk.c_str(), "t") != LUA_OK) {
+      error = std::string("bug: the ") + d.name + " dialect adapter does not load: " + lua_tostring(L, -1);
+      lua_pop(L, 1);
+      return false;
+    }
+    lua_newtable(L);
+    if (const char* dir = std::getenv("QPSMTPD_CONFIG")) {
+      lua_pushstring(L, dir);
+      lua_setfield(L, -2, "qpsmtpd_config");
+    }
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
       error = std::string("bug: the ") + d.name + " dialect adapter does not load: " + lua_tostring(L, -1);
       lua_pop(L, 1);
       return false;
@@ -79,7 +95,7 @@ bool prepare_env(lua_State* L, int env, std::string& error) {
 }
 
 std::string adapt_script(lua_State* L, int env, const std::string& wanted, const std::string& script,
-                         std::string& error) {
+                         const std::string& source, std::string& error) {
   if (wanted == "smtpe") return "smtpe";
   std::vector<const Dialect*> found;
   for (const Dialect& d : kDialects) {
@@ -112,7 +128,7 @@ std::string adapt_script(lua_State* L, int env, const std::string& wanted, const
             "); one script, one dialect (chain two scripts instead)";
     return "";
   }
-  if (!call(L, *chosen, "adapt", env, &script, 0, error)) return "";
+  if (!call(L, *chosen, "adapt", env, &script, 0, error, &source)) return "";
   return chosen->name;
 }
 

@@ -20,9 +20,10 @@ bool load_dialects(lua_State* L, std::string& error);
 bool prepare_env(lua_State* L, int env, std::string& error);
 
 // After it ran: recognises the dialect ("smtpe", "smtpf") and adapts the
-// script to hook.*; `wanted` is --dialect ("auto" or a name). "" and
+// script to hook.*; `wanted` is --dialect ("auto" or a name), `source`
+// the script's text (an adapter never reads files on its own). "" and
 // `error` (naming the script) when the script does not fit.
 std::string adapt_script(lua_State* L, int env, const std::string& wanted, const std::string& script,
-                         std::string& error);
+                         const std::string& source, std::string& error);
 
 }  // namespace mailhook::policyd

@@ -13,6 +13,9 @@
 -- it to the group and defines the native hook.* functions that run the
 -- group. Compiled into mailhook-policyd (see dialects.cc).
 local M = {}
+-- What policyd tells the adapter (dialects.cc): qpsmtpd_config, the value
+-- of $QPSMTPD_CONFIG (scripts' os.getenv only sees --lua-env names).
+local host = ... or {}
 
 -- Qpsmtpd::Constants.
 local RC = { OK = 900, DENY = 901, DENYSOFT = 902, DENY_DISCONNECT = 903, DENYSOFT_DISCONNECT = 904,
@@ -294,6 +297,8 @@ function Qp:log(level, ...) log_message(level, "qpsmtpd", ...) end
 
 -- config(name): hook_config first, then the file <dir>/<name>, where dir is
 -- $QPSMTPD_CONFIG or the directory `config` next to the plugin script.
+-- policyd grants reading both (loader.cc); io.open refuses a name that
+-- leads out of them ("../x", a symbolic link).
 local config_cache = {}
 local function read_config(dir, name)
   local path = dir .. "/" .. name
@@ -316,7 +321,7 @@ local function config(plugin, name)
     local result = { run("config", name) }
     if result[1] == OK then return table.unpack(result, 2) end
   end
-  local dir = os.getenv("QPSMTPD_CONFIG") or plugin._config_dir
+  local dir = host.qpsmtpd_config or plugin._config_dir
   return table.unpack(read_config(dir, name))
 end
 function Qp:config(name) return config(self._plugin or group.plugins[1], name) end

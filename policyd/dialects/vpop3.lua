@@ -1,7 +1,7 @@
 -- The VPOP3 dialect (seed 002, SMTPSVR.LUA) as a thin adapter over
 -- mailhook's native smtpe hooks. VPOP3 gives each SMTP session its own
--- instance of the script: here the script's compiled chunk runs again in a
--- fresh environment for each session (binary chunk, no re-parse), so its
+-- instance of the script: here the script's text is compiled and run again
+-- in a fresh environment for each session (text, never bytecode), so its
 -- globals, the IN and IN/OUT variables among them, belong to the session.
 -- The adapter calls the global functions when the seed says, honours their
 -- returns, and applies the IN/OUT variables after every call.
@@ -107,12 +107,9 @@ local function header_count(path, name)
   return n
 end
 
-function M.adapt(env, script)
-  local f = assert(io.open(script, "rb"))
-  local source = f:read("a")
-  f:close()
-  local chunk = assert(load(source, "@" .. script, "t"))
-  local bytecode = string.dump(chunk)
+-- `source` is the script's text, from policyd (the adapter opens no file).
+function M.adapt(env, script, source)
+  assert(load(source, "@" .. script, "t"))  -- compiles: errors surface at load time
   local hook = env.hook
   local sessions = {}
 
@@ -150,7 +147,8 @@ function M.adapt(env, script)
     g.RBLResultInfo = {}
     s.applied = { recipients = limits.max_recipients, line = limits.max_line_length }
     sessions[id] = s
-    local run = assert(load(bytecode, "@" .. script, "b", g))
+    -- Text again, never bytecode: scripts load text chunks only.
+    local run = assert(load(source, "@" .. script, "t", g))
     run()
     return s
   end

@@ -7,6 +7,7 @@
 //                 content_disposition=, content_disposition_filename=, start=, ["end"]=}, ... },
 //     attachments={ {mime_section=, name=, mime_type=, size=, type=}, ... } }
 #include "policyd/lua_api/modules.h"
+#include "policyd/lua_runtime/file_grant.h"
 #include "policyd/mime/mime_summary.h"
 
 namespace mailhook::policyd {
@@ -33,7 +34,11 @@ void push_list(lua_State* L, const std::vector<std::string>& list) {
 int parse(lua_State* L) {
   const char* path = luaL_checkstring(L, 1);
   std::string error;
-  const std::optional<mime::Summary> m = mime::summarize(path, error);
+  // The same grant as io.open: the hook's message file, --lua-read-dir.
+  const std::optional<std::string> granted = granted_path(L, path, FileAccess::Read, error);
+  const std::optional<mime::Summary> m =
+      granted ? mime::summarize(*granted, error) : std::optional<mime::Summary>();
+  if (!granted) error = std::string(path) + ": " + error;
   if (!m) {
     lua_pushnil(L);
     lua_pushlstring(L, error.data(), error.size());

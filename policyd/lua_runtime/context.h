@@ -62,6 +62,14 @@ struct Generation {
   Capabilities capabilities;
   std::chrono::milliseconds hook_timeout{5000};
   std::filesystem::path spool_dir;
+  // The sandbox's grants, directories canonical (realpath) without a
+  // trailing slash (file_grant.cc).
+  std::vector<std::string> read_dirs;   // --lua-read-dir, qpsmtpd's config dirs
+  std::vector<std::string> write_dirs;  // --lua-write-dir (read too)
+  std::string lua_path;                 // --lua-path
+  std::vector<std::string> lua_env;     // --lua-env
+  std::chrono::milliseconds load_timeout{30000};
+  bool loading = false;                 // the scripts' top-level code runs (no session)
   // Set while a hook of a session runs (one at a time per worker).
   SessionContext* current = nullptr;
   std::chrono::steady_clock::time_point deadline;

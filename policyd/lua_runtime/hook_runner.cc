@@ -5,6 +5,7 @@
 
 #include "mailcore/smtp/reply_text.h"
 #include "mailcore/telemetry/log.h"
+#include "policyd/lua_runtime/log_text.h"
 #include "policyd/lua_runtime/runtime_metrics.h"
 
 namespace mailhook::policyd {
@@ -21,7 +22,15 @@ void deadline_hook(lua_State* L, lua_Debug*) {
     g.timed_out = true;
     lua_sethook(L, deadline_hook, LUA_MASKCOUNT | LUA_MASKLINE, 1);
   }
-  luaL_error(L, "hook ran past --hook-timeout (%d ms)", static_cast<int>(g.hook_timeout.count()));
+  // Level 0: in a hook, the Lua function that was interrupted.
+  luaL_where(L, 0);
+  if (g.loading) {
+    lua_pushfstring(L, "loading ran past --load-timeout (%d ms)", static_cast<int>(g.load_timeout.count()));
+  } else {
+    lua_pushfstring(L, "hook ran past --hook-timeout (%d ms)", static_cast<int>(g.hook_timeout.count()));
+  }
+  lua_concat(L, 2);
+  lua_error(L);
 }
 
 lua_State* session_thread(SessionContext& s) {
@@ -36,12 +45,16 @@ lua_State* session_thread(SessionContext& s) {
 // Pushes env.hook[name] of script `i` on the main state; true if a function.
 bool push_hook(Generation& g, std::size_t i, std::string_view name) {
   lua_State* L = g.L;
+  // Raw reads: outside a hook no metamethod of a script may run (it
+  // would run without the deadline, and an error there has no handler).
   lua_rawgeti(L, LUA_REGISTRYINDEX, g.env_refs[i]);
-  if (lua_getfield(L, -1, "hook") != LUA_TTABLE) {
+  lua_pushliteral(L, "hook");
+  if (lua_rawget(L, -2) != LUA_TTABLE) {
     lua_pop(L, 2);
     return false;
   }
-  const bool fn = lua_getfield(L, -1, std::string(name).c_str()) == LUA_TFUNCTION;
+  lua_pushlstring(L, name.data(), name.size());
+  const bool fn = lua_rawget(L, -2) == LUA_TFUNCTION;
   lua_remove(L, -2);
   lua_remove(L, -2);
   if (!fn) lua_pop(L, 1);
@@ -59,6 +72,19 @@ void arm_deadline(Generation& g, SessionContext& s, lua_State* T, Clock::duratio
 }
 
 }  // namespace
+
+void arm_load_deadline(Generation& g) {
+  g.loading = true;
+  g.timed_out = false;
+  g.deadline = Clock::now() + g.load_timeout;
+  lua_sethook(g.L, deadline_hook, LUA_MASKCOUNT, kCheckEvery);
+}
+
+void disarm_load_deadline(Generation& g) {
+  g.loading = false;
+  g.timed_out = false;
+  lua_sethook(g.L, nullptr, 0, 0);
+}
 
 void SessionContext::wake() {
   if (waker) waker->wake();
@@ -99,11 +125,7 @@ static std::string render_args(lua_State* T, int nargs) {
     switch (lua_type(T, i)) {
       case LUA_TSTRING: {
         const char* v = lua_tolstring(T, i, &n);
-        std::string text(v, std::min<std::size_t>(n, 200));
-        for (char& c : text) {
-          if (c == '\r' || c == '\n') c = ' ';
-        }
-        out += "\"" + text + (n > 200 ? "…" : "") + "\"";
+        out += "\"" + log_text({v, std::min<std::size_t>(n, 200)}) + (n > 200 ? "…" : "") + "\"";
         break;
       }
       case LUA_TNUMBER:
@@ -148,7 +170,7 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
       }
       s.resume_when = nullptr;
       if (s.aborted) {  // the session ended meanwhile: drop the hook
-        log::info("session={} {} hook.{}: session ended while waiting", s.start.session_id, g.script_names[i], name);
+        log::info("session={} {} hook.{}: session ended while waiting", log_text(s.start.session_id), g.script_names[i], name);
         release_thread(s);
         co_return HookOutcome{};
       }
@@ -166,6 +188,17 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
     bool stop = true;      // an enforcing script's outcome ends the chain
     switch (status) {
       case LUA_OK: {
+        if (g.timed_out) {
+          // The deadline passed in a coroutine the hook resumed (which
+          // returned the error to it): the hook's answer cannot stand.
+          lua_settop(T, 0);
+          log::error("session={} {} hook.{}: stopped after --hook-timeout (in a coroutine); 451 sent",
+                     log_text(s.start.session_id), script, name);
+          s.metrics->hook_overruns(phase).add();
+          result = HookOutcome{HookOutcome::Kind::Overrun, overrun_reply()};
+          replied = true;
+          break;
+        }
         if (nres == 0 || lua_isnil(T, -nres)) {
           lua_settop(T, 0);
           stop = false;  // no reply: the next script may decide
@@ -180,7 +213,7 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
           replied = true;
           break;
         }
-        log::warning("session={} {} hook.{}: malformed reply ({}); default reply sent", s.start.session_id,
+        log::warning("session={} {} hook.{}: malformed reply ({}); default reply sent", log_text(s.start.session_id),
                      script, name, text ? smtp::reply_error_text(parsed.error) : "not a string");
         s.metrics->hook_errors(phase).add();
         break;
@@ -188,12 +221,12 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
       case LUA_YIELD:
         // Only mailhook's own I/O functions may suspend a hook.
         log::warning("session={} {} hook.{}: coroutine.yield outside a coroutine of the script; default reply sent",
-                     s.start.session_id, script, name);
+                     log_text(s.start.session_id), script, name);
         s.metrics->hook_errors(phase).add();
         release_thread(s);
         break;
       case LUA_ERRMEM:
-        log::error("session={} {} hook.{}: out of --lua-memory; 451 sent", s.start.session_id, script, name);
+        log::error("session={} {} hook.{}: out of --lua-memory; 451 sent", log_text(s.start.session_id), script, name);
         s.metrics->hook_overruns(phase).add();
         release_thread(s);
         lua_gc(g.L, LUA_GCCOLLECT);
@@ -204,12 +237,12 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
         const char* msg = lua_tostring(T, -1);
         const bool timed_out = g.timed_out;
         if (timed_out) {
-          log::error("session={} {} hook.{}: stopped after --hook-timeout ({}); 451 sent", s.start.session_id,
-                     script, name, msg ? msg : "");
+          log::error("session={} {} hook.{}: stopped after --hook-timeout ({}); 451 sent", log_text(s.start.session_id),
+                     script, name, log_text(msg ? msg : ""));
           s.metrics->hook_overruns(phase).add();
         } else {
-          log::warning("session={} {} hook.{}: error: {}; default reply sent", s.start.session_id, script, name,
-                       msg ? msg : "(no message)");
+          log::warning("session={} {} hook.{}: error: {}; default reply sent", log_text(s.start.session_id), script, name,
+                       msg ? log_text(msg) : "(no message)");
           s.metrics->hook_errors(phase).add();
         }
         release_thread(s);
@@ -221,18 +254,18 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
       }
     }
     if (s.trace) {
-      log::info("trace session={} {}{} hook.{}({}) -> {} in {:.3f} ms", s.start.session_id, script,
+      log::info("trace session={} {}{} hook.{}({}) -> {} in {:.3f} ms", log_text(s.start.session_id), script,
                 shadow ? " (shadow)" : "", name, traced_args, outcome_text(result, replied),
                 std::chrono::duration<double, std::milli>(took).count());
     }
     if (shadow) {
       if (replied) {
-        log::info("session={} {} hook.{}: would reply {} (shadow)", s.start.session_id, script, name,
+        log::info("session={} {} hook.{}: would reply {} (shadow)", log_text(s.start.session_id), script, name,
                   result.reply.summary());
         s.metrics->shadow_replies(phase).add();
       }
       if (s.changes.size() > changes_before) {
-        log::info("session={} {} hook.{}: would make {} message change(s) (shadow)", s.start.session_id, script,
+        log::info("session={} {} hook.{}: would make {} message change(s) (shadow)", log_text(s.start.session_id), script,
                   name, s.changes.size() - changes_before);
         s.changes.resize(changes_before);
       }

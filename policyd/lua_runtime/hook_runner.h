@@ -52,6 +52,11 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
 // Releases the session's Lua thread (end of session, or a failed thread).
 void release_thread(SessionContext& s);
 
+// Loading the scripts (load_generation): g.L's code and every thread it
+// creates run under --load-timeout until disarmed.
+void arm_load_deadline(Generation& g);
+void disarm_load_deadline(Generation& g);
+
 // The reply for a hook stopped by the timeout or the memory cap.
 Reply overrun_reply();
 

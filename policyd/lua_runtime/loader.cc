@@ -2,12 +2,15 @@
 // tables the scripts filled in.
 #include "policyd/lua_runtime/loader.h"
 
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 
 #include "policyd/dialects/dialects.h"
 
 #include "policyd/lua_api/modules.h"
+#include "policyd/lua_runtime/file_grant.h"
+#include "policyd/lua_runtime/hook_runner.h"
 
 namespace mailhook::policyd {
 namespace {
@@ -59,13 +62,23 @@ bool takes_arguments(lua_State* L) {
   return ar.nparams > 0 || ar.isvararg;
 }
 
+// The script's text (for the dialect adapters, which open no file).
+std::string read_source(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
 // Whether the script's text names client.msg_file anywhere (a hook.dot()
 // without a parameter may still read the file through it).
-bool mentions_msg_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return true;  // unreadable now: assume it does
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  return text.find("msg_file") != std::string::npos;
+bool mentions_msg_file(const std::string& source) { return source.find("msg_file") != std::string::npos; }
+
+// A qpsmtpd plugin reads its config files (Qp:config) from
+// $QPSMTPD_CONFIG or the directory `config` next to it: granted for
+// reading, when they exist.
+void grant_qpsmtpd_config(Generation& g, const std::string& script) {
+  const std::filesystem::path parent = std::filesystem::path(script).parent_path();
+  grant_read_dir(g, ((parent.empty() ? std::filesystem::path(".") : parent) / "config").string());
+  if (const char* dir = std::getenv("QPSMTPD_CONFIG")) grant_read_dir(g, dir);
 }
 
 int traceback(lua_State* L) {
@@ -100,17 +113,19 @@ bool load_script(Generation& g, const std::string& path, const std::string& dial
     lua_settop(L, base);
     return false;
   }
-  const std::string found = adapt_script(L, env, dialect, path, error);
+  const std::string source = read_source(path);
+  const std::string found = adapt_script(L, env, dialect, path, source, error);
   if (found.empty()) {
     lua_settop(L, base);
     return false;
   }
+  if (found == "qpsmtpd") grant_qpsmtpd_config(g, path);
   g.script_dialects.push_back(found);
   g.script_shadow.push_back(shadow);
   lua_pushvalue(L, env);
   g.env_refs.push_back(luaL_ref(L, LUA_REGISTRYINDEX));
   g.script_names.push_back(path);
-  g.script_reads_msg_file.push_back(mentions_msg_file(path));
+  g.script_reads_msg_file.push_back(mentions_msg_file(source));
   lua_settop(L, base);
   return true;
 }
@@ -118,14 +133,17 @@ bool load_script(Generation& g, const std::string& path, const std::string& dial
 void compute_capabilities(Generation& g) {
   lua_State* L = g.L;
   for (std::size_t i = 0; i < g.env_refs.size(); ++i) {
+    // Raw reads: no metamethod of a script runs outside a protected call.
     lua_rawgeti(L, LUA_REGISTRYINDEX, g.env_refs[i]);
-    lua_getfield(L, -1, "hook");
+    lua_pushliteral(L, "hook");
+    lua_rawget(L, -2);
     if (lua_istable(L, -1)) {
-      if (lua_getfield(L, -1, "accept") == LUA_TFUNCTION) g.capabilities.connect_hook = true;
+      lua_pushliteral(L, "accept");
+      if (lua_rawget(L, -2) == LUA_TFUNCTION) g.capabilities.connect_hook = true;
       lua_pop(L, 1);
     }
     for (const auto& h : kHookEvents) {
-      if (lua_istable(L, -1) && lua_getfield(L, -1, h.hook) == LUA_TFUNCTION) {
+      if (lua_istable(L, -1) && (lua_pushstring(L, h.hook), lua_rawget(L, -2)) == LUA_TFUNCTION) {
         g.capabilities.events.add(h.kind);
         const bool message = h.needs == Needs::Message || (h.needs == Needs::MessageIfAsked && takes_arguments(L));
         g.capabilities.wants_message = g.capabilities.wants_message || message;
@@ -151,13 +169,33 @@ void compute_capabilities(Generation& g) {
   g.capabilities.policy_name = names;
 }
 
+// --lua-read-dir / --lua-write-dir, canonical; a missing one is an error.
+bool grant_dirs(const RuntimeConfig& config, Generation& g, std::string& error) {
+  for (const auto* dirs : {&config.lua_read_dirs, &config.lua_write_dirs}) {
+    for (const auto& d : *dirs) {
+      std::optional<std::string> c = canonical_dir(d.string());
+      if (!c) {
+        error = (dirs == &config.lua_read_dirs ? "--lua-read-dir " : "--lua-write-dir ") + d.string() +
+                ": not a directory";
+        return false;
+      }
+      (dirs == &config.lua_read_dirs ? g.read_dirs : g.write_dirs).push_back(std::move(*c));
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::string& error) {
   auto g = std::make_shared<Generation>();
   g->allocator.cap = config.lua_memory_bytes;
   g->hook_timeout = config.hook_timeout;
+  g->load_timeout = config.load_timeout;
   g->spool_dir = config.spool_dir;
+  if (!grant_dirs(config, *g, error)) return nullptr;
+  g->lua_path = config.lua_path;
+  g->lua_env = config.lua_env;
   g->L = lua_newstate(&CappedAllocator::alloc, &g->allocator);
   if (g->L == nullptr) {
     error = "cannot create a Lua state within --lua-memory";
@@ -175,6 +213,9 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   open_control(g->L);
   open_mime(g->L);
   open_kv(g->L);
+  // From here Lua code runs: all of it, and every coroutine it makes,
+  // under --load-timeout.
+  arm_load_deadline(*g);
   if (!load_dialects(g->L, error)) return nullptr;
   // Shadow scripts first: they see every event, whatever the others reply.
   for (const auto& script : config.shadow_scripts) {
@@ -183,6 +224,7 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   for (const auto& script : config.scripts) {
     if (!load_script(*g, script.string(), config.dialect, config.shadow, error)) return nullptr;
   }
+  disarm_load_deadline(*g);
   compute_capabilities(*g);
   lua_gc(g->L, LUA_GCCOLLECT);
   return g;

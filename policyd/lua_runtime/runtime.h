@@ -41,6 +41,12 @@ struct RuntimeConfig {
   std::vector<std::filesystem::path> shadow_scripts;  // --shadow-script: run first, logged, never sent
   std::vector<std::string> trace;                 // --trace CIDR: sessions whose every event and hook is logged
   telemetry::Registry* registry = nullptr;        // --metrics; nullptr: kept private
+  // The sandbox's grants (docs/lua-api.md "What a script may touch").
+  std::vector<std::filesystem::path> lua_read_dirs;   // --lua-read-dir
+  std::vector<std::filesystem::path> lua_write_dirs;  // --lua-write-dir: read, write, remove, rename
+  std::string lua_path;                           // --lua-path: require's "DIR/?.lua;…"; empty: nothing from disk
+  std::vector<std::string> lua_env;               // --lua-env: names os.getenv answers
+  std::chrono::milliseconds load_timeout{30000};  // --load-timeout: all scripts' top-level code
 };
 
 // Receives a session's answers. Called on the session's worker thread,

@@ -74,13 +74,16 @@ bool parse_case_file(const std::filesystem::path& path, CaseFile& out, std::stri
     if (line.empty() || line[0] == '#') continue;
     const auto colon = line.find(':');
     if (colon == std::string::npos) return fail(n, "expected \"keyword: value\" (case, client, dns, send, expect, "
-                                                   "expect-line, message, change, changes, connect, script, env)");
+                                                   "expect-line, message, change, changes, connect, script, env, "
+                                                   "lua-read-dir)");
     const std::string key = line.substr(0, colon);
     const std::string value = trim(line.substr(colon + 1));
-    if (key == "script" || key == "env") {
+    if (key == "script" || key == "env" || key == "lua-read-dir") {
       if (current) return fail(n, key + ": belongs before the first case");
       if (key == "script") {
         out.scripts.push_back(path.parent_path() / value);
+      } else if (key == "lua-read-dir") {
+        out.read_dirs.push_back(path.parent_path() / value);
       } else {
         const auto eq = value.find('=');
         if (eq == std::string::npos) return fail(n, "env: expected NAME=value");

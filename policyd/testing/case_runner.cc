@@ -319,6 +319,8 @@ int run_case_files(const std::vector<std::string>& files, RuntimeConfig config, 
   }
   int passed = 0, failed = 0;
   const std::vector<std::filesystem::path> default_scripts = config.scripts;
+  const std::vector<std::filesystem::path> default_read_dirs = config.lua_read_dirs;
+  const std::vector<std::string> default_env = config.lua_env;
   config.workers = 1;
   config.fake_dns = std::make_shared<dns::FakeDns>();
   // Every hook ends within --hook-timeout, every wait within its timeout;
@@ -333,6 +335,11 @@ int run_case_files(const std::vector<std::string>& files, RuntimeConfig config, 
       setenv(k.c_str(), v.c_str(), 1);
     }
     config.scripts = cf.scripts.empty() ? default_scripts : cf.scripts;
+    // The file's own grants, for this file only.
+    config.lua_read_dirs = default_read_dirs;
+    config.lua_read_dirs.insert(config.lua_read_dirs.end(), cf.read_dirs.begin(), cf.read_dirs.end());
+    config.lua_env = default_env;
+    for (const auto& [k, v] : cf.env) config.lua_env.push_back(k);
     std::string error;
     std::unique_ptr<Runtime> runtime = Runtime::create(config, error);
     if (!runtime) {

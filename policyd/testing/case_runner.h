@@ -36,7 +36,8 @@ struct Case {
 struct CaseFile {
   std::filesystem::path path;
   std::vector<std::filesystem::path> scripts;  // `script:` lines; empty: --script
-  std::vector<std::pair<std::string, std::string>> env;
+  std::vector<std::pair<std::string, std::string>> env;  // `env:` lines: set, and granted to os.getenv
+  std::vector<std::filesystem::path> read_dirs;            // `lua-read-dir:` lines, beside --lua-read-dir
   std::vector<Case> cases;
 };
 

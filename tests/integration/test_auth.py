@@ -87,7 +87,9 @@ class AuthExample(MailhookTest):
         self.addCleanup(os.environ.pop, "MAILHOOK_AUTH_USERS")
         lua = os.environ.get("MAILHOOK_LUA", "../../lua")
         with open(os.path.join(lua, "examples", "auth.lua")) as f:
-            self.start_both(f.read(), front_args=["--auth-plaintext"])
+            # The example reads its users file: granted, with the variable naming it.
+            self.start_both(f.read(), front_args=["--auth-plaintext"],
+                            policyd_args=["--lua-read-dir", self.dir, "--lua-env", "MAILHOOK_AUTH_USERS"])
         c = self.client()
         c.cmd("EHLO client.example")
         self.assertEqual(c.cmd("AUTH PLAIN " + b64("\0bob\0wrong"))[0], 535)

@@ -297,7 +297,8 @@ class Vpop3Example(MailhookTest):
             self.addCleanup(os.environ.pop, name)
         lua = os.environ.get("MAILHOOK_LUA", "../../lua")
         self.start_both(read(os.path.join(lua, "examples", "vpop3", "smtpsvr.lua")),
-                        policyd_args=["--dns-server", "127.0.0.1:%d" % dns.port])
+                        policyd_args=["--dns-server", "127.0.0.1:%d" % dns.port, "--lua-env", "MAILHOOK_RELAY_NETS",
+                                      "--lua-env", "MAILHOOK_RBL_ZONE", "--lua-env", "MAILHOOK_LOCAL_DOMAINS"])
 
         listed = self.client(554, source="127.0.0.1")
         self.assertEqual(listed.greeting, ["554 5.7.1 127.0.0.1 is listed by bl.test"])

@@ -353,6 +353,8 @@ class Examples(DnsTest):
     def setenv(self, name, value):
         os.environ[name] = value
         self.addCleanup(os.environ.pop, name)
+        # Scripts see only the variables granted with --lua-env.
+        self.POLICYD_ARGS = list(self.POLICYD_ARGS) + ["--lua-env", name]
 
     def connect_from(self, source_ip):
         c = SmtpClient(self.front_port, source=source_ip)

@@ -147,6 +147,7 @@ class KvAcrossReplicas(KvTest):
         for k, v in env:
             os.environ[k] = v
             self.addCleanup(os.environ.pop, k)
+            self.POLICYD_ARGS = list(self.POLICYD_ARGS) + ["--lua-env", k]  # os.getenv sees granted names only
         self.start_redis()
         ports = []
         for _ in range(2):

@@ -25,6 +25,11 @@
 #                            --tls-cert, --tls-key, --tls-client-ca: mutual TLS on the
 #                            gRPC port (all three; only fronts with a client
 #                            certificate of that CA open sessions)
+#   MAILHOOK_LUA_READ_DIRS   --lua-read-dir    directories scripts may read, space- or comma-separated
+#   MAILHOOK_LUA_WRITE_DIRS  --lua-write-dir   directories scripts may also write, the same
+#   MAILHOOK_LUA_PATH        --lua-path        where require finds modules (DIR/?.lua;...)
+#   MAILHOOK_LUA_ENV         --lua-env         variables scripts may read with os.getenv, the same
+#   MAILHOOK_LOAD_TIMEOUT    --load-timeout    milliseconds loading the scripts may take
 #   MAILHOOK_BIN_DIR         where mailhook-policyd is (default: this script's directory)
 set -euo pipefail
 bin_dir=${MAILHOOK_BIN_DIR:-$(dirname "$0")}
@@ -57,6 +62,19 @@ flag MAILHOOK_MAX_PENDING_EVENTS --max-pending-events
 flag MAILHOOK_TLS_CERT --tls-cert
 flag MAILHOOK_TLS_KEY --tls-key
 flag MAILHOOK_TLS_CLIENT_CA --tls-client-ca
+flag MAILHOOK_LUA_PATH --lua-path
+flag MAILHOOK_LOAD_TIMEOUT --load-timeout
+# The sandbox's grants, lists: one flag per item.
+flags() {
+  local items item
+  IFS=', ' read -r -a items <<<"${!1:-}"
+  for item in "${items[@]}"; do
+    if [ -n "$item" ]; then args+=("$2" "$item"); fi
+  done
+}
+flags MAILHOOK_LUA_READ_DIRS --lua-read-dir
+flags MAILHOOK_LUA_WRITE_DIRS --lua-write-dir
+flags MAILHOOK_LUA_ENV --lua-env
 
 echo "start-policyd.sh: exec $bin_dir/mailhook-policyd ${args[*]} $*" >&2
 exec "$bin_dir/mailhook-policyd" "${args[@]}" "$@"

@@ -11,6 +11,9 @@
 --     table, usable from do_dot).
 local LOCAL_DOMAINS = { ["example.com"] = true, ["example.org"] = true }
 local RELAY_NETS = {}
+-- Settings from the environment reach a script only when policyd names them:
+-- --lua-env MAILHOOK_RELAY_NETS --lua-env MAILHOOK_RBL_ZONE (else the
+-- defaults below apply).
 for prefix in (os.getenv("MAILHOOK_RELAY_NETS") or "127.0.0.1"):gmatch("%S+") do
   RELAY_NETS[#RELAY_NETS + 1] = prefix
 end

@@ -13,6 +13,9 @@ local function words(s)
   return out
 end
 
+-- Settings from the environment reach a script only when policyd names them:
+-- --lua-env MAILHOOK_RELAY_NETS --lua-env MAILHOOK_LOCAL_DOMAINS --lua-env
+-- MAILHOOK_RBL_ZONE (else the defaults below apply).
 local RelayNets = words(os.getenv("MAILHOOK_RELAY_NETS") or "127.0.0.1")
 local LocalDomains = words(os.getenv("MAILHOOK_LOCAL_DOMAINS") or "example.com")
 local Zone = os.getenv("MAILHOOK_RBL_ZONE") or ""
