@@ -24,6 +24,12 @@ struct Escaped {
 inline Escaped escaped(std::string_view text) { return Escaped{text}; }
 // The same as a string.
 std::string escape(std::string_view text);
+// Free text a client's bytes may be in (a script's syslog.* message, an
+// error naming what the client sent): CR, LF and TAB as \r \n \t, every
+// other control byte and DEL as \xhh, a backslash as \\ (so an escape in
+// the log always means one); spaces and UTF-8 are kept, so the text reads
+// as written but can never start a line of its own.
+std::string escape_text(std::string_view text);
 
 enum class Level : int { Error = 3, Warning = 4, Notice = 5, Info = 6, Debug = 7 };
 

@@ -16,7 +16,6 @@
 // connection, its limits and its EHLO); policyd logs that once per call.
 #include "policyd/lua_api/modules.h"
 #include "policyd/lua_runtime/context.h"
-#include "policyd/lua_runtime/log_text.h"
 
 #include "mailcore/telemetry/log.h"
 
@@ -32,7 +31,7 @@ SessionContext& require_session(lua_State* L, const char* fn) {
 void milter_note(const SessionContext& s, const char* fn) {
   if (s.start.shape == Shape::Milter) {
     log::info("session={} mailhook.{} has no effect behind a milter (the MTA owns the session)",
-              log_text(s.start.session_id), fn);
+              log::escape_text(s.start.session_id), fn);
   }
 }
 

@@ -10,22 +10,21 @@
 #include "mailcore/telemetry/log.h"
 #include "policyd/lua_api/modules.h"
 #include "policyd/lua_runtime/context.h"
-#include "policyd/lua_runtime/log_text.h"
 
 namespace mailhook::policyd {
 namespace {
 
-// The message is escaped (log_text): scripts log client data ("failed
+// The message is escaped (log::escape_text): scripts log client data ("failed
 // login for " .. user), and a line break in it must not start a forged
 // log line. Called after every Lua check: no Lua error from here on.
 void emit(lua_State* L, int level, std::string_view message) {
   luaL_where(L, 1);
   const char* where = lua_tostring(L, -1);
   const SessionContext* s = current_session(L);
-  const std::string id = s ? log_text(s->start.session_id) : std::string("-");
+  const std::string id = s ? log::escape_text(s->start.session_id) : std::string("-");
   const int clamped = level < LOG_ERR ? LOG_ERR : (level > LOG_DEBUG ? LOG_DEBUG : level);
   log::write(static_cast<log::Level>(clamped),
-             fmt::format("lua session={} {}{}", id, log_text(where), log_text(message)));
+             fmt::format("lua session={} {}{}", id, log::escape_text(where), log::escape_text(message)));
 }
 
 int sys_log(lua_State* L) {

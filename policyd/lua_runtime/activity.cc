@@ -2,7 +2,6 @@
 #include "policyd/lua_runtime/activity.h"
 
 #include "mailcore/telemetry/log.h"
-#include "policyd/lua_runtime/log_text.h"
 
 namespace mailhook::policyd {
 namespace {
@@ -15,32 +14,32 @@ std::string code_of(const std::optional<Decision>& d) {
 }  // namespace
 
 ActivityLog::ActivityLog(std::string session_id, std::string client, RuntimeMetrics& metrics)
-    : session_id_(log_text(session_id)), client_(log_text(client)), metrics_(metrics) {}
+    : session_id_(log::escape_text(session_id)), client_(log::escape_text(client)), metrics_(metrics) {}
 
 void ActivityLog::record(const SessionEvent& e, const std::optional<Decision>& d) {
   if (d) metrics_.decision(*d);
   // Every value below came from the client (or the gRPC peer): escaped
   // once here, so no line of this log can be forged.
-  if (e.client && !e.client->address.empty()) client_ = log_text(e.client->address);
-  if (!e.helo.empty()) helo_ = log_text(e.helo);
-  if (e.kind != EventKind::Reset && e.kind != EventKind::Close && log_text(e.transaction_id) != transaction_id_) {
+  if (e.client && !e.client->address.empty()) client_ = log::escape_text(e.client->address);
+  if (!e.helo.empty()) helo_ = log::escape_text(e.helo);
+  if (e.kind != EventKind::Reset && e.kind != EventKind::Close && log::escape_text(e.transaction_id) != transaction_id_) {
     transaction_ended();
-    transaction_id_ = log_text(e.transaction_id);
+    transaction_id_ = log::escape_text(e.transaction_id);
   }
   switch (e.kind) {
     case EventKind::Helo:
     case EventKind::Ehlo:
-      helo_ = log_text(e.argument);  // the name being tried; later events carry the one in effect
+      helo_ = log::escape_text(e.argument);  // the name being tried; later events carry the one in effect
       break;
     case EventKind::Auth:
-      if (d && d->reply.code == 235 && e.client) auth_user_ = log_text(e.client->auth_user);
+      if (d && d->reply.code == 235 && e.client) auth_user_ = log::escape_text(e.client->auth_user);
       break;
     case EventKind::Mail:
-      sender_ = "<" + log_text(e.address) + ">";
+      sender_ = "<" + log::escape_text(e.address) + ">";
       mail_code_ = code_of(d);
       break;
     case EventKind::Rcpt:
-      rcpts_.push_back("<" + log_text(e.address) + ">:" + code_of(d));
+      rcpts_.push_back("<" + log::escape_text(e.address) + ">:" + code_of(d));
       break;
     case EventKind::Data: data_code_ = code_of(d); break;
     case EventKind::MessageChunk: size_ += e.chunk.size(); break;

@@ -1,7 +1,6 @@
 // The forward-confirmed PTR lookup behind client.host.
 #include "policyd/lua_runtime/client_host.h"
 
-#include "policyd/lua_runtime/log_text.h"
 
 #include <arpa/inet.h>
 
@@ -32,8 +31,8 @@ void finish(const std::shared_ptr<HostLookup>& h) {
   s.start.client.host = h->confirmed;
   s.host_resolved = true;
   s.host_lookup.reset();  // `h` stays alive in the caller
-  log::info("session={} client={} host={}", log_text(s.start.session_id), log_text(h->address),
-            h->confirmed.empty() ? "(none confirmed)" : log_text(h->confirmed));
+  log::info("session={} client={} host={}", log::escape_text(s.start.session_id), log::escape_text(h->address),
+            h->confirmed.empty() ? "(none confirmed)" : log::escape_text(h->confirmed));
   s.wake();
 }
 

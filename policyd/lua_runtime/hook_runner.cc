@@ -5,7 +5,6 @@
 
 #include "mailcore/smtp/reply_text.h"
 #include "mailcore/telemetry/log.h"
-#include "policyd/lua_runtime/log_text.h"
 #include "policyd/lua_runtime/runtime_metrics.h"
 
 namespace mailhook::policyd {
@@ -125,7 +124,7 @@ static std::string render_args(lua_State* T, int nargs) {
     switch (lua_type(T, i)) {
       case LUA_TSTRING: {
         const char* v = lua_tolstring(T, i, &n);
-        out += "\"" + log_text({v, std::min<std::size_t>(n, 200)}) + (n > 200 ? "…" : "") + "\"";
+        out += "\"" + log::escape_text({v, std::min<std::size_t>(n, 200)}) + (n > 200 ? "…" : "") + "\"";
         break;
       }
       case LUA_TNUMBER:
@@ -170,7 +169,7 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
       }
       s.resume_when = nullptr;
       if (s.aborted) {  // the session ended meanwhile: drop the hook
-        log::info("session={} {} hook.{}: session ended while waiting", log_text(s.start.session_id), g.script_names[i], name);
+        log::info("session={} {} hook.{}: session ended while waiting", log::escape_text(s.start.session_id), g.script_names[i], name);
         release_thread(s);
         co_return HookOutcome{};
       }
@@ -193,7 +192,7 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
           // returned the error to it): the hook's answer cannot stand.
           lua_settop(T, 0);
           log::error("session={} {} hook.{}: stopped after --hook-timeout (in a coroutine); 451 sent",
-                     log_text(s.start.session_id), script, name);
+                     log::escape_text(s.start.session_id), script, name);
           s.metrics->hook_overruns(phase).add();
           result = HookOutcome{HookOutcome::Kind::Overrun, overrun_reply()};
           replied = true;
@@ -213,7 +212,7 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
           replied = true;
           break;
         }
-        log::warning("session={} {} hook.{}: malformed reply ({}); default reply sent", log_text(s.start.session_id),
+        log::warning("session={} {} hook.{}: malformed reply ({}); default reply sent", log::escape_text(s.start.session_id),
                      script, name, text ? smtp::reply_error_text(parsed.error) : "not a string");
         s.metrics->hook_errors(phase).add();
         break;
@@ -221,12 +220,12 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
       case LUA_YIELD:
         // Only mailhook's own I/O functions may suspend a hook.
         log::warning("session={} {} hook.{}: coroutine.yield outside a coroutine of the script; default reply sent",
-                     log_text(s.start.session_id), script, name);
+                     log::escape_text(s.start.session_id), script, name);
         s.metrics->hook_errors(phase).add();
         release_thread(s);
         break;
       case LUA_ERRMEM:
-        log::error("session={} {} hook.{}: out of --lua-memory; 451 sent", log_text(s.start.session_id), script, name);
+        log::error("session={} {} hook.{}: out of --lua-memory; 451 sent", log::escape_text(s.start.session_id), script, name);
         s.metrics->hook_overruns(phase).add();
         release_thread(s);
         lua_gc(g.L, LUA_GCCOLLECT);
@@ -237,12 +236,12 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
         const char* msg = lua_tostring(T, -1);
         const bool timed_out = g.timed_out;
         if (timed_out) {
-          log::error("session={} {} hook.{}: stopped after --hook-timeout ({}); 451 sent", log_text(s.start.session_id),
-                     script, name, log_text(msg ? msg : ""));
+          log::error("session={} {} hook.{}: stopped after --hook-timeout ({}); 451 sent", log::escape_text(s.start.session_id),
+                     script, name, log::escape_text(msg ? msg : ""));
           s.metrics->hook_overruns(phase).add();
         } else {
-          log::warning("session={} {} hook.{}: error: {}; default reply sent", log_text(s.start.session_id), script, name,
-                       msg ? log_text(msg) : "(no message)");
+          log::warning("session={} {} hook.{}: error: {}; default reply sent", log::escape_text(s.start.session_id), script, name,
+                       msg ? log::escape_text(msg) : "(no message)");
           s.metrics->hook_errors(phase).add();
         }
         release_thread(s);
@@ -254,18 +253,18 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
       }
     }
     if (s.trace) {
-      log::info("trace session={} {}{} hook.{}({}) -> {} in {:.3f} ms", log_text(s.start.session_id), script,
+      log::info("trace session={} {}{} hook.{}({}) -> {} in {:.3f} ms", log::escape_text(s.start.session_id), script,
                 shadow ? " (shadow)" : "", name, traced_args, outcome_text(result, replied),
                 std::chrono::duration<double, std::milli>(took).count());
     }
     if (shadow) {
       if (replied) {
-        log::info("session={} {} hook.{}: would reply {} (shadow)", log_text(s.start.session_id), script, name,
+        log::info("session={} {} hook.{}: would reply {} (shadow)", log::escape_text(s.start.session_id), script, name,
                   result.reply.summary());
         s.metrics->shadow_replies(phase).add();
       }
       if (s.changes.size() > changes_before) {
-        log::info("session={} {} hook.{}: would make {} message change(s) (shadow)", log_text(s.start.session_id), script,
+        log::info("session={} {} hook.{}: would make {} message change(s) (shadow)", log::escape_text(s.start.session_id), script,
                   name, s.changes.size() - changes_before);
         s.changes.resize(changes_before);
       }

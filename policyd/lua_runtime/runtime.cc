@@ -19,7 +19,6 @@
 #include "policyd/lua_runtime/client_host.h"
 #include "policyd/lua_runtime/hook_runner.h"
 #include "policyd/lua_runtime/loader.h"
-#include "policyd/lua_runtime/log_text.h"
 #include "policyd/lua_runtime/runtime_metrics.h"
 #include "policyd/lua_runtime/session_events.h"
 #include "policyd/kv/redis_client.h"
@@ -115,8 +114,8 @@ asio::awaitable<void> run_session(std::shared_ptr<SessionRecord> r, bool opening
   }
   if (opening && !s.aborted) {
     Decision d = co_await accept_session(s);
-    log::info("session={} client={} host={} policy={} connect={}", log_text(s.start.session_id),
-              log_text(s.start.client.address), s.start.client.host.empty() ? "-" : log_text(s.start.client.host),
+    log::info("session={} client={} host={} policy={} connect={}", log::escape_text(s.start.session_id),
+              log::escape_text(s.start.client.address), s.start.client.host.empty() ? "-" : log::escape_text(s.start.client.host),
               r->generation->capabilities.policy_name,
               d.action == Decision::Action::Reply ? d.reply.summary() : "default");
     s.metrics->decision(d);

@@ -12,7 +12,6 @@
 
 #include "mailcore/telemetry/log.h"
 #include "policyd/lua_runtime/file_grant.h"
-#include "policyd/lua_runtime/log_text.h"
 
 namespace mailhook::policyd {
 namespace {
@@ -124,8 +123,8 @@ int safe_print(lua_State* L) {
   const char* text = lua_tolstring(L, -2, &len);
   const char* where = lua_tostring(L, -1);
   const SessionContext* s = current_session(L);
-  log::write(log::Level::Info, fmt::format("lua session={} {}print: {}", s ? log_text(s->start.session_id) : "-",
-                                           log_text(where), log_text({text, len})));
+  log::write(log::Level::Info, fmt::format("lua session={} {}print: {}", s ? log::escape_text(s->start.session_id) : "-",
+                                           log::escape_text(where), log::escape_text({text, len})));
   return 0;
 }
 

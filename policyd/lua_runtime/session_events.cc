@@ -13,7 +13,6 @@
 
 #include "mailcore/telemetry/log.h"
 #include "policyd/lua_runtime/hook_runner.h"
-#include "policyd/lua_runtime/log_text.h"
 #include "policyd/lua_runtime/runtime_metrics.h"
 
 namespace mailhook::policyd {
@@ -127,7 +126,7 @@ asio::awaitable<void> message_chunk(SessionContext& s, const SessionEvent& e, bo
     const int fd = ::open(s.msg_file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     s.msg_out = fd < 0 ? nullptr : ::fdopen(fd, "wb");
     if (!s.msg_out) {
-      log::error("session={} cannot write {}: {}", log_text(s.start.session_id), s.msg_file.string(), std::strerror(errno));
+      log::error("session={} cannot write {}: {}", log::escape_text(s.start.session_id), s.msg_file.string(), std::strerror(errno));
       if (fd >= 0) ::close(fd);
       s.msg_file.clear();  // not ours: end_transaction must not remove it
     }
@@ -283,9 +282,9 @@ asio::awaitable<std::optional<Decision>> handle_event(SessionContext& s, const S
   if (e.kind == EventKind::Mail) s.sender = e.address;
   s.event = &e;
   if (s.trace) {
-    log::info("trace session={} event {} seq={} input=\"{}\" default=\"{}\"", log_text(s.start.session_id),
-              event_kind_name(e.kind), e.seq, log_text(e.input),
-              log_text(e.default_reply ? e.default_reply->summary() : std::string()));
+    log::info("trace session={} event {} seq={} input=\"{}\" default=\"{}\"", log::escape_text(s.start.session_id),
+              event_kind_name(e.kind), e.seq, log::escape_text(e.input),
+              log::escape_text(e.default_reply ? e.default_reply->summary() : std::string()));
   }
   bool overrun = false;
   std::optional<Decision> decision;
