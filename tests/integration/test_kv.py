@@ -106,6 +106,24 @@ class KvCommands(KvTest):
         self.assertEqual(self.kv(c, "get-k"), "again")
 
 
+class KvRedisDownAtStart(KvTest):
+    def test_a_redis_that_is_down_is_dialled_with_back_off(self):
+        # THREATS.md, Redis: reconnect with back-off. Before, each kv call
+        # dialled the dead Redis again and logged a line of its own.
+        self.redis_port = free_port()  # nothing listens there yet
+        self.start_both(SCRIPT, policyd_args=["--kv", "127.0.0.1:%d" % self.redis_port, "--kv-timeout", "500"])
+        c = self.client_after_mail()
+        for i in range(20):
+            answer = self.kv(c, "get-k%d" % i)
+            self.assertTrue(answer.startswith("nil kv: "), answer)
+        dialled = self.policyd.output().count("kv: cannot connect to Redis")
+        self.assertGreaterEqual(dialled, 1)
+        self.assertLessEqual(dialled, 3, "%d connection attempts for 20 calls" % dialled)
+        self.assertIn("next try in", self.policyd.output())
+        self.start_redis(self.redis_port)
+        wait_for(lambda: self.kv(c, "set-k-back") == "true", timeout=15, what="kv works once Redis is up")
+
+
 class KvHungRedis(KvTest):
     def test_a_redis_that_never_answers_times_out(self):
         listener = socket.socket()
