@@ -45,8 +45,13 @@ AccessMap::~AccessMap() {
 
 std::shared_ptr<const AccessMap> AccessMap::parse(std::string_view text, std::string& error) {
   auto m = std::make_shared<AccessMap>();
-  std::vector<std::string> keys, values;
-  std::vector<std::size_t> line_of;
+  // Logical lines first (a line starting with blanks continues the one
+  // before, as postmap(1) reads them), then each entry.
+  struct Logical {
+    std::size_t line_no;
+    std::string text;
+  };
+  std::vector<Logical> logical;
   std::size_t line_no = 0;
   while (!text.empty()) {
     const std::size_t nl = text.find('\n');
@@ -59,15 +64,21 @@ std::shared_ptr<const AccessMap> AccessMap::parse(std::string_view text, std::st
     }
     const std::string_view body = trim(line);
     if (body.empty() || body.front() == '#') continue;
-    if (blank(line.front())) {  // continuation of the previous value
-      if (values.empty()) {
+    if (blank(line.front())) {
+      if (logical.empty()) {
         error = "line " + std::to_string(line_no) + ": a continuation line without an entry before it";
         return nullptr;
       }
-      values.back().append(" ").append(body);
+      logical.back().text.append(" ").append(body);
       continue;
     }
-    // A /regex/ key may contain blanks: it ends at the last "/" before a blank.
+    logical.push_back({line_no, std::string(body)});
+  }
+  std::vector<std::string> keys, values;
+  std::vector<std::size_t> line_of;
+  for (const Logical& l : logical) {
+    const std::string_view body = l.text;
+    // A /regex/ key may contain blanks: it ends at the first "/" before a blank.
     std::size_t key_end = 0;
     if (body.front() == '/') {
       std::size_t close = std::string_view::npos;
@@ -80,7 +91,7 @@ std::shared_ptr<const AccessMap> AccessMap::parse(std::string_view text, std::st
         }
       }
       if (close == std::string_view::npos) {
-        error = "line " + std::to_string(line_no) + ": a /pattern/ without its closing /";
+        error = "line " + std::to_string(l.line_no) + ": a /pattern/ without its closing /";
         return nullptr;
       }
       key_end = close + 1;
@@ -89,12 +100,12 @@ std::shared_ptr<const AccessMap> AccessMap::parse(std::string_view text, std::st
     }
     const std::string_view value = trim(body.substr(key_end));
     if (value.empty()) {
-      error = "line " + std::to_string(line_no) + ": a key without a value";
+      error = "line " + std::to_string(l.line_no) + ": a key without a value";
       return nullptr;
     }
     keys.emplace_back(body.substr(0, key_end));
     values.emplace_back(value);
-    line_of.push_back(line_no);
+    line_of.push_back(l.line_no);
   }
   for (std::size_t i = 0; i < keys.size(); ++i) {
     const std::string& key = keys[i];
