@@ -110,14 +110,8 @@ ParsedRecord parse_record(std::string_view text) {
       // RFC 7489 6.4: dmarc-version = "v" *WSP "=" *WSP %x44 %x4d %x41
       // %x52 %x43 %x31: v first, and DMARC1 in upper case exactly.
       if (name != "v" || value != "DMARC1") return ParsedRecord{};
-      // The length bound only once we know it is DMARC: a long SPF record
-      // beside it must not turn the answer into an error.
-      if (text.size() > kMaxRecordLength) return invalid("record too long");
       first = false;
     } else {
-      for (const auto& [seen, v] : tags) {
-        if (iequals(seen, name)) return invalid("a tag given twice");
-      }
       tags.emplace_back(name, value);
     }
     if (last) break;
@@ -128,7 +122,16 @@ ParsedRecord parse_record(std::string_view text) {
   out.status = RecordStatus::Valid;
   Record& r = out.record;
   bool have_policy = false, bad_policy = false, bad_subdomain = false, rua = false;
+  // A tag we act on given twice is ambiguous; only those are tracked, so
+  // the work stays linear however many unknown tags a record carries.
+  static constexpr std::array<std::string_view, 6> kActed = {"p", "sp", "adkim", "aspf", "pct", "rua"};
+  std::array<bool, kActed.size()> seen{};
   for (const auto& [name, value] : tags) {
+    for (std::size_t i = 0; i < kActed.size(); ++i) {
+      if (!iequals(name, kActed[i])) continue;
+      if (seen[i]) return invalid("a tag given twice");
+      seen[i] = true;
+    }
     if (iequals(name, "p")) {
       const auto p = parse_policy(value);
       have_policy = p.has_value();

@@ -1,6 +1,7 @@
 // DMARC policy records (RFC 7489 6.3, 6.4): the TXT text at _dmarc.<domain>
 // into a plain struct. Pure: no DNS, no Lua, no clock; hostile text gives
-// a status, never a read past the input. Reporting tags (rua, ruf, fo, rf,
+// a status, never a read past the input, in time linear in its length
+// (the DNS message bounds that length). Reporting tags (rua, ruf, fo, rf,
 // ri) are checked for presence only: aggregate and failure reports are out
 // of scope.
 #pragma once
@@ -45,10 +46,6 @@ struct ParsedRecord {
   Record record;
   std::string error;  // why, for Invalid (for logs; fixed text, no record bytes)
 };
-
-// Records longer than this are refused as Invalid (a TXT answer is bounded
-// by the DNS message anyway; this bounds the work per record).
-constexpr std::size_t kMaxRecordLength = 4096;
 
 ParsedRecord parse_record(std::string_view text);
 
