@@ -182,3 +182,31 @@ TEST_F(RuntimeTest, MapFileWithABadLineIsAnErrorValueNamingTheLine) {
   const std::string reply = text(connect().send(EventKind::Helo, "good"));
   EXPECT_NE(reply.find("line 2: not a CIDR network"), std::string::npos) << reply;
 }
+
+TEST_F(RuntimeTest, MapFileThroughASymbolicLinkOrDotDotIsRefused) {
+  std::filesystem::create_directories(dir_ / "maps");
+  write_file(dir_ / "secret", "key value\n");
+  std::filesystem::create_symlink(dir_ / "secret", dir_ / "maps" / "link");
+  config_.lua_read_dirs = {dir_ / "maps"};
+  load("local a, ea = map.file('" + (dir_ / "maps" / "link").string() + "')\n" +
+       "local b, eb = map.file('" + (dir_ / "maps" / ".." / "secret").string() + R"(')
+       function hook.noop() return "250 " .. tostring(a) .. " " .. ea .. " | " .. tostring(b) .. " " .. eb .. "\r\n" end)");
+  const std::string reply = text(connect().send(EventKind::Noop));
+  EXPECT_NE(reply.find("nil " + (dir_ / "maps" / "link").string() + ": a symbolic link"), std::string::npos) << reply;
+  EXPECT_NE(reply.find("| nil "), std::string::npos) << reply;
+  EXPECT_NE(reply.find("not readable by scripts"), std::string::npos) << reply;
+}
+
+TEST_F(RuntimeTest, MapFileReplacedByASymbolicLinkKeepsTheLastGoodContents) {
+  std::filesystem::create_directories(dir_ / "maps");
+  write_file(dir_ / "secret", "key stolen\n");
+  const auto file = dir_ / "maps" / "access";
+  write_file(file, "key mine\n");
+  config_.lua_read_dirs = {dir_ / "maps"};
+  load(map_script(file));
+  Client c = connect();
+  EXPECT_EQ(text(c.send(EventKind::Helo, "key")), "250 mine [key]");
+  std::filesystem::remove(file);
+  std::filesystem::create_symlink(dir_ / "secret", file);
+  EXPECT_EQ(text(c.send(EventKind::Helo, "key")), "250 mine [key]");
+}
