@@ -190,6 +190,28 @@ class KvAcrossReplicas(KvTest):
         retry = self.client_after_mail(b)
         self.assertEqual(retry.cmd("RCPT TO:<user@example.com>")[0], 250)  # replica B knows the triplet
 
+    def client_from(self, port, address):
+        """A session whose client address XCLIENT sets (the fronts trust loopback)."""
+        c = SmtpClient(port)
+        self.addCleanup(c.close)
+        self.assertEqual(c.read_reply()[0], 220)
+        c.cmd("EHLO proxy.example")
+        self.assertEqual(c.cmd("XCLIENT ADDR=" + address)[0], 220)
+        c.cmd("EHLO c.example")
+        self.assertEqual(c.cmd("MAIL FROM:<v6@example.com>")[0], 250)
+        return c
+
+    def test_greylisting_example_keys_ipv6_clients_by_their_64(self):
+        self.FRONT_ARGS = ["--xclient-hosts", "127.0.0.0/8"]
+        a, b = self.start_pair(self.read("greylist_kv.lua"), env=[("MAILHOOK_GREYLIST_DELAY", "0")])
+        # Compressed zeros inside the /64 part: 2001:db8::/64 is 2001:db8:0:0.
+        first = self.client_from(a, "IPV6:2001:db8::10")
+        self.assertEqual(first.cmd("RCPT TO:<user@example.com>")[0], 451)
+        retry = self.client_from(b, "IPV6:2001:db8::ffff:1")  # another host of the same /64
+        self.assertEqual(retry.cmd("RCPT TO:<user@example.com>")[0], 250)
+        other = self.client_from(a, "IPV6:2001:db8:0:1::10")  # the next /64
+        self.assertEqual(other.cmd("RCPT TO:<user@example.com>")[0], 451)
+
     def test_rate_limit_example_across_replicas(self):
         a, b = self.start_pair(self.read("ratelimit_kv.lua"), env=[("MAILHOOK_RATE_MAX", "3")])
         ca, cb = self.client_after_mail(a), self.client_after_mail(b)
