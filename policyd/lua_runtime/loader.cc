@@ -8,6 +8,7 @@
 #include "policyd/dialects/dialects.h"
 
 #include "policyd/lua_api/modules.h"
+#include "policyd/lua_api/patterns.h"
 
 namespace mailhook::policyd {
 namespace {
@@ -166,6 +167,7 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   *static_cast<Generation**>(lua_getextraspace(g->L)) = g.get();
   luaL_openlibs(g->L);
   apply_sandbox(g->L);
+  open_patterns(g->L);  // string.find & co. that --hook-timeout can stop
   open_client(g->L);
   open_smtpe(g->L);
   open_net(g->L);
