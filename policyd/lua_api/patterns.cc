@@ -5,11 +5,9 @@
 // longjmp in C builds of Lua) unwinds nothing it should not.
 #include "policyd/lua_api/patterns.h"
 
-#include <chrono>
 #include <cstring>
 
 #include "policyd/lua_api/pattern_matcher.h"
-#include "policyd/lua_runtime/context.h"
 
 namespace mailhook::policyd {
 namespace {
@@ -267,27 +265,6 @@ int str_gsub(lua_State* L) {
   return 2;
 }
 
-// policyd's watch: the deadline of the hook that runs on this thread.
-bool hook_deadline_passed(lua_State* L, void*) {
-  if (lua_gethook(L) == nullptr || (lua_gethookmask(L) & LUA_MASKCOUNT) == 0) return false;
-  const Generation& g = generation_of(L);
-  return g.timed_out || std::chrono::steady_clock::now() >= g.deadline;
-}
-
-// As the deadline hook does: marks the overrun (the runner answers 451
-// 4.3.0) and checks every instruction from now on, so a pcall around the
-// match cannot carry on.
-int raise_hook_timeout(lua_State* L, void*) {
-  Generation& g = generation_of(L);
-  g.timed_out = true;
-  lua_sethook(L, lua_gethook(L), LUA_MASKCOUNT | LUA_MASKLINE, 1);
-  return luaL_error(L, "hook ran past --hook-timeout (%d ms)", static_cast<int>(g.hook_timeout.count()));
-}
-
-// 4096 steps are some tens of microseconds of matching: the clock is read
-// rarely enough to cost nothing and often enough to stop within a tick.
-constexpr PatternWatch kHookDeadline{hook_deadline_passed, raise_hook_timeout, nullptr, 4096};
-
 constexpr luaL_Reg kFunctions[] = {
     {"find", str_find}, {"match", str_match}, {"gmatch", str_gmatch}, {"gsub", str_gsub}, {nullptr, nullptr}};
 
@@ -300,7 +277,5 @@ void install_patterns(lua_State* L, const PatternWatch& watch) {
   luaL_setfuncs(L, kFunctions, 1);
   lua_pop(L, 2);
 }
-
-void open_patterns(lua_State* L) { install_patterns(L, kHookDeadline); }
 
 }  // namespace mailhook::policyd

@@ -3,6 +3,8 @@
 // stops when the hook runs out of time (finding 8(d) of issue 19: stock
 // Lua matches in C, where the count hook of --hook-timeout never fires).
 // install_patterns never copies the watch: it must outlive the state.
+// Knows nothing of policyd's runtime; lua_runtime/pattern_deadline.h
+// gives it the hook deadline.
 #pragma once
 
 #include <lua.hpp>
@@ -24,10 +26,5 @@ struct PatternWatch {
 // Replaces find, match, gmatch and gsub in the string library table (the
 // string metatable's __index, so ("x"):find too) with the watched ones.
 void install_patterns(lua_State* L, const PatternWatch& watch);
-
-// policyd's: a match stops where the count hook of --hook-timeout would
-// stop Lua code on the same thread, with the same error, so the hook
-// gets its 451 4.3.0. Where no deadline hook is set (loading), none.
-void open_patterns(lua_State* L);
 
 }  // namespace mailhook::policyd

@@ -8,7 +8,7 @@
 #include "policyd/dialects/dialects.h"
 
 #include "policyd/lua_api/modules.h"
-#include "policyd/lua_api/patterns.h"
+#include "policyd/lua_runtime/pattern_deadline.h"
 
 namespace mailhook::policyd {
 namespace {
