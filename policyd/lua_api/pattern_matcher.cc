@@ -20,18 +20,27 @@ const char* fail(PatternMatch& m, PatternFault fault, int index = 0) {
   return nullptr;
 }
 
-// Counts `cost` steps of work; false (and PatternFault::Stopped) once the
-// watch, asked every check_every steps, says the time is up.
-bool step(PatternMatch& m, std::size_t cost = 1) {
-  if (m.watch == nullptr) return true;
-  if (m.countdown > cost) {
-    m.countdown -= static_cast<std::uint32_t>(cost);
+// The watch's turn: asked every check_every steps (without a watch the
+// countdown only starts over).
+[[gnu::noinline]] bool ask_watch(PatternMatch& m) {
+  if (m.watch == nullptr) {
+    m.countdown = UINT32_MAX;
     return true;
   }
   m.countdown = m.watch->check_every;
   if (!m.watch->expired(m.watch->context)) return true;
   m.fault = PatternFault::Stopped;
   return false;
+}
+
+// Counts `cost` steps of work; false (and PatternFault::Stopped) once the
+// watch says the time is up.
+inline bool step(PatternMatch& m, std::size_t cost = 1) {
+  if (m.countdown > cost) [[likely]] {
+    m.countdown -= static_cast<std::uint32_t>(cost);
+    return true;
+  }
+  return ask_watch(m);
 }
 
 // %a %c %d %g %l %p %s %u %w %x (and %z, kept by 5.4 as deprecated);
@@ -277,7 +286,7 @@ void begin_match(PatternMatch& m, const char* subject, std::size_t subject_len, 
   m.pattern = pattern;
   m.pattern_end = pattern + pattern_len;
   m.watch = watch;
-  m.countdown = watch ? watch->check_every : 0;
+  m.countdown = watch ? watch->check_every : UINT32_MAX;
   m.depth_left = kMaxPatternDepth;
   m.level = 0;
   m.fault = PatternFault::None;

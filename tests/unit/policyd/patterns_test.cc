@@ -282,6 +282,10 @@ std::vector<Case> hand_written_cases() {
       {rep("a", 250), "(" + rep("a?", 198) + ")"}, {rep("a", 250), "()" + rep("a?", 198)},
       {rep("x", 1000), "x*y"}, {rep("x", 1000), ".-y"}, {rep("x", 500) + "y", "(x*)y"},
       {rep("(", 300) + rep(")", 300), "%b()"}, {rep("ab", 100), "(ab)%1"},
+      // plain searches past their linear share of comparing (memmem takes over)
+      {rep("a", 3000) + "b", rep("a", 100) + "b"}, {rep("a", 3000), rep("a", 100) + "b"},
+      {rep("a", 300) + "b" + rep("a", 300) + "b", rep("a", 200) + "b"}, {rep("ab", 2000) + "abb", "abb"},
+      {rep("a", 99) + "b" + rep("a", 100) + "b", rep("a", 100) + "b"}, {rep("xy", 500) + "x", "yx"},
   };
   // Every class and its complement over every byte.
   const std::string bytes = all_bytes();
