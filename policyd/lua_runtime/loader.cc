@@ -11,6 +11,7 @@
 #include "policyd/lua_api/modules.h"
 #include "policyd/lua_runtime/file_grant.h"
 #include "policyd/lua_runtime/hook_runner.h"
+#include "policyd/lua_runtime/pattern_deadline.h"
 
 namespace mailhook::policyd {
 namespace {
@@ -205,6 +206,7 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   *static_cast<Generation**>(lua_getextraspace(g->L)) = g.get();
   luaL_openlibs(g->L);
   apply_sandbox(g->L);
+  open_patterns(g->L);  // string.find & co. that --hook-timeout can stop
   open_client(g->L);
   open_smtpe(g->L);
   open_net(g->L);
