@@ -12,8 +12,8 @@
 namespace mailhook::policyd {
 namespace {
 
-// A deadline hook is set on the threads of running hooks (and the coroutines
-// they create), not while scripts load.
+// A deadline hook is set on the threads of running hooks (and the
+// coroutines they resume), and on the loading thread under --load-timeout.
 bool hook_deadline_passed(lua_State* L, void*) {
   if (lua_gethook(L) == nullptr || (lua_gethookmask(L) & LUA_MASKCOUNT) == 0) return false;
   const Generation& g = generation_of(L);
@@ -27,6 +27,9 @@ int raise_hook_timeout(lua_State* L, void*) {
   Generation& g = generation_of(L);
   g.timed_out = true;
   lua_sethook(L, lua_gethook(L), LUA_MASKCOUNT | LUA_MASKLINE, 1);
+  if (g.loading) {
+    return luaL_error(L, "loading ran past --load-timeout (%d ms)", static_cast<int>(g.load_timeout.count()));
+  }
   return luaL_error(L, "hook ran past --hook-timeout (%d ms)", static_cast<int>(g.hook_timeout.count()));
 }
 

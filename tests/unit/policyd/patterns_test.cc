@@ -508,7 +508,7 @@ function hook.mail(m) return m:match(P) end)");
   EXPECT_EQ(text(c.send(EventKind::Noop)), "250 alive");
 }
 
-TEST_F(RuntimeTest, PatternsAtLoadTimeRunWithoutAHookDeadline) {
+TEST_F(RuntimeTest, PatternsAtLoadTimeRunUnderTheLoadTimeoutNotTheHookTimeout) {
   config_.hook_timeout = std::chrono::milliseconds(1);
   // Some milliseconds of backtracking while loading: past 1 ms, yet no
   // hook runs, so nothing stops it.
