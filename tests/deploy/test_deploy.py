@@ -322,6 +322,8 @@ class ComposeTest(StartedScripts):
             self.assertRegex(text, r"(?m)^USER 10025:10025$")
             self.assertRegex(text, r"(?m)^EXPOSE %d$" % port)
             self.assertIn('CMD ["%s/healthcheck-%s.sh"]' % (IMAGE_BIN, script), text)
+            # The HEALTHCHECK asks /readyz on the metrics listener, on by default.
+            self.assertRegex(text, r"(?m)^ENV MAILHOOK_METRICS=0\.0\.0\.0:9100$")
             self.assertIn('ENTRYPOINT ["%s/start-%s.sh"]' % (IMAGE_BIN, script), text)
 
     def test_the_link_is_mutual_tls_from_mounted_certificates_on_separate_networks(self):
