@@ -1,8 +1,13 @@
 // policy_readiness(): the Check call on gRPC's callback API, bounded by a
 // deadline shorter than the endpoint's wait, its state freed in the callback.
+// Probes that come while a Check is in flight wait for its answer: a flood
+// of /readyz requests makes one call to policyd at a time, not one each.
 #include "frontend/policy_client/policy_readiness.h"
 
 #include <chrono>
+#include <functional>
+#include <mutex>
+#include <vector>
 
 #include "grpc/health/v1/health.grpc.pb.h"
 
@@ -28,29 +33,45 @@ struct Check {
   grpc::health::v1::HealthCheckResponse response;
 };
 
+// The probes waiting for the Check in flight (none in flight: empty).
+struct Waiters {
+  std::mutex mu;
+  std::vector<std::function<void(std::string)>> done;
+};
+
 }  // namespace
 
 daemon::ReadinessCheck policy_readiness(std::shared_ptr<grpc::Channel> channel, std::string target) {
   auto stub = std::shared_ptr<grpc::health::v1::Health::Stub>(grpc::health::v1::Health::NewStub(channel));
-  return [channel, stub, target](std::function<void(std::string)> done) {
+  auto waiters = std::make_shared<Waiters>();
+  return [channel, stub, target, waiters](std::function<void(std::string)> done) {
+    {
+      std::lock_guard l(waiters->mu);
+      waiters->done.push_back(std::move(done));
+      if (waiters->done.size() > 1) return;  // a Check is in flight: its answer is ours too
+    }
     auto call = std::make_shared<Check>();
     call->request.set_service("mailhook.v1.Policy");
     call->context.set_deadline(std::chrono::system_clock::now() + kCheckDeadline);
     // Fail fast (gRPC's default): waits while the channel connects, fails
     // as soon as a connection attempt failed ("unreachable: ... refused").
     stub->async()->Check(&call->context, &call->request, &call->response,
-                         [call, channel, target, done = std::move(done)](grpc::Status status) {
+                         [call, channel, target, waiters](grpc::Status status) {
+                           std::string why;
                            if (!status.ok()) {
-                             done("policy daemon " + target + " " + state_name(channel->GetState(false)) + ": " +
-                                  status.error_message());
-                           } else if (call->response.status() !=
-                                      grpc::health::v1::HealthCheckResponse::SERVING) {
-                             done("policy daemon " + target + " is not serving (health " +
-                                  grpc::health::v1::HealthCheckResponse::ServingStatus_Name(call->response.status()) +
-                                  ")");
-                           } else {
-                             done("");
+                             why = "policy daemon " + target + " " + state_name(channel->GetState(false)) + ": " +
+                                   status.error_message();
+                           } else if (call->response.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
+                             why = "policy daemon " + target + " is not serving (health " +
+                                   grpc::health::v1::HealthCheckResponse::ServingStatus_Name(call->response.status()) +
+                                   ")";
                            }
+                           std::vector<std::function<void(std::string)>> answered;
+                           {
+                             std::lock_guard l(waiters->mu);
+                             answered.swap(waiters->done);
+                           }
+                           for (auto& d : answered) d(why);
                          });
   };
 }

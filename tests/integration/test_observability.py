@@ -328,6 +328,25 @@ class HealthEndpoints(MailhookTest):
         c.cmd("QUIT")
         c.close()
 
+    def test_policyd_is_not_ready_while_its_only_worker_is_stuck_in_a_hook(self):
+        self.policyd_metrics, self.front_metrics = free_port(), free_port()
+        self.start_both("function hook.noop() while true do end end",
+                        policyd_args=["--metrics", "127.0.0.1:%d" % self.policyd_metrics, "--hook-timeout", "8000",
+                                      "--trace", "127.0.0.1"],
+                        front_args=["--metrics", "127.0.0.1:%d" % self.front_metrics])
+        self.assertEqual(http_request(self.policyd_metrics, "GET", "/readyz")[0], 200)
+        c = self.client()
+        c.send("NOOP\r\n")   # the one worker spins until --hook-timeout
+        # --trace logs the event before its hook runs.
+        wait_for(lambda: re.search(r"trace session=\S+ event noop ", self.policyd.output(), re.I),
+                 what="hook.noop running")
+        status, _, body = http_request(self.policyd_metrics, "GET", "/readyz")
+        self.assertEqual((status, body), (503, b"not ready: no answer within 3 s\n"))
+        # The front asks policyd's gRPC health, which does not need a worker.
+        self.assertEqual(http_request(self.front_metrics, "GET", "/readyz")[0], 200)
+        self.assertEqual(c.read_reply()[0], 451)   # stopped at --hook-timeout
+        self.assertEqual(http_request(self.policyd_metrics, "GET", "/readyz")[0], 200)
+
 
 if __name__ == "__main__":
     unittest.main()
