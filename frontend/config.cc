@@ -58,7 +58,7 @@ FrontConfig parse_config(int argc, char** argv) {
                  "(client.is_pipelining); 0 checks only what already arrived")
       ->check(CLI::Range(0, 60000))
       ->capture_default_str();
-  app.add_option("--metrics", c.metrics, "serve Prometheus metrics on HOST:PORT (GET /metrics) [default: off]");
+  app.add_option("--metrics", c.metrics, "serve Prometheus metrics on HOST:PORT (GET /metrics), /healthz and /readyz [default: off]");
   app.add_option("--shutdown-grace", c.shutdown_grace_s,
                  "seconds SIGTERM lets open transactions finish; idle sessions get 421 4.3.2 at once")
       ->check(CLI::Range(0, 3600))

@@ -116,7 +116,7 @@ PolicyConfig parse_config(int argc, char** argv) {
                  "bytes of the macros' names and values held per MTA connection; past it the connection closes")
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30))
       ->capture_default_str();
-  app.add_option("--metrics", c.metrics, "serve Prometheus text metrics on HOST:PORT (GET /metrics)");
+  app.add_option("--metrics", c.metrics, "serve Prometheus text metrics on HOST:PORT (GET /metrics), /healthz and /readyz");
   app.add_flag("--shadow", c.shadow, "shadow mode: every script's replies and message changes are logged "
                "(\"would reply ... (shadow)\") and counted, never sent; the default reply goes out");
   app.add_option("--shadow-script", c.shadow_scripts, "a script run in shadow beside the enforcing ones: it runs "

@@ -222,6 +222,7 @@ class RuntimeImpl final : public Runtime {
     for (int i = 0; i < config_.workers; ++i) {
       auto g = load_generation(config_, error);
       if (!g) return false;
+      metrics_.register_scripts(*g);
       set_capabilities(g->capabilities);
       workers_.push_back(std::make_unique<Worker>(std::move(g)));
       if (!workers_.back()->start(config_, error)) return false;
@@ -279,6 +280,7 @@ class RuntimeImpl final : public Runtime {
     for (std::size_t i = 0; i < workers_.size(); ++i) {
       auto g = load_generation(config_, error);
       if (!g) return error;
+      metrics_.register_scripts(*g);
       fresh.push_back(std::move(g));
     }
     set_capabilities(fresh.front()->capabilities);
@@ -304,6 +306,16 @@ class RuntimeImpl final : public Runtime {
     std::size_t n = 0;
     for (const auto& w : workers_) n += static_cast<std::size_t>(w->sessions().load());
     return n;
+  }
+
+  void ping_workers(std::function<void()> answered) override {
+    auto once = std::make_shared<std::atomic<bool>>(false);
+    auto shared = std::make_shared<std::function<void()>>(std::move(answered));
+    for (auto& w : workers_) {
+      asio::post(w->io(), [once, shared] {
+        if (!once->exchange(true)) (*shared)();
+      });
+    }
   }
 
   void stop() override {

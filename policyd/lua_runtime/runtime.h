@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstddef>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -119,6 +120,11 @@ class Runtime {
 
   // Sessions open right now (for drain).
   virtual std::size_t open_sessions() const = 0;
+
+  // Readiness (/readyz): posts a no-op to every worker; `answered` runs
+  // once, on the first worker whose loop ran it (a worker stuck in a hook
+  // answers after --hook-timeout at most). Never runs Lua; never blocks.
+  virtual void ping_workers(std::function<void()> answered) = 0;
 
   // Stops the workers after their queues are empty; joins the threads.
   virtual void stop() = 0;
