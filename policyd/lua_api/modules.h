@@ -16,6 +16,7 @@ void open_message(lua_State* L);  // message.* (message.cc)
 void open_dns(lua_State* L);      // dns.*     (dns.cc)
 void open_kv(lua_State* L);       // kv.*      (kv.cc): Redis, shared by replicas
 void open_mime(lua_State* L);     // mime.parse (mime.cc)
+void open_spf(lua_State* L);      // spf.check (spf.cc): RFC 7208 on the resolver
 void open_control(lua_State* L);  // mailhook.* (control.cc): disconnect, limits, EHLO keywords
 
 // hook.cc: pushes a new script environment {hook = {}} whose reads fall

@@ -213,6 +213,7 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   open_control(g->L);
   open_mime(g->L);
   open_kv(g->L);
+  open_spf(g->L);
   // From here Lua code runs: all of it, and every coroutine it makes,
   // under --load-timeout.
   arm_load_deadline(*g);
