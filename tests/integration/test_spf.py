@@ -8,7 +8,7 @@ import sys
 import unittest
 
 from dnsserver import DnsServer
-from harness import MailhookTest
+from harness import MailhookTest, free_port, sample, scrape, wait_for
 
 SOA = {"type": "SOA", "mname": "ns1.spf.test", "rname": "hostmaster.spf.test", "serial": 1,
        "refresh": 7200, "retry": 900, "expire": 1209600, "minimum": 300}
@@ -141,6 +141,28 @@ class Results(SpfTest):
         self.assertEqual(self.c.cmd("MAIL FROM:<a@soft.spf.test>")[0], 250)
         code, lines = self.c.cmd("RCPT TO:<b@example.com>")
         self.assertEqual((code, lines[-1]), (250, "250 2.1.5 b@example.com softfail"))
+
+
+class SessionEndsWhileWaiting(SpfTest):
+    def test_the_check_of_an_ended_session_is_dropped_and_its_late_answer_ignored(self):
+        metrics = free_port()
+        # The front gives up on policyd first (300 ms), then the client
+        # leaves; the check's query times out later (1500 ms).
+        self.start_both(SCRIPT, policyd_args=self.dns_args(1500, ["--metrics", "127.0.0.1:%d" % metrics]),
+                        front_args=["--policy-timeout", "300"])
+        c = self.client()
+        c.cmd("EHLO gone.spf.test")
+        c.send("MAIL FROM:<a@dropped.spf.test>\r\n")
+        wait_for(lambda: any(q[0] == "dropped.spf.test" for q in self.dns.queries), what="the check's query")
+        c.close()
+        wait_for(lambda: "session ended while waiting" in self.policyd.output(), what="the dropped hook")
+        wait_for(lambda: (sample(scrape(metrics), 'mailhook_policyd_dns_answers_total{rcode="TIMEOUT"}') or 0) >= 1,
+                 what="the late timeout of the dropped check's query")
+        self.assertTrue(self.policyd.alive())
+        self.assertEqual(sample(scrape(metrics), "mailhook_policyd_sessions_open"), 0)
+        c = self.client()
+        c.cmd("EHLO client.spf.test")
+        self.assertEqual(c.cmd("MAIL FROM:<a@pass.spf.test>")[1][-1], "250 2.1.0 spf=pass mech=ip4:127.0.0.0/8")
 
 
 async def one_session(port, i):
