@@ -23,8 +23,6 @@ namespace mailhook::policyd {
 namespace {
 
 constexpr const char* kCallMeta = "mailhook.spf.call";
-// RFC 7208 4.6.4: a check MAY be bounded in time, at 20 s at least.
-constexpr std::chrono::seconds kDefaultCheckTime{20};
 
 // One spf.check in progress. A full userdata on the hook's stack owns
 // it (its __gc frees it); callbacks hold weak pointers, so an answer
@@ -34,7 +32,7 @@ struct SpfCall {
   spf::Check check;
   std::set<spf::Question> sent;  // asked of the resolver, not answered yet
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
-  std::chrono::milliseconds time_limit{kDefaultCheckTime};
+  std::chrono::milliseconds time_limit{20000};  // --spf-timeout
   bool ready() const { return check.questions().empty(); }
 };
 
@@ -129,27 +127,35 @@ int push_outcome(lua_State* L, SessionContext& s, const spf::Check& check) {
   return 3;
 }
 
+// Past --spf-timeout (RFC 7208 4.6.4 allows a time limit of 20 s or more):
+// checked whenever answers come in, so the check ends at most one
+// --dns-timeout after its limit.
+bool overdue(SessionContext& s, const SpfCall& call) {
+  if (std::chrono::steady_clock::now() - call.started <= call.time_limit) return false;
+  log::info("session={} spf sender={}: the check passed its time limit ({} ms); temperror",
+            log::escape_text(s.start.session_id), log::escape_text(call.check.request().sender),
+            call.time_limit.count());
+  return true;
+}
+
 int drive(lua_State* L, SessionContext& s, const std::shared_ptr<SpfCall>& call, int box_index);
 
 int check_continuation(lua_State* L, int, lua_KContext box_index) {
   SessionContext* s = current_session(L);
   auto* box = static_cast<CallBox*>(luaL_checkudata(L, static_cast<int>(box_index), kCallMeta));
   if (s == nullptr) return luaL_error(L, "spf.check resumed outside its hook");
+  if (overdue(*s, *box->call)) {
+    lua_pushstring(L, "temperror");
+    lua_pushnil(L);
+    lua_pushnil(L);
+    return 3;
+  }
   return drive(L, *s, box->call, static_cast<int>(box_index));
 }
 
 // Evaluates as far as the answers go; waits (yields) for the rest.
 int drive(lua_State* L, SessionContext& s, const std::shared_ptr<SpfCall>& call, int box_index) {
   while (!call->check.run()) {
-    if (std::chrono::steady_clock::now() - call->started > call->time_limit) {
-      log::info("session={} spf sender={}: the check passed its time limit ({} ms); temperror",
-                log::escape_text(s.start.session_id), log::escape_text(call->check.request().sender),
-                call->time_limit.count());
-      lua_pushstring(L, "temperror");
-      lua_pushnil(L);
-      lua_pushnil(L);
-      return 3;
-    }
     if (!ask(s, call)) continue;  // all from the cache: evaluate on
     if (L != s.thread || !lua_isyieldable(L)) {
       return luaL_error(L, "spf.check cannot wait here: call it from the hook itself, "
@@ -186,8 +192,12 @@ int spf_check(lua_State* L) {
   r.ip = luaL_checkstring(L, 1);
   r.helo = luaL_optstring(L, 2, "");
   r.sender = luaL_optstring(L, 3, "");
+  // The flags' values (--spf-max-dns-lookups, ...), then the call's options.
+  const Generation& g = generation_of(L);
   spf::Limits limits;
-  std::chrono::milliseconds time_limit{kDefaultCheckTime};
+  limits.dns_lookups = g.spf_max_dns_lookups;
+  limits.void_lookups = g.spf_max_void_lookups;
+  std::chrono::milliseconds time_limit = g.spf_timeout;
   if (!lua_isnoneornil(L, 4)) {
     luaL_checktype(L, 4, LUA_TTABLE);
     lua_getfield(L, 4, "receiver");
@@ -195,9 +205,10 @@ int spf_check(lua_State* L) {
     lua_pop(L, 1);
     // RFC 7208 4.6.4: 10 and 2 are the RFC's; an operator may lower them
     // or raise them a little for a known-broken partner.
-    limits.dns_lookups = static_cast<unsigned>(int_option(L, 4, "max_dns_lookups", 10, 1, 20));
-    limits.void_lookups = static_cast<unsigned>(int_option(L, 4, "max_void_lookups", 2, 0, 20));
-    time_limit = std::chrono::seconds(int_option(L, 4, "timeout", kDefaultCheckTime.count(), 1, 300));
+    limits.dns_lookups = static_cast<unsigned>(int_option(L, 4, "max_dns_lookups", limits.dns_lookups, 1, 20));
+    limits.void_lookups = static_cast<unsigned>(int_option(L, 4, "max_void_lookups", limits.void_lookups, 0, 20));
+    time_limit = std::chrono::seconds(
+        int_option(L, 4, "timeout", std::chrono::duration_cast<std::chrono::seconds>(time_limit).count(), 1, 300));
   }
   SessionContext* s = current_session(L);
   if (s == nullptr) return luaL_error(L, "spf.check is only available inside a hook");

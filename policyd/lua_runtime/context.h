@@ -69,6 +69,9 @@ struct Generation {
   std::string lua_path;                 // --lua-path
   std::vector<std::string> lua_env;     // --lua-env
   std::chrono::milliseconds load_timeout{30000};
+  unsigned spf_max_dns_lookups = 10;    // --spf-max-dns-lookups (spf.check's default)
+  unsigned spf_max_void_lookups = 2;    // --spf-max-void-lookups
+  std::chrono::seconds spf_timeout{20}; // --spf-timeout
   bool loading = false;                 // the scripts' top-level code runs (no session)
   // Set while a hook of a session runs (one at a time per worker).
   SessionContext* current = nullptr;

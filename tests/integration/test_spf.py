@@ -4,11 +4,12 @@ the client as the script's reply; a slow DNS server never holds a worker."""
 
 import asyncio
 import re
+import subprocess
 import sys
 import unittest
 
 from dnsserver import DnsServer
-from harness import MailhookTest, free_port, sample, scrape, wait_for
+from harness import POLICYD, MailhookTest, free_port, sample, scrape, wait_for
 
 SOA = {"type": "SOA", "mname": "ns1.spf.test", "rname": "hostmaster.spf.test", "serial": 1,
        "refresh": 7200, "retry": 900, "expire": 1209600, "minimum": 300}
@@ -41,8 +42,9 @@ ZONE = {
     "v6.spf.test": txt("v=spf1 ip6:2001:db8::/32 ip4:192.0.2.0/24 -all"),
     "delay.spf.test": txt("v=spf1 exists:%{ir}.x.delay.spf.test -all"),
     "1.0.0.127.x.delay.spf.test": [{"type": "A", "address": "127.0.0.2"}],
+    "late.spf.test": txt("v=spf1 +all"),
     "_behaviour": {"servfail.spf.test": "servfail", "dropped.spf.test": "drop", "slow.spf.test": "drop",
-                   "delay.spf.test": {"delay_ms": 100}},
+                   "delay.spf.test": {"delay_ms": 100}, "late.spf.test": {"delay_ms": 1500}},
 }
 for i in range(11):
     ZONE["h%d.spf.test" % i] = [{"type": "A", "address": "192.0.2.%d" % (i + 10)}]
@@ -141,6 +143,30 @@ class Results(SpfTest):
         self.assertEqual(self.c.cmd("MAIL FROM:<a@soft.spf.test>")[0], 250)
         code, lines = self.c.cmd("RCPT TO:<b@example.com>")
         self.assertEqual((code, lines[-1]), (250, "250 2.1.5 b@example.com softfail"))
+
+
+class Flags(SpfTest):
+    def test_the_limits_are_flags_and_trip_past_their_value(self):
+        self.start_both(SCRIPT, policyd_args=self.dns_args(3000, [
+            "--spf-max-dns-lookups", "11", "--spf-max-void-lookups", "3", "--spf-timeout", "1"]))
+        c = self.client()
+        c.cmd("EHLO client.spf.test")
+        # 11 terms and 3 void lookups are now within the limits: the record's -all decides.
+        self.assertEqual(c.cmd("MAIL FROM:<a@limit.spf.test>")[1][-1][:12], "550 5.7.23 S")
+        c.cmd("RSET")
+        self.assertEqual(c.cmd("MAIL FROM:<a@voids.spf.test>")[1][-1][:12], "550 5.7.23 S")
+        c.cmd("RSET")
+        # The record comes after 1.5 s: past --spf-timeout 1, so temperror, not pass.
+        self.assertEqual(c.cmd("MAIL FROM:<a@late.spf.test>")[1][-1], "451 4.7.24 SPF temperror")
+        self.assertIn("the check passed its time limit (1000 ms)", self.policyd.output())
+
+    def test_a_flag_out_of_range_is_refused(self):
+        script = self.write_script(SCRIPT)
+        for flag, value in (("--spf-max-dns-lookups", "0"), ("--spf-max-void-lookups", "21"), ("--spf-timeout", "0")):
+            r = subprocess.run([POLICYD, "--script", script, "--check", flag, value], capture_output=True, text=True,
+                               timeout=30)
+            self.assertNotEqual(r.returncode, 0, flag)
+            self.assertIn(flag, r.stderr + r.stdout)
 
 
 class SessionEndsWhileWaiting(SpfTest):
