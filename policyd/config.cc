@@ -63,6 +63,18 @@ PolicyConfig parse_config(int argc, char** argv) {
                  "DNS answers each worker keeps for their TTL (at most 1 h; 0: no cache)")
       ->check(CLI::Range(0, 10000000))
       ->capture_default_str();
+  app.add_option("--spf-max-dns-lookups", c.spf_max_dns_lookups,
+                 "DNS-querying terms (include, a, mx, ptr, exists, redirect) one spf.check may evaluate; past it: "
+                 "permerror (RFC 7208 4.6.4)")
+      ->check(CLI::Range(1, 20))
+      ->capture_default_str();
+  app.add_option("--spf-max-void-lookups", c.spf_max_void_lookups,
+                 "NXDOMAIN or empty answers one spf.check may get; past it: permerror (RFC 7208 4.6.4)")
+      ->check(CLI::Range(0, 20))
+      ->capture_default_str();
+  app.add_option("--spf-timeout", c.spf_timeout_s, "seconds one spf.check may take in all; past it: temperror")
+      ->check(CLI::Range(1, 300))
+      ->capture_default_str();
   std::string ptr_lookup = "yes";
   app.add_option("--ptr-lookup", ptr_lookup,
                  "look up client.host (PTR, forward-confirmed) when the front or MTA did not give it: yes or no")

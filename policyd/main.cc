@@ -48,6 +48,9 @@ mp::RuntimeConfig runtime_config(const mp::PolicyConfig& c) {
   r.kv_timeout = std::chrono::milliseconds(c.kv_timeout_ms);
   r.dns_cache_entries = static_cast<std::size_t>(c.dns_cache_entries);
   r.ptr_lookup = c.ptr_lookup;
+  r.spf_max_dns_lookups = static_cast<unsigned>(c.spf_max_dns_lookups);
+  r.spf_max_void_lookups = static_cast<unsigned>(c.spf_max_void_lookups);
+  r.spf_timeout = std::chrono::seconds(c.spf_timeout_s);
   for (const auto& d : c.lua_read_dirs) r.lua_read_dirs.emplace_back(d);
   for (const auto& d : c.lua_write_dirs) r.lua_write_dirs.emplace_back(d);
   for (const auto& p : c.lua_path) r.lua_path += (r.lua_path.empty() ? "" : ";") + p;

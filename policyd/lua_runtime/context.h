@@ -82,6 +82,9 @@ struct Generation {
   std::chrono::milliseconds load_timeout{30000};
   std::shared_ptr<map::MapStore> map_store;  // map.file snapshots, shared by every worker
   std::vector<map::MapHandle> maps;          // this generation's map.file objects
+  unsigned spf_max_dns_lookups = 10;    // --spf-max-dns-lookups (spf.check's default)
+  unsigned spf_max_void_lookups = 2;    // --spf-max-void-lookups
+  std::chrono::seconds spf_timeout{20}; // --spf-timeout
   bool loading = false;                 // the scripts' top-level code runs (no session)
   // Set while a hook of a session runs (one at a time per worker).
   SessionContext* current = nullptr;

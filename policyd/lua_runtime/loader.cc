@@ -193,6 +193,9 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   g->allocator.cap = config.lua_memory_bytes;
   g->hook_timeout = config.hook_timeout;
   g->load_timeout = config.load_timeout;
+  g->spf_max_dns_lookups = config.spf_max_dns_lookups;
+  g->spf_max_void_lookups = config.spf_max_void_lookups;
+  g->spf_timeout = config.spf_timeout;
   g->spool_dir = config.spool_dir;
   if (!grant_dirs(config, *g, error)) return nullptr;
   g->lua_path = config.lua_path;
@@ -219,6 +222,7 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   open_dmarc(g->L);
   open_notes(g->L);
   open_map(g->L);
+  open_spf(g->L);
   // From here Lua code runs: all of it, and every coroutine it makes,
   // under --load-timeout.
   arm_load_deadline(*g);

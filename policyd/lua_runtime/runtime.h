@@ -38,6 +38,9 @@ struct RuntimeConfig {
   std::chrono::milliseconds dns_timeout{5000};    // per DNS query
   std::size_t dns_cache_entries = 10000;          // per worker; 0: no cache
   bool ptr_lookup = true;                         // resolve client.host when not given
+  unsigned spf_max_dns_lookups = 10;              // --spf-max-dns-lookups: spf.check's default
+  unsigned spf_max_void_lookups = 2;              // --spf-max-void-lookups
+  std::chrono::seconds spf_timeout{20};           // --spf-timeout: one whole spf.check
   std::string kv_address;                         // --kv IP:PORT of Redis; empty: kv.* answer an error
   std::chrono::milliseconds kv_timeout{1000};     // per kv command
   std::shared_ptr<dns::FakeDns> fake_dns;         // --test: answers from a table, no network
