@@ -16,7 +16,8 @@ void open_message(lua_State* L);  // message.* (message.cc)
 void open_dns(lua_State* L);      // dns.*     (dns.cc)
 void open_kv(lua_State* L);       // kv.*      (kv.cc): Redis, shared by replicas
 void open_mime(lua_State* L);     // mime.parse (mime.cc)
-void open_control(lua_State* L);  // mailhook.* (control.cc): disconnect, limits, EHLO keywords
+void open_control(lua_State* L);
+void open_dkim(lua_State* L);     // dkim.verify, dkim.sign (dkim.cc)  // mailhook.* (control.cc): disconnect, limits, EHLO keywords
 
 // hook.cc: pushes a new script environment {hook = {}} whose reads fall
 // back to the shared globals.

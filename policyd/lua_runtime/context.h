@@ -69,6 +69,7 @@ struct Generation {
   std::string lua_path;                 // --lua-path
   std::vector<std::string> lua_env;     // --lua-env
   std::chrono::milliseconds load_timeout{30000};
+  std::size_t dkim_max_signatures = 8;  // --dkim-max-signatures (lua_api/dkim.cc)
   bool loading = false;                 // the scripts' top-level code runs (no session)
   // Set while a hook of a session runs (one at a time per worker).
   SessionContext* current = nullptr;

@@ -192,6 +192,7 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   g->allocator.cap = config.lua_memory_bytes;
   g->hook_timeout = config.hook_timeout;
   g->load_timeout = config.load_timeout;
+  g->dkim_max_signatures = config.dkim_max_signatures;
   g->spool_dir = config.spool_dir;
   if (!grant_dirs(config, *g, error)) return nullptr;
   g->lua_path = config.lua_path;
@@ -213,6 +214,7 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   open_control(g->L);
   open_mime(g->L);
   open_kv(g->L);
+  open_dkim(g->L);
   // From here Lua code runs: all of it, and every coroutine it makes,
   // under --load-timeout.
   arm_load_deadline(*g);

@@ -47,6 +47,7 @@ struct RuntimeConfig {
   std::string lua_path;                           // --lua-path: require's "DIR/?.lua;…"; empty: nothing from disk
   std::vector<std::string> lua_env;               // --lua-env: names os.getenv answers
   std::chrono::milliseconds load_timeout{30000};  // --load-timeout: all scripts' top-level code
+  std::size_t dkim_max_signatures = 8;            // --dkim-max-signatures: per dkim.verify, the rest get policy
 };
 
 // Receives a session's answers. Called on the session's worker thread,
