@@ -15,7 +15,8 @@ import subprocess
 import unittest
 
 from dnsserver import DnsServer
-from harness import MailhookTest, wait_for
+import test_milter as tm
+from harness import MailhookTest, Sink, SmtpClient, free_port, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ORACLE = os.environ.get("MAILHOOK_OPENDKIM_ORACLE",
@@ -351,6 +352,67 @@ class OpenDkimVerifiesWhatPolicydSigned(DkimTest):
         self.assertEqual(code, 451, text)
         self.assertIn("/etc/hostname: not readable by scripts", text)
         self.assertEqual(self.spooled(), [])
+
+
+class BehindPostfix(DkimTest, tm.MilterTest):
+    """The milter shape: a private Postfix calls policyd's milter; dkim.sign's
+    header goes in through SMFIR_INSHEADER and the sink gets what Postfix
+    delivers."""
+
+    def start(self, script, args=()):
+        self.start_milter(script, args=self.dns_args() + list(args))
+        self.sink = Sink()
+        self.addCleanup(self.sink.stop)
+        self.smtp_port = free_port()
+        os.chmod(self.dir, 0o711)  # Postfix's daemons (user postfix) must reach their directories
+        self.postfix = tm.PrivatePostfix(os.path.join(self.dir, "pf"), self.smtp_port, self.sink.port,
+                                         milter="inet:127.0.0.1:%d" % self.milter_port,
+                                         extra_main_cf=dict(tm.snippet_settings(), **{
+                                             "smtpd_milters": "inet:127.0.0.1:%d" % self.milter_port,
+                                             "milter_default_action": "tempfail"}))
+        self.postfix.start()
+
+    def tearDown(self):
+        if getattr(self, "postfix", None):
+            self.postfix.stop()
+        super().tearDown()
+
+    def postfix_send(self, message, sender="joe@example.test"):
+        c = SmtpClient(self.smtp_port)
+        self.addCleanup(c.close)
+        self.assertEqual(c.read_reply()[0], 220)
+        c.cmd("EHLO client.example")
+        self.assertEqual(c.cmd("MAIL FROM:<%s>" % sender)[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<b@example.com>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(message.replace("\r\n.", "\r\n..") + ".\r\n")
+        code, lines = c.read_reply()
+        c.cmd("QUIT")
+        return code, " ".join(lines)
+
+    def test_postfix_delivers_what_policyd_signed_and_opendkim_verifies_it(self):
+        self.start(("KEYDIR = %r\n" % self.keydir) + SIGN_SCRIPT, args=["--lua-read-dir", self.keydir])
+        cases = [("rsa-sha256", "relaxed", "relaxed"), ("ed25519-sha256", "relaxed", "relaxed"),
+                 ("rsa-sha256", "simple", "simple"), ("ed25519-sha256", "relaxed", "simple")]
+        for n, (algorithm, hc, bc) in enumerate(cases):
+            with self.subTest(algorithm=algorithm, c=hc + "/" + bc):
+                code, text = self.postfix_send(MESSAGE, sender="%s.%s.%s@example.test" % (algorithm, hc, bc))
+                self.assertEqual(code, 250, text)
+                wait_for(lambda: len(self.sink.messages) > n, timeout=30, what="the message at the sink")
+                data = self.sink.messages[n][2]
+                data = data if isinstance(data, bytes) else data.encode()
+                self.assertIn(b"DKIM-Signature: v=1; a=" + algorithm.encode(), data)
+                self.assertEqual(self.opendkim_verify(data),
+                                 ["%s %s pass no signature error" % (DOMAIN, ALGORITHMS[algorithm])])
+
+    def test_a_signed_message_passes_and_a_tampered_one_is_rejected(self):
+        self.start(VERIFY_SCRIPT)
+        signed = self.opendkim_sign(MESSAGE, "rsa-sha256", "relaxed", "relaxed")
+        code, text = self.postfix_send(signed)
+        self.assertEqual(code, 250, text)
+        code, text = self.postfix_send(signed.replace("We lost", "We won"))
+        self.assertEqual(code, 550, text)
+        self.assertIn("=fail(body hash did not verify)", text)
 
 
 if __name__ == "__main__":
