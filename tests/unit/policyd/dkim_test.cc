@@ -8,9 +8,11 @@
 #include <openssl/rsa.h>
 
 #include "policyd/dkim/signer.h"
+#include "policyd/dns/fake_resolver.h"
 #include "policyd/dkim/tag_list.h"
 #include "policyd/dkim/verifier.h"
 #include "mailcore/smtp/base64.h"
+#include "tests/unit/policyd/runtime_harness.h"
 
 namespace mailhook::policyd::dkim {
 namespace {
@@ -304,13 +306,20 @@ TEST_P(DkimRoundTrip, RelaxedSurvivesWhitespaceChangesSimpleDoesNot) {
   EXPECT_EQ(body[0].result, c.body == Canon::Relaxed ? Result::Pass : Result::Fail) << body[0].reason;
 }
 
+std::string combo_name(const ::testing::TestParamInfo<Combo>& info) {
+  auto canon = [](Canon c) { return c == Canon::Simple ? std::string("Simple") : std::string("Relaxed"); };
+  return std::string(info.param.type == KeyType::Rsa ? "Rsa" : "Ed25519") + canon(info.param.header) +
+         canon(info.param.body);
+}
+
 INSTANTIATE_TEST_SUITE_P(AlgorithmsAndCanonicalizations, DkimRoundTrip,
                          ::testing::Values(Combo{KeyType::Rsa, Canon::Simple, Canon::Simple},
                                            Combo{KeyType::Rsa, Canon::Relaxed, Canon::Relaxed},
                                            Combo{KeyType::Rsa, Canon::Simple, Canon::Relaxed},
                                            Combo{KeyType::Ed25519, Canon::Relaxed, Canon::Simple},
                                            Combo{KeyType::Ed25519, Canon::Simple, Canon::Simple},
-                                           Combo{KeyType::Ed25519, Canon::Relaxed, Canon::Relaxed}));
+                                           Combo{KeyType::Ed25519, Canon::Relaxed, Canon::Relaxed}),
+                         combo_name);
 
 // ------------------------------------------------------ every verdict
 
@@ -467,3 +476,72 @@ TEST(DkimSign, DefaultHeadersAreThePresentRecommendedOnesWithFromOverSigned) {
 
 }  // namespace
 }  // namespace mailhook::policyd::dkim
+
+// ------------------------------------------------ the Lua module, in process
+
+namespace mailhook::policyd {
+namespace {
+
+using testing::RuntimeTest;
+
+// dkim.verify waits for its key through the worker's resolver (a FakeDns
+// table here, answering later on the loop like --test does) and resumes;
+// dkim.sign records a DKIM-Signature insert; both refuse files outside
+// the grants; dkim.sign outside hook.dot/forward is a script error.
+TEST_F(RuntimeTest, DkimModuleVerifiesThroughTheResolverAndSignsThroughMessageChanges) {
+  const dkim::TestKey& key = dkim::ed_key();
+  const std::filesystem::path keys = dir_ / "keys";
+  std::filesystem::create_directories(keys);
+  std::ofstream(keys / "ed.pem") << key.pem;
+  config_.lua_read_dirs = {keys};
+  config_.fake_dns = std::make_shared<dns::FakeDns>();
+  std::string error;
+  ASSERT_TRUE(config_.fake_dns->add("sel._domainkey.football.example.com TXT " + key.record, error)) << error;
+  ASSERT_TRUE(config_.fake_dns->add("gone._domainkey.football.example.com NXDOMAIN", error)) << error;
+  load("KEY = '" + (keys / "ed.pem").string() + "'\n" + R"lua(
+    function hook.noop()
+      local ok, err = pcall(dkim.sign, "x", {domain = "example.com", selector = "s", key = KEY})
+      return "250 " .. tostring(ok) .. " " .. tostring(err):match("not available in hook%.%a+") .. "\r\n"
+    end
+    function hook.dot(path)
+      local parts = {}
+      for _, r in ipairs(dkim.verify(path)) do
+        parts[#parts + 1] = r.selector .. "=" .. r.result .. (r.reason and ("(" .. r.reason .. ")") or "")
+      end
+      local none, err = dkim.verify("/etc/passwd")
+      local bad, berr = dkim.sign(path, {domain = "example.com", selector = "s", key = "/etc/passwd"})
+      local ok, serr = dkim.sign(path, {domain = "example.com", selector = "s", key = KEY, algorithm = "ed25519-sha256"})
+      local wrong, werr = dkim.sign(path, {domain = "example.com", selector = "s", key = KEY})
+      return "550 5.7.1 " .. table.concat(parts, " ") .. " | " .. tostring(none) .. " " .. err .. " | " ..
+             tostring(bad) .. " " .. berr .. " | " .. tostring(ok) .. " " .. tostring(serr) .. " | " .. werr .. "\r\n"
+    end
+  )lua");
+  Client c = connect();
+  EXPECT_EQ(text(c.send(EventKind::Noop)), "250 false not available in hook.noop");
+  dkim::SignRequest gone;
+  gone.selector = "gone";
+  const std::string message = dkim::signed_message(dkim::signed_message(dkim::kMessage, key), key, gone);
+  c.transaction = "T1";
+  c.notify(EventKind::MessageChunk, message);
+  const Decision d = c.send(EventKind::EndOfMessage);
+  EXPECT_EQ(text(d),
+            "550 5.7.1 gone=permerror(no key for signature (gone._domainkey.football.example.com)) sel=pass | "
+            "nil /etc/passwd: not readable by scripts (no --lua-read-dir or --lua-write-dir grants it) | "
+            "nil /etc/passwd: not readable by scripts (no --lua-read-dir or --lua-write-dir grants it) | true nil | " +
+                (keys / "ed.pem").string() + ": the key is not an RSA key (algorithm=rsa-sha256)");
+  ASSERT_EQ(d.changes.size(), 1u);
+  EXPECT_EQ(d.changes[0].kind, MessageChange::Kind::InsertHeader);
+  EXPECT_EQ(d.changes[0].name, "DKIM-Signature");
+  EXPECT_EQ(d.changes[0].index, 0u);
+  // The inserted field verifies on the message it was made for.
+  const std::string signed_again = "DKIM-Signature: " + d.changes[0].value + "\r\n" + message;
+  const dkim::SplitMessage split = dkim::split_message(signed_again);
+  auto checks = dkim::find_signatures(split, 1700000000, {});
+  ASSERT_EQ(checks.size(), 3u);
+  EXPECT_EQ(checks[0].key_name, "s._domainkey.example.com");
+  dkim::finish(checks[0], split, dkim::found(key.record));
+  EXPECT_EQ(checks[0].result, dkim::Result::Pass) << checks[0].reason;
+}
+
+}  // namespace
+}  // namespace mailhook::policyd
