@@ -22,6 +22,8 @@ std::string lower(std::string_view s) {
   return out;
 }
 
+std::string field_key(const HeaderField& f) { return lower(trim_wsp(f.name)); }
+
 std::string with_crlf(std::string_view message) {
   std::string out;
   out.reserve(message.size() + message.size() / 32);

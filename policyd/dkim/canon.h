@@ -47,4 +47,7 @@ std::string canonical_body(std::string_view body, Canon c);
 // ASCII lower case, for the names in h= (compared without case, RFC 6376 3.5).
 std::string lower(std::string_view s);
 
+// A field's name as h= names it: lower case, without WSP before the colon.
+std::string field_key(const HeaderField& f);
+
 }  // namespace mailhook::policyd::dkim

@@ -43,7 +43,7 @@ std::optional<std::string> sign_message(std::string_view message, const SignRequ
   if (request.headers.empty()) {
     for (const auto& n : default_signed_headers()) {
       for (const HeaderField& f : split.fields) {
-        if (lower(f.name) == n) names.push_back(n);
+        if (field_key(f) == n) names.push_back(n);
       }
     }
     names.push_back("from");  // over-signed: an added From breaks the signature (RFC 6376 8.15)

@@ -23,7 +23,7 @@ std::string_view result_name(Result r) {
 std::vector<SignatureCheck> find_signatures(const SplitMessage& message, std::uint64_t now, const VerifyLimits& limits) {
   std::vector<SignatureCheck> out;
   for (const HeaderField& f : message.fields) {
-    if (lower(f.name) != "dkim-signature") continue;
+    if (field_key(f) != "dkim-signature") continue;
     SignatureCheck c;
     c.raw = f.raw;
     if (out.size() >= limits.max_signatures) {
@@ -52,11 +52,13 @@ std::vector<SignatureCheck> find_signatures(const SplitMessage& message, std::ui
   return out;
 }
 
-std::vector<const HeaderField*> select_headers(const SplitMessage& message, const std::vector<std::string>& names) {
+std::vector<const HeaderField*> select_headers(const SplitMessage& message, const std::vector<std::string>& names,
+                                               std::string_view self) {
   // Each name's fields, bottom first; taking one moves past it.
   std::map<std::string, std::vector<const HeaderField*>> by_name;
   for (auto it = message.fields.rbegin(); it != message.fields.rend(); ++it) {
-    if (!it->name.empty()) by_name[lower(it->name)].push_back(&*it);
+    if (it->name.empty() || (!self.empty() && it->raw.data() == self.data())) continue;
+    by_name[field_key(*it)].push_back(&*it);
   }
   std::map<std::string, std::size_t> taken;
   std::vector<const HeaderField*> out;
@@ -74,15 +76,15 @@ std::vector<const HeaderField*> select_headers(const SplitMessage& message, cons
 }
 
 std::string header_hash_input(const SplitMessage& message, const std::vector<std::string>& names,
-                              std::string_view signature_field_blanked, Canon c) {
+                              std::string_view signature_field_blanked, Canon c, std::string_view self) {
   std::string data;
-  for (const HeaderField* f : select_headers(message, names)) {
+  for (const HeaderField* f : select_headers(message, names, self)) {
     if (f != nullptr) data += canonical_header(*f, c);
   }
-  HeaderField self;
-  self.raw = signature_field_blanked;
-  self.name = signature_field_blanked.substr(0, signature_field_blanked.find(':'));
-  std::string h = canonical_header(self, c);
+  HeaderField signature;
+  signature.raw = signature_field_blanked;
+  signature.name = signature_field_blanked.substr(0, signature_field_blanked.find(':'));
+  std::string h = canonical_header(signature, c);
   h.resize(h.size() - 2);  // RFC 6376 3.7: without the trailing CRLF
   data += h;
   return data;
@@ -143,7 +145,7 @@ void finish(SignatureCheck& check, const SplitMessage& message, const KeyAnswer&
     check.reason = "body hash did not verify";
     return;
   }
-  const std::string data = header_hash_input(message, sig.headers, blank_b(check.raw, sig), sig.header_canon);
+  const std::string data = header_hash_input(message, sig.headers, blank_b(check.raw, sig), sig.header_canon, check.raw);
   switch (verify_signature(*key, data, sig.b)) {
     case KeyCheck::Good:
       check.result = Result::Pass;

@@ -54,12 +54,15 @@ void finish(SignatureCheck& check, const SplitMessage& message, const KeyAnswer&
 
 // The fields h= names, each the last one not yet taken (RFC 6376 5.4.2);
 // nullptr for a name with none left (it hashes as nothing: over-signing).
-std::vector<const HeaderField*> select_headers(const SplitMessage& message, const std::vector<std::string>& names);
+// `self`, the signature being verified, is never one of them: it did not
+// exist when it was made (RFC 6376 5.4).
+std::vector<const HeaderField*> select_headers(const SplitMessage& message, const std::vector<std::string>& names,
+                                               std::string_view self = {});
 
 // The data the signature covers (RFC 6376 3.7): the selected fields, then
 // the DKIM-Signature field itself with b= empty, without its CRLF.
 std::string header_hash_input(const SplitMessage& message, const std::vector<std::string>& names,
-                              std::string_view signature_field_blanked, Canon c);
+                              std::string_view signature_field_blanked, Canon c, std::string_view self = {});
 
 // The body hash input after canonicalization and l= (nullopt: l= is longer than the body).
 std::string canonical_body_for(std::string_view body, Canon c, const std::optional<std::uint64_t>& length, bool& too_short);

@@ -323,6 +323,29 @@ INSTANTIATE_TEST_SUITE_P(AlgorithmsAndCanonicalizations, DkimRoundTrip,
 
 // ------------------------------------------------------ every verdict
 
+// A signature over earlier signatures, DKIM-Signature over-signed: the
+// one being verified is never among its own h= fields (RFC 6376 5.4).
+TEST(DkimVerify, ASignatureNeverCoversItself) {
+  const std::string first = signed_message(kMessage, rsa_key());
+  SignRequest r;
+  r.headers = {"from", "dkim-signature", "dkim-signature"};
+  r.timestamp = 1690000001;
+  const std::string m = signed_message(first, ed_key(), r);
+  const SplitMessage split = split_message(m);
+  auto checks = find_signatures(split, 1700000000, {});
+  ASSERT_EQ(checks.size(), 2u);
+  finish(checks[0], split, found(ed_key().record));
+  finish(checks[1], split, found(rsa_key().record));
+  EXPECT_EQ(checks[0].result, Result::Pass) << checks[0].reason;
+  EXPECT_EQ(checks[1].result, Result::Pass) << checks[1].reason;
+  // The older signature is covered: changing it breaks the newer one.
+  const std::string changed_text = replaced(m, "t=1690000000;", "t=1690000009;");  // the older one's t=
+  const SplitMessage changed = split_message(changed_text);
+  auto again = find_signatures(changed, 1700000000, {});
+  finish(again[0], changed, found(ed_key().record));
+  EXPECT_EQ(again[0].result, Result::Fail);
+}
+
 TEST(DkimVerify, BodyLengthCoversTheSignedPartOnly) {
   SignRequest r;
   r.body_length = true;
