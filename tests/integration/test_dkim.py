@@ -4,7 +4,8 @@ other side: messages OpenDKIM signed verify in hook.dot, messages policyd
 signed verify with OpenDKIM, for rsa-sha256 and ed25519-sha256 and every
 canonicalization. Key records come from the test's own DNS server
 (dnsserver.py) through policyd's c-ares resolver; OpenDKIM reads the same
-records from a key file (DKIM_QUERY_FILE)."""
+records from a key file (DKIM_QUERY_FILE). The RSA key and its record are
+made by opendkim-genkey (opendkim-tools), the Ed25519 key by openssl."""
 
 import base64
 import hashlib
@@ -94,12 +95,19 @@ class DkimTest(MailhookTest):
         os.mkdir(self.keydir)
         rsa = os.path.join(self.keydir, "rsa.pem")
         ed = os.path.join(self.keydir, "ed.pem")
-        openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024", "-out", rsa)
+        # The RSA key and its record as OpenDKIM's own tool makes them
+        # (the record has h=sha256, a key-record tag the verifier checks).
+        subprocess.run(["opendkim-genkey", "-b", "1024", "-d", DOMAIN, "-s", "rsa", "-D", self.keydir],
+                       check=True, capture_output=True, timeout=60)
+        os.rename(os.path.join(self.keydir, "rsa.private"), rsa)
+        with open(os.path.join(self.keydir, "rsa.txt")) as f:
+            genkey_record = "".join(re.findall(r'"([^"]*)"', f.read()))
         openssl("genpkey", "-algorithm", "ED25519", "-out", ed)
         rsa_der = openssl("pkey", "-in", rsa, "-pubout", "-outform", "DER")
         ed_raw = openssl("pkey", "-in", ed, "-pubout", "-outform", "DER")[-32:]  # RFC 8463 4: the bare key
+        self.assertIn("h=sha256", genkey_record)
         self.records = {
-            "rsa": "v=DKIM1; k=rsa; p=" + base64.b64encode(rsa_der).decode(),
+            "rsa": genkey_record,
             "ed": "v=DKIM1; k=ed25519; p=" + base64.b64encode(ed_raw).decode(),
             "revoked": "v=DKIM1; k=rsa; p=",
             "testing": "v=DKIM1; k=rsa; t=y; p=" + base64.b64encode(rsa_der).decode(),
