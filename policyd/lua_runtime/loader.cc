@@ -11,6 +11,7 @@
 #include "policyd/lua_api/modules.h"
 #include "policyd/lua_runtime/file_grant.h"
 #include "policyd/lua_runtime/hook_runner.h"
+#include "policyd/lua_runtime/pattern_deadline.h"
 
 namespace mailhook::policyd {
 namespace {
@@ -197,6 +198,7 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   if (!grant_dirs(config, *g, error)) return nullptr;
   g->lua_path = config.lua_path;
   g->lua_env = config.lua_env;
+  g->map_store = config.map_store ? config.map_store : std::make_shared<map::MapStore>();
   g->L = lua_newstate(&CappedAllocator::alloc, &g->allocator);
   if (g->L == nullptr) {
     error = "cannot create a Lua state within --lua-memory";
@@ -205,6 +207,7 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   *static_cast<Generation**>(lua_getextraspace(g->L)) = g.get();
   luaL_openlibs(g->L);
   apply_sandbox(g->L);
+  open_patterns(g->L);  // string.find & co. that --hook-timeout can stop
   open_client(g->L);
   open_smtpe(g->L);
   open_net(g->L);
@@ -214,6 +217,9 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   open_control(g->L);
   open_mime(g->L);
   open_kv(g->L);
+  open_dmarc(g->L);
+  open_notes(g->L);
+  open_map(g->L);
   open_dkim(g->L);
   // From here Lua code runs: all of it, and every coroutine it makes,
   // under --load-timeout.
