@@ -171,6 +171,10 @@ PolicyConfig parse_config(int argc, char** argv) {
                  "milliseconds loading all scripts may take (start-up, SIGHUP, --check); past it loading fails")
       ->check(CLI::Range(1, 600000))
       ->capture_default_str();
+  app.add_option("--dkim-max-signatures", c.dkim_max_signatures,
+                 "DKIM-Signature fields dkim.verify checks per message; the ones past it get result policy")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{100}))
+      ->capture_default_str();
   app.add_flag("--log-stderr", c.log_stderr, "log to stderr instead of syslog (facility mail)");
   app.add_option("--max-pending-events", c.max_pending_events,
                  "events of one gRPC stream queued for its Lua worker; past it policyd stops reading that stream "

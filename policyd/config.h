@@ -57,6 +57,7 @@ struct PolicyConfig {
   std::vector<std::string> lua_path;        // --lua-path: require's templates ("DIR/?.lua")
   std::vector<std::string> lua_env;         // --lua-env: the variables os.getenv may read
   int load_timeout_ms = 30000;              // --load-timeout: loading the scripts, in all
+  std::size_t dkim_max_signatures = 8;      // --dkim-max-signatures: verified per dkim.verify
 };
 
 // Parses argv. Returns the config, or exits the process with CLI11's

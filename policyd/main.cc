@@ -56,6 +56,7 @@ mp::RuntimeConfig runtime_config(const mp::PolicyConfig& c) {
   for (const auto& p : c.lua_path) r.lua_path += (r.lua_path.empty() ? "" : ";") + p;
   r.lua_env = c.lua_env;
   r.load_timeout = std::chrono::milliseconds(c.load_timeout_ms);
+  r.dkim_max_signatures = c.dkim_max_signatures;
   return r;
 }
 

@@ -21,6 +21,7 @@ void open_notes(lua_State* L);    // session, transaction (notes.cc): per-sessio
 void open_map(lua_State* L);      // map.file (map.cc): Postfix-like access maps, shared and reloaded
 void open_spf(lua_State* L);      // spf.check (spf.cc): RFC 7208 on the resolver
 void open_control(lua_State* L);  // mailhook.* (control.cc): disconnect, limits, EHLO keywords
+void open_dkim(lua_State* L);     // dkim.verify, dkim.sign (dkim.cc)
 
 struct SessionContext;
 // notes.cc: the runtime frees the tables (end of transaction / session).

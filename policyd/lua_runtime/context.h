@@ -85,6 +85,7 @@ struct Generation {
   unsigned spf_max_dns_lookups = 10;    // --spf-max-dns-lookups (spf.check's default)
   unsigned spf_max_void_lookups = 2;    // --spf-max-void-lookups
   std::chrono::seconds spf_timeout{20}; // --spf-timeout
+  std::size_t dkim_max_signatures = 8;  // --dkim-max-signatures (lua_api/dkim.cc)
   bool loading = false;                 // the scripts' top-level code runs (no session)
   // Set while a hook of a session runs (one at a time per worker).
   SessionContext* current = nullptr;

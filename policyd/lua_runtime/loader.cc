@@ -196,6 +196,7 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   g->spf_max_dns_lookups = config.spf_max_dns_lookups;
   g->spf_max_void_lookups = config.spf_max_void_lookups;
   g->spf_timeout = config.spf_timeout;
+  g->dkim_max_signatures = config.dkim_max_signatures;
   g->spool_dir = config.spool_dir;
   if (!grant_dirs(config, *g, error)) return nullptr;
   g->lua_path = config.lua_path;
@@ -223,6 +224,7 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   open_notes(g->L);
   open_map(g->L);
   open_spf(g->L);
+  open_dkim(g->L);
   // From here Lua code runs: all of it, and every coroutine it makes,
   // under --load-timeout.
   arm_load_deadline(*g);

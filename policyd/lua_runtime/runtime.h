@@ -55,6 +55,7 @@ struct RuntimeConfig {
   std::vector<std::string> lua_env;               // --lua-env: names os.getenv answers
   std::chrono::milliseconds load_timeout{30000};  // --load-timeout: all scripts' top-level code
   std::shared_ptr<map::MapStore> map_store;       // map.file's parsed files; the runtime makes one
+  std::size_t dkim_max_signatures = 8;            // --dkim-max-signatures: per dkim.verify, the rest get policy
 };
 
 // Receives a session's answers. Called on the session's worker thread,
