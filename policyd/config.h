@@ -54,6 +54,8 @@ struct PolicyConfig {
   std::vector<std::string> lua_path;        // --lua-path: require's templates ("DIR/?.lua")
   std::vector<std::string> lua_env;         // --lua-env: the variables os.getenv may read
   int load_timeout_ms = 30000;              // --load-timeout: loading the scripts, in all
+  std::string log_level = "info";           // --log-level: error, warning, notice, info, debug
+  bool hook_error_tempfail = false;         // --hook-error tempfail: a script error answers 451 4.3.0
 };
 
 // Parses argv. Returns the config, or exits the process with CLI11's

@@ -22,6 +22,10 @@ struct HookOutcome {
   };
   Kind kind = Kind::Default;
   Reply reply;
+  // Who decided (Replied, Overrun): the script as named by --script, and
+  // the hook it ran; for the log line of a refusal and the front's.
+  std::string script;
+  HookPhase phase = HookPhase::Accept;
 };
 
 // Pushes the hook's arguments onto `thread`; returns how many.
