@@ -140,7 +140,7 @@ asio::awaitable<void> Connection::flush() {
     write_failed_ = true;
     if (stalled == Read::TimedOut) {
       end_reason_ = "write_timeout";
-      log::notice("session={} client={} reply not read for {}s (--command-timeout): closing", id_, address_,
+      log::notice("session={} client={} reply not read for {}s (--command-timeout): closing", id_, client_token(),
                   ctx_.config.command_timeout_s);
     } else if (stalled == Read::Draining) {
       end_reason_ = "shutdown";
@@ -221,7 +221,7 @@ asio::awaitable<bool> Connection::open_policy() {
   policy_down_ = true;
   stream_->close();
   ctx_.metrics.policy_failures.add();
-  log::warning("session={} client={} policy failure at connect (mode={})", id_, address_,
+  log::warning("session={} client={} policy failure at connect (mode={})", id_, client_token(),
                ctx_.config.policy_failure == PolicyFailure::Tempfail ? "tempfail" : "accept");
   if (ctx_.config.policy_failure == PolicyFailure::Tempfail) {
     queue_reply(replies::kPolicyDownAtConnect);
@@ -493,7 +493,7 @@ asio::awaitable<bool> Connection::data_phase() {
   }
   if (final_reply.code >= 400) log_refusal(nullptr, decided_hook, decided_by, final_reply, limit);
   log::info("queue_id={} session={} client={} helo={} from=<{}> to={} size={} reply=\"{}\"", log::escaped(envelope.queue_id),
-            id_, log::client_token(facts_.host, facts_.address), log::escaped(machine_.helo().empty() ? "-" : machine_.helo()),
+            id_, client_token(), log::escaped(machine_.helo().empty() ? "-" : machine_.helo()),
             log::escaped(envelope.sender), log::recipient_list(envelope.recipients), decoder.size(),
             log::reply_text(final_reply));
   if (final_reply.code < 300) ++accepted_;
@@ -538,6 +538,11 @@ asio::awaitable<Reply> Connection::deliver(Envelope& envelope, std::string& mess
   co_return Reply{250, "2.0.0", {"Ok: queued as " + envelope.queue_id}};
 }
 
+// client=host[addr] (docs/logging.md): the client XCLIENT named, else the peer.
+std::string Connection::client_token() const {
+  return log::client_token(facts_.host, facts_.address.empty() ? address_ : facts_.address);
+}
+
 void Connection::log_refusal(const session::Step* step, std::string_view hook, std::string_view script, const Reply& r,
                              std::string_view limit) {
   if (!log::enabled(log::Level::Notice)) return;
@@ -557,7 +562,7 @@ void Connection::log_refusal(const session::Step* step, std::string_view hook, s
       .queue_id = queue_id,
       .session = id_,
       .client_host = facts_.host,
-      .client_address = facts_.address.empty() ? address_ : facts_.address,
+      .client_address = facts_.address.empty() ? std::string_view(address_) : std::string_view(facts_.address),
       .helo = machine_.helo(),
       .from = from,
       .to = to,
@@ -608,7 +613,7 @@ asio::awaitable<void> Connection::run() {
   ctx_.limiter.release(address_);
   ctx_.metrics.sessions_open.add(-1);
   log::info("session={} client={} port={} helo={} transactions={} accepted={} end={} duration_ms={}", id_,
-            log::client_token(facts_.host, address_), port_, log::escaped(machine_.helo().empty() ? "-" : machine_.helo()),
+            client_token(), port_, log::escaped(machine_.helo().empty() ? "-" : machine_.helo()),
             transactions_, accepted_, end_reason_,
             std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count());
 }

@@ -267,6 +267,11 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
       result.script = script;
       result.phase = phase;
     }
+    if (!s.trace && log::enabled(log::Level::Debug)) {  // --log-level debug: every hook's outcome
+      log::debug("session={} script={}{} hook={}: {} in {:.3f} ms", log::escape(s.start.session_id), script,
+                 shadow ? " (shadow)" : "", name, replied ? "\"" + log::reply_text(result.reply) + "\"" : "nothing",
+                 std::chrono::duration<double, std::milli>(took).count());
+    }
     if (s.trace) {
       log::info("trace session={} {}{} hook.{}({}) -> {} in {:.3f} ms", log::escape_text(s.start.session_id), script,
                 shadow ? " (shadow)" : "", name, traced_args, outcome_text(result, replied),

@@ -235,6 +235,15 @@ class LogLevel(MailhookTest):
         self.assertIn('debug: session=', front)
         self.assertRegex(front, r'command=RCPT reply="550 5\.7\.1 no such user here\\nask')
 
+    def test_debug_adds_every_hook_outcome_in_policyd(self):
+        self.start_both(POLICY, policyd_args=["--log-level", "debug"])
+        self.session_with_a_refusal()
+        wait_for(lambda: " end\n" in self.policyd.output(), what="policyd's session line")
+        log = self.policyd.output()
+        self.assertRegex(log, r'debug: session=\S+ script=\S+policy\.lua hook=rcpt: "550 5\.7\.1 no such user here'
+                              r'\\nask \\"postmaster\\"" in [\d.]+ ms')
+        self.assertEqual(len(refusals(log)), 1)
+
     def test_an_unknown_level_is_refused(self):
         for binary in (POLICYD, self.front_binary()):
             p = Process([binary, "--log-level", "verbose", "--help"], os.path.join(self.dir, "lvl.log"))
