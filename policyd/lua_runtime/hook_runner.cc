@@ -111,6 +111,17 @@ bool has_hook(Generation& g, HookPhase phase) {
   return false;
 }
 
+void register_hook_error_series(Generation& g, RuntimeMetrics& metrics) {
+  for (std::size_t i = 0; i < g.env_refs.size(); ++i) {
+    for (std::size_t p = 1; p <= static_cast<std::size_t>(kLastHookPhase); ++p) {  // 0 is Load
+      const auto phase = static_cast<HookPhase>(p);
+      if (!push_hook(g, i, hook_name(phase))) continue;
+      lua_pop(g.L, 1);
+      metrics.hook_errors(g.script_names[i], phase);
+    }
+  }
+}
+
 void release_thread(SessionContext& s) {
   if (s.thread_ref != LUA_NOREF && s.generation) luaL_unref(s.generation->L, LUA_REGISTRYINDEX, s.thread_ref);
   s.thread_ref = LUA_NOREF;

@@ -14,6 +14,8 @@
 
 namespace mailhook::policyd {
 
+struct RuntimeMetrics;
+
 struct HookOutcome {
   enum class Kind : std::uint8_t {
     Default,      // no hook, no reply, an error or a malformed reply
@@ -52,6 +54,11 @@ bool has_hook(Generation& g, HookPhase phase);
 
 // Runs hook.<phase> of each script until one replies.
 asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushArgs args = {});
+
+// Registers mailhook_policyd_hook_errors_total{script,hook} at 0 for every
+// hook each script defines, so the series exist before the first error.
+// On a generation no worker runs yet (after loading).
+void register_hook_error_series(Generation& g, RuntimeMetrics& metrics);
 
 // Releases the session's Lua thread (end of session, or a failed thread).
 void release_thread(SessionContext& s);

@@ -220,6 +220,7 @@ class RuntimeImpl final : public Runtime {
     for (int i = 0; i < config_.workers; ++i) {
       auto g = load_generation(config_, error);
       if (!g) return false;
+      if (i == 0) register_hook_error_series(*g, metrics_);
       set_capabilities(g->capabilities);
       workers_.push_back(std::make_unique<Worker>(std::move(g)));
       if (!workers_.back()->start(config_, error)) return false;
@@ -279,6 +280,7 @@ class RuntimeImpl final : public Runtime {
       if (!g) return error;
       fresh.push_back(std::move(g));
     }
+    register_hook_error_series(*fresh.front(), metrics_);  // a script new in this reload
     set_capabilities(fresh.front()->capabilities);
     std::vector<std::future<void>> swapped;
     for (std::size_t i = 0; i < workers_.size(); ++i) {

@@ -162,6 +162,7 @@ class HookError(MailhookTest):
         port = free_port()
         args = ["--metrics", "127.0.0.1:%d" % port] + (["--hook-error", mode] if mode else [])
         self.start_both(ERRORS, policyd_args=args)
+        self.assertEqual(self.errors(port, "rcpt"), 0)  # each script's hooks are exported before any error
         c = self.client()
         c.cmd("EHLO client.example")
         c.cmd("MAIL FROM:<a@example.org>")
