@@ -79,6 +79,11 @@ FrontConfig parse_config(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   app.add_option("--policyd-tls-key", c.policyd_tls_key, "PEM private key of --policyd-tls-cert")
       ->check(CLI::ExistingFile);
+  app.add_option("--log-level", c.log_level,
+                 "lowest level logged: error, warning, notice (refusals and problems only), info (also one line "
+                 "per session and per message), debug (also every reply)")
+      ->check(CLI::IsMember({"error", "warning", "notice", "info", "debug"}))
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

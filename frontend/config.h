@@ -39,6 +39,7 @@ struct FrontConfig {
   std::string policyd_tls_ca;    // gRPC to policyd over mTLS: all three or none
   std::string policyd_tls_cert;  // the front's client certificate chain (PEM)
   std::string policyd_tls_key;
+  std::string log_level = "info";  // --log-level: error, warning, notice, info, debug
 };
 
 // Exits with CLI11's message for --help or a bad flag.

@@ -59,7 +59,7 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, std::vector<std::uniq
 
 int main(int argc, char** argv) {
   const mf::FrontConfig config = mf::parse_config(argc, argv);
-  mlog::init("mailhook-front", config.log_stderr);
+  mlog::init("mailhook-front", config.log_stderr, *mlog::parse_level(config.log_level));
   // Each session holds its client socket and, while relaying, one to the smart host.
   mailhook::daemon::raise_open_files_limit(2 * static_cast<std::uint64_t>(config.max_connections) + 64);
   mailhook::daemon::disable_lock_order_checks();

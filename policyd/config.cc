@@ -188,6 +188,17 @@ PolicyConfig parse_config(int argc, char** argv) {
   app.add_option("--tls-client-ca", c.tls_client_ca, "PEM CA certificate(s) a front's client certificate must "
                  "chain to")
       ->check(CLI::ExistingFile);
+  app.add_option("--log-level", c.log_level,
+                 "lowest level logged: error, warning, notice (refusals and problems only), info (also one line "
+                 "per session and per transaction), debug (also every hook's outcome)")
+      ->check(CLI::IsMember({"error", "warning", "notice", "info", "debug"}))
+      ->capture_default_str();
+  std::string hook_error = "default";
+  app.add_option("--hook-error", hook_error,
+                 "what a script error or malformed reply does: default (the event gets its default reply, as the "
+                 "seed APIs say) or tempfail (451 4.3.0 for that event: fail closed)")
+      ->check(CLI::IsMember({"default", "tempfail"}))
+      ->capture_default_str();
 
   try {
     app.parse(argc, argv);
@@ -201,6 +212,7 @@ PolicyConfig parse_config(int argc, char** argv) {
     std::exit(2);
   }
   c.ptr_lookup = ptr_lookup == "yes";
+  c.hook_error_tempfail = hook_error == "tempfail";
   if (c.scripts.empty()) c.scripts.push_back("lua/policy.lua");
   if (c.workers == 0) c.workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   return c;

@@ -58,6 +58,8 @@ struct PolicyConfig {
   std::vector<std::string> lua_env;         // --lua-env: the variables os.getenv may read
   int load_timeout_ms = 30000;              // --load-timeout: loading the scripts, in all
   std::size_t dkim_max_signatures = 8;      // --dkim-max-signatures: verified per dkim.verify
+  std::string log_level = "info";           // --log-level: error, warning, notice, info, debug
+  bool hook_error_tempfail = false;         // --hook-error tempfail: a script error answers 451 4.3.0
 };
 
 // Parses argv. Returns the config, or exits the process with CLI11's

@@ -37,6 +37,7 @@ mp::RuntimeConfig runtime_config(const mp::PolicyConfig& c) {
   r.workers = c.workers;
   r.dialect = c.dialect;
   r.hook_timeout = std::chrono::milliseconds(c.hook_timeout_ms);
+  r.hook_error_tempfail = c.hook_error_tempfail;
   r.lua_memory_bytes = static_cast<std::size_t>(c.lua_memory_mb) << 20;
   r.spool_dir = c.spool_dir;
   r.dns_servers = c.dns_servers;
@@ -104,7 +105,8 @@ int next_signal() {
 
 int main(int argc, char** argv) {
   const mp::PolicyConfig config = mp::parse_config(argc, argv);
-  mlog::init("mailhook-policyd", config.log_stderr || config.check || !config.test.empty());
+  mlog::init("mailhook-policyd", config.log_stderr || config.check || !config.test.empty(),
+             *mlog::parse_level(config.log_level));
   mailhook::daemon::disable_lock_order_checks();
   mailhook::daemon::raise_open_files_limit();  // issue 19 #5: no shell limit of 1024 for a daemon
   mp::RuntimeConfig rc = runtime_config(config);

@@ -17,6 +17,7 @@
 #include "mailcore/smtp/base64.h"
 #include "mailcore/smtp/dot_decoder.h"
 #include "mailcore/smtp/reply_text.h"
+#include "mailcore/telemetry/decision_log.h"
 #include "mailcore/telemetry/log.h"
 #include "mailcore/wire/convert.h"
 
@@ -139,7 +140,7 @@ asio::awaitable<void> Connection::flush() {
     write_failed_ = true;
     if (stalled == Read::TimedOut) {
       end_reason_ = "write_timeout";
-      log::notice("session={} client={} reply not read for {}s (--command-timeout): closing", id_, address_,
+      log::notice("session={} client={} reply not read for {}s (--command-timeout): closing", id_, client_token(),
                   ctx_.config.command_timeout_s);
     } else if (stalled == Read::Draining) {
       end_reason_ = "shutdown";
@@ -150,6 +151,11 @@ asio::awaitable<void> Connection::flush() {
     socket_.shutdown(tcp::socket::shutdown_both, ignored);
   }
   out_.clear();
+}
+
+// The hook an event runs in policyd, for the refusal line.
+std::string hook_of(EventKind kind) {
+  return kind == EventKind::EndOfMessage ? std::string("dot") : std::string(event_kind_name(kind));
 }
 
 // Streams tried per session before policyd counts as down at connect.
@@ -206,7 +212,7 @@ asio::awaitable<bool> Connection::open_policy() {
     Reply r = choose(nullptr, d, Reply{220, "", {ctx_.config.hostname + " ESMTP mailhook"}}, close);
     queue_reply(r);
     if (r.code >= 400 || close) {
-      log::info("session={} client={} refused at connect: {}", id_, address_, r.summary());
+      if (r.code >= 400) log_refusal(nullptr, "accept", d.script, r);
       end_reason_ = "refused";
       co_return false;
     }
@@ -215,10 +221,11 @@ asio::awaitable<bool> Connection::open_policy() {
   policy_down_ = true;
   stream_->close();
   ctx_.metrics.policy_failures.add();
-  log::warning("session={} client={} policy failure at connect (mode={})", id_, address_,
+  log::warning("session={} client={} policy failure at connect (mode={})", id_, client_token(),
                ctx_.config.policy_failure == PolicyFailure::Tempfail ? "tempfail" : "accept");
   if (ctx_.config.policy_failure == PolicyFailure::Tempfail) {
     queue_reply(replies::kPolicyDownAtConnect);
+    log_refusal(nullptr, "accept", "policy_failure", replies::kPolicyDownAtConnect);
     end_reason_ = "policy_down";
     co_return false;
   }
@@ -237,6 +244,7 @@ void Connection::notify(SessionEvent event) {
 // slow policyd is a policy failure: the mode of --policy-failure decides.
 asio::awaitable<Decision> Connection::ask(SessionEvent event) {
   const std::uint64_t seq = event.seq;
+  const std::string hook = hook_of(event.kind);
   if (!policy_down_) {
     const auto sent = Clock::now();
     notify(std::move(event));
@@ -252,7 +260,10 @@ asio::awaitable<Decision> Connection::ask(SessionEvent event) {
                  ctx_.config.policy_failure == PolicyFailure::Tempfail ? "tempfail" : "accept");
   }
   if (ctx_.config.policy_failure == PolicyFailure::Tempfail) {
-    co_return Decision::respond(seq, replies::kPolicyDownInSession);
+    Decision d = Decision::respond(seq, replies::kPolicyDownInSession);
+    d.script = "policy_failure";  // for the refusal line
+    d.hook = hook;
+    co_return d;
   }
   co_return Decision::proceed(seq);
 }
@@ -350,6 +361,8 @@ asio::awaitable<bool> Connection::on_command(std::string command) {
     queue_reply(final_reply);
     co_return final_reply.code != 421;
   }
+  std::string decided_by;  // the script whose reply this is (or policy_failure)
+  std::string decided_hook;
   if (step.event) {
     const SessionEvent event_copy_kind{.kind = step.event->kind};
     Decision d = co_await ask(std::move(*step.event));
@@ -361,8 +374,23 @@ asio::awaitable<bool> Connection::on_command(std::string command) {
       step.default_reply.lines.insert(step.default_reply.lines.end(), d.ehlo_keywords.begin(), d.ehlo_keywords.end());
     }
     final_reply = choose(&event_copy_kind, d, step.default_reply, close);
+    if (d.action == Decision::Action::Reply && final_reply == d.reply) {
+      decided_by = d.script;
+      decided_hook = d.hook.empty() ? hook_of(event_copy_kind.kind) : d.hook;
+    }
   }
   if (!step.policy_may_decide) final_reply = step.default_reply;
+  if (final_reply.code >= 400) {
+    if (!step.limit.empty()) {
+      log_refusal(&step, step.verb == smtp::Verb::Mail ? "mail" : "rcpt", "limit", final_reply, step.limit);
+    } else if (!decided_by.empty() && step.policy_may_decide) {
+      log_refusal(&step, decided_hook, decided_by, final_reply);
+    }
+  }
+  if (log::enabled(log::Level::Debug)) {
+    log::debug("session={} command={} reply=\"{}\"", id_, log::escaped(command.substr(0, command.find(' '))),
+               log::reply_text(final_reply));
+  }
   queue_reply(final_reply);
   if (auto reset = machine_.commit(step, final_reply)) notify(std::move(*reset));
   if (machine_.transaction_id() == candidate && step.verb == smtp::Verb::Mail) ++transactions_;
@@ -419,11 +447,28 @@ asio::awaitable<bool> Connection::data_phase() {
                     .mail_parameters = machine_.mail_parameters(), .rcpt_parameters = machine_.rcpt_parameters()};
   Reply final_reply;
   bool final_reply_closes = false;
+  // Who refused, for the refusal line: a script, a limit, the front's own
+  // rules (default: RFC 5321 2.3.8 line ends, NUL), or delivery.
+  std::string decided_by, decided_hook = "dot", limit;
   switch (decoder.fault()) {
-    case smtp::DotDecoder::Fault::BareLineEnd: final_reply = replies::kBareLineEnd; break;
-    case smtp::DotDecoder::Fault::NulByte: final_reply = replies::kNulInMessage; break;
-    case smtp::DotDecoder::Fault::TooBig: final_reply = replies::kTooBig; break;
-    case smtp::DotDecoder::Fault::LineTooLong: final_reply = replies::kLineTooLongInData; break;
+    case smtp::DotDecoder::Fault::BareLineEnd:
+      final_reply = replies::kBareLineEnd;
+      decided_by = "default";
+      break;
+    case smtp::DotDecoder::Fault::NulByte:
+      final_reply = replies::kNulInMessage;
+      decided_by = "default";
+      break;
+    case smtp::DotDecoder::Fault::TooBig:
+      final_reply = replies::kTooBig;
+      decided_by = "limit";
+      limit = "--max-message-size";
+      break;
+    case smtp::DotDecoder::Fault::LineTooLong:
+      final_reply = replies::kLineTooLongInData;
+      decided_by = "limit";
+      limit = "max_line_length";
+      break;
     case smtp::DotDecoder::Fault::None: {
       send_chunks(true);
       Decision d = Decision::proceed(0);
@@ -434,8 +479,11 @@ asio::awaitable<bool> Connection::data_phase() {
       const Reply policy_reply = choose(nullptr, d, Reply{}, close);
       if (policy_reply.code >= 400) {
         final_reply = policy_reply;
+        decided_by = d.script;
+        if (!d.hook.empty()) decided_hook = d.hook;
       } else {
         final_reply = co_await deliver(envelope, message, d);
+        decided_by = ctx_.smart_host.host.empty() ? "spool" : "smart_host";
         // smtpe: a 2xx from hook.dot is the final reply once the mail is safe.
         if (final_reply.code < 300 && policy_reply.code != 0) final_reply = policy_reply;
       }
@@ -443,10 +491,11 @@ asio::awaitable<bool> Connection::data_phase() {
       break;
     }
   }
-  std::vector<log::Escaped> to;
-  for (const std::string& r : envelope.recipients) to.push_back(log::escaped(r));
-  log::info("session={} queue_id={} from=<{}> to=<{}> size={} reply=\"{}\"", id_, envelope.queue_id,
-            log::escaped(envelope.sender), fmt::join(to, ">,<"), decoder.size(), final_reply.summary());
+  if (final_reply.code >= 400) log_refusal(nullptr, decided_hook, decided_by, final_reply, limit);
+  log::info("queue_id={} session={} client={} helo={} from=<{}> to={} size={} reply=\"{}\"", log::escaped(envelope.queue_id),
+            id_, client_token(), log::escaped(machine_.helo().empty() ? "-" : machine_.helo()),
+            log::escaped(envelope.sender), log::recipient_list(envelope.recipients), decoder.size(),
+            log::reply_text(final_reply));
   if (final_reply.code < 300) ++accepted_;
   queue_reply(final_reply);
   if (auto reset = machine_.end_transaction()) notify(std::move(*reset));
@@ -492,6 +541,41 @@ asio::awaitable<Reply> Connection::deliver(Envelope& envelope, std::string& mess
   co_return Reply{250, "2.0.0", {"Ok: queued as " + envelope.queue_id}};
 }
 
+// client=host[addr] (docs/logging.md): the client XCLIENT named, else the peer.
+std::string Connection::client_token() const {
+  return log::client_token(facts_.host, facts_.address.empty() ? address_ : facts_.address);
+}
+
+void Connection::log_refusal(const session::Step* step, std::string_view hook, std::string_view script, const Reply& r,
+                             std::string_view limit) {
+  if (!log::enabled(log::Level::Notice)) return;
+  const bool mail = step && step->verb == smtp::Verb::Mail;
+  const bool rcpt = step && step->verb == smtp::Verb::Rcpt;
+  // A refused MAIL never opened its transaction: name the id policyd saw.
+  const std::string queue_id = mail ? next_transaction_id() : machine_.transaction_id();
+  std::optional<std::string_view> from;
+  if (mail) {
+    from = step->address;
+  } else if (!machine_.transaction_id().empty()) {
+    from = machine_.sender();
+  }
+  const std::span<const std::string> to =
+      rcpt ? std::span<const std::string>(&step->address, 1) : std::span<const std::string>(machine_.recipients());
+  const log::DecisionFields f{
+      .queue_id = queue_id,
+      .session = id_,
+      .client_host = facts_.host,
+      .client_address = facts_.address.empty() ? std::string_view(address_) : std::string_view(facts_.address),
+      .helo = machine_.helo(),
+      .from = from,
+      .to = to,
+      .hook = hook,
+      .script = script.empty() ? std::string_view("default") : script,
+      .limit = limit,
+  };
+  log::notice("{}", log::decision_line("reject", f, r));
+}
+
 asio::awaitable<void> Connection::run() {
   asio::error_code ec;
   const auto remote = socket_.remote_endpoint(ec);
@@ -514,7 +598,8 @@ asio::awaitable<void> Connection::run() {
     ctx_.metrics.limit_refusal(total ? FrontMetrics::Limit::Total : FrontMetrics::Limit::PerIp);
     queue_reply(replies::kTooManyConnections);
     co_await flush();
-    log::notice("session={} client={} refused: too many connections ({})", id_, address_,
+    facts_.address = address_;
+    log_refusal(nullptr, "accept", "limit", replies::kTooManyConnections,
                 total ? "--max-connections" : "--max-connections-per-ip");
     co_return;
   }
@@ -533,8 +618,9 @@ asio::awaitable<void> Connection::run() {
   socket_.close(ec);
   ctx_.limiter.release(address_);
   ctx_.metrics.sessions_open.add(-1);
-  log::info("session={} client={}:{} helo={} transactions={} accepted={} end={} duration_ms={}", id_, address_, port_,
-            log::escaped(machine_.helo().empty() ? "-" : machine_.helo()), transactions_, accepted_, end_reason_,
+  log::info("session={} client={} port={} helo={} transactions={} accepted={} end={} duration_ms={}", id_,
+            client_token(), port_, log::escaped(machine_.helo().empty() ? "-" : machine_.helo()),
+            transactions_, accepted_, end_reason_,
             std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count());
 }
 

@@ -18,7 +18,7 @@
 #include "frontend/delivery/smart_host.h"
 #include "frontend/delivery/spool.h"
 #include "frontend/server/front_metrics.h"
-#include "frontend/server/session_id.h"
+#include "mailcore/telemetry/session_id.h"
 #include "frontend/server/xclient.h"
 #include "mailhook/v1/session.grpc.pb.h"
 
@@ -81,7 +81,7 @@ struct FrontContext {
   CidrList xclient_hosts;       // who may send XCLIENT
   ConnectionLimiter limiter;
   DrainRegistry drain;
-  SessionIdSource session_ids;  // unique across fronts sharing a spool
+  telemetry::SessionIdSource session_ids;  // unique across fronts sharing a spool
 };
 
 // Serves one accepted connection until it closes.

@@ -3,6 +3,7 @@
 // Each collects what it needs from the client, asks policyd where a hook
 // listens, and restarts the SessionMachine as its RFC says.
 #include "frontend/server/session_connection.h"
+#include "mailcore/telemetry/decision_log.h"
 
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
@@ -17,6 +18,7 @@
 #include "mailcore/smtp/dot_decoder.h"
 #include "mailcore/smtp/reply_text.h"
 #include "mailcore/smtp/sasl.h"
+#include "mailcore/telemetry/decision_log.h"
 #include "mailcore/telemetry/log.h"
 #include "mailcore/wire/convert.h"
 
@@ -106,10 +108,10 @@ asio::awaitable<Reply> Connection::authenticate_exchange(const std::string& line
   if (r.code == 235) {
     machine_.authenticated(user);
     facts_.auth_user = user;
-    log::info("session={} client={} authenticated user={}", id_, address_, log::escaped(user));
+    log::info("session={} client={} authenticated user={}", id_, client_token(), log::escaped(user));
     co_return r;
   }
-  log::notice("session={} client={} authentication failed user={}", id_, address_, log::escaped(user));
+  log::notice("session={} client={} authentication failed user={}", id_, client_token(), log::escaped(user));
   if (r.code >= 400) co_return r;  // the hook's refusal, e.g. 454 4.7.0
   co_return kFailed;
 }
@@ -136,8 +138,8 @@ asio::awaitable<Reply> Connection::xclient(const std::string& line, const std::s
   } else {
     notify(std::move(e));  // policyd's client.* must follow anyway
   }
-  log::info("session={} xclient from {} now client={}:{} name={}", id_, address_, log::escaped(next.address), next.port,
-            log::escaped(next.host.empty() ? "-" : next.host));
+  log::info("session={} xclient from {} now client={} port={}", id_, address_, log::client_token(next.host, next.address),
+            next.port);
   facts_ = std::move(next);
   machine_.restart_after_xclient(helo, esmtp, facts_.auth_user);
   co_return Reply{220, "", {ctx_.config.hostname + " ESMTP mailhook"}};
@@ -169,7 +171,7 @@ asio::awaitable<bool> Connection::start_tls() {
   if (!why.empty()) {
     const bool timed_out = why == "timed out";
     ctx_.metrics.tls_handshake(timed_out ? FrontMetrics::TlsOutcome::Timeout : FrontMetrics::TlsOutcome::Failed);
-    log::notice("session={} client={} TLS handshake failed: {}", id_, address_, why);
+    log::notice("session={} client={} TLS handshake failed: {}", id_, client_token(), why);
     tls_.reset();
     end_reason_ = "tls_failed";
     co_return false;
@@ -183,7 +185,7 @@ asio::awaitable<bool> Connection::start_tls() {
   SessionEvent e = machine_.notification(EventKind::Starttls);
   e.client = facts_;
   notify(std::move(e));
-  log::info("session={} client={} TLS {} {}", id_, address_, facts_.tls_protocol, facts_.tls_cipher);
+  log::info("session={} client={} TLS {} {}", id_, client_token(), facts_.tls_protocol, facts_.tls_cipher);
   co_return true;
 }
 

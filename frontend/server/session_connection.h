@@ -67,6 +67,11 @@ class Connection {
   asio::awaitable<Reply> xclient(const std::string& line, const std::string& argument);
   asio::awaitable<bool> data_phase();
   asio::awaitable<Reply> deliver(Envelope& envelope, std::string& message, const Decision& eom);
+  // The refusal line (docs/logging.md) of a reply >= 400 that a script, a
+  // limit or a failure decided; `step` is the command refused, if any.
+  std::string client_token() const;
+  void log_refusal(const session::Step* step, std::string_view hook, std::string_view script, const Reply& r,
+                   std::string_view limit = {});
   // The id a MAIL command would start; counted once the MAIL is accepted.
   std::string next_transaction_id() const { return id_ + "T" + std::to_string(transactions_ + 1); }
 

@@ -127,6 +127,8 @@ struct SessionEvent {
   std::string transaction_id;
   std::uint64_t message_size = 0;
   std::string helo;       // the HELO/EHLO name in effect
+  std::string sender;     // MAIL FROM of the open transaction (for the logs)
+  std::vector<std::string> recipients;  // Data, EndOfMessage: accepted so far (for the logs)
 };
 
 // A change to the message, asked for at end of message.
@@ -163,6 +165,10 @@ struct Decision {
   std::vector<MessageChange> changes;
   std::optional<SessionLimits> limits;
   std::vector<std::string> ehlo_keywords;
+  // Who decided, for the log lines of a refusal: the script's name ("" for
+  // the default reply) and the hook it ran ("rcpt").
+  std::string script;
+  std::string hook;
 
   static Decision proceed(std::uint64_t seq) { return Decision{.seq = seq}; }
   static Decision respond(std::uint64_t seq, mailhook::Reply r, bool close = false) {

@@ -110,6 +110,7 @@ SessionEvent SessionMachine::make_event(EventKind kind, std::string_view line, c
   e.parameters = cmd.parameters;
   e.transaction_id = transaction_id_;
   e.helo = helo_;
+  stamp_envelope(e);
   return e;
 }
 
@@ -119,7 +120,16 @@ SessionEvent SessionMachine::notification(EventKind kind) {
   e.kind = kind;
   e.transaction_id = transaction_id_;
   e.helo = helo_;
+  stamp_envelope(e);
   return e;
+}
+
+// The envelope so far, for policyd's log lines: MAIL and RCPT reach
+// policyd only when a script listens to them.
+void SessionMachine::stamp_envelope(SessionEvent& e) const {
+  if (transaction_id_.empty()) return;
+  e.sender = sender_;
+  if (e.kind == EventKind::Data || e.kind == EventKind::EndOfMessage) e.recipients = recipients_;
 }
 
 Reply SessionMachine::ehlo_reply(const std::string& arg) const {
@@ -173,6 +183,7 @@ Step SessionMachine::on_command(std::string_view line, const std::string& next_t
           std::from_chars(p.value.data(), p.value.data() + p.value.size(), declared);
           if (limits_.max_message_size != 0 && declared > limits_.max_message_size) {
             step.default_reply = reply(552, "5.3.4", "Message size exceeds fixed limit");
+            step.limit = "--max-message-size";
             return step;
           }
         }
@@ -195,6 +206,7 @@ Step SessionMachine::on_command(std::string_view line, const std::string& next_t
       }
       if (limits_.max_recipients != 0 && recipients_.size() >= limits_.max_recipients) {
         step.default_reply = reply(452, "4.5.3", "Too many recipients");
+        step.limit = "--max-recipients";
         return step;
       }
       step.default_reply = reply(250, "2.1.5", "Ok");

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "mailcore/event/event.h"
@@ -41,6 +42,7 @@ struct Step {
   bool policy_may_decide = false;     // false: the default is final (syntax, sequence, limits)
   bool starts_auth = false;           // AUTH accepted for an exchange (RFC 4954 4)
   bool starts_xclient = false;        // XCLIENT from an allowed client
+  std::string_view limit;             // the limit the default reply enforces ("--max-recipients"), for the log
 };
 
 class SessionMachine {
@@ -106,6 +108,7 @@ class SessionMachine {
 
  private:
   SessionEvent make_event(EventKind kind, std::string_view line, const smtp::Command& cmd);
+  void stamp_envelope(SessionEvent& e) const;
   void reset_transaction();
 
   std::string host_;

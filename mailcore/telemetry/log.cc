@@ -108,6 +108,13 @@ std::string escape_text(std::string_view text) {
   return out;
 }
 
+std::optional<Level> parse_level(std::string_view name) {
+  for (const Level l : {Level::Error, Level::Warning, Level::Notice, Level::Info, Level::Debug}) {
+    if (level_name(l) == name) return l;
+  }
+  return std::nullopt;
+}
+
 void init(std::string_view ident, bool to_stderr, Level threshold) {
   Sink& s = sink();
   s.ident = std::string(ident);

@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -33,6 +34,11 @@ std::string escape_text(std::string_view text);
 
 enum class Level : int { Error = 3, Warning = 4, Notice = 5, Info = 6, Debug = 7 };
 
+// --log-level: "error", "warning", "notice", "info" or "debug" (syslog's
+// names); nullopt for anything else. Lines below the level are dropped
+// before they are formatted.
+std::optional<Level> parse_level(std::string_view name);
+
 // Called once by main(): `ident` names the program in syslog/stderr.
 void init(std::string_view ident, bool to_stderr, Level threshold = Level::Info);
 bool enabled(Level level);
@@ -44,11 +50,11 @@ void error(fmt::format_string<Args...> f, Args&&... args) {
 }
 template <typename... Args>
 void warning(fmt::format_string<Args...> f, Args&&... args) {
-  write(Level::Warning, fmt::format(f, std::forward<Args>(args)...));
+  if (enabled(Level::Warning)) write(Level::Warning, fmt::format(f, std::forward<Args>(args)...));
 }
 template <typename... Args>
 void notice(fmt::format_string<Args...> f, Args&&... args) {
-  write(Level::Notice, fmt::format(f, std::forward<Args>(args)...));
+  if (enabled(Level::Notice)) write(Level::Notice, fmt::format(f, std::forward<Args>(args)...));
 }
 template <typename... Args>
 void info(fmt::format_string<Args...> f, Args&&... args) {

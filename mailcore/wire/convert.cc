@@ -110,6 +110,8 @@ void to_proto(SessionEvent&& in, v1::Event* out) {
   out->set_transaction_id(std::move(in.transaction_id));
   out->set_helo(std::move(in.helo));
   out->set_message_size(in.message_size);
+  out->set_sender(std::move(in.sender));
+  for (auto& r : in.recipients) out->add_recipients(std::move(r));
 }
 
 SessionEvent from_proto(v1::Event&& in) {
@@ -134,6 +136,9 @@ SessionEvent from_proto(v1::Event&& in) {
   out.transaction_id = std::move(*in.mutable_transaction_id());
   out.helo = std::move(*in.mutable_helo());
   out.message_size = in.message_size();
+  out.sender = std::move(*in.mutable_sender());
+  out.recipients.reserve(static_cast<std::size_t>(in.recipients_size()));
+  for (auto& r : *in.mutable_recipients()) out.recipients.push_back(std::move(r));
   return out;
 }
 
@@ -161,6 +166,8 @@ void to_proto(const Decision& in, v1::Decision* out) {
   }
   if (in.limits) limits_to_proto(*in.limits, out->mutable_limits());
   for (const auto& k : in.ehlo_keywords) out->add_ehlo_keywords(k);
+  out->set_script(in.script);
+  out->set_hook(in.hook);
 }
 
 Decision from_proto(const v1::Decision& in) {
@@ -188,6 +195,8 @@ Decision from_proto(const v1::Decision& in) {
   }
   if (in.has_limits()) out.limits = limits_from_proto(in.limits());
   out.ehlo_keywords.assign(in.ehlo_keywords().begin(), in.ehlo_keywords().end());
+  out.script = in.script();
+  out.hook = in.hook();
   return out;
 }
 

@@ -2,7 +2,8 @@
 // session, built from the events a session saw and the decisions it
 // returned, so it reads the same whatever dialect the scripts use. A code
 // is what the policy answered; "-" means the policy left the reply to the
-// front (or MTA). Also feeds the reply counters. Never touches Lua.
+// front (or MTA). Key names as in docs/logging.md (the refusal lines are
+// refusal_log.h's). Also feeds the reply counters. Never touches Lua.
 #pragma once
 
 #include <chrono>
@@ -17,7 +18,7 @@ namespace mailhook::policyd {
 
 class ActivityLog {
  public:
-  ActivityLog(std::string session_id, std::string client, RuntimeMetrics& metrics);
+  ActivityLog(const SessionStart& start, RuntimeMetrics& metrics);
 
   // After each event; `decision` when the event wanted one.
   void record(const SessionEvent& e, const std::optional<Decision>& decision);
@@ -27,15 +28,19 @@ class ActivityLog {
  private:
   void transaction_ended();
 
-  std::string session_id_, client_, helo_, auth_user_;
+  void note_client(const ClientFacts& c);
+
+  std::string session_id_, client_, helo_, auth_user_, mta_queue_id_;
+  bool milter_ = false;
   RuntimeMetrics& metrics_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   int transactions_ = 0;
   // The open transaction.
   std::string transaction_id_, sender_, mail_code_, data_code_, eom_code_;
-  std::vector<std::string> rcpts_;  // "<addr>:code"
+  std::vector<std::string> rcpts_;  // "<addr>:code", escaped; at most kMaxRecipients
   std::size_t changes_ = 0;
   std::uint64_t size_ = 0;
+  std::size_t rcpts_cut_ = 0;  // recipients past kMaxRecipients, counted only
 };
 
 }  // namespace mailhook::policyd

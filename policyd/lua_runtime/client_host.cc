@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "mailcore/telemetry/decision_log.h"
 #include "mailcore/telemetry/log.h"
 #include "policyd/dns/resolver.h"
 #include "policyd/dns/message.h"
@@ -31,8 +32,8 @@ void finish(const std::shared_ptr<HostLookup>& h) {
   s.start.client.host = h->confirmed;
   s.host_resolved = true;
   s.host_lookup.reset();  // `h` stays alive in the caller
-  log::info("session={} client={} host={}", log::escape_text(s.start.session_id), log::escape_text(h->address),
-            h->confirmed.empty() ? "(none confirmed)" : log::escape_text(h->confirmed));
+  log::info("session={} client={} ptr_lookup={}", log::escape(s.start.session_id),
+            log::client_token(h->confirmed, h->address), h->confirmed.empty() ? "unconfirmed" : "confirmed");
   s.wake();
 }
 

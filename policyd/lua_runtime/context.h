@@ -72,6 +72,7 @@ struct Generation {
   std::vector<ReplyCounters> script_replies;
   Capabilities capabilities;
   std::chrono::milliseconds hook_timeout{5000};
+  bool hook_error_tempfail = false;     // --hook-error tempfail: an error answers 451 4.3.0
   std::filesystem::path spool_dir;
   // The sandbox's grants, directories canonical (realpath) without a
   // trailing slash (file_grant.cc).
@@ -116,6 +117,10 @@ struct SessionContext {
   std::string header;                // the header being collected (folded)
   bool in_body = false;
   std::vector<MessageChange> changes;  // from `message` in hook.dot/forward
+  // The hook that stopped a content hook's run (header, body, ...): the
+  // message gets 451 at its end, and the log names that script.
+  std::string poisoned_by;
+  HookPhase poisoned_phase = HookPhase::Content;
   // From `mailhook.*` during a hook: sent with the next decision (a hook
   // of an event without a reply, such as hook.eoh, leaves them for the next).
   struct Pending {

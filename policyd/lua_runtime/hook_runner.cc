@@ -5,6 +5,8 @@
 
 #include "mailcore/smtp/reply_text.h"
 #include "mailcore/telemetry/log.h"
+#include "mailcore/telemetry/decision_log.h"
+#include "policyd/lua_runtime/refusal_log.h"
 #include "policyd/lua_runtime/runtime_metrics.h"
 
 namespace mailhook::policyd {
@@ -115,6 +117,17 @@ bool script_has_hook(Generation& g, std::size_t i, HookPhase phase) {
   return true;
 }
 
+void register_hook_error_series(Generation& g, RuntimeMetrics& metrics) {
+  for (std::size_t i = 0; i < g.env_refs.size(); ++i) {
+    for (std::size_t p = 1; p <= static_cast<std::size_t>(kLastHookPhase); ++p) {  // 0 is Load
+      const auto phase = static_cast<HookPhase>(p);
+      if (!push_hook(g, i, hook_name(phase))) continue;
+      lua_pop(g.L, 1);
+      metrics.hook_errors(g.script_names[i], phase);
+    }
+  }
+}
+
 void release_thread(SessionContext& s) {
   if (s.thread_ref != LUA_NOREF && s.generation) luaL_unref(s.generation->L, LUA_REGISTRYINDEX, s.thread_ref);
   s.thread_ref = LUA_NOREF;
@@ -175,7 +188,7 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
       }
       s.resume_when = nullptr;
       if (s.aborted) {  // the session ended meanwhile: drop the hook
-        log::info("session={} {} hook.{}: session ended while waiting", log::escape_text(s.start.session_id), g.script_names[i], name);
+        log::info("session={} script={} hook={}: session ended while waiting", log::escape_text(s.start.session_id), g.script_names[i], name);
         release_thread(s);
         co_return HookOutcome{};
       }
@@ -191,13 +204,22 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
     HookOutcome result;
     bool replied = false;  // a reply (or an overrun), as opposed to nothing
     bool stop = true;      // an enforcing script's outcome ends the chain
+    // A script error or a malformed reply: counted per script, and
+    // --hook-error says what the event gets (the default, or 451 4.3.0).
+    const char* after_error = g.hook_error_tempfail ? "451 sent (--hook-error tempfail)" : "default reply sent";
+    auto script_error = [&] {
+      s.metrics->hook_errors(script, phase).add();
+      if (!g.hook_error_tempfail) return;
+      result = HookOutcome{HookOutcome::Kind::Overrun, overrun_reply()};
+      replied = true;
+    };
     switch (status) {
       case LUA_OK: {
         if (g.timed_out) {
           // The deadline passed in a coroutine the hook resumed (which
           // returned the error to it): the hook's answer cannot stand.
           lua_settop(T, 0);
-          log::error("session={} {} hook.{}: stopped after --hook-timeout (in a coroutine); 451 sent",
+          log::error("session={} script={} hook={}: stopped after --hook-timeout (in a coroutine); 451 sent",
                      log::escape_text(s.start.session_id), script, name);
           s.metrics->hook_overruns(phase).add();
           result = HookOutcome{HookOutcome::Kind::Overrun, overrun_reply()};
@@ -218,20 +240,20 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
           replied = true;
           break;
         }
-        log::warning("session={} {} hook.{}: malformed reply ({}); default reply sent", log::escape_text(s.start.session_id),
-                     script, name, text ? smtp::reply_error_text(parsed.error) : "not a string");
-        s.metrics->hook_errors(phase).add();
+        log::warning("session={} script={} hook={}: malformed reply ({}); {}", log::escape_text(s.start.session_id),
+                     script, name, text ? smtp::reply_error_text(parsed.error) : "not a string", after_error);
+        script_error();
         break;
       }
       case LUA_YIELD:
         // Only mailhook's own I/O functions may suspend a hook.
-        log::warning("session={} {} hook.{}: coroutine.yield outside a coroutine of the script; default reply sent",
-                     log::escape_text(s.start.session_id), script, name);
-        s.metrics->hook_errors(phase).add();
+        log::warning("session={} script={} hook={}: coroutine.yield outside a coroutine of the script; {}",
+                     log::escape_text(s.start.session_id), script, name, after_error);
+        script_error();
         release_thread(s);
         break;
       case LUA_ERRMEM:
-        log::error("session={} {} hook.{}: out of --lua-memory; 451 sent", log::escape_text(s.start.session_id), script, name);
+        log::error("session={} script={} hook={}: out of --lua-memory; 451 sent", log::escape_text(s.start.session_id), script, name);
         s.metrics->hook_overruns(phase).add();
         release_thread(s);
         lua_gc(g.L, LUA_GCCOLLECT);
@@ -242,13 +264,13 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
         const char* msg = lua_tostring(T, -1);
         const bool timed_out = g.timed_out;
         if (timed_out) {
-          log::error("session={} {} hook.{}: stopped after --hook-timeout ({}); 451 sent", log::escape_text(s.start.session_id),
+          log::error("session={} script={} hook={}: stopped after --hook-timeout ({}); 451 sent", log::escape_text(s.start.session_id),
                      script, name, log::escape_text(msg ? msg : ""));
           s.metrics->hook_overruns(phase).add();
         } else {
-          log::warning("session={} {} hook.{}: error: {}; default reply sent", log::escape_text(s.start.session_id), script, name,
-                       msg ? log::escape_text(msg) : "(no message)");
-          s.metrics->hook_errors(phase).add();
+          log::warning("session={} script={} hook={}: error: {}; {}", log::escape_text(s.start.session_id), script, name,
+                       msg ? log::escape_text(msg) : "(no message)", after_error);
+          script_error();
         }
         release_thread(s);
         if (timed_out) {
@@ -258,6 +280,16 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
         break;
       }
     }
+    if (replied) {
+      result.script = i;
+      result.script_name = script;
+      result.phase = phase;
+    }
+    if (!s.trace && log::enabled(log::Level::Debug)) {  // --log-level debug: every hook's outcome
+      log::debug("session={} script={}{} hook={}: {} in {:.3f} ms", log::escape(s.start.session_id), script,
+                 shadow ? " (shadow)" : "", name, replied ? "\"" + log::reply_text(result.reply) + "\"" : "nothing",
+                 std::chrono::duration<double, std::milli>(took).count());
+    }
     if (s.trace) {
       log::info("trace session={} {}{} hook.{}({}) -> {} in {:.3f} ms", log::escape_text(s.start.session_id), script,
                 shadow ? " (shadow)" : "", name, traced_args, outcome_text(result, replied),
@@ -265,12 +297,17 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
     }
     if (shadow) {
       if (replied) {
-        log::info("session={} {} hook.{}: would reply {} (shadow)", log::escape_text(s.start.session_id), script, name,
-                  result.reply.summary());
+        // A refusal gets the line an enforcing one would (would_reject:).
+        if (result.reply.code >= 400) {
+          log_refusal(s, "would_reject", name, script, result.reply);
+        } else {
+          log::info("session={} script={} hook={}: would reply \"{}\" (shadow)", log::escape_text(s.start.session_id),
+                    script, name, log::reply_text(result.reply));
+        }
         s.metrics->reply(g, i, phase, result.reply.code);  // a shadow script's table is the shadow family
       }
       if (s.changes.size() > changes_before) {
-        log::info("session={} {} hook.{}: would make {} message change(s) (shadow)", log::escape_text(s.start.session_id), script,
+        log::info("session={} script={} hook={}: would make {} message change(s) (shadow)", log::escape_text(s.start.session_id), script,
                   name, s.changes.size() - changes_before);
         s.changes.resize(changes_before);
       }
@@ -280,6 +317,7 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
     if (stop) {
       result.phase = phase;
       result.script = i;
+      result.script_name = script;
       co_return result;
     }
   }

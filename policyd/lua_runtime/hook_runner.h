@@ -14,6 +14,8 @@
 
 namespace mailhook::policyd {
 
+struct RuntimeMetrics;
+
 struct HookOutcome {
   enum class Kind : std::uint8_t {
     Default,      // no hook, no reply, an error or a malformed reply
@@ -22,10 +24,12 @@ struct HookOutcome {
   };
   Kind kind = Kind::Default;
   Reply reply;
-  // Replied / Overrun: the hook and the script (index in the generation)
-  // that decided, for the per-rule metrics.
+  // Who decided (Replied, Overrun): the hook, the script's index in the
+  // generation (for the per-rule metrics) and its name as --script gave it
+  // (for the refusal's log line and the front's).
   HookPhase phase = HookPhase::Load;
   std::size_t script = 0;
+  std::string script_name;
 };
 
 // Pushes the hook's arguments onto `thread`; returns how many.
@@ -54,6 +58,11 @@ bool script_has_hook(Generation& g, std::size_t i, HookPhase phase);
 
 // Runs hook.<phase> of each script until one replies.
 asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushArgs args = {});
+
+// Registers mailhook_policyd_hook_errors_total{script,hook} at 0 for every
+// hook each script defines, so the series exist before the first error.
+// On a generation no worker runs yet (after loading).
+void register_hook_error_series(Generation& g, RuntimeMetrics& metrics);
 
 // Releases the session's Lua thread (end of session, or a failed thread).
 void release_thread(SessionContext& s);

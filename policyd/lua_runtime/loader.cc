@@ -157,9 +157,13 @@ void compute_capabilities(Generation& g) {
   }
   // The bytes travel as MESSAGE_CHUNK events, also for a hook.dot(path)
   // alone; transactions must end in policyd too, to drop the temp file.
+  // END_OF_MESSAGE is asked for as well: a content hook stopped by
+  // --hook-timeout (or failing under --hook-error tempfail) answers the
+  // message 451 4.3.0 there.
   if (g.capabilities.wants_message) {
     g.capabilities.events.add(EventKind::MessageChunk);
     g.capabilities.events.add(EventKind::Reset);
+    g.capabilities.events.add(EventKind::EndOfMessage);
   }
   std::string names;
   for (std::size_t i = 0; i < g.script_names.size(); ++i) {
@@ -192,6 +196,7 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   auto g = std::make_shared<Generation>();
   g->allocator.cap = config.lua_memory_bytes;
   g->hook_timeout = config.hook_timeout;
+  g->hook_error_tempfail = config.hook_error_tempfail;
   g->load_timeout = config.load_timeout;
   g->spf_max_dns_lookups = config.spf_max_dns_lookups;
   g->spf_max_void_lookups = config.spf_max_void_lookups;

@@ -17,6 +17,7 @@
 #include "mailcore/util/fifo.h"
 #include "policyd/dns/resolver.h"
 #include "policyd/lua_runtime/activity.h"
+#include "mailcore/telemetry/decision_log.h"
 #include "policyd/lua_runtime/client_host.h"
 #include "policyd/lua_runtime/hook_runner.h"
 #include "policyd/lua_runtime/loader.h"
@@ -115,10 +116,9 @@ asio::awaitable<void> run_session(std::shared_ptr<SessionRecord> r, bool opening
   }
   if (opening && !s.aborted) {
     Decision d = co_await accept_session(s);
-    log::info("session={} client={} host={} policy={} connect={}", log::escape_text(s.start.session_id),
-              log::escape_text(s.start.client.address), s.start.client.host.empty() ? "-" : log::escape_text(s.start.client.host),
-              r->generation->capabilities.policy_name,
-              d.action == Decision::Action::Reply ? d.reply.summary() : "default");
+    log::info("session={} client={} policy={} connect={}", log::escape(s.start.session_id),
+              log::client_token(s.start.client.host, s.start.client.address), r->generation->capabilities.policy_name,
+              d.action == Decision::Action::Reply ? "\"" + log::reply_text(d.reply) + "\"" : "default");
     s.metrics->decision(d);
     if (r->observer) r->observer->opened(r->generation->capabilities, std::move(d));
   }
@@ -209,6 +209,7 @@ class RuntimeImpl final : public Runtime {
       auto g = load_generation(config_, error);
       if (!g) return false;
       metrics_.register_scripts(*g);
+      if (i == 0) register_hook_error_series(*g, metrics_);
       set_capabilities(g->capabilities);
       workers_.push_back(std::make_unique<Worker>(std::move(g)));
       if (!workers_.back()->start(config_, error)) return false;
@@ -254,7 +255,7 @@ class RuntimeImpl final : public Runtime {
       s.ptr_lookup = config_.ptr_lookup;
       s.trace = traced(config_.trace, s.start.client.address);
       s.host_resolved = !s.start.client.host.empty() || !config_.ptr_lookup;
-      r->activity.emplace(s.start.session_id, s.start.client.address, metrics_);
+      r->activity.emplace(s.start, metrics_);
       spawn(r, true);
     });
     return std::make_shared<SessionHandle>(*w, std::move(r));
@@ -269,6 +270,7 @@ class RuntimeImpl final : public Runtime {
       metrics_.register_scripts(*g);
       fresh.push_back(std::move(g));
     }
+    register_hook_error_series(*fresh.front(), metrics_);  // a script new in this reload
     set_capabilities(fresh.front()->capabilities);
     std::vector<std::future<void>> swapped;
     for (std::size_t i = 0; i < workers_.size(); ++i) {

@@ -32,6 +32,7 @@ struct RuntimeConfig {
   std::string dialect = "auto";                   // --dialect: auto, smtpe, smtpf, qpsmtpd, vpop3
   int workers = 2;                                // Lua worker threads
   std::chrono::milliseconds hook_timeout{5000};   // per hook call
+  bool hook_error_tempfail = false;               // --hook-error tempfail: a script error answers 451 4.3.0
   std::size_t lua_memory_bytes = 256u << 20;      // heap cap per worker state
   std::filesystem::path spool_dir;                // message temp files
   std::string dns_servers;                        // "ip[:port],…"; empty: /etc/resolv.conf

@@ -49,13 +49,10 @@ RuntimeMetrics::RuntimeMetrics(telemetry::Registry& r)
   for (std::size_t i = 1; i < kPhases; ++i) {  // 0 is Load: not a hook
     const std::string hook = label("hook", hook_name(static_cast<HookPhase>(i)));
     hook_seconds_[i] = &r.histogram("mailhook_policyd_hook_seconds", "hook latency, per hook called", hook);
-    hook_errors_[i] = &r.counter("mailhook_policyd_hook_errors_total",
-                                 "hook calls that raised an error or returned a malformed reply", hook);
     hook_overruns_[i] = &r.counter("mailhook_policyd_hook_timeouts_total",
                                    "hook calls stopped by --hook-timeout or --lua-memory (451 4.3.0)", hook);
   }
   hook_seconds_[0] = hook_seconds_[1];
-  hook_errors_[0] = hook_errors_[1];
   hook_overruns_[0] = hook_overruns_[1];
 }
 
@@ -94,6 +91,28 @@ void RuntimeMetrics::reply(const Generation& g, std::size_t script, HookPhase ph
 void RuntimeMetrics::kv_answered(KvCommand c, bool error, std::chrono::steady_clock::duration took) {
   if (error) kv_errors_[static_cast<std::size_t>(c)]->add();
   kv_seconds_.observe(std::chrono::duration<double>(took).count());
+}
+
+telemetry::Counter& RuntimeMetrics::hook_errors(std::string_view script, HookPhase p) {
+  std::lock_guard l(hook_errors_mu_);
+  auto key = std::make_pair(std::string(script), p);
+  if (auto it = hook_errors_.find(key); it != hook_errors_.end()) return *it->second;
+  // A label value escapes '\', '"' and line feeds (exposition format 0.0.4).
+  std::string value;
+  for (const char c : script) {
+    if (c == '\\' || c == '"') value += '\\';
+    if (c == '\n') {
+      value += "\\n";
+      continue;
+    }
+    value += c;
+  }
+  telemetry::Counter& c = registry_.counter("mailhook_policyd_hook_errors_total",
+                                            "hook calls that raised an error or returned a malformed reply, per "
+                                            "script and hook",
+                                            "script=\"" + value + "\"," + label("hook", hook_name(p)));
+  hook_errors_.emplace(std::move(key), &c);
+  return c;
 }
 
 void RuntimeMetrics::dns_answer(int rcode, std::chrono::steady_clock::duration took) {

@@ -8,7 +8,10 @@
 
 #include <array>
 #include <chrono>
+#include <map>
+#include <mutex>
 #include <string>
+#include <utility>
 
 #include "mailcore/event/event.h"
 #include "mailcore/telemetry/metrics.h"
@@ -40,7 +43,9 @@ struct RuntimeMetrics {
   void dns_answer(int rcode, std::chrono::steady_clock::duration took);
 
   telemetry::Histogram& hook_seconds(HookPhase p) { return *hook_seconds_[static_cast<std::size_t>(p)]; }
-  telemetry::Counter& hook_errors(HookPhase p) { return *hook_errors_[static_cast<std::size_t>(p)]; }
+  // mailhook_policyd_hook_errors_total{script,hook}: a script's errors and
+  // malformed replies in one hook; each series registered at its first error.
+  telemetry::Counter& hook_errors(std::string_view script, HookPhase p);
   telemetry::Counter& hook_overruns(HookPhase p) { return *hook_overruns_[static_cast<std::size_t>(p)]; }
 
   telemetry::Counter& sessions_total;
@@ -54,7 +59,9 @@ struct RuntimeMetrics {
 
  private:
   std::array<telemetry::Histogram*, kPhases> hook_seconds_{};
-  std::array<telemetry::Counter*, kPhases> hook_errors_{};
+  telemetry::Registry& registry_;
+  std::mutex hook_errors_mu_;  // the workers share the map
+  std::map<std::pair<std::string, HookPhase>, telemetry::Counter*, std::less<>> hook_errors_;
   std::array<telemetry::Counter*, kPhases> hook_overruns_{};
   telemetry::Registry& registry_;
   std::array<telemetry::Counter*, 5> kv_calls_{};

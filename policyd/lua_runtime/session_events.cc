@@ -14,6 +14,7 @@
 #include "mailcore/telemetry/log.h"
 #include "policyd/lua_api/modules.h"
 #include "policyd/lua_runtime/hook_runner.h"
+#include "policyd/lua_runtime/refusal_log.h"
 #include "policyd/lua_runtime/runtime_metrics.h"
 
 namespace mailhook::policyd {
@@ -45,12 +46,20 @@ void count_reply(SessionContext& s, const HookOutcome& o) {
   if (o.kind != HookOutcome::Kind::Default) s.metrics->reply(*s.generation, o.script, o.phase, o.reply.code);
 }
 
+// Who decided travels with the decision: the front's refusal line names it.
+void name_decider(Decision& d, const HookOutcome& o) {
+  if (o.kind == HookOutcome::Kind::Default) return;
+  d.script = o.script_name;
+  d.hook = std::string(hook_name(o.phase));
+}
+
 Decision decide(SessionContext& s, const SessionEvent& e, const HookOutcome& o) {
   count_reply(s, o);
   Decision d = o.kind == HookOutcome::Kind::Default
                    ? Decision::proceed(e.seq)
                    // RFC 5321 3.8: 421 closes the transmission channel.
                    : Decision::respond(e.seq, o.reply, o.reply.code == 421);
+  name_decider(d, o);
   take_pending(s, d);
   return d;
 }
@@ -73,6 +82,7 @@ void end_transaction(SessionContext& s) {
   s.header.clear();
   s.in_body = false;
   s.changes.clear();
+  s.poisoned_by.clear();
 }
 
 // The transaction's temp file: a name policyd makes (a random per-process
@@ -110,12 +120,17 @@ void track_transaction(SessionContext& s, const SessionEvent& e) {
   if (!s.transaction_id.empty()) s.msg_file = new_msg_file(s.generation->spool_dir);
 }
 
-// Runs a hook whose reply is ignored; an overrun poisons the message.
+// Runs a hook whose reply is ignored; an overrun (or an error under
+// --hook-error tempfail) poisons the message: it gets 451 at its end.
 asio::awaitable<void> notify(SessionContext& s, HookPhase phase, bool& overrun, PushArgs args = {}) {
   const HookOutcome o = co_await run_hook(s, phase, std::move(args));
   if (o.kind == HookOutcome::Kind::Overrun) {
     if (!overrun) s.overrun_by = std::pair{o.phase, o.script};
     overrun = true;
+    if (s.poisoned_by.empty()) {
+      s.poisoned_by = o.script_name;
+      s.poisoned_phase = o.phase;
+    }
   }
 }
 
@@ -190,10 +205,13 @@ asio::awaitable<Decision> end_of_message(SessionContext& s, const SessionEvent& 
     std::fclose(s.msg_out);
     s.msg_out = nullptr;
   }
-  if (overrun) {
+  if (overrun || !s.poisoned_by.empty()) {
     if (s.overrun_by) s.metrics->reply(*s.generation, s.overrun_by->second, s.overrun_by->first, 451);
     s.overrun_by.reset();
-    co_return Decision::respond(e.seq, overrun_reply());
+    Decision d = Decision::respond(e.seq, overrun_reply());
+    d.script = s.poisoned_by;
+    d.hook = std::string(hook_name(s.poisoned_phase));
+    co_return d;
   }
   // No script asked for the message (hook.dot() without a parameter):
   // no file was written, and the hooks get nil.
@@ -226,7 +244,9 @@ asio::awaitable<Decision> accept_session(SessionContext& s) {
   // smtpe: a 4xx/5xx from hook.accept is sent instead of the greeting and closes.
   Decision d = o.kind == HookOutcome::Kind::Default ? Decision::proceed(0)
                                                     : Decision::respond(0, o.reply, o.reply.code >= 400);
+  name_decider(d, o);
   take_pending(s, d);
+  if (d.action == Decision::Action::Reply && d.reply.code >= 400) log_refusal(s, "reject", d.hook, d.script, d.reply);
   co_return d;
 }
 
@@ -309,7 +329,11 @@ asio::awaitable<std::optional<Decision>> handle_event(SessionContext& s, const S
   } else if (!e.helo.empty()) {
     s.helo = e.helo;
   }
-  if (e.kind == EventKind::Mail) s.sender = e.address;
+  if (e.kind == EventKind::Mail) {
+    s.sender = e.address;
+  } else if (!e.sender.empty()) {
+    s.sender = e.sender;  // MAIL itself was not sent: no script listens to it
+  }
   s.event = &e;
   if (s.trace) {
     log::info("trace session={} event {} seq={} input=\"{}\" default=\"{}\"", log::escape_text(s.start.session_id),
@@ -340,10 +364,13 @@ asio::awaitable<std::optional<Decision>> handle_event(SessionContext& s, const S
   if (e.kind == EventKind::Xclient && o.kind != HookOutcome::Kind::Default && o.reply.code >= 400) {
     s.start.client = *before_xclient;  // a refusal keeps the old facts
   }
+  if (e.wants_reply && !decision) decision = decide(s, e, o);
+  if (decision && decision->action == Decision::Action::Reply && decision->reply.code >= 400) {
+    log_refusal(s, "reject", decision->hook, decision->script, decision->reply);
+  }
   if (e.kind == EventKind::Reset || e.kind == EventKind::Close) end_transaction(s);
   s.event = nullptr;
   if (!e.wants_reply) co_return std::nullopt;
-  if (!decision) decision = decide(s, e, o);
   co_return decision;
 }
 

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "mailcore/telemetry/decision_log.h"
 #include "mailcore/telemetry/log.h"
 #include "policyd/milter/milter_mapping.h"
 
@@ -32,21 +33,30 @@ asio::awaitable<void> Connection::on_helo(std::string_view d) {
   answer(dec);
 }
 
+constexpr std::size_t kMaxLoggedRecipients = 1000;  // of one transaction, for the log lines
+
 asio::awaitable<void> Connection::on_envelope(std::string_view d, EventKind kind, unsigned long nr_flag) {
   if (kind == EventKind::Mail) begin_transaction();
   absorb_macros();
   std::vector<std::string> args;
   for (std::string_view a : strings_of(d)) args.emplace_back(a);
-  if (!caps().events.has(kind)) {
-    no_reply(nr_flag);
-    co_return;
-  }
   SessionEvent e;
   e.kind = kind;
   parse_envelope_args(args, e.address, e.parameters);
+  // The envelope is kept whether or not a script listens: the log lines
+  // name sender and recipients. A recipient a script refuses is not kept.
+  if (kind == EventKind::Mail) sender_ = e.address;
+  const std::string rcpt = kind == EventKind::Rcpt ? e.address : std::string();
+  if (!caps().events.has(kind)) {
+    if (kind == EventKind::Rcpt && recipients_.size() < kMaxLoggedRecipients) recipients_.push_back(rcpt);
+    no_reply(nr_flag);
+    co_return;
+  }
   e.input = kind == EventKind::Mail ? "MAIL FROM:" : "RCPT TO:";
   for (std::size_t i = 0; i < args.size(); ++i) e.input += (i ? " " : "") + args[i];
   auto dec = co_await ask(std::move(e));
+  const bool refused = !dec || (dec->action == Decision::Action::Reply && dec->reply.code >= 400);
+  if (kind == EventKind::Rcpt && !refused && recipients_.size() < kMaxLoggedRecipients) recipients_.push_back(rcpt);
   answer(dec);
 }
 
@@ -116,6 +126,34 @@ asio::awaitable<void> Connection::on_end_of_message() {
 void Connection::begin_transaction() {
   transaction_id_ = id_ + "T" + std::to_string(++transactions_);
   pending_bytes_.clear();
+  sender_.clear();
+  recipients_.clear();
+}
+
+// A --milter-max-* limit refused the message: the refusal line, with
+// script=limit and the flag, as the front's for its own limits.
+void Connection::log_limit_refusal(char letter, Refusal r) {
+  if (!log::enabled(log::Level::Notice)) return;
+  std::string_view hook = "dot";
+  if (letter == cmd::kHeader) hook = "header";
+  if (letter == cmd::kEndOfHeader) hook = "eoh";
+  if (letter == cmd::kBody) hook = "body";
+  const std::string* mta = state_.macro("i");
+  const log::DecisionFields f{
+      .queue_id = transaction_id_,
+      .session = id_,
+      .mta_queue_id = mta ? std::string_view(*mta) : std::string_view(),
+      .milter = true,
+      .client_host = facts_.host,
+      .client_address = facts_.address,
+      .helo = helo_,
+      .from = transaction_id_.empty() ? std::nullopt : std::optional<std::string_view>(sender_),
+      .to = recipients_,
+      .hook = hook,
+      .script = "limit",
+      .limit = refusal_flag(r),
+  };
+  log::notice("{}", log::decision_line("reject", f, refusal_reply(r)));
 }
 
 void Connection::reset_transaction() {
@@ -126,6 +164,8 @@ void Connection::reset_transaction() {
   }
   transaction_id_.clear();
   pending_bytes_.clear();
+  sender_.clear();
+  recipients_.clear();
   state_.end_message();
 }
 

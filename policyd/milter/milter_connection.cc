@@ -36,12 +36,6 @@ struct Mailbox {
 
 namespace {
 
-std::atomic<std::uint64_t> g_next_id{0};
-
-std::string new_session_id() {
-  return fmt::format("M{:X}{:06X}", static_cast<std::uint32_t>(std::time(nullptr)), g_next_id.fetch_add(1) & 0xFFFFFF);
-}
-
 // "MTA 127.0.0.1:40123" (or a unix socket), for the log.
 std::string peer_name(const stream_protocol::socket& s) {
   std::error_code ec;
@@ -206,6 +200,7 @@ asio::awaitable<void> Connection::serve() {
                    refusal_flag(step.refused_now), state_.message_size(), state_.headers(),
                    refusal_reply(step.refused_now).summary());
       server_.tripped(refusal_flag(step.refused_now));
+      log_limit_refusal(letter, step.refused_now);
       pending_bytes_.clear();  // nothing more of it is stored
     }
     const bool keep = state_.refusal() == Refusal::None;
@@ -355,6 +350,8 @@ SessionEvent Connection::stamp(SessionEvent e) {
   e.seq = ++seq_;
   e.transaction_id = transaction_id_;
   e.helo = helo_;
+  if (!transaction_id_.empty()) e.sender = sender_;
+  if (e.kind == EventKind::Data || e.kind == EventKind::EndOfMessage) e.recipients = recipients_;
   if (facts_dirty_) {
     e.client = facts_;
     facts_dirty_ = false;
@@ -441,9 +438,10 @@ asio::awaitable<bool> Connection::on_connect(std::string_view d) {
   facts_.address = std::move(client.address);
   absorb_macros();  // state_ took the CONNECT: only this session's macros are left
   facts_dirty_ = false;
-  id_ = new_session_id();
+  id_ = server_.session_ids.next();
   SessionStart start;
   start.session_id = id_;
+  start.shape = Shape::Milter;
   start.client = facts_;
   session_ = server_.runtime->open_on(worker_, std::move(start),
                                       std::make_shared<Observer>(socket_.get_executor(), box_));
@@ -472,6 +470,8 @@ void Connection::end_session() {
   transaction_id_.clear();
   transactions_ = 0;
   helo_.clear();
+  sender_.clear();
+  recipients_.clear();
   pending_bytes_.clear();
   facts_ = ClientFacts();
   facts_dirty_ = false;

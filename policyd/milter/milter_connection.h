@@ -18,7 +18,9 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
+#include "mailcore/telemetry/session_id.h"
 #include "policyd/lua_runtime/runtime.h"
 #include "policyd/milter/milter_adapter.h"
 #include "policyd/milter/milter_codec.h"
@@ -46,6 +48,9 @@ struct ConnectionHost {
   telemetry::Counter* connections_total = nullptr;
   telemetry::Gauge* connections_open = nullptr;
   std::atomic<bool> stopping{false};
+  // Session ids unique across replicas and restarts (time, random node,
+  // counter), as the front's: an MTA fleet talks to several policyd.
+  telemetry::SessionIdSource session_ids;
   std::mutex mu;  // guards connections; the last one out notifies ended
   std::condition_variable ended;
   std::unordered_map<Connection*, std::weak_ptr<Connection>> connections;
@@ -125,7 +130,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::uint64_t transactions_ = 0;
   std::string transaction_id_;
   std::string helo_;
+  // The transaction's envelope, for the log lines (the MTA sends MAIL and
+  // RCPT whether or not a script listens); at most kMaxLoggedRecipients.
+  std::string sender_;
+  std::vector<std::string> recipients_;
   std::string pending_bytes_;
+  void log_limit_refusal(char letter, Refusal r);
 };
 
 }  // namespace mailhook::policyd::milter

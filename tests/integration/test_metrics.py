@@ -57,7 +57,7 @@ class PolicydMetricsAndLog(MailhookTest):
         text = scrape(port)
         self.assertIn("# TYPE mailhook_policyd_hook_seconds histogram", text)
         self.assertEqual(sample(text, 'mailhook_policyd_hook_seconds_count{hook="rcpt"}'), 2)
-        self.assertEqual(sample(text, 'mailhook_policyd_hook_errors_total{hook="mail"}'), 1)
+        self.assertEqual(sample(text, 'mailhook_policyd_hook_errors_total{script="%s",hook="mail"}' % self.script_path), 1)
         self.assertEqual(sample(text, 'mailhook_policyd_hook_timeouts_total{hook="data"}'), 1)
         self.assertEqual(total(text, "mailhook_policyd_replies_total", class_="5xx"), 1)
         self.assertEqual(total(text, "mailhook_policyd_replies_total", hook="rcpt", class_="5xx"), 1)
@@ -69,10 +69,12 @@ class PolicydMetricsAndLog(MailhookTest):
         c.close()
         log = lambda: self.policyd.output()
         wait_for(lambda: "transactions=2" in log(), what="the session line")
-        self.assertRegex(log(), r"session=\S+ trans=\S+ client=127\.0\.0\.1 from=<a@example\.com> mail=- "
-                                r"rcpt=<b@example\.com>:-,<no@example\.com>:550 data=451 eom=- size=0 changes=0")
-        self.assertRegex(log(), r"session=\S+ trans=\S+ client=127\.0\.0\.1 from=<oops@example\.com> mail=- rcpt=- ")
-        self.assertRegex(log(), r"session=\S+ client=127\.0\.0\.1 helo=client\.example auth=- transactions=2 ")
+        self.assertRegex(log(), r"queue_id=\S+ session=\S+ client=unknown\[127\.0\.0\.1\] helo=client\.example "
+                                r"from=<a@example\.com> mail=- to=<b@example\.com>:-,<no@example\.com>:550 data=451 eom=- "
+                                r"size=0 changes=0")
+        self.assertRegex(log(), r"queue_id=\S+ session=\S+ client=unknown\[127\.0\.0\.1\] helo=client\.example "
+                                r"from=<oops@example\.com> mail=- to=- ")
+        self.assertRegex(log(), r"session=\S+ client=unknown\[127\.0\.0\.1\] helo=client\.example auth=- transactions=2 ")
         wait_for(lambda: sample(scrape(port), "mailhook_policyd_sessions_open") == 0, what="session closed")
 
 

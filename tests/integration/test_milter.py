@@ -111,9 +111,9 @@ class HostileMta(MilterTest):
         s.sendall(packet(b"L", b"Subject\x00half a message\x00"))
         s.sendall(packet(b"N"))
         s.sendall(packet(b"B", b"the body, and then nothing"))
-        wait_for(lambda: "client=192.0.2.9" in self.policyd.output(), what="the session opened")
+        wait_for(lambda: "client=client.example[192.0.2.9]" in self.policyd.output(), what="the session opened")
         s.close()
-        wait_for(lambda: re.search(r"session=\S+ client=192\.0\.2\.9 helo=good\.example .* end", self.policyd.output()),
+        wait_for(lambda: re.search(r"session=\S+ client=client\.example\[192\.0\.2\.9\] helo=good\.example .* end", self.policyd.output()),
                  what="the session ended in policyd")
         self.still_serving()
 

@@ -545,7 +545,7 @@ class WriteTimeout(SecurityMilterTest):
         wait_for(lambda: "not reading our replies for 2 s (--milter-timeout); closing" in self.policyd.output(),
                  timeout=20, what="the write timeout")
         self.assertEqual(self.trips("--milter-timeout"), 1)
-        wait_for(lambda: re.search(r"session=\S+ client=192\.0\.2\.9 .* end", self.policyd.output()),
+        wait_for(lambda: re.search(r"session=\S+ client=\S+\[192\.0\.2\.9\] .* end", self.policyd.output()),
                  what="the session ended")
 
 

@@ -41,8 +41,12 @@ class ShadowFront(MailhookTest):
         with open(self.spooled()[0], "rb") as f:
             self.assertNotIn(b"X-Shadow-Test", f.read())  # no change made
         log = self.policyd.output()
-        self.assertIn("hook.rcpt: would reply 550 5.7.1 x@blocked.example is blocked (shadow)", log)
-        self.assertIn("hook.dot: would make 1 message change(s) (shadow)", log)
+        # The line an enforcing refusal gets, as would_reject: (docs/logging.md).
+        self.assertRegex(log, r"would_reject: queue_id=\S+T1 session=\S+ client=unknown\[127\.0\.0\.1\] helo=c\.example "
+                              r"from=<s@example\.com> to=<x@blocked\.example> hook=rcpt script=\S+policy\.lua "
+                              r'reply="550 5\.7\.1 x@blocked\.example is blocked"')
+        self.assertNotRegex(log, r"(?m)^\S+ \S+ \w+: reject:")
+        self.assertRegex(log, r"script=\S+policy\.lua hook=dot: would make 1 message change\(s\) \(shadow\)")
         self.assertRegex(log, r"policy=\S+ \(shadow\)")
         self.assertEqual(total(scrape(metrics), "mailhook_policyd_shadow_replies_total", hook="rcpt"), 1)
 
@@ -53,8 +57,11 @@ class ShadowFront(MailhookTest):
         self.assertEqual(replies[0], (550, ["550 5.1.1 enforced"]))  # the enforcing script still decides
         self.assertEqual(replies[1][0], 250)                          # the new script only says what it would do
         self.assertEqual(replies[2][0], 250)
-        self.assertIn("new.lua hook.rcpt: would reply 550 5.7.1 x@blocked.example is blocked (shadow)",
-                      self.policyd.output())
+        log = self.policyd.output()
+        self.assertRegex(log, r"would_reject: .* to=<x@blocked\.example> hook=rcpt script=\S+/new\.lua "
+                              r'reply="550 5\.7\.1 x@blocked\.example is blocked"')
+        self.assertRegex(log, r"reject: .* to=<a@example\.com> hook=rcpt script=\S+/policy\.lua "
+                              r'reply="550 5\.1\.1 enforced"')
 
 
 class TraceFront(MailhookTest):
@@ -103,7 +110,8 @@ class ShadowTraceMilter(MailhookTest):
                            env=dict(os.environ, PORT=str(port)))
         self.assertEqual(r.returncode, 0, r.stdout.decode() + r.stderr.decode() + self.policyd.output()[-3000:])
         log = self.policyd.output()
-        self.assertIn("would reply 550 5.7.1 x@blocked.example is blocked (shadow)", log)
+        self.assertRegex(log, r"would_reject: queue_id=\S+ session=\S+ mta_queue_id=\S+ client=\S+ .*hook=rcpt "
+                              r'script=\S+ reply="550 5\.7\.1 x@blocked\.example is blocked"')
         self.assertIn('hook.rcpt("x@blocked.example") -> 550 5.7.1 x@blocked.example is blocked in ', log)
 
 

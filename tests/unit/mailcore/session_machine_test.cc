@@ -140,3 +140,25 @@ TEST(SessionMachine, MalformedOrcptIsRefusedWith501) {
   EXPECT_EQ(run(m, "RCPT TO:<c@d.example> ORCPT=rfc822;" + std::string(494, 'x')).default_reply.code, 501);
   EXPECT_EQ(run(m, "RCPT TO:<c@d.example> ORCPT=c@d.example").default_reply.summary().substr(0, 9), "501 5.5.4");
 }
+
+// The logs name sender and recipients even when no script listens to MAIL
+// or RCPT (docs/logging.md): later events carry them.
+TEST(SessionMachine, EventsCarryTheEnvelopeForTheLogs) {
+  EventSet listened;
+  listened.add(EventKind::Rcpt);
+  listened.add(EventKind::Data);
+  auto m = machine(listened);
+  run(m, "EHLO c.example");
+  EXPECT_FALSE(run(m, "MAIL FROM:<a@b.example>").event);  // MAIL is not sent
+  const Step rcpt = run(m, "RCPT TO:<r1@b.example>");
+  ASSERT_TRUE(rcpt.event);
+  EXPECT_EQ(rcpt.event->sender, "a@b.example");
+  EXPECT_TRUE(rcpt.event->recipients.empty());
+  run(m, "RCPT TO:<r2@b.example>");
+  const Step data = run(m, "DATA");
+  ASSERT_TRUE(data.event);
+  EXPECT_EQ(data.event->recipients, (std::vector<std::string>{"r1@b.example", "r2@b.example"}));
+  EXPECT_EQ(m.end_of_message_event(10).recipients.size(), 2u);
+  const Step third = run(m, "RCPT TO:<r3@b.example>");  // past Limits{…, 2}
+  EXPECT_EQ(third.limit, "--max-recipients");
+}

@@ -1,12 +1,12 @@
 // Session id generation: time, random node, counter, in Crockford base32.
-#include "frontend/server/session_id.h"
+#include "mailcore/telemetry/session_id.h"
 
 #include <sys/random.h>
 
 #include <chrono>
 #include <random>
 
-namespace mailhook::front {
+namespace mailhook::telemetry {
 namespace {
 
 // Crockford's base32: no I, L, O, U; ascending in ASCII.
@@ -47,4 +47,4 @@ std::string SessionIdSource::format(std::uint64_t unix_ms, std::uint64_t node, s
   return id;
 }
 
-}  // namespace mailhook::front
+}  // namespace mailhook::telemetry

@@ -1,12 +1,12 @@
 // Session ids (issue 19 finding 6): seconds + a 16-bit counter collided
 // across fronts sharing a spool and across restarts in the same second.
-#include "frontend/server/session_id.h"
+#include "mailcore/telemetry/session_id.h"
 
 #include <gtest/gtest.h>
 
 #include <set>
 
-using mailhook::front::SessionIdSource;
+using mailhook::telemetry::SessionIdSource;
 
 TEST(SessionId, FixedWidthCrockfordBase32) {
   EXPECT_EQ(SessionIdSource::format(0, 0, 0), "000000000000000000000");

@@ -1,8 +1,9 @@
-// Session ids (client.id_log; the queue id is the session id + "T" + n):
-// unique across processes, hosts and restarts, since several fronts may
-// share one spool (compose --scale) and a restart may fall in the same
-// second. Short and sortable: Crockford base32 of the time in
-// milliseconds, a random per-process node and a per-process counter.
+// Session ids of both daemons (client.id_log; the queue id is the session
+// id + "T" + n): unique across processes, hosts and restarts, since several
+// fronts may share one spool (compose --scale), several policyd replicas
+// serve one MTA fleet, and a restart may fall in the same second. Short
+// and sortable: Crockford base32 of the time in milliseconds, a random
+// per-process node and a per-process counter.
 // Never reads a clock inside format(); never blocks.
 #pragma once
 
@@ -10,7 +11,7 @@
 #include <cstdint>
 #include <string>
 
-namespace mailhook::front {
+namespace mailhook::telemetry {
 
 class SessionIdSource {
  public:
@@ -33,4 +34,4 @@ class SessionIdSource {
   std::atomic<std::uint64_t> counter_{0};
 };
 
-}  // namespace mailhook::front
+}  // namespace mailhook::telemetry
