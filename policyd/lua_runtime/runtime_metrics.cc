@@ -97,20 +97,10 @@ telemetry::Counter& RuntimeMetrics::hook_errors(std::string_view script, HookPha
   std::lock_guard l(hook_errors_mu_);
   auto key = std::make_pair(std::string(script), p);
   if (auto it = hook_errors_.find(key); it != hook_errors_.end()) return *it->second;
-  // A label value escapes '\', '"' and line feeds (exposition format 0.0.4).
-  std::string value;
-  for (const char c : script) {
-    if (c == '\\' || c == '"') value += '\\';
-    if (c == '\n') {
-      value += "\\n";
-      continue;
-    }
-    value += c;
-  }
   telemetry::Counter& c = registry_.counter("mailhook_policyd_hook_errors_total",
                                             "hook calls that raised an error or returned a malformed reply, per "
                                             "script and hook",
-                                            "script=\"" + value + "\"," + label("hook", hook_name(p)));
+                                            label("script", script) + "," + label("hook", hook_name(p)));
   hook_errors_.emplace(std::move(key), &c);
   return c;
 }

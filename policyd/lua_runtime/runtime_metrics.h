@@ -63,7 +63,6 @@ struct RuntimeMetrics {
   std::mutex hook_errors_mu_;  // the workers share the map
   std::map<std::pair<std::string, HookPhase>, telemetry::Counter*, std::less<>> hook_errors_;
   std::array<telemetry::Counter*, kPhases> hook_overruns_{};
-  telemetry::Registry& registry_;
   std::array<telemetry::Counter*, 5> kv_calls_{};
   std::array<telemetry::Counter*, 5> kv_errors_{};
   telemetry::Histogram& kv_seconds_;
