@@ -24,6 +24,10 @@ using std::chrono::seconds;
 void build_table(CLI::App& app, daemon::Options& opts, FrontConfig& c, std::string& failure) {
   app.set_version_flag("--version", MAILHOOK_VERSION);
   app.get_formatter()->column_width(40);
+  opts.not_a_setting(app.add_flag("--check", c.check,
+                                  "check the settings (addresses, paths, certificates, limits), print one line per "
+                                  "problem, exit 0 or 1")
+                         ->configurable(false));
   app.add_option("--listen", c.listen, "SMTP listen address host:port")->capture_default_str();
   app.add_option("--policyd", c.policyd, "gRPC target of policyd: host:port, unix:PATH, ipv4:a:p,b:p, dns:///name:port")
       ->capture_default_str();

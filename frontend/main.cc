@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "frontend/check.h"
 #include "frontend/config.h"
 #include "frontend/policy_client/policy_channel.h"
 #include "frontend/server/connection.h"
@@ -58,6 +59,7 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, std::vector<std::uniq
 
 int main(int argc, char** argv) {
   const mf::FrontConfig config = mf::parse_config(argc, argv);
+  if (config.check) return mf::check_config(config);
   mlog::init("mailhook-front", config.log_stderr);
   // Each session holds its client socket and, while relaying, one to the smart host.
   mailhook::daemon::raise_open_files_limit(2 * static_cast<std::uint64_t>(config.max_connections) + 64);
@@ -122,7 +124,8 @@ int main(int argc, char** argv) {
   mailhook::daemon::MetricsEndpoint metrics_endpoint(main_io, registry);
   try {
     tcp::resolver resolver(main_io);
-    const tcp::endpoint ep = *resolver.resolve(host, port, tcp::resolver::numeric_host).begin();
+    // A name such as localhost is looked up once, here (--check does too).
+    const tcp::endpoint ep = *resolver.resolve(host, port).begin();
     acceptor.open(ep.protocol());
     acceptor.set_option(tcp::acceptor::reuse_address(true));
     acceptor.bind(ep);
