@@ -213,6 +213,15 @@ class AdminErrors(MailhookTest):
                       self.front.output())
 
 
+class FrontHangup(MailhookTest):
+    def test_sighup_is_answered_not_fatal(self):
+        self.start_both("")
+        self.front.signal(signal.SIGHUP)
+        wait_for(lambda: "SIGHUP: mailhook-front has no settings to reload" in self.front.output(), what="SIGHUP line")
+        self.assertTrue(self.front.alive())
+        self.assertEqual(self.client().cmd("EHLO c.example")[0], 250)
+
+
 REFUSER_A = r'''
 function hook.rcpt(r) return "550 5.7.1 refused by A\r\n" end
 '''
