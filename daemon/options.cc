@@ -197,6 +197,10 @@ void Options::parse(int argc, char** argv) {
     std::exit(app_.exit(e));
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "%s: %s\n", program_.c_str(), explain(e, argc, argv).c_str());
+    // --check promises 0 or 1: a value it cannot even parse is a problem.
+    for (int i = 1; i < argc; ++i) {
+      if (std::string(argv[i]) == "--check") std::exit(1);
+    }
     std::exit(2);
   }
   for (const auto& w : warnings_) std::fprintf(stderr, "%s\n", w.c_str());

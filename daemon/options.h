@@ -41,7 +41,8 @@ class Options {
 
   // Parses argv (and the --config file). On --help, --version, a bad flag,
   // value or config key: prints CLI11's message or "unknown option --x
-  // (did you mean --y?)" and exits (2 for errors, 0 for --help).
+  // (did you mean --y?)" and exits (2 for errors, 1 with --check, 0 for
+  // --help).
   void parse(int argc, char** argv);
 
   // The same without exiting (SIGHUP re-reads the config file): "" when

@@ -168,6 +168,12 @@ class Check(unittest.TestCase):
         self.assertIn("--listen unix:%s/nodir/g.sock: the socket's directory %s/nodir does not exist"
                       % (self.dir, self.dir), lines)
 
+    def test_a_value_that_does_not_parse_is_a_problem(self):
+        cfg = self.write("front.toml", 'max-message-size = "lots"\n')
+        code, lines = self.problems(FRONT, "--config", cfg)
+        self.assertEqual(code, 1)
+        self.assertEqual(lines, ["--max-message-size: not a size: 'lots' (a number with K, M, G or T: 64K, 25M)"])
+
     def test_check_reads_the_config_file(self):
         cfg = self.write("front.toml", 'listen = "nonsense"\n')
         code, lines = self.problems(FRONT, "--config", cfg)
