@@ -14,8 +14,10 @@
 namespace mailhook::daemon {
 namespace {
 
+// A TOML integer: digits without a leading zero ("0660", a file mode,
+// stays a string so that a strict TOML reader takes it too).
 bool is_number(const std::string& s) {
-  return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
+  return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos && (s.size() == 1 || s[0] != '0');
 }
 
 bool is_bool(const std::string& s) { return s == "true" || s == "false"; }
