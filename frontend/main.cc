@@ -12,6 +12,7 @@
 #include "frontend/check.h"
 #include "frontend/config.h"
 #include "frontend/policy_client/policy_channel.h"
+#include "frontend/policy_client/policy_readiness.h"
 #include "frontend/server/connection.h"
 #include "daemon/accept_backoff.h"
 #include "daemon/metrics_http.h"
@@ -121,7 +122,9 @@ int main(int argc, char** argv) {
   for (int i = 0; i < config.threads; ++i) ios.push_back(std::make_unique<asio::io_context>(1));
   asio::io_context& main_io = *ios.front();
   tcp::acceptor acceptor(main_io);
-  mailhook::daemon::MetricsEndpoint metrics_endpoint(main_io, registry);
+  mailhook::daemon::MetricsEndpoint metrics_endpoint(main_io, registry, "front");
+  // /readyz: policyd's grpc.health on the policy channel, no SMTP session.
+  metrics_endpoint.set_readiness(mf::policy_readiness(channel, config.policyd));
   try {
     tcp::resolver resolver(main_io);
     // A name such as localhost is looked up once, here (--check does too).

@@ -70,6 +70,9 @@ RuntimeConfig runtime_config_of(const PolicyConfig& c) {
   r.kv_timeout = std::chrono::milliseconds(c.kv_timeout_ms);
   r.dns_cache_entries = static_cast<std::size_t>(c.dns_cache_entries);
   r.ptr_lookup = c.ptr_lookup;
+  r.spf_max_dns_lookups = static_cast<unsigned>(c.spf_max_dns_lookups);
+  r.spf_max_void_lookups = static_cast<unsigned>(c.spf_max_void_lookups);
+  r.spf_timeout = std::chrono::seconds(c.spf_timeout_s);
   for (const auto& d : c.lua_read_dirs) r.lua_read_dirs.emplace_back(d);
   for (const auto& d : c.lua_write_dirs) r.lua_write_dirs.emplace_back(d);
   for (const auto& p : c.lua_path) r.lua_path += (r.lua_path.empty() ? "" : ";") + p;
@@ -130,6 +133,9 @@ std::string ConfigReload::operator()(Runtime& runtime) {
   kept.lua_write_dirs = next->lua_write_dirs;
   kept.lua_path = next->lua_path;
   kept.lua_env = next->lua_env;
+  kept.spf_max_dns_lookups = next->spf_max_dns_lookups;
+  kept.spf_max_void_lookups = next->spf_max_void_lookups;
+  kept.spf_timeout_s = next->spf_timeout_s;
   current_ = std::move(kept);
   ok_.add();
   last_success_.add(unix_now() - last_success_.value());

@@ -122,7 +122,13 @@ int main(int argc, char** argv) {
   }
   // --metrics: a small loop of its own; scrapes never touch a worker.
   asio::io_context metrics_io(1);
-  mailhook::daemon::MetricsEndpoint metrics(metrics_io, registry);
+  mailhook::daemon::MetricsEndpoint metrics(metrics_io, registry, "policyd");
+  // /readyz: the gRPC server serves (not draining) and a Lua worker's loop
+  // answers; no session, no hook.
+  metrics.set_readiness([&server, rt = runtime.get()](std::function<void(std::string)> done) {
+    if (!server.serving()) return done("policyd is draining (SIGTERM) or not serving");
+    rt->ping_workers([done] { done(""); });
+  });
   std::thread metrics_thread;
   if (!config.metrics.empty()) {
     if (std::string e = metrics.start(config.metrics); !e.empty()) {

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstddef>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,6 +22,9 @@ namespace mailhook::policyd {
 
 namespace dns {
 class FakeDns;
+}
+namespace map {
+class MapStore;
 }
 
 struct RuntimeConfig {
@@ -34,6 +38,9 @@ struct RuntimeConfig {
   std::chrono::milliseconds dns_timeout{5000};    // per DNS query
   std::size_t dns_cache_entries = 10000;          // per worker; 0: no cache
   bool ptr_lookup = true;                         // resolve client.host when not given
+  unsigned spf_max_dns_lookups = 10;              // --spf-max-dns-lookups: spf.check's default
+  unsigned spf_max_void_lookups = 2;              // --spf-max-void-lookups
+  std::chrono::seconds spf_timeout{20};           // --spf-timeout: one whole spf.check
   std::string kv_address;                         // --kv IP:PORT of Redis; empty: kv.* answer an error
   std::chrono::milliseconds kv_timeout{1000};     // per kv command
   std::shared_ptr<dns::FakeDns> fake_dns;         // --test: answers from a table, no network
@@ -47,6 +54,7 @@ struct RuntimeConfig {
   std::string lua_path;                           // --lua-path: require's "DIR/?.lua;…"; empty: nothing from disk
   std::vector<std::string> lua_env;               // --lua-env: names os.getenv answers
   std::chrono::milliseconds load_timeout{30000};  // --load-timeout: all scripts' top-level code
+  std::shared_ptr<map::MapStore> map_store;       // map.file's parsed files; the runtime makes one
 };
 
 // Receives a session's answers. Called on the session's worker thread,
@@ -111,7 +119,7 @@ class Runtime {
 
   // SIGHUP with the config file read anew: the same, with the script list,
   // --shadow/--shadow-script, --dialect, --hook-timeout, --lua-memory,
-  // --load-timeout and the sandbox grants taken from `next` (what a
+  // --load-timeout, the --spf-* limits and the sandbox grants taken from `next` (what a
   // worker's Lua state is made of). The rest of `next` is ignored: it
   // takes a restart. On failure nothing changes.
   virtual std::string reload(const RuntimeConfig& next) = 0;
@@ -122,6 +130,11 @@ class Runtime {
 
   // Sessions open right now (for drain).
   virtual std::size_t open_sessions() const = 0;
+
+  // Readiness (/readyz): posts a no-op to every worker; `answered` runs
+  // once, on the first worker whose loop ran it (a worker stuck in a hook
+  // answers after --hook-timeout at most). Never runs Lua; never blocks.
+  virtual void ping_workers(std::function<void()> answered) = 0;
 
   // Stops the workers after their queues are empty; joins the threads.
   virtual void stop() = 0;

@@ -12,6 +12,7 @@
 #include <system_error>
 
 #include "mailcore/telemetry/log.h"
+#include "policyd/lua_api/modules.h"
 #include "policyd/lua_runtime/hook_runner.h"
 #include "policyd/lua_runtime/runtime_metrics.h"
 
@@ -38,7 +39,14 @@ void take_pending(SessionContext& s, Decision& d) {
   s.pending = {};
 }
 
+// The per-rule count (mailhook_policyd_replies_total{hook,script,class}) of
+// a reply that goes out.
+void count_reply(SessionContext& s, const HookOutcome& o) {
+  if (o.kind != HookOutcome::Kind::Default) s.metrics->reply(*s.generation, o.script, o.phase, o.reply.code);
+}
+
 Decision decide(SessionContext& s, const SessionEvent& e, const HookOutcome& o) {
+  count_reply(s, o);
   Decision d = o.kind == HookOutcome::Kind::Default
                    ? Decision::proceed(e.seq)
                    // RFC 5321 3.8: 421 closes the transmission channel.
@@ -57,6 +65,8 @@ void end_transaction(SessionContext& s) {
     std::filesystem::remove(s.msg_file, ec);
   }
   s.transaction_id.clear();
+  drop_transaction_notes(s);
+  s.recipients.clear();
   s.sender.clear();
   s.msg_file.clear();
   s.partial_line.clear();
@@ -78,6 +88,18 @@ std::filesystem::path new_msg_file(const std::filesystem::path& dir) {
   return dir / fmt::format("{}-{}.msg", tag, ++counter);
 }
 
+// RCPT TO was accepted (client.recipients): the script replied 2xx, or it
+// let the default stand and that is 2xx. The milter shape sends no
+// default: there a recipient counts unless a script refused it.
+bool accepted(const SessionEvent& e, const HookOutcome& o) {
+  switch (o.kind) {
+    case HookOutcome::Kind::Replied: return o.reply.code / 100 == 2;
+    case HookOutcome::Kind::Overrun: return false;
+    case HookOutcome::Kind::Default: return !e.default_reply || e.default_reply->code / 100 == 2;
+  }
+  return false;
+}
+
 // Every event carries the front's transaction id; a new one starts a
 // transaction, none ends it (client.id_trans, client.msg_file).
 void track_transaction(SessionContext& s, const SessionEvent& e) {
@@ -91,7 +113,10 @@ void track_transaction(SessionContext& s, const SessionEvent& e) {
 // Runs a hook whose reply is ignored; an overrun poisons the message.
 asio::awaitable<void> notify(SessionContext& s, HookPhase phase, bool& overrun, PushArgs args = {}) {
   const HookOutcome o = co_await run_hook(s, phase, std::move(args));
-  if (o.kind == HookOutcome::Kind::Overrun) overrun = true;
+  if (o.kind == HookOutcome::Kind::Overrun) {
+    if (!overrun) s.overrun_by = std::pair{o.phase, o.script};
+    overrun = true;
+  }
 }
 
 asio::awaitable<void> flush_header(SessionContext& s, bool& overrun) {
@@ -165,7 +190,11 @@ asio::awaitable<Decision> end_of_message(SessionContext& s, const SessionEvent& 
     std::fclose(s.msg_out);
     s.msg_out = nullptr;
   }
-  if (overrun) co_return Decision::respond(e.seq, overrun_reply());
+  if (overrun) {
+    if (s.overrun_by) s.metrics->reply(*s.generation, s.overrun_by->second, s.overrun_by->first, 451);
+    s.overrun_by.reset();
+    co_return Decision::respond(e.seq, overrun_reply());
+  }
   // No script asked for the message (hook.dot() without a parameter):
   // no file was written, and the hooks get nil.
   const bool file = s.generation->capabilities.wants_message;
@@ -193,6 +222,7 @@ asio::awaitable<Decision> accept_session(SessionContext& s) {
     push_string(T, c.host);
     return 2;
   });
+  count_reply(s, o);
   // smtpe: a 4xx/5xx from hook.accept is sent instead of the greeting and closes.
   Decision d = o.kind == HookOutcome::Kind::Default ? Decision::proceed(0)
                                                     : Decision::respond(0, o.reply, o.reply.code >= 400);
@@ -303,6 +333,7 @@ asio::awaitable<std::optional<Decision>> handle_event(SessionContext& s, const S
     Decision d = co_await end_of_message(s, e, overrun);
     decision = std::move(d);
   }
+  if (e.kind == EventKind::Rcpt && accepted(e, o)) s.recipients.push_back(e.address);
   if (e.kind == EventKind::Auth && o.kind == HookOutcome::Kind::Replied && o.reply.code == 235) {
     s.start.client.auth_user = parameter(e, "user");
   }
@@ -325,9 +356,11 @@ asio::awaitable<void> end_session(SessionContext& s, bool close_hook_ran) {
 
 void discard_session(SessionContext& s) {
   end_transaction(s);
+  drop_session_notes(s);
   release_thread(s);
   s.dns.reset();
   s.kv_call.reset();
+  s.dmarc.reset();
 }
 
 }  // namespace mailhook::policyd
