@@ -142,8 +142,9 @@ std::string MetricsEndpoint::start(const std::string& host_port) {
   if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
   try {
     const tcp::endpoint ep =
-        *tcp::resolver(acceptor_.get_executor()).resolve(host, host_port.substr(colon + 1), tcp::resolver::numeric_host |
-                                                                                    tcp::resolver::numeric_service).begin();
+        // A name such as localhost is looked up once, at start.
+        *tcp::resolver(acceptor_.get_executor()).resolve(host, host_port.substr(colon + 1),
+                                                         tcp::resolver::numeric_service).begin();
     acceptor_.open(ep.protocol());
     acceptor_.set_option(tcp::acceptor::reuse_address(true));
     acceptor_.bind(ep);

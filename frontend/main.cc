@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "frontend/check.h"
 #include "frontend/config.h"
 #include "frontend/policy_client/policy_channel.h"
 #include "frontend/policy_client/policy_readiness.h"
@@ -59,6 +60,7 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, std::vector<std::uniq
 
 int main(int argc, char** argv) {
   const mf::FrontConfig config = mf::parse_config(argc, argv);
+  if (config.check) return mf::check_config(config);
   mlog::init("mailhook-front", config.log_stderr, *mlog::parse_level(config.log_level));
   // Each session holds its client socket and, while relaying, one to the smart host.
   mailhook::daemon::raise_open_files_limit(2 * static_cast<std::uint64_t>(config.max_connections) + 64);
@@ -125,7 +127,8 @@ int main(int argc, char** argv) {
   metrics_endpoint.set_readiness(mf::policy_readiness(channel, config.policyd));
   try {
     tcp::resolver resolver(main_io);
-    const tcp::endpoint ep = *resolver.resolve(host, port, tcp::resolver::numeric_host).begin();
+    // A name such as localhost is looked up once, here (--check does too).
+    const tcp::endpoint ep = *resolver.resolve(host, port).begin();
     acceptor.open(ep.protocol());
     acceptor.set_option(tcp::acceptor::reuse_address(true));
     acceptor.bind(ep);
@@ -137,6 +140,7 @@ int main(int argc, char** argv) {
   // SIGTERM/SIGINT: no new connections; idle sessions get 421 4.3.2,
   // transactions in flight get --shutdown-grace to finish; then stop.
   asio::signal_set signals(main_io, SIGINT, SIGTERM);
+  asio::signal_set hangup(main_io, SIGHUP);
   asio::steady_timer drain_timer(main_io);
   const auto grace_end = [&] { return std::chrono::steady_clock::now() + std::chrono::seconds(config.shutdown_grace_s); };
   std::chrono::steady_clock::time_point deadline;
@@ -154,11 +158,24 @@ int main(int argc, char** argv) {
                  ctx.drain.open(), config.shutdown_grace_s);
     asio::error_code ec;
     acceptor.close(ec);
+    hangup.cancel(ec);
     metrics_endpoint.stop();
     deadline = grace_end();
     ctx.drain.start();
     wait_drained();
   });
+  // SIGHUP: the front has nothing it can reload in place (its settings
+  // are sockets, threads and limits). Say so instead of dying of the
+  // default action when an admin or `systemctl reload` sends it.
+  std::function<void()> on_hangup = [&] {
+    hangup.async_wait([&](asio::error_code ec, int) {
+      if (ec) return;
+      mlog::notice("SIGHUP: mailhook-front has no settings to reload; restart it to apply a changed --config{}",
+                   config.config_file.empty() ? "" : " " + config.config_file);
+      on_hangup();
+    });
+  };
+  on_hangup();
   asio::co_spawn(main_io, accept_loop(acceptor, ios, ctx), asio::detached);
   if (!config.metrics.empty()) {
     if (std::string e = metrics_endpoint.start(config.metrics); !e.empty()) {

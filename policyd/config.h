@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,7 +18,7 @@ struct PolicyConfig {
   int workers = 0;                    // 0: number of cores
   int hook_timeout_ms = 5000;
   int lua_memory_mb = 256;
-  std::string spool_dir;              // empty: a fresh temp dir
+  std::string spool_dir;              // --temp-dir (was --spool-dir); empty: a fresh temp dir
   int drain_timeout_s = 30;
   std::string dns_servers;            // empty: /etc/resolv.conf
   int dns_timeout_ms = 5000;
@@ -59,11 +60,19 @@ struct PolicyConfig {
   int load_timeout_ms = 30000;              // --load-timeout: loading the scripts, in all
   std::size_t dkim_max_signatures = 8;      // --dkim-max-signatures: verified per dkim.verify
   std::string log_level = "info";           // --log-level: error, warning, notice, info, debug
-  bool hook_error_tempfail = false;         // --hook-error tempfail: a script error answers 451 4.3.0
+  std::string hook_error = "default";       // --hook-error default|tempfail
+  bool hook_error_tempfail = false;         // derived: a script error answers 451 4.3.0
+  std::string config_file;                  // --config FILE; empty: none
 };
 
 // Parses argv. Returns the config, or exits the process with CLI11's
 // message and code for --help or a bad flag (the only exit outside main).
+// Exits after --print-config too.
 PolicyConfig parse_config(int argc, char** argv);
+
+// SIGHUP: the same argv and the config file read anew, without exiting:
+// nullopt and `error` (one line) when the file or a value is bad.
+std::optional<PolicyConfig> reparse_config(int argc, char** argv, std::string& error,
+                                           std::vector<std::string>& warnings);
 
 }  // namespace mailhook::policyd

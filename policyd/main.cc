@@ -18,7 +18,9 @@
 #include "daemon/metrics_http.h"
 #include "daemon/process_setup.h"
 #include "mailcore/telemetry/log.h"
+#include "policyd/check.h"
 #include "policyd/config.h"
+#include "policyd/config_reload.h"
 #include "policyd/lua_runtime/runtime.h"
 #include "policyd/milter/milter_adapter.h"
 #include "policyd/server/policy_server.h"
@@ -31,37 +33,7 @@ namespace mlog = mailhook::log;
 
 namespace {
 
-mp::RuntimeConfig runtime_config(const mp::PolicyConfig& c) {
-  mp::RuntimeConfig r;
-  for (const auto& s : c.scripts) r.scripts.emplace_back(s);
-  r.workers = c.workers;
-  r.dialect = c.dialect;
-  r.hook_timeout = std::chrono::milliseconds(c.hook_timeout_ms);
-  r.hook_error_tempfail = c.hook_error_tempfail;
-  r.lua_memory_bytes = static_cast<std::size_t>(c.lua_memory_mb) << 20;
-  r.spool_dir = c.spool_dir;
-  r.dns_servers = c.dns_servers;
-  r.dns_timeout = std::chrono::milliseconds(c.dns_timeout_ms);
-  r.kv_address = c.kv;
-  r.shadow = c.shadow;
-  for (const auto& s : c.shadow_scripts) r.shadow_scripts.emplace_back(s);
-  r.trace = c.trace;
-  r.kv_timeout = std::chrono::milliseconds(c.kv_timeout_ms);
-  r.dns_cache_entries = static_cast<std::size_t>(c.dns_cache_entries);
-  r.ptr_lookup = c.ptr_lookup;
-  r.spf_max_dns_lookups = static_cast<unsigned>(c.spf_max_dns_lookups);
-  r.spf_max_void_lookups = static_cast<unsigned>(c.spf_max_void_lookups);
-  r.spf_timeout = std::chrono::seconds(c.spf_timeout_s);
-  for (const auto& d : c.lua_read_dirs) r.lua_read_dirs.emplace_back(d);
-  for (const auto& d : c.lua_write_dirs) r.lua_write_dirs.emplace_back(d);
-  for (const auto& p : c.lua_path) r.lua_path += (r.lua_path.empty() ? "" : ";") + p;
-  r.lua_env = c.lua_env;
-  r.load_timeout = std::chrono::milliseconds(c.load_timeout_ms);
-  r.dkim_max_signatures = c.dkim_max_signatures;
-  return r;
-}
-
-// --spool-dir, or a fresh private directory under $TMPDIR.
+// --temp-dir, or a fresh private directory under $TMPDIR.
 bool prepare_spool_dir(mp::RuntimeConfig& r) {
   std::error_code ec;
   if (r.spool_dir.empty()) {
@@ -75,7 +47,7 @@ bool prepare_spool_dir(mp::RuntimeConfig& r) {
   }
   std::filesystem::create_directories(r.spool_dir, ec);
   if (ec) {
-    mlog::error("cannot create --spool-dir {}: {}", r.spool_dir.string(), ec.message());
+    mlog::error("cannot create --temp-dir {}: {}", r.spool_dir.string(), ec.message());
     return false;
   }
   return true;
@@ -109,7 +81,7 @@ int main(int argc, char** argv) {
              *mlog::parse_level(config.log_level));
   mailhook::daemon::disable_lock_order_checks();
   mailhook::daemon::raise_open_files_limit();  // issue 19 #5: no shell limit of 1024 for a daemon
-  mp::RuntimeConfig rc = runtime_config(config);
+  mp::RuntimeConfig rc = mp::runtime_config_of(config);
 
   if (!config.test.empty()) {
     // Script logs go to stderr; the verdicts to stdout.
@@ -117,15 +89,7 @@ int main(int argc, char** argv) {
     return mp::testing::run_case_files(config.test, rc, std::cout);
   }
 
-  if (config.check) {
-    const std::string error = mp::Runtime::check(rc);
-    if (!error.empty()) {
-      std::fprintf(stderr, "mailhook-policyd: %s\n", error.c_str());
-      return 1;
-    }
-    std::fprintf(stderr, "mailhook-policyd: %zu script(s) OK\n", rc.scripts.size());
-    return 0;
-  }
+  if (config.check) return mp::check_config(config, rc);
 
   // Block the signals before any thread starts, so all threads inherit the
   // mask; the main thread unblocks them once everything runs.
@@ -185,6 +149,7 @@ int main(int argc, char** argv) {
     }
     mlog::notice("milter listening on {}", config.milter);
   }
+  mp::ConfigReload reload(argc, argv, config, registry);
   mailhook::daemon::MemoryTrimmer trimmer("policyd");
   mlog::notice("listening on {}{} with {} worker(s), scripts: {}", config.listen,
                config.tls_cert.empty() ? " (no TLS: anyone who reaches it can open sessions)" : " (mTLS)", rc.workers,
@@ -203,12 +168,7 @@ int main(int argc, char** argv) {
   for (;;) {
     const int sig = next_signal();
     if (sig == SIGHUP) {
-      const std::string e = runtime->reload();
-      if (e.empty()) {
-        mlog::notice("reload: new sessions use the new scripts");
-      } else {
-        mlog::error("reload failed, keeping the old scripts: {}", e);
-      }
+      reload(*runtime);
       continue;
     }
     mlog::notice("{}: no new sessions; draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -193,8 +193,14 @@ Spool::Spool(Spool&&) noexcept = default;
 
 std::string Spool::prepare() const {
   std::error_code ec;
+  // An existing directory is "created" whatever its mode and the first
+  // message would fail later: say it now, in the administrator's words.
+  if (std::filesystem::is_directory(dir_, ec) && access(dir_.c_str(), W_OK | X_OK) != 0) {
+    return "cannot create spool: " + dir_ + " not writable";
+  }
   std::filesystem::create_directories(std::filesystem::path(dir_) / "quarantine", ec);
-  return ec ? "cannot create spool " + dir_ + ": " + ec.message() : "";
+  if (ec) return "cannot create spool " + dir_ + ": " + ec.message();
+  return "";
 }
 
 void Spool::submit(const Envelope& e, const std::string& received, const std::string& message,

@@ -3,6 +3,8 @@
 // waits on a timer that the wake-up cancels (or that is the deadline).
 #include "frontend/policy_client/policy_stream.h"
 
+#include <cctype>
+
 namespace mailhook::front {
 
 PolicyStream::PolicyStream(v1::Policy::Stub& stub, asio::any_io_executor executor)
@@ -67,10 +69,39 @@ void PolicyStream::OnReadDone(bool ok) {
   wake();
 }
 
-void PolicyStream::OnDone(const grpc::Status&) {
+namespace {
+
+// gRPC's status as a log phrase: UNAVAILABLE with a socket error becomes
+// "unreachable: connection refused"; the rest keeps gRPC's own words.
+std::string describe(const grpc::Status& status) {
+  if (status.ok()) return "";
+  std::string text = status.error_message();
+  std::string lower = text;
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    for (const char* cause : {"connection refused", "no route to host", "network is unreachable", "connection reset",
+                              "no such file or directory", "permission denied", "dns resolution failed",
+                              "handshake failed", "certificate verify failed"}) {
+      if (lower.find(cause) != std::string::npos) return std::string("unreachable: ") + cause;
+    }
+    return "unreachable: " + text;
+  }
+  static const char* const kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+                                       "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+                                       "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
+                                       "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  const int code = static_cast<int>(status.error_code());
+  const std::string name = code >= 0 && code <= 16 ? kNames[code] : std::to_string(code);
+  return text.empty() ? name : name + ": " + text;
+}
+
+}  // namespace
+
+void PolicyStream::OnDone(const grpc::Status& status) {
   {
     std::lock_guard l(mu_);
     broken_ = true;
+    failure_ = describe(status);
   }
   wake();
   // Hand the last reference to the executor, so the object dies there and
@@ -80,6 +111,11 @@ void PolicyStream::OnDone(const grpc::Status&) {
 
 void PolicyStream::wake() {
   asio::post(executor_, [self = shared_from_this()] { self->timer_.cancel(); });
+}
+
+std::string PolicyStream::failure() {
+  std::lock_guard l(mu_);
+  return failure_;
 }
 
 bool PolicyStream::broken() {

@@ -34,6 +34,10 @@ class PolicyStream final : public grpc::ClientBidiReactor<v1::FrontMessage, v1::
   // stream broke or the deadline passed. Connection thread only.
   asio::awaitable<std::optional<v1::PolicyMessage>> next(std::chrono::steady_clock::time_point deadline);
   bool broken();
+  // Why the stream ended, in an administrator's words ("unreachable:
+  // connection refused", "DEADLINE_EXCEEDED: ..."); "" while it runs.
+  // Connection thread only; the text is gRPC's, not the client's.
+  std::string failure();
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -55,6 +59,7 @@ class PolicyStream final : public grpc::ClientBidiReactor<v1::FrontMessage, v1::
   bool close_pending_ = false;
   bool closed_ = false;
   bool broken_ = false;
+  std::string failure_;  // set in OnDone for a status other than OK
 };
 
 }  // namespace mailhook::front

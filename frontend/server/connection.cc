@@ -221,8 +221,8 @@ asio::awaitable<bool> Connection::open_policy() {
   policy_down_ = true;
   stream_->close();
   ctx_.metrics.policy_failures.add();
-  log::warning("session={} client={} policy failure at connect (mode={})", id_, client_token(),
-               ctx_.config.policy_failure == PolicyFailure::Tempfail ? "tempfail" : "accept");
+  log::warning("session={} client={} policy failure at connect (mode={}): {}", id_, client_token(),
+               ctx_.config.policy_failure == PolicyFailure::Tempfail ? "tempfail" : "accept", policy_failure_reason());
   if (ctx_.config.policy_failure == PolicyFailure::Tempfail) {
     queue_reply(replies::kPolicyDownAtConnect);
     log_refusal(nullptr, "accept", "policy_failure", replies::kPolicyDownAtConnect);
@@ -231,6 +231,15 @@ asio::awaitable<bool> Connection::open_policy() {
   }
   queue_reply(Reply{220, "", {ctx_.config.hostname + " ESMTP mailhook"}});
   co_return true;
+}
+
+// "policy daemon HOST:PORT unreachable: connection refused", or no answer
+// within --policy-timeout: what an administrator checks first.
+std::string Connection::policy_failure_reason() {
+  const std::string target = "policy daemon " + log::escape_text(ctx_.config.policyd);
+  const std::string why = stream_ ? stream_->failure() : "";
+  if (!why.empty()) return target + " " + (why.rfind("unreachable", 0) == 0 ? "" : "failed: ") + log::escape_text(why);
+  return target + " gave no answer within --policy-timeout " + std::to_string(ctx_.config.policy_timeout_ms) + "ms";
 }
 
 void Connection::notify(SessionEvent event) {
@@ -256,8 +265,10 @@ asio::awaitable<Decision> Connection::ask(SessionEvent event) {
     policy_down_ = true;
     ctx_.metrics.policy_failures.add();
     stream_->close();
-    log::warning("session={} policy failure at seq {} ({}; mode={})", id_, seq, m ? "out of order" : "down or timeout",
-                 ctx_.config.policy_failure == PolicyFailure::Tempfail ? "tempfail" : "accept");
+    log::warning("session={} policy failure at seq {} ({}; mode={}): {}", id_, seq, m ? "out of order" : "down or timeout",
+                 ctx_.config.policy_failure == PolicyFailure::Tempfail ? "tempfail" : "accept",
+                 m ? "policy daemon " + log::escape_text(ctx_.config.policyd) + " answered out of order"
+                   : policy_failure_reason());
   }
   if (ctx_.config.policy_failure == PolicyFailure::Tempfail) {
     Decision d = Decision::respond(seq, replies::kPolicyDownInSession);

@@ -261,14 +261,52 @@ class RuntimeImpl final : public Runtime {
     return std::make_shared<SessionHandle>(*w, std::move(r));
   }
 
-  std::string reload() override {
+  std::string reload() override { return reload(config_); }
+
+  std::string reload(const RuntimeConfig& next) override {
+    // Staged on a copy; config_ takes the new fields only once every
+    // worker's state loaded. Workers read only ptr_lookup and trace from
+    // config_, which a reload leaves alone.
+    RuntimeConfig staged = config_;
+    staged.scripts = next.scripts;
+    staged.shadow = next.shadow;
+    staged.shadow_scripts = next.shadow_scripts;
+    staged.dialect = next.dialect;
+    staged.hook_timeout = next.hook_timeout;
+    staged.lua_memory_bytes = next.lua_memory_bytes;
+    staged.load_timeout = next.load_timeout;
+    staged.lua_read_dirs = next.lua_read_dirs;
+    staged.lua_write_dirs = next.lua_write_dirs;
+    staged.lua_path = next.lua_path;
+    staged.lua_env = next.lua_env;
+    staged.spf_max_dns_lookups = next.spf_max_dns_lookups;
+    staged.spf_max_void_lookups = next.spf_max_void_lookups;
+    staged.spf_timeout = next.spf_timeout;
     std::vector<std::shared_ptr<Generation>> fresh;
     std::string error;
     for (std::size_t i = 0; i < workers_.size(); ++i) {
-      auto g = load_generation(config_, error);
+      auto g = load_generation(staged, error);
       if (!g) return error;
       metrics_.register_scripts(*g);
       fresh.push_back(std::move(g));
+    }
+    if (&next != &config_) {
+      config_.scripts = staged.scripts;
+      config_.shadow = staged.shadow;
+      config_.shadow_scripts = staged.shadow_scripts;
+      config_.dialect = staged.dialect;
+      config_.hook_timeout = staged.hook_timeout;
+      config_.lua_memory_bytes = staged.lua_memory_bytes;
+      config_.load_timeout = staged.load_timeout;
+      config_.lua_read_dirs = staged.lua_read_dirs;
+      config_.lua_write_dirs = staged.lua_write_dirs;
+      config_.lua_path = staged.lua_path;
+      config_.lua_env = staged.lua_env;
+      config_.spf_max_dns_lookups = staged.spf_max_dns_lookups;
+      config_.spf_max_void_lookups = staged.spf_max_void_lookups;
+      config_.spf_timeout = staged.spf_timeout;
+      config_.hook_error_tempfail = staged.hook_error_tempfail;
+      config_.dkim_max_signatures = staged.dkim_max_signatures;
     }
     register_hook_error_series(*fresh.front(), metrics_);  // a script new in this reload
     set_capabilities(fresh.front()->capabilities);

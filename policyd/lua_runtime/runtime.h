@@ -119,6 +119,13 @@ class Runtime {
   // signal thread) until every worker has swapped.
   virtual std::string reload() = 0;
 
+  // SIGHUP with the config file read anew: the same, with the script list,
+  // --shadow/--shadow-script, --dialect, --hook-timeout, --lua-memory,
+  // --load-timeout, the --spf-* limits and the sandbox grants taken from `next` (what a
+  // worker's Lua state is made of). The rest of `next` is ignored: it
+  // takes a restart. On failure nothing changes.
+  virtual std::string reload(const RuntimeConfig& next) = 0;
+
   // What the current scripts listen to (the milter adapter negotiates
   // with it before a session opens). Thread-safe.
   virtual Capabilities capabilities() const = 0;

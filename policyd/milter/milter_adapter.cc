@@ -167,6 +167,19 @@ MilterConfig config_of(const PolicyConfig& c) {
   return m;
 }
 
+std::string check_socket(const std::string& spec) {
+  stream_protocol::endpoint ep;
+  std::string unix_path;
+  if (std::string e = endpoint_of(spec, ep, unix_path); !e.empty()) return e;
+  if (unix_path.empty()) return "";
+  std::filesystem::path dir = std::filesystem::path(unix_path).parent_path();
+  if (dir.empty()) dir = ".";
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) return "the socket's directory " + dir.string() + " does not exist";
+  if (access(dir.c_str(), W_OK | X_OK) != 0) return "cannot create the socket: " + dir.string() + " not writable";
+  return "";
+}
+
 std::string start_milter(Runtime& runtime, const MilterConfig& config) {
   auto s = std::make_unique<Server>();
   s->runtime = &runtime;

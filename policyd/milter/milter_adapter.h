@@ -32,6 +32,11 @@ MilterConfig config_of(const PolicyConfig& c);
 // not. One milter server per process.
 std::string start_milter(Runtime& runtime, const MilterConfig& config);
 
+// --check: "" when `spec` ("inet:PORT@HOST", "inet6:PORT@HOST", "unix:PATH")
+// names a socket start_milter could open (a name resolves; a unix
+// socket's directory exists and is writable), else why not. Binds nothing.
+std::string check_socket(const std::string& spec);
+
 // Stops accepting MTA connections; open ones go on (drain).
 void stop_accepting();
 
