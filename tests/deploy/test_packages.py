@@ -307,7 +307,7 @@ class StartedUnitsTest(unittest.TestCase):
         # What the postinst creates (owned by mailhook there).
         for d in WRITABLE.values():
             os.makedirs(self.in_root(d), exist_ok=True)
-        self.assertEqual(front_conf["spool"], self.in_root(WRITABLE["mailhook-front"]))
+        self.assertEqual(front_conf["queue-dir"], self.in_root(WRITABLE["mailhook-front"]))
 
         policyd, policyd_notify = self.start_unit("mailhook-policyd")
         policyd_notify.wait("READY=1")
@@ -326,8 +326,8 @@ class StartedUnitsTest(unittest.TestCase):
             c.cmd("QUIT")
         finally:
             c.close()
-        spooled = glob.glob(os.path.join(front_conf["spool"], "*.eml"))
-        self.assertEqual(len(spooled), 1, os.listdir(front_conf["spool"]))
+        spooled = glob.glob(os.path.join(front_conf["queue-dir"], "*.eml"))
+        self.assertEqual(len(spooled), 1, os.listdir(front_conf["queue-dir"]))
         with open(spooled[0], "rb") as f:
             self.assertIn(b"through the packaged units", f.read())
 
