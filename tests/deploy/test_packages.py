@@ -295,6 +295,33 @@ class StartedUnitsTest(unittest.TestCase):
         with open(os.path.join(self.dir, name + ".log"), "rb") as f:
             return f.read().decode(errors="replace")
 
+    def test_abstract_notify_socket_and_a_bad_one_never_stop_the_daemon(self):
+        # "@name": Linux's abstract namespace, as systemd may hand it out.
+        name = "mailhook-test-notify-%d" % os.getpid()
+        abstract = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(abstract.close)
+        abstract.bind("\0" + name)
+        policyd = self.in_root("/usr/bin/mailhook-policyd")
+        for notify_socket in ("@" + name, "relative/path", os.path.join(self.dir, "nobody-listens")):
+            env = dict(os.environ, NOTIFY_SOCKET=notify_socket)
+            log = open(os.path.join(self.dir, "abstract.log"), "wb")
+            port = free_port()
+            proc = subprocess.Popen([policyd, "--listen", "127.0.0.1:%d" % port, "--script",
+                                     self.in_root("/etc/mailhook/policy.lua"), "--log-stderr"],
+                                    stdout=log, stderr=subprocess.STDOUT, env=env)
+            self.processes.append((proc, log))
+            if notify_socket.startswith("@"):
+                wait_for(lambda: select.select([abstract], [], [], 0)[0], timeout=20, what="READY=1 on @" + name)
+                self.assertIn("READY=1", abstract.recv(4096).decode().split("\n"))
+            else:
+                wait_for(lambda: "listening on" in self.output("abstract") or proc.poll() is not None,
+                         timeout=20, what="policyd listening")
+                self.assertIsNone(proc.poll(), self.output("abstract"))
+                if notify_socket == "relative/path":
+                    self.assertIn("NOTIFY_SOCKET is not a socket path or @name", self.output("abstract"))
+            proc.send_signal(signal.SIGTERM)
+            self.assertEqual(proc.wait(timeout=45), 0, self.output("abstract"))
+
     def test_exec_start_lines_serve_mail_and_speak_sd_notify(self):
         grpc, smtp = free_port(), free_port()
         policyd_conf = self.configure("/etc/mailhook/policyd.conf", {
