@@ -27,24 +27,32 @@ with_entry() {
     *) printf '%s' "${1:+$1 }$entry" ;;
   esac
 }
-pc -e "smtpd_milters = $(with_entry "$(pc -h smtpd_milters)")"
-non_smtpd=$(pc -h non_smtpd_milters)
+# One read of everything, then one write: each postconf run right after a
+# write of main.cf waits for the file to settle.
+macros="milter_connect_macros milter_helo_macros milter_mail_macros milter_rcpt_macros"
+current=$(pc -h smtpd_milters non_smtpd_milters $macros)
+line() { printf '%s\n' "$current" | sed -n "${1}p"; }
+set -- "smtpd_milters = $(with_entry "$(line 1)")"
+non_smtpd=$(line 2)
 case "$non_smtpd" in
   # Local submissions already go through the smtpd list, or the admin
   # chose to filter none of them: leave it.
   '$smtpd_milters' | '${smtpd_milters}' | '') ;;
-  *) pc -e "non_smtpd_milters = $(with_entry "$non_smtpd")" ;;
+  *) set -- "$@" "non_smtpd_milters = $(with_entry "$non_smtpd")" ;;
 esac
 [ -n "$non_smtpd" ] || echo "add-mailhook-milter.sh: non_smtpd_milters is empty: local submissions (sendmail(1)) are not filtered" >&2
 
 # The macros: the set in force plus the snippet's, each name once.
-for name in milter_connect_macros milter_helo_macros milter_mail_macros milter_rcpt_macros; do
-  value=$(pc -h "$name")
+n=3
+for name in $macros; do
+  value=$(line $n)
+  n=$((n + 1))
   for m in $(sed -n "s/^$name = //p" "$snippet"); do
     case " $value " in
       *" $m "*) ;;
       *) value="$value $m" ;;
     esac
   done
-  pc -e "$name = $value"
+  set -- "$@" "$name = $value"
 done
+pc -e "$@"

@@ -441,7 +441,15 @@ class PostfixSnippetTest(unittest.TestCase):
             f.write(main_cf)
         return conf
 
+    @staticmethod
+    def settle(conf):
+        """Backdates main.cf: postconf re-reads a file younger than a second
+        until it is older (about a second per call otherwise)."""
+        past = os.path.getmtime(os.path.join(conf, "main.cf")) - 10
+        os.utime(os.path.join(conf, "main.cf"), (past, past))
+
     def postconf(self, conf, *names):
+        self.settle(conf)
         r = run(["postconf", "-c", conf, "-h"] + list(names))
         self.assertEqual(r.returncode, 0, r.stderr)
         return r.stdout.split("\n")[:len(names)]
@@ -478,6 +486,7 @@ class PostfixSnippetTest(unittest.TestCase):
         self.assertEqual(smtpd, "inet:localhost:11332 " + snippet_settings()["smtpd_milters"])
         # rspamd's own settings are untouched.
         self.assertEqual((non_smtpd, action, protocol), ("$smtpd_milters", "accept", "6"))
+        self.settle(conf)
         r = run(["postconf", "-c", conf, "-n"])
         self.assertEqual(r.stderr, "")        # postconf warns about a setting it cannot parse
 
@@ -486,6 +495,7 @@ class PostfixSnippetTest(unittest.TestCase):
         block = self.documented_block("beside-rspamd script")
         env = dict(os.environ, MAIL_CONFIG=conf)
         for _ in range(2):
+            self.settle(conf)
             r = subprocess.run(["sh", "-euc", block], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
             self.assertEqual(r.returncode, 0, r.stderr)
             self.check_beside_rspamd(conf)
@@ -497,6 +507,7 @@ class PostfixSnippetTest(unittest.TestCase):
     def test_the_script_appends_to_a_non_smtpd_list_of_its_own(self):
         conf = self.rspamd_host(RSPAMD_MAIN_CF.replace("non_smtpd_milters = $smtpd_milters",
                                                        "non_smtpd_milters = inet:localhost:11332"))
+        self.settle(conf)
         r = run([os.path.join(POSTFIX, "add-mailhook-milter.sh"), conf, "inet:10.0.0.5:8890"])
         self.assertEqual(r.returncode, 0, r.stderr)
         entry = snippet_settings()["smtpd_milters"].replace("inet:127.0.0.1:8890", "inet:10.0.0.5:8890")
@@ -505,6 +516,7 @@ class PostfixSnippetTest(unittest.TestCase):
 
     def test_the_documented_postconf_line_adds_policyd_beside_rspamd(self):
         conf = self.rspamd_host()
+        self.settle(conf)
         r = subprocess.run(["sh", "-euc", self.documented_block("beside-rspamd by hand")], cwd=ROOT,
                            env=dict(os.environ, MAIL_CONFIG=conf), capture_output=True, text=True, timeout=60)
         self.assertEqual(r.returncode, 0, r.stderr)
