@@ -17,7 +17,7 @@ struct FrontConfig {
   std::string policyd = "127.0.0.1:7070";
   std::string hostname;
   std::string smart_host;  // empty: spool
-  std::string spool = "./spool";
+  std::string spool = "./spool";  // --queue-dir (was --spool)
   PolicyFailure policy_failure = PolicyFailure::Tempfail;
   int policy_timeout_ms = 10000;
   std::uint64_t max_message_size = 26214400;
@@ -27,21 +27,23 @@ struct FrontConfig {
   unsigned connection_limit_ipv6_prefix = 64;  // IPv6 clients count per /64
   int command_timeout_s = 300;
   int data_timeout_s = 600;
-  int shutdown_grace_s = 30;
+  int shutdown_grace_s = 30;  // --drain-timeout (was --shutdown-grace)
   int greet_pause_ms = 0;  // wait this long for a client that talks first
   std::string metrics;    // host:port of the Prometheus endpoint; empty: off
   std::string tls_cert;   // PEM chain; with tls_key enables STARTTLS
   std::string tls_key;
   bool auth_plaintext = false;  // offer AUTH without TLS
   std::string xclient_hosts;    // CIDR list
-  int threads = 0;
+  int threads = 0;  // --io-threads (was --threads)
   bool log_stderr = false;
   std::string policyd_tls_ca;    // gRPC to policyd over mTLS: all three or none
   std::string policyd_tls_cert;  // the front's client certificate chain (PEM)
   std::string policyd_tls_key;
+  bool check = false;       // --check: validate the settings and exit
+  std::string config_file;  // --config FILE; empty: none
 };
 
-// Exits with CLI11's message for --help or a bad flag.
+// Exits with CLI11's message for --help or a bad flag, and after --print-config.
 FrontConfig parse_config(int argc, char** argv);
 
 }  // namespace mailhook::front

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,7 +18,7 @@ struct PolicyConfig {
   int workers = 0;                    // 0: number of cores
   int hook_timeout_ms = 5000;
   int lua_memory_mb = 256;
-  std::string spool_dir;              // empty: a fresh temp dir
+  std::string spool_dir;              // --temp-dir (was --spool-dir); empty: a fresh temp dir
   int drain_timeout_s = 30;
   std::string dns_servers;            // empty: /etc/resolv.conf
   int dns_timeout_ms = 5000;
@@ -54,10 +55,17 @@ struct PolicyConfig {
   std::vector<std::string> lua_path;        // --lua-path: require's templates ("DIR/?.lua")
   std::vector<std::string> lua_env;         // --lua-env: the variables os.getenv may read
   int load_timeout_ms = 30000;              // --load-timeout: loading the scripts, in all
+  std::string config_file;                  // --config FILE; empty: none
 };
 
 // Parses argv. Returns the config, or exits the process with CLI11's
 // message and code for --help or a bad flag (the only exit outside main).
+// Exits after --print-config too.
 PolicyConfig parse_config(int argc, char** argv);
+
+// SIGHUP: the same argv and the config file read anew, without exiting:
+// nullopt and `error` (one line) when the file or a value is bad.
+std::optional<PolicyConfig> reparse_config(int argc, char** argv, std::string& error,
+                                           std::vector<std::string>& warnings);
 
 }  // namespace mailhook::policyd

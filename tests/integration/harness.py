@@ -305,7 +305,7 @@ class MailhookTest(unittest.TestCase):
         if "--workers" not in extra:
             extra += ["--workers", "1"]
         p = Process([POLICYD, "--listen", "127.0.0.1:%d" % self.policyd_port, "--script", path, "--log-stderr",
-                     "--spool-dir", os.path.join(self.dir, "tmp")] + extra,
+                     "--temp-dir", os.path.join(self.dir, "tmp")] + extra,
                     os.path.join(self.dir, "policyd-%d.log" % len(self.processes)))
         self.processes.append(p)
         self.policyd = p
@@ -320,8 +320,8 @@ class MailhookTest(unittest.TestCase):
             self.policyd_port = free_port()
         target = policyd_target or "127.0.0.1:%d" % self.policyd_port
         p = Process([FRONT, "--listen", "127.0.0.1:%d" % self.front_port, "--policyd",
-                     target, "--spool", self.spool, "--hostname", "mx.test",
-                     "--log-stderr", "--threads", "2"] + list(self.FRONT_ARGS) + list(args),
+                     target, "--queue-dir", self.spool, "--hostname", "mx.test",
+                     "--log-stderr", "--io-threads", "2"] + list(self.FRONT_ARGS) + list(args),
                     os.path.join(self.dir, "front-%d.log" % len(self.processes)))
         self.processes.append(p)
         self.front = p
