@@ -38,7 +38,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 from harness import SmtpClient, free_port, wait_for  # noqa: E402
 
-BUILD_DIR = os.environ.get("MAILHOOK_BUILD_DIR", os.path.join(ROOT, "build"))
+BUILD_DIR = os.path.abspath(os.environ.get("MAILHOOK_BUILD_DIR", os.path.join(ROOT, "build")))
 UNIT_DIR = "lib/systemd/system"
 SANDBOX = {"ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes", "NoNewPrivileges": "yes",
            "Type": "notify", "User": "mailhook", "Group": "mailhook", "ExecReload": "/bin/kill -HUP $MAINPID"}
@@ -83,10 +83,10 @@ class Packages:
 
     @classmethod
     def get(cls, test):
-        if cls.tmp is None:
+        if cls.root is None:
             test.assertTrue(os.path.isfile(os.path.join(BUILD_DIR, "CPackConfig.cmake")),
                             "MAILHOOK_BUILD_DIR=%s has no CPackConfig.cmake" % BUILD_DIR)
-            cls.tmp = tempfile.mkdtemp(prefix="mailhook-deb-")
+            cls.tmp = cls.tmp or tempfile.mkdtemp(prefix="mailhook-deb-")
             out = os.path.join(cls.tmp, "out")
             r = run(["cpack", "-G", "DEB", "-B", out, "--config", os.path.join(BUILD_DIR, "CPackConfig.cmake")],
                     cwd=cls.tmp)
@@ -94,10 +94,11 @@ class Packages:
             for deb in glob.glob(os.path.join(out, "*.deb")):
                 name = run(["dpkg-deb", "-f", deb, "Package"]).stdout.strip()
                 cls.debs[name] = deb
-            cls.root = os.path.join(cls.tmp, "root")
+            root = os.path.join(cls.tmp, "root")
             for deb in cls.debs.values():
-                r = run(["dpkg-deb", "-x", deb, cls.root])
+                r = run(["dpkg-deb", "-x", deb, root])
                 test.assertEqual(r.returncode, 0, r.stderr)
+            cls.root = root
             for name, size in sorted((n, os.path.getsize(d)) for n, d in cls.debs.items()):
                 print("package %s: %d bytes (%.1f MiB)" % (name, size, size / 2**20), file=sys.stderr)
         return cls
