@@ -143,6 +143,8 @@ class StartedScripts(unittest.TestCase):
         self.processes.append(p)
         wait_for(lambda: "listening on" in p.output() or not p.alive(), what=script + " listening")
         self.assertTrue(p.alive(), p.output())
+        # The scripts pass today's flag names, not deprecated aliases.
+        self.assertNotIn("deprecated", p.output())
         return p
 
     def healthcheck(self, script, **variables):

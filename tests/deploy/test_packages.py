@@ -341,6 +341,8 @@ class StartedUnitsTest(unittest.TestCase):
         policyd_notify.wait("READY=1")
         front, front_notify = self.start_unit("mailhook-front")
         front_notify.wait("READY=1")
+        for name in ("mailhook-policyd", "mailhook-front"):
+            self.assertNotIn("deprecated", self.output(name), name + ": the packaged config uses an old name")
 
         c = SmtpClient(smtp)
         try:
