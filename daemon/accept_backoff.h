@@ -8,9 +8,10 @@
 #pragma once
 
 #include <chrono>
-#include <cstdint>
 #include <string>
 #include <system_error>
+
+#include "daemon/rate_limited_log.h"
 
 namespace mailhook::daemon {
 
@@ -18,7 +19,6 @@ class AcceptBackoff {
  public:
   static constexpr std::chrono::milliseconds kFirstPause{10};
   static constexpr std::chrono::milliseconds kMaxPause{500};
-  static constexpr std::chrono::seconds kLogEvery{1};
 
   // `who` names the listener in the log ("smtp 127.0.0.1:2525").
   explicit AcceptBackoff(std::string who) : who_(std::move(who)) {}
@@ -31,8 +31,7 @@ class AcceptBackoff {
  private:
   std::string who_;
   std::chrono::milliseconds pause_{0};
-  std::chrono::steady_clock::time_point last_log_{};
-  std::uint64_t unlogged_ = 0;
+  RateLimitedLog log_;
 };
 
 }  // namespace mailhook::daemon

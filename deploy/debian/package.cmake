@@ -53,4 +53,7 @@ set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION TRUE)
 set(CPACK_DEBIAN_FRONT_DESCRIPTION "mailhook SMTP front\n The SMTP front of mailhook: receives mail, asks mailhook-policyd at\n every SMTP step over gRPC, spools accepted mail or relays it.")
 set(CPACK_DEBIAN_POLICYD_DESCRIPTION "mailhook policy daemon\n Runs SMTP policy written in Lua 5.4 for mailhook-front (gRPC) and\n for Postfix or Sendmail (milter protocol).")
 set(CPACK_DEBIAN_FRONT_PACKAGE_RECOMMENDS mailhook-policyd)
+# DMARC finds organisational domains in the system's public suffix list
+# (libpsl), else in the copy built into libpsl.
+set(CPACK_DEBIAN_POLICYD_PACKAGE_RECOMMENDS publicsuffix)
 include(CPack)

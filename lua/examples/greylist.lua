@@ -16,18 +16,34 @@ local delay = tonumber(os.getenv("MAILHOOK_GREYLIST_DELAY") or "") or 300
 local pass_for = tonumber(os.getenv("MAILHOOK_GREYLIST_PASS") or "") or 36 * 86400
 local max_entries = 100000
 
-greylist = greylist or { entries = {}, count = 0, senders = {} }
+greylist = greylist or { entries = {}, count = 0 }
 
+-- The client's network: IPv4 by /24, IPv6 by /64 whatever the spelling of
+-- the address (expanded as lua/policy.lua's client_key does), and an
+-- IPv4-mapped IPv6 address as the IPv4 client it is.
 local function network(ip)
-  local v4 = ip:match("^(%d+%.%d+%.%d+)%.%d+$")
+  ip = ip:gsub("%%.*$", "")                 -- a zone index ("fe80::1%eth0")
+  local v4 = ip:match("^(%d+%.%d+%.%d+)%.%d+$") or ip:match("^::[fF][fF][fF][fF]:(%d+%.%d+%.%d+)%.%d+$")
   if v4 then return v4 end
-  local groups, n = {}, 0
-  for g in (ip .. ":"):gmatch("([^:]*):") do
-    n = n + 1
-    if n > 4 then break end
-    groups[n] = g
+  if not ip:find(":", 1, true) then return ip end
+  local head, tail = ip:match("^(.-)::(.*)$")
+  local groups = {}
+  local function add(part)
+    for g in part:gmatch("[^:]+") do groups[#groups + 1] = g end
   end
-  return table.concat(groups, ":")
+  if head then
+    add(head)
+    local right = {}
+    for g in tail:gmatch("[^:]+") do right[#right + 1] = g end
+    local missing = 8 - #groups - #right - (tail:find(".", 1, true) and 1 or 0)
+    for _ = 1, missing do groups[#groups + 1] = "0" end
+    for _, g in ipairs(right) do groups[#groups + 1] = g end
+  else
+    add(ip)
+  end
+  local out = {}
+  for i = 1, 4 do out[i] = string.format("%x", tonumber(groups[i] or "0", 16) or 0) end
+  return table.concat(out, ":") .. "::/64"
 end
 
 local function expire(now)
@@ -39,20 +55,16 @@ local function expire(now)
   end
 end
 
--- Globals are shared by the sessions of a worker, so the sender is kept
--- per session (client.id_log) until the session closes.
+-- The sender belongs to the transaction: the runtime drops `transaction`
+-- at RSET, HELO/EHLO and the end of the message, so nothing is cleaned up here.
 function hook.mail(sender)
-  greylist.senders[client.id_log] = sender:lower()
-end
-
-function hook.close()
-  greylist.senders[client.id_log] = nil
+  transaction.sender = sender:lower()
 end
 
 function hook.rcpt(recipient)
   if client.auth_user then return end  -- authenticated users are never greylisted
   local now = os.time()
-  local sender = greylist.senders[client.id_log] or ""
+  local sender = transaction.sender or ""
   local key = network(client.address) .. "/" .. sender .. "/" .. recipient:lower()
   local e = greylist.entries[key]
   if e == nil then

@@ -8,6 +8,7 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
 #include <charconv>
 
 #include "mailcore/telemetry/log.h"
@@ -135,6 +136,11 @@ RedisClient::~RedisClient() {
   }
 }
 
+namespace {
+constexpr std::chrono::milliseconds kFirstReconnectPause{100};
+constexpr std::chrono::milliseconds kMostReconnectPause{5000};
+}  // namespace
+
 bool RedisClient::connect(std::string& error) {
   redisAsyncContext* ac = redisAsyncConnect(host_.c_str(), port_);
   if (ac == nullptr || ac->err) {
@@ -158,10 +164,18 @@ bool RedisClient::connect(std::string& error) {
 
 void RedisClient::on_connect(const redisAsyncContext* ac, int status) {
   auto* self = static_cast<RedisClient*>(ac->data);
-  if (self == nullptr || status == REDIS_OK) return;
+  if (self == nullptr) return;
+  if (status == REDIS_OK) {
+    self->connect_pause_ = std::chrono::milliseconds(0);
+    return;
+  }
   // hiredis frees the context after this callback, answering every queued
-  // command with no reply (on_reply turns that into an error).
-  log::warning("kv: cannot connect to Redis at {}: {}", self->config_.address, ac->errstr ? ac->errstr : "error");
+  // command with no reply (on_reply turns that into an error). The next
+  // attempt waits: 100 ms, doubling up to 5 s while Redis stays down.
+  self->connect_pause_ = std::clamp(self->connect_pause_ * 2, kFirstReconnectPause, kMostReconnectPause);
+  self->retry_at_ = std::chrono::steady_clock::now() + self->connect_pause_;
+  log::warning("kv: cannot connect to Redis at {}: {}; next try in {} ms", self->config_.address,
+               ac->errstr ? ac->errstr : "error", self->connect_pause_.count());
   self->ac_ = nullptr;
   self->events_.reset();
 }
@@ -203,6 +217,12 @@ void RedisClient::fail_all(const std::string& why) {
 
 void RedisClient::command(std::vector<std::string> argv, std::function<void(Reply)> done) {
   std::string error;
+  if (ac_ == nullptr && std::chrono::steady_clock::now() < retry_at_) {
+    const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(retry_at_ - std::chrono::steady_clock::now());
+    done(error_reply("Redis at " + config_.address + " unreachable; next try in " + std::to_string(wait.count()) +
+                     " ms"));
+    return;
+  }
   if (ac_ == nullptr && !connect(error)) {
     done(error_reply("cannot connect to Redis at " + config_.address + ": " + error));
     return;

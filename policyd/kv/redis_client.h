@@ -72,6 +72,11 @@ class RedisClient : public std::enable_shared_from_this<RedisClient> {
   std::shared_ptr<Events> events_;
   std::uint64_t next_id_ = 1;
   std::unordered_map<std::uint64_t, Pending> pending_;
+  // Back-off after a failed connect (THREATS.md, Redis): until retry_at_
+  // a command fails at once instead of dialling a Redis that is down
+  // (one connection attempt and one log line per command, before).
+  std::chrono::milliseconds connect_pause_{0};
+  std::chrono::steady_clock::time_point retry_at_{};
 };
 
 }  // namespace mailhook::policyd::kv

@@ -41,6 +41,7 @@ const Availability kAvailability[] = {
     {"local_address", {}}, {"local_port", {}},  // mailhook: the address the client connected to
     {"default_reply", kReplying},               // mailhook: the reply the front (or MTA) would send
     {"queue_id", kTransaction},                // mailhook: the MTA's queue id ({i}) or id_trans
+    {"recipients", kTransaction},              // mailhook: accepted RCPT TO addresses, in order
     {"id_trans", kTransaction}, {"msg_file", kTransaction}, {"input", kCommand},
 };
 
@@ -113,6 +114,12 @@ int client_index(lua_State* L) {
     if (s->event == nullptr || !s->event->default_reply) return lua_pushnil(L), 1;
     const std::string wire = s->event->default_reply->wire();
     lua_pushlstring(L, wire.data(), wire.size());
+  } else if (key == "recipients") {
+    lua_createtable(L, static_cast<int>(s->recipients.size()), 0);
+    for (std::size_t i = 0; i < s->recipients.size(); ++i) {
+      lua_pushlstring(L, s->recipients[i].data(), s->recipients[i].size());
+      lua_rawseti(L, -2, static_cast<lua_Integer>(i + 1));
+    }
   } else if (key == "trace") {
     lua_pushboolean(L, s->trace);
   } else if (key == "input") {

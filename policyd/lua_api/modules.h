@@ -16,7 +16,15 @@ void open_message(lua_State* L);  // message.* (message.cc)
 void open_dns(lua_State* L);      // dns.*     (dns.cc)
 void open_kv(lua_State* L);       // kv.*      (kv.cc): Redis, shared by replicas
 void open_mime(lua_State* L);     // mime.parse (mime.cc)
+void open_dmarc(lua_State* L);    // dmarc.check (dmarc.cc): RFC 7489 policy, yields for DNS
+void open_notes(lua_State* L);    // session, transaction (notes.cc): per-session / per-transaction tables
+void open_map(lua_State* L);      // map.file (map.cc): Postfix-like access maps, shared and reloaded
 void open_control(lua_State* L);  // mailhook.* (control.cc): disconnect, limits, EHLO keywords
+
+struct SessionContext;
+// notes.cc: the runtime frees the tables (end of transaction / session).
+void drop_transaction_notes(SessionContext& s);
+void drop_session_notes(SessionContext& s);
 
 // hook.cc: pushes a new script environment {hook = {}} whose reads fall
 // back to the shared globals.

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "mailcore/event/event.h"
+#include "policyd/map/map_store.h"
 
 namespace mailhook::policyd {
 
@@ -41,6 +42,7 @@ struct RuntimeMetrics;
 struct DnsSession;  // lua_api/dns.cc: the session's queries and answers
 struct HostLookup;  // client_host.cc: the PTR lookup of client.host
 struct KvCall;      // lua_api/kv.cc: the kv command a hook waits for
+struct DmarcLookup; // lua_api/dmarc.cc: the DMARC record lookup a hook waits for
 class Waker;        // hook_runner.h: what a suspended hook waits on
 namespace dns {
 class Resolver;
@@ -69,6 +71,8 @@ struct Generation {
   std::string lua_path;                 // --lua-path
   std::vector<std::string> lua_env;     // --lua-env
   std::chrono::milliseconds load_timeout{30000};
+  std::shared_ptr<map::MapStore> map_store;  // map.file snapshots, shared by every worker
+  std::vector<map::MapHandle> maps;          // this generation's map.file objects
   bool loading = false;                 // the scripts' top-level code runs (no session)
   // Set while a hook of a session runs (one at a time per worker).
   SessionContext* current = nullptr;
@@ -126,6 +130,12 @@ struct SessionContext {
   void wake();
   std::shared_ptr<DnsSession> dns;     // created by the first dns.* call
   std::shared_ptr<KvCall> kv_call;     // the kv.* call a hook waits for
+  std::shared_ptr<DmarcLookup> dmarc;  // the dmarc.check a hook waits for
+  // The script's `session` / `transaction` tables (lua_api/notes.cc):
+  // registry refs in generation->L, made on the first write.
+  int session_notes = LUA_NOREF;
+  int transaction_notes = LUA_NOREF;
+  std::vector<std::string> recipients;  // accepted RCPT TO of the transaction (client.recipients)
 };
 
 // The generation of a state (any of its threads).

@@ -413,6 +413,24 @@ std::optional<std::string> granted_path(lua_State* L, const std::string& path, F
   return at.canonical;
 }
 
+std::optional<std::string> read_granted_file(lua_State* L, const std::string& path, struct stat& st,
+                                             std::string& error) {
+  int err = 0;
+  FILE* f = open_granted(L, path.c_str(), "r", error, err);
+  if (f == nullptr) return std::nullopt;
+  std::string text;
+  char buf[8192];
+  std::size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+  const bool failed = std::ferror(f) != 0 || ::fstat(::fileno(f), &st) != 0;
+  std::fclose(f);
+  if (failed) {
+    error = "read error";
+    return std::nullopt;
+  }
+  return text;
+}
+
 std::optional<std::string> canonical_dir(const std::string& dir) {
   char resolved[PATH_MAX + 1];
   if (::realpath(dir.c_str(), resolved) == nullptr) return std::nullopt;

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <lua.hpp>
+#include <sys/stat.h>
 
 #include <optional>
 #include <string>
@@ -26,6 +27,13 @@ void install_file_grants(lua_State* L);
 // functions that take a path (mime.parse).
 std::optional<std::string> granted_path(lua_State* L, const std::string& path, FileAccess access,
                                         std::string& error);
+
+// Reads a whole granted regular file, opened as io.open opens it (the
+// same checks, no symbolic link, no race between check and open): its
+// text and its fstat, or nullopt and `error`. For C functions that parse
+// an operator's file (map.file).
+std::optional<std::string> read_granted_file(lua_State* L, const std::string& path, struct stat& st,
+                                             std::string& error);
 
 // Adds `dir` to g's read grants if it exists (its realpath); for the
 // dialect adapters' own needs. false when it does not exist.

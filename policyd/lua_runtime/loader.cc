@@ -196,6 +196,7 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   if (!grant_dirs(config, *g, error)) return nullptr;
   g->lua_path = config.lua_path;
   g->lua_env = config.lua_env;
+  g->map_store = config.map_store ? config.map_store : std::make_shared<map::MapStore>();
   g->L = lua_newstate(&CappedAllocator::alloc, &g->allocator);
   if (g->L == nullptr) {
     error = "cannot create a Lua state within --lua-memory";
@@ -213,6 +214,9 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   open_control(g->L);
   open_mime(g->L);
   open_kv(g->L);
+  open_dmarc(g->L);
+  open_notes(g->L);
+  open_map(g->L);
   // From here Lua code runs: all of it, and every coroutine it makes,
   // under --load-timeout.
   arm_load_deadline(*g);

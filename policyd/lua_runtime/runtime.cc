@@ -213,7 +213,9 @@ bool traced(const std::vector<std::string>& networks, const std::string& address
 class RuntimeImpl final : public Runtime {
  public:
   explicit RuntimeImpl(const RuntimeConfig& c)
-      : config_(c), metrics_(c.registry ? *c.registry : own_registry_) {}
+      : config_(c), metrics_(c.registry ? *c.registry : own_registry_) {
+    if (!config_.map_store) config_.map_store = std::make_shared<map::MapStore>();  // one for all workers
+  }
   ~RuntimeImpl() override { stop(); }
 
   bool start(std::string& error) {

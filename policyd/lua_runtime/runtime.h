@@ -22,6 +22,9 @@ namespace mailhook::policyd {
 namespace dns {
 class FakeDns;
 }
+namespace map {
+class MapStore;
+}
 
 struct RuntimeConfig {
   std::vector<std::filesystem::path> scripts;     // chained in this order
@@ -47,6 +50,7 @@ struct RuntimeConfig {
   std::string lua_path;                           // --lua-path: require's "DIR/?.lua;…"; empty: nothing from disk
   std::vector<std::string> lua_env;               // --lua-env: names os.getenv answers
   std::chrono::milliseconds load_timeout{30000};  // --load-timeout: all scripts' top-level code
+  std::shared_ptr<map::MapStore> map_store;       // map.file's parsed files; the runtime makes one
 };
 
 // Receives a session's answers. Called on the session's worker thread,

@@ -12,6 +12,7 @@
 #include <system_error>
 
 #include "mailcore/telemetry/log.h"
+#include "policyd/lua_api/modules.h"
 #include "policyd/lua_runtime/hook_runner.h"
 #include "policyd/lua_runtime/runtime_metrics.h"
 
@@ -57,6 +58,8 @@ void end_transaction(SessionContext& s) {
     std::filesystem::remove(s.msg_file, ec);
   }
   s.transaction_id.clear();
+  drop_transaction_notes(s);
+  s.recipients.clear();
   s.sender.clear();
   s.msg_file.clear();
   s.partial_line.clear();
@@ -76,6 +79,18 @@ std::filesystem::path new_msg_file(const std::filesystem::path& dir) {
   }();
   static std::atomic<std::uint64_t> counter{0};
   return dir / fmt::format("{}-{}.msg", tag, ++counter);
+}
+
+// RCPT TO was accepted (client.recipients): the script replied 2xx, or it
+// let the default stand and that is 2xx. The milter shape sends no
+// default: there a recipient counts unless a script refused it.
+bool accepted(const SessionEvent& e, const HookOutcome& o) {
+  switch (o.kind) {
+    case HookOutcome::Kind::Replied: return o.reply.code / 100 == 2;
+    case HookOutcome::Kind::Overrun: return false;
+    case HookOutcome::Kind::Default: return !e.default_reply || e.default_reply->code / 100 == 2;
+  }
+  return false;
 }
 
 // Every event carries the front's transaction id; a new one starts a
@@ -303,6 +318,7 @@ asio::awaitable<std::optional<Decision>> handle_event(SessionContext& s, const S
     Decision d = co_await end_of_message(s, e, overrun);
     decision = std::move(d);
   }
+  if (e.kind == EventKind::Rcpt && accepted(e, o)) s.recipients.push_back(e.address);
   if (e.kind == EventKind::Auth && o.kind == HookOutcome::Kind::Replied && o.reply.code == 235) {
     s.start.client.auth_user = parameter(e, "user");
   }
@@ -325,9 +341,11 @@ asio::awaitable<void> end_session(SessionContext& s, bool close_hook_ran) {
 
 void discard_session(SessionContext& s) {
   end_transaction(s);
+  drop_session_notes(s);
   release_thread(s);
   s.dns.reset();
   s.kv_call.reset();
+  s.dmarc.reset();
 }
 
 }  // namespace mailhook::policyd

@@ -21,6 +21,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "daemon/accept_backoff.h"
+#include "daemon/rate_limited_log.h"
 #include "mailcore/telemetry/log.h"
 #include "policyd/milter/milter_connection.h"
 
@@ -38,37 +40,10 @@ struct Server final : ConnectionHost {
 
 Server* g_server = nullptr;
 
-constexpr auto kAcceptBackoffFirst = std::chrono::milliseconds(10);
-constexpr auto kAcceptBackoffMost = std::chrono::seconds(1);
-
-// A log line at most once a second for a condition that may repeat fast
-// (out of file descriptors, too many connections); the lines it held back
-// are counted in the next.
-class RateLimitedLog {
- public:
-  template <typename... Args>
-  void warning(fmt::format_string<Args...> f, Args&&... args) {
-    const auto now = std::chrono::steady_clock::now();
-    if (now - last_ < std::chrono::seconds(1)) {
-      ++held_;
-      return;
-    }
-    last_ = now;
-    std::string line = fmt::format(f, std::forward<Args>(args)...);
-    if (held_ > 0) line += fmt::format(" ({} more like it in the last second)", held_);
-    held_ = 0;
-    log::warning("{}", line);
-  }
-
- private:
-  std::chrono::steady_clock::time_point last_{};
-  std::uint64_t held_ = 0;
-};
-
 asio::awaitable<void> accept_loop(Server& s) {
-  RateLimitedLog accept_failed, too_many;
-  asio::steady_timer backoff(s.io);
-  auto pause = kAcceptBackoffFirst;
+  daemon::AcceptBackoff backoff("milter");
+  daemon::RateLimitedLog too_many;
+  asio::steady_timer pause(s.io);
   for (;;) {
     std::error_code ec;
     stream_protocol::socket socket = co_await s.acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
@@ -76,15 +51,13 @@ asio::awaitable<void> accept_loop(Server& s) {
       if (!s.acceptor->is_open() || ec == asio::error::operation_aborted) co_return;
       // Out of file descriptors (EMFILE, ENFILE) or memory: the pending
       // connection stays in the backlog and accept fails again at once,
-      // so wait before trying again (doubling up to 1 s), never spin.
-      accept_failed.warning("milter: accept: {}; next try in {} ms", ec.message(), pause.count());
+      // so wait before trying again, never spin (daemon/accept_backoff.h).
       s.tripped("accept");
-      backoff.expires_after(pause);
-      co_await backoff.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-      pause = std::min<std::chrono::milliseconds>(pause * 2, kAcceptBackoffMost);
+      pause.expires_after(backoff.failed(ec));
+      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       continue;
     }
-    pause = kAcceptBackoffFirst;
+    backoff.succeeded();
     if (s.stopping) continue;
     std::size_t open = 0;
     {

@@ -1,7 +1,8 @@
 // libFuzzer target: the milter codec over one packet from the MTA (its
-// letter, then its data). Every parser of command data takes it without a
-// crash; what is parsed holds its invariants; the packet framed again
-// reads back the same through the PacketReader, in one read or two.
+// letter, then its data). Every parser of command data, the shape check
+// and the order table take it without a crash; what is parsed holds its
+// invariants; the packet framed again reads back the same through the
+// PacketReader, in one read or two.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -82,6 +83,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
   const auto s = strings_of(data);
   const std::string header = header_bytes(s.size() > 0 ? s[0] : "", s.size() > 1 ? s[1] : "");
   if (header.size() < 4 || header.compare(header.size() - 2, 2, "\r\n") != 0) __builtin_trap();
+  // The shape check before a command is acted on, and the order table
+  // from every stage, with the data's first word as the negotiated steps.
+  if (well_formed(letter, data) && letter == cmd::kHelo && (data.empty() || data.back() != '\0')) __builtin_trap();
+  const Stage to = stage_of(letter);
+  if (stage_name(to).empty()) __builtin_trap();
+  const unsigned long protocol = data.size() >= 4 ? get_u32(data, 0) : 0;
+  for (int from = 0; from <= static_cast<int>(Stage::None); ++from) {
+    (void)may_follow(static_cast<Stage>(from), to, protocol);
+    (void)in_transaction(static_cast<Stage>(from));
+  }
   read_back(letter, data, split);
   return 0;
 }

@@ -106,6 +106,24 @@ class KvCommands(KvTest):
         self.assertEqual(self.kv(c, "get-k"), "again")
 
 
+class KvRedisDownAtStart(KvTest):
+    def test_a_redis_that_is_down_is_dialled_with_back_off(self):
+        # THREATS.md, Redis: reconnect with back-off. Before, each kv call
+        # dialled the dead Redis again and logged a line of its own.
+        self.redis_port = free_port()  # nothing listens there yet
+        self.start_both(SCRIPT, policyd_args=["--kv", "127.0.0.1:%d" % self.redis_port, "--kv-timeout", "500"])
+        c = self.client_after_mail()
+        for i in range(20):
+            answer = self.kv(c, "get-k%d" % i)
+            self.assertTrue(answer.startswith("nil kv: "), answer)
+        dialled = self.policyd.output().count("kv: cannot connect to Redis")
+        self.assertGreaterEqual(dialled, 1)
+        self.assertLessEqual(dialled, 3, "%d connection attempts for 20 calls" % dialled)
+        self.assertIn("next try in", self.policyd.output())
+        self.start_redis(self.redis_port)
+        wait_for(lambda: self.kv(c, "set-k-back") == "true", timeout=15, what="kv works once Redis is up")
+
+
 class KvHungRedis(KvTest):
     def test_a_redis_that_never_answers_times_out(self):
         listener = socket.socket()
@@ -171,6 +189,28 @@ class KvAcrossReplicas(KvTest):
         self.assertEqual(first.cmd("RCPT TO:<user@example.com>")[0], 451)  # replica A sees it first
         retry = self.client_after_mail(b)
         self.assertEqual(retry.cmd("RCPT TO:<user@example.com>")[0], 250)  # replica B knows the triplet
+
+    def client_from(self, port, address):
+        """A session whose client address XCLIENT sets (the fronts trust loopback)."""
+        c = SmtpClient(port)
+        self.addCleanup(c.close)
+        self.assertEqual(c.read_reply()[0], 220)
+        c.cmd("EHLO proxy.example")
+        self.assertEqual(c.cmd("XCLIENT ADDR=" + address)[0], 220)
+        c.cmd("EHLO c.example")
+        self.assertEqual(c.cmd("MAIL FROM:<v6@example.com>")[0], 250)
+        return c
+
+    def test_greylisting_example_keys_ipv6_clients_by_their_64(self):
+        self.FRONT_ARGS = ["--xclient-hosts", "127.0.0.0/8"]
+        a, b = self.start_pair(self.read("greylist_kv.lua"), env=[("MAILHOOK_GREYLIST_DELAY", "0")])
+        # Compressed zeros inside the /64 part: 2001:db8::/64 is 2001:db8:0:0.
+        first = self.client_from(a, "IPV6:2001:db8::10")
+        self.assertEqual(first.cmd("RCPT TO:<user@example.com>")[0], 451)
+        retry = self.client_from(b, "IPV6:2001:db8::ffff:1")  # another host of the same /64
+        self.assertEqual(retry.cmd("RCPT TO:<user@example.com>")[0], 250)
+        other = self.client_from(a, "IPV6:2001:db8:0:1::10")  # the next /64
+        self.assertEqual(other.cmd("RCPT TO:<user@example.com>")[0], 451)
 
     def test_rate_limit_example_across_replicas(self):
         a, b = self.start_pair(self.read("ratelimit_kv.lua"), env=[("MAILHOOK_RATE_MAX", "3")])

@@ -462,11 +462,11 @@ class OutOfDescriptors(SecurityMilterTest):
         for _ in range(limit):  # more than policyd can take
             clients.append(MilterClient(("127.0.0.1", self.milter_port), timeout=5))
         self.clients.extend(clients)
-        wait_for(lambda: re.search(r"milter: accept: .*(open files|descriptor)", output()), timeout=15,
+        wait_for(lambda: re.search(r"milter: accept failed: .*(open files|descriptor)", output()), timeout=15,
                  what="accept failing for want of descriptors")
-        lines_before, cpu_before = len(re.findall("milter: accept:", output())), cpu_seconds(proc.pid)
+        lines_before, cpu_before = len(re.findall("milter: accept failed:", output())), cpu_seconds(proc.pid)
         time.sleep(3)  # a window to count log lines and CPU in, not a synchronisation
-        lines = len(re.findall("milter: accept:", output())) - lines_before
+        lines = len(re.findall("milter: accept failed:", output())) - lines_before
         cpu = cpu_seconds(proc.pid) - cpu_before
         self.assertLessEqual(lines, 4, "%d accept log lines in 3 s" % lines)
         self.assertLess(cpu, 1.0, "%.2f s of CPU in 3 s while out of descriptors" % cpu)
