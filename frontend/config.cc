@@ -73,7 +73,7 @@ void build_table(CLI::App& app, daemon::Options& opts, FrontConfig& c, std::stri
       ->transform(duration_in(milliseconds(1), "milliseconds"))
       ->check(CLI::Range(0, 60000))
       ->capture_default_str();
-  app.add_option("--metrics", c.metrics, "serve Prometheus metrics on HOST:PORT (GET /metrics) [default: off]");
+  app.add_option("--metrics", c.metrics, "serve Prometheus metrics on HOST:PORT (GET /metrics), /healthz and /readyz [default: off]");
   auto* drain = app.add_option("--drain-timeout", c.shutdown_grace_s,
                                "how long SIGTERM lets open transactions finish; idle sessions get 421 4.3.2 at once "
                                "(bare number: s)")

@@ -11,6 +11,7 @@
 
 #include "frontend/config.h"
 #include "frontend/policy_client/policy_channel.h"
+#include "frontend/policy_client/policy_readiness.h"
 #include "frontend/server/connection.h"
 #include "daemon/accept_backoff.h"
 #include "daemon/metrics_http.h"
@@ -120,7 +121,9 @@ int main(int argc, char** argv) {
   for (int i = 0; i < config.threads; ++i) ios.push_back(std::make_unique<asio::io_context>(1));
   asio::io_context& main_io = *ios.front();
   tcp::acceptor acceptor(main_io);
-  mailhook::daemon::MetricsEndpoint metrics_endpoint(main_io, registry);
+  mailhook::daemon::MetricsEndpoint metrics_endpoint(main_io, registry, "front");
+  // /readyz: policyd's grpc.health on the policy channel, no SMTP session.
+  metrics_endpoint.set_readiness(mf::policy_readiness(channel, config.policyd));
   try {
     tcp::resolver resolver(main_io);
     const tcp::endpoint ep = *resolver.resolve(host, port, tcp::resolver::numeric_host).begin();

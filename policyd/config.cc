@@ -79,6 +79,18 @@ void build_table(CLI::App& app, daemon::Options& opts, PolicyConfig& c, std::str
                  "DNS answers each worker keeps for their TTL (at most 1 h; 0: no cache)")
       ->check(CLI::Range(0, 10000000))
       ->capture_default_str();
+  app.add_option("--spf-max-dns-lookups", c.spf_max_dns_lookups,
+                 "DNS-querying terms (include, a, mx, ptr, exists, redirect) one spf.check may evaluate; past it: "
+                 "permerror (RFC 7208 4.6.4)")
+      ->check(CLI::Range(1, 20))
+      ->capture_default_str();
+  app.add_option("--spf-max-void-lookups", c.spf_max_void_lookups,
+                 "NXDOMAIN or empty answers one spf.check may get; past it: permerror (RFC 7208 4.6.4)")
+      ->check(CLI::Range(0, 20))
+      ->capture_default_str();
+  app.add_option("--spf-timeout", c.spf_timeout_s, "seconds one spf.check may take in all; past it: temperror")
+      ->check(CLI::Range(1, 300))
+      ->capture_default_str();
   app.add_option("--ptr-lookup", ptr_lookup,
                  "look up client.host (PTR, forward-confirmed) when the front or MTA did not give it: yes or no")
       ->check(CLI::IsMember({"yes", "no"}))
@@ -137,7 +149,7 @@ void build_table(CLI::App& app, daemon::Options& opts, PolicyConfig& c, std::str
       ->transform(size_in(1, "bytes"))
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30))
       ->capture_default_str();
-  app.add_option("--metrics", c.metrics, "serve Prometheus text metrics on HOST:PORT (GET /metrics)");
+  app.add_option("--metrics", c.metrics, "serve Prometheus text metrics on HOST:PORT (GET /metrics), /healthz and /readyz");
   app.add_flag("--shadow", c.shadow, "shadow mode: every script's replies and message changes are logged "
                "(\"would reply ... (shadow)\") and counted, never sent; the default reply goes out");
   app.add_option("--shadow-script", c.shadow_scripts, "a script run in shadow beside the enforcing ones: it runs "

@@ -25,6 +25,9 @@ struct PolicyConfig {
   std::string kv;
   int kv_timeout_ms = 1000;
   int dns_cache_entries = 10000;
+  int spf_max_dns_lookups = 10;       // RFC 7208 4.6.4; spf.check's default
+  int spf_max_void_lookups = 2;
+  int spf_timeout_s = 20;
   bool ptr_lookup = true;
   std::string metrics;                // HOST:PORT; empty: none
   std::string milter;                 // inet:PORT@HOST or unix:PATH; empty: none

@@ -49,6 +49,9 @@ mp::RuntimeConfig runtime_config(const mp::PolicyConfig& c) {
   r.kv_timeout = std::chrono::milliseconds(c.kv_timeout_ms);
   r.dns_cache_entries = static_cast<std::size_t>(c.dns_cache_entries);
   r.ptr_lookup = c.ptr_lookup;
+  r.spf_max_dns_lookups = static_cast<unsigned>(c.spf_max_dns_lookups);
+  r.spf_max_void_lookups = static_cast<unsigned>(c.spf_max_void_lookups);
+  r.spf_timeout = std::chrono::seconds(c.spf_timeout_s);
   for (const auto& d : c.lua_read_dirs) r.lua_read_dirs.emplace_back(d);
   for (const auto& d : c.lua_write_dirs) r.lua_write_dirs.emplace_back(d);
   for (const auto& p : c.lua_path) r.lua_path += (r.lua_path.empty() ? "" : ";") + p;
@@ -154,7 +157,13 @@ int main(int argc, char** argv) {
   }
   // --metrics: a small loop of its own; scrapes never touch a worker.
   asio::io_context metrics_io(1);
-  mailhook::daemon::MetricsEndpoint metrics(metrics_io, registry);
+  mailhook::daemon::MetricsEndpoint metrics(metrics_io, registry, "policyd");
+  // /readyz: the gRPC server serves (not draining) and a Lua worker's loop
+  // answers; no session, no hook.
+  metrics.set_readiness([&server, rt = runtime.get()](std::function<void(std::string)> done) {
+    if (!server.serving()) return done("policyd is draining (SIGTERM) or not serving");
+    rt->ping_workers([done] { done(""); });
+  });
   std::thread metrics_thread;
   if (!config.metrics.empty()) {
     if (std::string e = metrics.start(config.metrics); !e.empty()) {

@@ -8,17 +8,18 @@
 
 namespace mailhook::front {
 
-bool ConnectionLimiter::admit(const std::string& ip) {
+ConnectionLimiter::Admission ConnectionLimiter::admit(const std::string& ip) {
   const std::string key = connection_limit_key(ip, ipv6_prefix_);
   std::lock_guard l(mu_);
   int& n = per_ip_[key];
   if (total_ >= total_limit_ || n >= per_ip_limit_) {
+    const Admission full = total_ >= total_limit_ ? Admission::TotalFull : Admission::PerIpFull;
     if (n == 0) per_ip_.erase(key);
-    return false;
+    return full;
   }
   ++n;
   ++total_;
-  return true;
+  return Admission::Admitted;
 }
 
 void ConnectionLimiter::release(const std::string& ip) {

@@ -475,6 +475,8 @@ asio::awaitable<Reply> Connection::deliver(Envelope& envelope, std::string& mess
     if (relayed.code / 100 == 2) {
       ctx_.metrics.relayed.add();
       ctx_.metrics.relayed_bytes.add(received.size() + message.size());
+    } else {
+      ctx_.metrics.relay_failed(relayed.code);
     }
     co_return relayed;
   }
@@ -482,6 +484,7 @@ asio::awaitable<Reply> Connection::deliver(Envelope& envelope, std::string& mess
   const std::string error = co_await ctx_.spool.async_write(envelope, received, message, asio::use_awaitable);
   if (!error.empty()) {
     log::error("session={} queue_id={} spool write failed: {}", id_, envelope.queue_id, error);
+    ctx_.metrics.spool_failures.add();
     co_return replies::kSpoolFailed;
   }
   ctx_.metrics.spooled.add();
@@ -506,10 +509,13 @@ asio::awaitable<void> Connection::run() {
     if (waiting_write_ && machine_.transaction_id().empty()) socket_.cancel(ignored);
   });
   machine_.allow_xclient(ctx_.xclient_hosts.contains(address_));
-  if (!ctx_.limiter.admit(address_)) {
+  if (const auto admitted = ctx_.limiter.admit(address_); admitted != ConnectionLimiter::Admission::Admitted) {
+    const bool total = admitted == ConnectionLimiter::Admission::TotalFull;
+    ctx_.metrics.limit_refusal(total ? FrontMetrics::Limit::Total : FrontMetrics::Limit::PerIp);
     queue_reply(replies::kTooManyConnections);
     co_await flush();
-    log::notice("session={} client={} refused: too many connections", id_, address_);
+    log::notice("session={} client={} refused: too many connections ({})", id_, address_,
+                total ? "--max-connections" : "--max-connections-per-ip");
     co_return;
   }
   ctx_.metrics.sessions_total.add();

@@ -31,7 +31,12 @@ class ConnectionLimiter {
  public:
   ConnectionLimiter(int total, int per_ip, unsigned ipv6_prefix = 64)
       : total_limit_(total), per_ip_limit_(per_ip), ipv6_prefix_(ipv6_prefix) {}
-  bool admit(const std::string& ip);
+  enum class Admission : std::uint8_t {
+    Admitted,
+    TotalFull,  // --max-connections
+    PerIpFull,  // --max-connections-per-ip
+  };
+  Admission admit(const std::string& ip);
   void release(const std::string& ip);
 
  private:

@@ -42,6 +42,19 @@ asio::awaitable<std::optional<std::string>> Connection::read_line() {
 // AUTH PLAIN and LOGIN (RFC 4954, 4616): collect and decode the
 // credentials, then hook.auth decides; only 235 authenticates.
 asio::awaitable<Reply> Connection::authenticate(const std::string& line, const std::string& argument) {
+  const Reply r = co_await authenticate_exchange(line, argument);
+  // mailhook_front_auth_total{result}: from the reply that ends the exchange.
+  using A = FrontMetrics::AuthOutcome;
+  // Canceled: the client's "*" (RFC 4954 4) or the connection lost mid-way.
+  const bool canceled = (r.code == 501 && r.enhanced == "5.7.0") || (r.code == 421 && r.enhanced == "4.4.2");
+  ctx_.metrics.auth_exchange(r.code == 235 ? A::Success
+                             : canceled    ? A::Canceled
+                             : r.code == 501 ? A::Malformed
+                                             : A::Failure);
+  co_return r;
+}
+
+asio::awaitable<Reply> Connection::authenticate_exchange(const std::string& line, const std::string& argument) {
   static const Reply kCanceled{501, "5.7.0", {"Authentication canceled"}};
   static const Reply kBadBase64{501, "5.5.2", {"Cannot decode response"}};
   static const Reply kFailed{535, "5.7.8", {"Authentication credentials invalid"}};
@@ -154,12 +167,15 @@ asio::awaitable<bool> Connection::start_tls() {
     if (ready == Read::Closed) why = "the connection closed";
   }
   if (!why.empty()) {
+    const bool timed_out = why == "timed out";
+    ctx_.metrics.tls_handshake(timed_out ? FrontMetrics::TlsOutcome::Timeout : FrontMetrics::TlsOutcome::Failed);
     log::notice("session={} client={} TLS handshake failed: {}", id_, address_, why);
     tls_.reset();
     end_reason_ = "tls_failed";
     co_return false;
   }
   SSL* ssl = tls_->native_handle();
+  ctx_.metrics.tls_handshake(FrontMetrics::TlsOutcome::Ok);
   facts_.tls_protocol = SSL_get_version(ssl);
   facts_.tls_cipher = SSL_get_cipher_name(ssl);
   machine_.restart_after_tls();

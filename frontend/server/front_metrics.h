@@ -1,12 +1,18 @@
 // The front's Prometheus metrics, registered once in main(); connections
-// update them lock-free. Names are mailhook_front_*.
+// update them lock-free. Names are mailhook_front_*. Label values are
+// fixed words (outcomes, limits, delivery kinds): never a client value.
 #pragma once
 
 #include <array>
+#include <cstdint>
 
 #include "mailcore/telemetry/metrics.h"
 
 namespace mailhook::front {
+
+inline constexpr const char* kDeliveryFailuresHelp =
+    "messages not delivered, by delivery and the class of the reply the client got: the spool write failed "
+    "(452), or the smart host did not take the message";
 
 struct FrontMetrics {
   explicit FrontMetrics(telemetry::Registry& r)
@@ -22,7 +28,36 @@ struct FrontMetrics {
         spooled(r.counter("mailhook_front_messages_total", "messages delivered", "delivery=\"spool\"")),
         relayed(r.counter("mailhook_front_messages_total", "messages delivered", "delivery=\"relay\"")),
         spooled_bytes(r.counter("mailhook_front_message_bytes_total", "octets delivered", "delivery=\"spool\"")),
-        relayed_bytes(r.counter("mailhook_front_message_bytes_total", "octets delivered", "delivery=\"relay\"")) {}
+        relayed_bytes(r.counter("mailhook_front_message_bytes_total", "octets delivered", "delivery=\"relay\"")),
+        tls{&r.counter("mailhook_front_tls_handshakes_total", "STARTTLS handshakes, by outcome", "result=\"ok\""),
+            &r.counter("mailhook_front_tls_handshakes_total", "STARTTLS handshakes, by outcome", "result=\"failed\""),
+            &r.counter("mailhook_front_tls_handshakes_total", "STARTTLS handshakes, by outcome", "result=\"timeout\"")},
+        auth{&r.counter("mailhook_front_auth_total", "AUTH exchanges, by outcome", "result=\"success\""),
+             &r.counter("mailhook_front_auth_total", "AUTH exchanges, by outcome", "result=\"failure\""),
+             &r.counter("mailhook_front_auth_total", "AUTH exchanges, by outcome", "result=\"canceled\""),
+             &r.counter("mailhook_front_auth_total", "AUTH exchanges, by outcome", "result=\"malformed\"")},
+        limit_refusals{&r.counter("mailhook_front_connection_limit_refusals_total",
+                                  "connections refused with 421 at a connection limit, by limit "
+                                  "(total: --max-connections, per_ip: --max-connections-per-ip)",
+                                  "limit=\"total\""),
+                       &r.counter("mailhook_front_connection_limit_refusals_total",
+                                  "connections refused with 421 at a connection limit, by limit "
+                                  "(total: --max-connections, per_ip: --max-connections-per-ip)",
+                                  "limit=\"per_ip\"")},
+        spool_failures(r.counter("mailhook_front_delivery_failures_total", kDeliveryFailuresHelp,
+                                 "delivery=\"spool\",class=\"4xx\"")),
+        relay_failures{&r.counter("mailhook_front_delivery_failures_total", kDeliveryFailuresHelp,
+                                  "delivery=\"relay\",class=\"4xx\""),
+                       &r.counter("mailhook_front_delivery_failures_total", kDeliveryFailuresHelp,
+                                  "delivery=\"relay\",class=\"5xx\"")} {}
+
+  enum class TlsOutcome : std::uint8_t { Ok, Failed, Timeout };
+  enum class AuthOutcome : std::uint8_t { Success, Failure, Canceled, Malformed };
+  enum class Limit : std::uint8_t { Total, PerIp };
+  void tls_handshake(TlsOutcome o) { tls[static_cast<std::size_t>(o)]->add(); }
+  void auth_exchange(AuthOutcome o) { auth[static_cast<std::size_t>(o)]->add(); }
+  void limit_refusal(Limit l) { limit_refusals[static_cast<std::size_t>(l)]->add(); }
+  void relay_failed(int code) { relay_failures[code >= 500 ? 1 : 0]->add(); }
 
   void reply(int code) {
     if (code >= 200 && code < 600) replies[static_cast<std::size_t>(code / 100 - 2)]->add();
@@ -37,6 +72,12 @@ struct FrontMetrics {
   telemetry::Counter& relayed;
   telemetry::Counter& spooled_bytes;
   telemetry::Counter& relayed_bytes;
+  std::array<telemetry::Counter*, 3> tls;
+  std::array<telemetry::Counter*, 4> auth;
+  std::array<telemetry::Counter*, 2> limit_refusals;
+  telemetry::Counter& spool_failures;
+  // The smart host's reply class: 4xx (down, unreachable, full) or 5xx (it refused).
+  std::array<telemetry::Counter*, 2> relay_failures;
 };
 
 }  // namespace mailhook::front

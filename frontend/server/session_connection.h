@@ -62,7 +62,8 @@ class Connection {
   asio::awaitable<bool> on_command(std::string command);
   asio::awaitable<bool> start_tls();
   asio::awaitable<std::optional<std::string>> read_line();
-  asio::awaitable<Reply> authenticate(const std::string& line, const std::string& argument);
+  asio::awaitable<Reply> authenticate(const std::string& line, const std::string& argument);  // counts the outcome
+  asio::awaitable<Reply> authenticate_exchange(const std::string& line, const std::string& argument);
   asio::awaitable<Reply> xclient(const std::string& line, const std::string& argument);
   asio::awaitable<bool> data_phase();
   asio::awaitable<Reply> deliver(Envelope& envelope, std::string& message, const Decision& eom);

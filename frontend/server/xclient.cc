@@ -1,4 +1,4 @@
-// CIDR matching and XCLIENT attribute parsing. Pure (no Asio), so
+// XCLIENT attribute parsing. Pure (no Asio), so
 // tests/fuzz/fuzz_xclient compiles it alone.
 #include "frontend/server/xclient.h"
 
@@ -9,51 +9,6 @@
 #include <sstream>
 
 namespace mailhook::front {
-
-std::optional<CidrList> CidrList::parse(const std::string& text, std::string& error) {
-  CidrList list;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (item.empty()) continue;
-    const std::size_t slash = item.find('/');
-    auto bytes = address_bytes(item.substr(0, slash));
-    if (!bytes) {
-      error = "not an address: " + item;
-      return std::nullopt;
-    }
-    unsigned prefix = static_cast<unsigned>(bytes->size() * 8);
-    if (slash != std::string::npos) {
-      const std::string p = item.substr(slash + 1);
-      if (p.empty() || p.size() > 3 || p.find_first_not_of("0123456789") != std::string::npos ||
-          std::stoul(p) > prefix) {
-        error = "bad prefix length: " + item;
-        return std::nullopt;
-      }
-      prefix = static_cast<unsigned>(std::stoul(p));
-    }
-    list.entries_.push_back({std::move(*bytes), prefix});
-  }
-  return list;
-}
-
-bool CidrList::contains(const std::string& address) const {
-  auto bytes = address_bytes(address);
-  if (!bytes) return false;
-  for (const auto& e : entries_) {
-    if (e.bytes.size() != bytes->size()) continue;
-    unsigned bits = e.prefix;
-    bool match = true;
-    for (std::size_t i = 0; i < e.bytes.size() && bits > 0 && match; ++i) {
-      const unsigned take = bits >= 8 ? 8 : bits;
-      const unsigned char mask = static_cast<unsigned char>(0xff << (8 - take));
-      match = (e.bytes[i] & mask) == ((*bytes)[i] & mask);
-      bits -= take;
-    }
-    if (match) return true;
-  }
-  return false;
-}
 
 std::string apply_xclient(const std::string& attributes, ClientFacts& facts, std::string& helo, bool& esmtp) {
   std::stringstream ss(attributes);

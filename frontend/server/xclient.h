@@ -1,5 +1,6 @@
 // XCLIENT (Postfix XCLIENT_README): who may send it (--xclient-hosts, a
-// CIDR list) and how its attributes change the client facts. Pure (no
+// CIDR list: mailcore/net/cidr.h) and how its attributes change the
+// client facts. Pure (no
 // Asio; fuzzed by tests/fuzz/fuzz_xclient); never touches sockets. A
 // decoded value with a control character is refused, never applied.
 #pragma once
@@ -9,23 +10,12 @@
 #include <vector>
 
 #include "mailcore/event/event.h"
+#include "mailcore/net/cidr.h"
 
 namespace mailhook::front {
 
-class CidrList {
- public:
-  // "127.0.0.1/32,::1,192.0.2.0/24"; nullopt (and `error`) when malformed.
-  static std::optional<CidrList> parse(const std::string& text, std::string& error);
-  bool contains(const std::string& address) const;
-  bool empty() const { return entries_.empty(); }
-
- private:
-  struct Entry {
-    std::vector<unsigned char> bytes;
-    unsigned prefix = 0;
-  };
-  std::vector<Entry> entries_;
-};
+// --xclient-hosts: mailcore's one CIDR matcher (mailcore/net/cidr.h).
+using CidrList = net::CidrList;
 
 // Applies "NAME=x ADDR=y ..." to `facts` (and `helo`, `esmtp`); values are
 // xtext (RFC 3461 4); [UNAVAILABLE]/[TEMPUNAVAIL] clear a field. Returns

@@ -29,20 +29,50 @@ std::string Histogram::render(const std::string& name, const std::string& labels
   return out;
 }
 
+std::string label(std::string_view key, std::string_view value) {
+  std::string out(key);
+  out += "=\"";
+  for (const char c : value) {
+    switch (c) {
+      case '\\': out += "\\\\"; break;
+      case '"': out += "\\\""; break;
+      case '\n': out += "\\n"; break;
+      default: out += c; break;
+    }
+  }
+  out += '"';
+  return out;
+}
+
+const Registry::Entry* Registry::find(Kind kind, const std::string& name, const std::string& labels) const {
+  for (const Entry& e : entries_) {
+    if (e.kind == kind && e.name == name && e.labels == labels) return &e;
+  }
+  return nullptr;
+}
+
+std::size_t Registry::size() const {
+  std::lock_guard l(mu_);
+  return entries_.size();
+}
+
 Counter& Registry::counter(const std::string& name, const std::string& help, const std::string& labels) {
   std::lock_guard l(mu_);
+  if (const Entry* e = find(Kind::Counter, name, labels)) return counters_[e->index];
   entries_.push_back({Kind::Counter, name, help, labels, counters_.size()});
   return counters_.emplace_back();
 }
 
 Gauge& Registry::gauge(const std::string& name, const std::string& help, const std::string& labels) {
   std::lock_guard l(mu_);
+  if (const Entry* e = find(Kind::Gauge, name, labels)) return gauges_[e->index];
   entries_.push_back({Kind::Gauge, name, help, labels, gauges_.size()});
   return gauges_.emplace_back();
 }
 
 Histogram& Registry::histogram(const std::string& name, const std::string& help, const std::string& labels) {
   std::lock_guard l(mu_);
+  if (const Entry* e = find(Kind::Histogram, name, labels)) return histograms_[e->index];
   entries_.push_back({Kind::Histogram, name, help, labels, histograms_.size()});
   return histograms_.emplace_back();
 }

@@ -10,6 +10,7 @@
 #include <deque>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace mailhook::telemetry {
@@ -46,13 +47,24 @@ class Histogram {
   std::atomic<std::uint64_t> sum_micros_{0};
 };
 
+// One `key="value"` label pair, the value escaped as the text format
+// wants (backslash, double quote, line feed), so a script's path can never
+// break a sample line.
+std::string label(std::string_view key, std::string_view value);
+
 // Owns every metric of a daemon; references stay valid for its lifetime.
+// Registering the same name and labels again returns the metric already
+// there (each Lua worker loads the same scripts), so a family's series are
+// bounded by the label values the daemon knows (hooks, scripts, limits),
+// never by what a client sends.
 class Registry {
  public:
   Counter& counter(const std::string& name, const std::string& help, const std::string& labels = "");
   Gauge& gauge(const std::string& name, const std::string& help, const std::string& labels = "");
   Histogram& histogram(const std::string& name, const std::string& help, const std::string& labels = "");
   std::string render() const;
+  // Series registered (for tests and for the bound above).
+  std::size_t size() const;
 
  private:
   enum class Kind : std::uint8_t { Counter, Gauge, Histogram };
@@ -61,6 +73,7 @@ class Registry {
     std::string name, help, labels;
     std::size_t index;
   };
+  const Entry* find(Kind kind, const std::string& name, const std::string& labels) const;
   mutable std::mutex mu_;  // registration and rendering only
   std::vector<Entry> entries_;
   std::deque<Counter> counters_;

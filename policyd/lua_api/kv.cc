@@ -15,6 +15,7 @@
 #include "policyd/kv/redis_client.h"
 #include "policyd/lua_api/modules.h"
 #include "policyd/lua_runtime/context.h"
+#include "policyd/lua_runtime/runtime_metrics.h"
 
 namespace mailhook::policyd {
 
@@ -60,7 +61,9 @@ int continuation(lua_State* L, int, lua_KContext) {
   return push_result(L, *call);
 }
 
-int run(lua_State* L, const char* fn, std::vector<std::string> argv, KvCall::Want want) {
+using KvCommand = RuntimeMetrics::KvCommand;
+
+int run(lua_State* L, const char* fn, KvCommand command, std::vector<std::string> argv, KvCall::Want want) {
   SessionContext* s = current_session(L);
   if (s == nullptr) return luaL_error(L, "kv.%s is only available inside a hook", fn);
   auto call = std::make_shared<KvCall>();
@@ -76,7 +79,12 @@ int run(lua_State* L, const char* fn, std::vector<std::string> argv, KvCall::Wan
   s->kv_call = call;
   std::weak_ptr<KvCall> weak = call;
   SessionContext* session = s;
-  s->kv->command(std::move(argv), [weak, session](kv::Reply r) {
+  // The runtime's metrics outlive every worker and so this callback.
+  RuntimeMetrics* metrics = s->metrics;
+  const auto sent = std::chrono::steady_clock::now();
+  if (metrics) metrics->kv_sent(command);
+  s->kv->command(std::move(argv), [weak, session, metrics, command, sent](kv::Reply r) {
+    if (metrics) metrics->kv_answered(command, r.type == kv::Reply::Type::Error, std::chrono::steady_clock::now() - sent);
     auto c = weak.lock();
     if (!c) return;  // the session ended: kv_call was dropped with it
     c->reply = std::move(r);
@@ -100,7 +108,7 @@ std::string arg(lua_State* L, int i) {
   return std::string(v, n);
 }
 
-int kv_get(lua_State* L) { return run(L, "get", {"GET", arg(L, 1)}, KvCall::Want::Value); }
+int kv_get(lua_State* L) { return run(L, "get", KvCommand::Get, {"GET", arg(L, 1)}, KvCall::Want::Value); }
 
 int kv_set(lua_State* L) {
   std::vector<std::string> argv{"SET", arg(L, 1), arg(L, 2)};
@@ -109,21 +117,21 @@ int kv_set(lua_State* L) {
     luaL_argcheck(L, ttl > 0, 3, "ttl must be a positive number of seconds");
     argv.insert(argv.end(), {"EX", std::to_string(ttl)});
   }
-  return run(L, "set", std::move(argv), KvCall::Want::Ok);
+  return run(L, "set", KvCommand::Set, std::move(argv), KvCall::Want::Ok);
 }
 
 int kv_incr(lua_State* L) {
   const lua_Integer by = luaL_optinteger(L, 2, 1);
-  return run(L, "incr", {"INCRBY", arg(L, 1), std::to_string(by)}, KvCall::Want::Integer);
+  return run(L, "incr", KvCommand::Incr, {"INCRBY", arg(L, 1), std::to_string(by)}, KvCall::Want::Integer);
 }
 
 int kv_expire(lua_State* L) {
   const lua_Integer seconds = luaL_checkinteger(L, 2);
   luaL_argcheck(L, seconds > 0, 2, "seconds must be positive");
-  return run(L, "expire", {"EXPIRE", arg(L, 1), std::to_string(seconds)}, KvCall::Want::Bool);
+  return run(L, "expire", KvCommand::Expire, {"EXPIRE", arg(L, 1), std::to_string(seconds)}, KvCall::Want::Bool);
 }
 
-int kv_del(lua_State* L) { return run(L, "del", {"DEL", arg(L, 1)}, KvCall::Want::Integer); }
+int kv_del(lua_State* L) { return run(L, "del", KvCommand::Del, {"DEL", arg(L, 1)}, KvCall::Want::Integer); }
 
 constexpr luaL_Reg kFunctions[] = {{"get", kv_get},       {"set", kv_set}, {"incr", kv_incr},
                                    {"expire", kv_expire}, {"del", kv_del}, {nullptr, nullptr}};

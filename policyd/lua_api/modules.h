@@ -19,6 +19,7 @@ void open_mime(lua_State* L);     // mime.parse (mime.cc)
 void open_dmarc(lua_State* L);    // dmarc.check (dmarc.cc): RFC 7489 policy, yields for DNS
 void open_notes(lua_State* L);    // session, transaction (notes.cc): per-session / per-transaction tables
 void open_map(lua_State* L);      // map.file (map.cc): Postfix-like access maps, shared and reloaded
+void open_spf(lua_State* L);      // spf.check (spf.cc): RFC 7208 on the resolver
 void open_control(lua_State* L);  // mailhook.* (control.cc): disconnect, limits, EHLO keywords
 
 struct SessionContext;

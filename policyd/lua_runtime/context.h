@@ -6,16 +6,19 @@
 
 #include <lua.hpp>
 
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "mailcore/event/event.h"
 #include "policyd/map/map_store.h"
+#include "mailcore/telemetry/metrics.h"
 
 namespace mailhook::policyd {
 
@@ -61,6 +64,12 @@ struct Generation {
   std::vector<std::string> script_dialects;  // "smtpe", "smtpf", per script
   std::vector<bool> script_shadow;           // --shadow / --shadow-script: replies logged, never sent
   std::vector<bool> script_reads_msg_file;   // its text names client.msg_file
+  // Per script, per hook it defines, per reply class (2xx..5xx): its series
+  // of mailhook_policyd_replies_total (or _shadow_replies_total for a
+  // shadow script); nullptr for hooks the script does not define
+  // (RuntimeMetrics::register_scripts, before the generation serves).
+  using ReplyCounters = std::array<std::array<telemetry::Counter*, 4>, static_cast<std::size_t>(kLastHookPhase) + 1>;
+  std::vector<ReplyCounters> script_replies;
   Capabilities capabilities;
   std::chrono::milliseconds hook_timeout{5000};
   std::filesystem::path spool_dir;
@@ -73,6 +82,9 @@ struct Generation {
   std::chrono::milliseconds load_timeout{30000};
   std::shared_ptr<map::MapStore> map_store;  // map.file snapshots, shared by every worker
   std::vector<map::MapHandle> maps;          // this generation's map.file objects
+  unsigned spf_max_dns_lookups = 10;    // --spf-max-dns-lookups (spf.check's default)
+  unsigned spf_max_void_lookups = 2;    // --spf-max-void-lookups
+  std::chrono::seconds spf_timeout{20}; // --spf-timeout
   bool loading = false;                 // the scripts' top-level code runs (no session)
   // Set while a hook of a session runs (one at a time per worker).
   SessionContext* current = nullptr;
@@ -136,6 +148,9 @@ struct SessionContext {
   int session_notes = LUA_NOREF;
   int transaction_notes = LUA_NOREF;
   std::vector<std::string> recipients;  // accepted RCPT TO of the transaction (client.recipients)
+  // The first hook of this event that ran past its limits in a hook whose
+  // reply is not sent (header, body...): end of message counts its 451 on it.
+  std::optional<std::pair<HookPhase, std::size_t>> overrun_by;
 };
 
 // The generation of a state (any of its threads).

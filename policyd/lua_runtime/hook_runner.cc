@@ -109,6 +109,12 @@ bool has_hook(Generation& g, HookPhase phase) {
   return false;
 }
 
+bool script_has_hook(Generation& g, std::size_t i, HookPhase phase) {
+  if (!push_hook(g, i, hook_name(phase))) return false;
+  lua_pop(g.L, 1);
+  return true;
+}
+
 void release_thread(SessionContext& s) {
   if (s.thread_ref != LUA_NOREF && s.generation) luaL_unref(s.generation->L, LUA_REGISTRYINDEX, s.thread_ref);
   s.thread_ref = LUA_NOREF;
@@ -261,7 +267,7 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
       if (replied) {
         log::info("session={} {} hook.{}: would reply {} (shadow)", log::escape_text(s.start.session_id), script, name,
                   result.reply.summary());
-        s.metrics->shadow_replies(phase).add();
+        s.metrics->reply(g, i, phase, result.reply.code);  // a shadow script's table is the shadow family
       }
       if (s.changes.size() > changes_before) {
         log::info("session={} {} hook.{}: would make {} message change(s) (shadow)", log::escape_text(s.start.session_id), script,
@@ -271,7 +277,11 @@ asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushAr
       s.pending = pending_before;
       continue;
     }
-    if (stop) co_return result;
+    if (stop) {
+      result.phase = phase;
+      result.script = i;
+      co_return result;
+    }
   }
   co_return HookOutcome{};
 }

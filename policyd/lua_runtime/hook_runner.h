@@ -22,6 +22,10 @@ struct HookOutcome {
   };
   Kind kind = Kind::Default;
   Reply reply;
+  // Replied / Overrun: the hook and the script (index in the generation)
+  // that decided, for the per-rule metrics.
+  HookPhase phase = HookPhase::Load;
+  std::size_t script = 0;
 };
 
 // Pushes the hook's arguments onto `thread`; returns how many.
@@ -45,6 +49,8 @@ class Waker {
 
 // True when any script defines hook.<phase>.
 bool has_hook(Generation& g, HookPhase phase);
+// True when script `i` of the generation defines hook.<phase>.
+bool script_has_hook(Generation& g, std::size_t i, HookPhase phase);
 
 // Runs hook.<phase> of each script until one replies.
 asio::awaitable<HookOutcome> run_hook(SessionContext& s, HookPhase phase, PushArgs args = {});

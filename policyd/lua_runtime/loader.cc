@@ -11,6 +11,7 @@
 #include "policyd/lua_api/modules.h"
 #include "policyd/lua_runtime/file_grant.h"
 #include "policyd/lua_runtime/hook_runner.h"
+#include "policyd/lua_runtime/pattern_deadline.h"
 
 namespace mailhook::policyd {
 namespace {
@@ -192,6 +193,9 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   g->allocator.cap = config.lua_memory_bytes;
   g->hook_timeout = config.hook_timeout;
   g->load_timeout = config.load_timeout;
+  g->spf_max_dns_lookups = config.spf_max_dns_lookups;
+  g->spf_max_void_lookups = config.spf_max_void_lookups;
+  g->spf_timeout = config.spf_timeout;
   g->spool_dir = config.spool_dir;
   if (!grant_dirs(config, *g, error)) return nullptr;
   g->lua_path = config.lua_path;
@@ -205,6 +209,7 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   *static_cast<Generation**>(lua_getextraspace(g->L)) = g.get();
   luaL_openlibs(g->L);
   apply_sandbox(g->L);
+  open_patterns(g->L);  // string.find & co. that --hook-timeout can stop
   open_client(g->L);
   open_smtpe(g->L);
   open_net(g->L);
@@ -217,6 +222,7 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   open_dmarc(g->L);
   open_notes(g->L);
   open_map(g->L);
+  open_spf(g->L);
   // From here Lua code runs: all of it, and every coroutine it makes,
   // under --load-timeout.
   arm_load_deadline(*g);

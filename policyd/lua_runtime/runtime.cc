@@ -12,6 +12,7 @@
 #include <mutex>
 #include <thread>
 
+#include "mailcore/net/cidr.h"
 #include "mailcore/telemetry/log.h"
 #include "mailcore/util/fifo.h"
 #include "policyd/dns/resolver.h"
@@ -185,27 +186,12 @@ class SessionHandle final : public Session {
 // --trace: the client's address is inside one of the networks
 // ("192.0.2.0/24", "2001:db8::/32", or one address).
 bool traced(const std::vector<std::string>& networks, const std::string& address) {
-  if (networks.empty()) return false;
-  asio::error_code ec;
-  const asio::ip::address a = asio::ip::make_address(address, ec);
-  if (ec) return false;
+  std::optional<net::Address> a = net::parse_address(address);
+  if (!a) return false;
+  std::string error;
   for (const std::string& n : networks) {
-    const auto slash = n.find('/');
-    const asio::ip::address net = asio::ip::make_address(n.substr(0, slash), ec);
-    if (ec || net.is_v4() != a.is_v4()) continue;
-    const int bits = slash == std::string::npos ? (a.is_v4() ? 32 : 128) : std::atoi(n.c_str() + slash + 1);
-    if (a.is_v4()) {
-      const std::uint32_t mask = bits <= 0 ? 0 : bits >= 32 ? 0xffffffffu : ~((1u << (32 - bits)) - 1);
-      if ((a.to_v4().to_uint() & mask) == (net.to_v4().to_uint() & mask)) return true;
-    } else {
-      const auto x = a.to_v6().to_bytes(), y = net.to_v6().to_bytes();
-      bool same = true;
-      for (int b = 0; b < bits && b < 128 && same; ++b) {
-        const int byte = b / 8, bit = 7 - b % 8;
-        same = ((x[byte] >> bit) & 1) == ((y[byte] >> bit) & 1);
-      }
-      if (same) return true;
-    }
+    std::optional<net::Cidr> c = net::Cidr::parse(n, error);  // checked by --trace's validator
+    if (c && c->contains(*a)) return true;
   }
   return false;
 }
@@ -222,6 +208,7 @@ class RuntimeImpl final : public Runtime {
     for (int i = 0; i < config_.workers; ++i) {
       auto g = load_generation(config_, error);
       if (!g) return false;
+      metrics_.register_scripts(*g);
       set_capabilities(g->capabilities);
       workers_.push_back(std::make_unique<Worker>(std::move(g)));
       if (!workers_.back()->start(config_, error)) return false;
@@ -279,6 +266,7 @@ class RuntimeImpl final : public Runtime {
     for (std::size_t i = 0; i < workers_.size(); ++i) {
       auto g = load_generation(config_, error);
       if (!g) return error;
+      metrics_.register_scripts(*g);
       fresh.push_back(std::move(g));
     }
     set_capabilities(fresh.front()->capabilities);
@@ -304,6 +292,16 @@ class RuntimeImpl final : public Runtime {
     std::size_t n = 0;
     for (const auto& w : workers_) n += static_cast<std::size_t>(w->sessions().load());
     return n;
+  }
+
+  void ping_workers(std::function<void()> answered) override {
+    auto once = std::make_shared<std::atomic<bool>>(false);
+    auto shared = std::make_shared<std::function<void()>>(std::move(answered));
+    for (auto& w : workers_) {
+      asio::post(w->io(), [once, shared] {
+        if (!once->exchange(true)) (*shared)();
+      });
+    }
   }
 
   void stop() override {

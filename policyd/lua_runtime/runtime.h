@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstddef>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,6 +38,9 @@ struct RuntimeConfig {
   std::chrono::milliseconds dns_timeout{5000};    // per DNS query
   std::size_t dns_cache_entries = 10000;          // per worker; 0: no cache
   bool ptr_lookup = true;                         // resolve client.host when not given
+  unsigned spf_max_dns_lookups = 10;              // --spf-max-dns-lookups: spf.check's default
+  unsigned spf_max_void_lookups = 2;              // --spf-max-void-lookups
+  std::chrono::seconds spf_timeout{20};           // --spf-timeout: one whole spf.check
   std::string kv_address;                         // --kv IP:PORT of Redis; empty: kv.* answer an error
   std::chrono::milliseconds kv_timeout{1000};     // per kv command
   std::shared_ptr<dns::FakeDns> fake_dns;         // --test: answers from a table, no network
@@ -119,6 +123,11 @@ class Runtime {
 
   // Sessions open right now (for drain).
   virtual std::size_t open_sessions() const = 0;
+
+  // Readiness (/readyz): posts a no-op to every worker; `answered` runs
+  // once, on the first worker whose loop ran it (a worker stuck in a hook
+  // answers after --hook-timeout at most). Never runs Lua; never blocks.
+  virtual void ping_workers(std::function<void()> answered) = 0;
 
   // Stops the workers after their queues are empty; joins the threads.
   virtual void stop() = 0;

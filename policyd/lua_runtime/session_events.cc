@@ -39,7 +39,14 @@ void take_pending(SessionContext& s, Decision& d) {
   s.pending = {};
 }
 
+// The per-rule count (mailhook_policyd_replies_total{hook,script,class}) of
+// a reply that goes out.
+void count_reply(SessionContext& s, const HookOutcome& o) {
+  if (o.kind != HookOutcome::Kind::Default) s.metrics->reply(*s.generation, o.script, o.phase, o.reply.code);
+}
+
 Decision decide(SessionContext& s, const SessionEvent& e, const HookOutcome& o) {
+  count_reply(s, o);
   Decision d = o.kind == HookOutcome::Kind::Default
                    ? Decision::proceed(e.seq)
                    // RFC 5321 3.8: 421 closes the transmission channel.
@@ -106,7 +113,10 @@ void track_transaction(SessionContext& s, const SessionEvent& e) {
 // Runs a hook whose reply is ignored; an overrun poisons the message.
 asio::awaitable<void> notify(SessionContext& s, HookPhase phase, bool& overrun, PushArgs args = {}) {
   const HookOutcome o = co_await run_hook(s, phase, std::move(args));
-  if (o.kind == HookOutcome::Kind::Overrun) overrun = true;
+  if (o.kind == HookOutcome::Kind::Overrun) {
+    if (!overrun) s.overrun_by = std::pair{o.phase, o.script};
+    overrun = true;
+  }
 }
 
 asio::awaitable<void> flush_header(SessionContext& s, bool& overrun) {
@@ -180,7 +190,11 @@ asio::awaitable<Decision> end_of_message(SessionContext& s, const SessionEvent& 
     std::fclose(s.msg_out);
     s.msg_out = nullptr;
   }
-  if (overrun) co_return Decision::respond(e.seq, overrun_reply());
+  if (overrun) {
+    if (s.overrun_by) s.metrics->reply(*s.generation, s.overrun_by->second, s.overrun_by->first, 451);
+    s.overrun_by.reset();
+    co_return Decision::respond(e.seq, overrun_reply());
+  }
   // No script asked for the message (hook.dot() without a parameter):
   // no file was written, and the hooks get nil.
   const bool file = s.generation->capabilities.wants_message;
@@ -208,6 +222,7 @@ asio::awaitable<Decision> accept_session(SessionContext& s) {
     push_string(T, c.host);
     return 2;
   });
+  count_reply(s, o);
   // smtpe: a 4xx/5xx from hook.accept is sent instead of the greeting and closes.
   Decision d = o.kind == HookOutcome::Kind::Default ? Decision::proceed(0)
                                                     : Decision::respond(0, o.reply, o.reply.code >= 400);

@@ -85,6 +85,8 @@ asio::awaitable<void> accept_loop(Server& s) {
     {
       std::lock_guard l(s.mu);
       s.connections.emplace(c.get(), c);
+      s.connections_total->add();
+      s.connections_open->add(1);
     }
     asio::co_spawn(c->executor(), [c]() { return c->run(); }, asio::detached);
   }
@@ -178,6 +180,9 @@ std::string start_milter(Runtime& runtime, const MilterConfig& config) {
                                       "(accept: accept failed, e.g. out of file descriptors)",
                                       std::string("flag=\"") + flag + "\"");
   }
+  s->connections_total = &metrics.counter("mailhook_policyd_milter_connections_total",
+                                          "MTA connections accepted and served (milter)");
+  s->connections_open = &metrics.gauge("mailhook_policyd_milter_connections_open", "MTA connections open now (milter)");
   stream_protocol::endpoint ep;
   std::string unix_path;
   if (std::string e = endpoint_of(config.socket, ep, unix_path); !e.empty()) return "--milter " + config.socket + ": " + e;

@@ -102,7 +102,7 @@ asio::awaitable<void> Connection::run() {
   socket_.close(ec);
   watchdog_.cancel();
   std::lock_guard l(server_.mu);
-  server_.connections.erase(this);
+  if (server_.connections.erase(this) > 0 && server_.connections_open) server_.connections_open->add(-1);
   if (server_.connections.empty()) server_.ended.notify_all();
 }
 

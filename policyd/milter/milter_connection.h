@@ -41,6 +41,10 @@ struct ConnectionHost {
   void tripped(std::string_view flag) {
     if (auto it = trips.find(flag); it != trips.end()) it->second->add();
   }
+  // MTA connections accepted and served, and open now (start_milter
+  // registers them; nullptr until then).
+  telemetry::Counter* connections_total = nullptr;
+  telemetry::Gauge* connections_open = nullptr;
   std::atomic<bool> stopping{false};
   std::mutex mu;  // guards connections; the last one out notifies ended
   std::condition_variable ended;

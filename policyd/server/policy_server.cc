@@ -66,11 +66,13 @@ std::string PolicyServer::start(const ServerOptions& o) {
   if (!socket_path.empty()) ::chmod(socket_path.c_str(), 0660);
   server_->GetHealthCheckService()->SetServingStatus(true);
   server_->GetHealthCheckService()->SetServingStatus("mailhook.v1.Policy", true);
+  serving_ = true;
   return "";
 }
 
 void PolicyServer::drain(std::chrono::seconds grace) {
   if (!server_) return;
+  serving_ = false;
   server_->GetHealthCheckService()->SetServingStatus(false);
   log::notice("draining: {} open session(s), up to {}s", counter_.open(), grace.count());
   server_->Shutdown(std::chrono::system_clock::now() + grace);

@@ -5,6 +5,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <memory>
@@ -44,6 +45,8 @@ class PolicyServer {
   // `grace` to finish, then are cancelled.
   void drain(std::chrono::seconds grace);
   long open_sessions() { return counter_.open(); }
+  // Started and not draining (/readyz); any thread.
+  bool serving() const { return serving_.load(); }
 
  private:
   class Service final : public v1::Policy::CallbackService {
@@ -63,6 +66,7 @@ class PolicyServer {
   SessionCounter counter_;
   Service service_;
   std::unique_ptr<grpc::Server> server_;
+  std::atomic<bool> serving_{false};
 };
 
 }  // namespace mailhook::policyd

@@ -342,6 +342,8 @@ class ComposeTest(StartedScripts):
             self.assertRegex(text, r"(?m)^USER 10025:10025$")
             self.assertRegex(text, r"(?m)^EXPOSE %d$" % port)
             self.assertIn('CMD ["%s/healthcheck-%s.sh"]' % (IMAGE_BIN, script), text)
+            # The HEALTHCHECK asks /readyz on the metrics listener, on by default.
+            self.assertRegex(text, r"(?m)^ENV MAILHOOK_METRICS=0\.0\.0\.0:9100$")
             self.assertIn('ENTRYPOINT ["%s/start-%s.sh"]' % (IMAGE_BIN, script), text)
 
     def test_the_link_is_mutual_tls_from_mounted_certificates_on_separate_networks(self):
@@ -911,11 +913,11 @@ class KubernetesTest(StartedScripts):
                 self.assertIn(os.path.basename(path), ("tls.crt", "tls.key", "ca.crt"), var)
                 secrets[name] = secret["secretName"]
         self.assertEqual(secrets, {"mailhook-policyd": "mailhook-policyd-tls", "mailhook-front": "mailhook-front-tls"})
-        # kubelet's grpc probe speaks no TLS: policyd's probes go through the
-        # healthcheck script, which shows policyd's certificate.
+        # The probes ask /readyz and /healthz on the metrics port (plain
+        # HTTP): the gRPC port's client-certificate check is not in their way.
         (c,) = deployments["mailhook-policyd"]["spec"]["template"]["spec"]["containers"]
-        for probe in ("readinessProbe", "livenessProbe"):
-            self.assertEqual(c[probe]["exec"]["command"], [IMAGE_BIN + "/healthcheck-policyd.sh"])
+        for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+            self.assertEqual(c[probe]["httpGet"], {"path": path, "port": "metrics"})
         env = {e["name"]: e["value"] for e in c["env"]}
         service = self.of_kind("Service")["mailhook-policyd"]["metadata"]
         self.assertEqual(env["MAILHOOK_HEALTH_TLS_NAME"],

@@ -41,6 +41,19 @@ def sample(text, name):
     return float(m.group(1)) if m else None
 
 
+def total(text, name, **labels):
+    """The sum of the samples of `name` whose labels include `labels`
+    (mailhook_policyd_replies_total by class, over every hook and script).
+    A trailing underscore is dropped from a key: class_="5xx" is class."""
+    labels = {k.rstrip("_"): v for k, v in labels.items()}
+    out = 0.0
+    for m in re.finditer(r"^" + re.escape(name) + r"(?:\{(.*)\})? (\S+)$", text, re.M):
+        have = dict(re.findall(r'([A-Za-z_][A-Za-z0-9_]*)="((?:\\.|[^"\\])*)"', m.group(1) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            out += float(m.group(2))
+    return out
+
+
 def wait_for(condition, timeout=10.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -9,7 +9,7 @@ import os
 import re
 import unittest
 
-from harness import MailhookTest, free_port, sample, scrape
+from harness import MailhookTest, free_port, sample, scrape, total
 
 DASHBOARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deploy", "grafana",
                          "mailhook.json")
@@ -196,8 +196,9 @@ class DashboardJson(unittest.TestCase):
                 self.assertEqual(t["datasource"]["uid"], "${datasource}", p["title"])
                 self.assertIn('instance=~"$instance"', t["expr"], p["title"])
         rows = [p["title"] for p in d["panels"] if p["type"] == "row"]
-        self.assertEqual(rows, ["Sessions", "Replies by class", "Per-hook latency", "Policy failures",
-                                "Delivery", "DNS"])
+        self.assertEqual(rows, ["Sessions", "Replies by class", "Rejects per rule", "Per-hook latency",
+                                "Policy failures", "Delivery", "DNS", "TLS, AUTH and connection limits",
+                                "kv (Redis) and milter", "Process"])
         ids = [p["id"] for p in d["panels"]]
         self.assertEqual(len(ids), len(set(ids)))
 
@@ -215,7 +216,10 @@ class DashboardJson(unittest.TestCase):
 class DashboardAgainstScrape(MailhookTest):
     def scrape_after_traffic(self):
         front_metrics, policyd_metrics = free_port(), free_port()
-        self.start_both(POLICY, policyd_args=["--metrics", "127.0.0.1:%d" % policyd_metrics],
+        # A shadow script and the milter port: their families exist only then.
+        shadow = self.write_script(POLICY, "shadow.lua")
+        self.start_both(POLICY, policyd_args=["--metrics", "127.0.0.1:%d" % policyd_metrics, "--shadow-script", shadow,
+                                              "--milter", "inet:%d@127.0.0.1" % free_port()],
                         front_args=["--metrics", "127.0.0.1:%d" % front_metrics])
         c = self.client()
         c.cmd("EHLO client.example")
@@ -226,8 +230,10 @@ class DashboardAgainstScrape(MailhookTest):
         # The traffic really reached both daemons.
         self.assertEqual(sample(front, 'mailhook_front_replies_total{class="5xx"}'), 1)
         self.assertEqual(sample(front, 'mailhook_front_messages_total{delivery="spool"}'), 1)
-        self.assertEqual(sample(policyd, 'mailhook_policyd_replies_total{class="5xx"}'), 1)
-        self.assertEqual(sample(policyd, 'mailhook_policyd_hook_seconds_count{hook="rcpt"}'), 2)
+        self.assertEqual(total(policyd, "mailhook_policyd_replies_total", hook="rcpt", class_="5xx"), 1)
+        self.assertEqual(total(policyd, "mailhook_policyd_shadow_replies_total", hook="rcpt", class_="5xx"), 1)
+        # Two RCPTs, each through the shadow script and the enforcing one.
+        self.assertEqual(sample(policyd, 'mailhook_policyd_hook_seconds_count{hook="rcpt"}'), 4)
         return families(front, policyd)
 
     def test_every_panel_metric_is_an_exported_family(self):

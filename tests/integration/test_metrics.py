@@ -4,7 +4,7 @@ SMTP traffic shows the sessions, replies, deliveries and policy figures."""
 import urllib.error
 import unittest
 
-from harness import MailhookTest, free_port, sample, scrape, wait_for
+from harness import MailhookTest, free_port, sample, scrape, total, wait_for
 
 
 class FrontMetrics(MailhookTest):
@@ -59,8 +59,9 @@ class PolicydMetricsAndLog(MailhookTest):
         self.assertEqual(sample(text, 'mailhook_policyd_hook_seconds_count{hook="rcpt"}'), 2)
         self.assertEqual(sample(text, 'mailhook_policyd_hook_errors_total{hook="mail"}'), 1)
         self.assertEqual(sample(text, 'mailhook_policyd_hook_timeouts_total{hook="data"}'), 1)
-        self.assertEqual(sample(text, 'mailhook_policyd_replies_total{class="5xx"}'), 1)
-        self.assertEqual(sample(text, 'mailhook_policyd_replies_total{class="4xx"}'), 1)
+        self.assertEqual(total(text, "mailhook_policyd_replies_total", class_="5xx"), 1)
+        self.assertEqual(total(text, "mailhook_policyd_replies_total", hook="rcpt", class_="5xx"), 1)
+        self.assertEqual(total(text, "mailhook_policyd_replies_total", hook="data", class_="4xx"), 1)
         self.assertEqual(sample(text, "mailhook_policyd_sessions_open"), 1)
         self.assertEqual(sample(text, "mailhook_policyd_sessions_total"), 1)
         self.assertEqual(text.count("# TYPE mailhook_policyd_hook_seconds "), 1)  # one family, one TYPE line

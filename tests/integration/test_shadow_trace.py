@@ -6,7 +6,7 @@ import os
 import subprocess
 import unittest
 
-from harness import MailhookTest, SmtpClient, free_port, sample, scrape, wait_for
+from harness import MailhookTest, SmtpClient, free_port, sample, scrape, total, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -44,7 +44,7 @@ class ShadowFront(MailhookTest):
         self.assertIn("hook.rcpt: would reply 550 5.7.1 x@blocked.example is blocked (shadow)", log)
         self.assertIn("hook.dot: would make 1 message change(s) (shadow)", log)
         self.assertRegex(log, r"policy=\S+ \(shadow\)")
-        self.assertEqual(sample(scrape(metrics), 'mailhook_policyd_shadow_replies_total{hook="rcpt"}'), 1)
+        self.assertEqual(total(scrape(metrics), "mailhook_policyd_shadow_replies_total", hook="rcpt"), 1)
 
     def test_a_shadow_script_beside_an_enforcing_one(self):
         shadow = self.write_script(REFUSER, name="new.lua")

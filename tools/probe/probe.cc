@@ -2,6 +2,8 @@
 // line on stderr saying why). For container HEALTHCHECKs and exec probes:
 //   mailhook-probe grpc HOST:PORT [--timeout-ms N]  grpc.health.v1 Check, SERVING only
 //   mailhook-probe smtp HOST:PORT [--timeout-ms N]  220 greeting, NOOP 250, QUIT
+//   mailhook-probe http HOST:PORT/PATH [--timeout-ms N]  GET PATH on --metrics, 200 only
+//     (/readyz, /healthz: no SMTP session, no policy run; the images use these)
 // grpc over mutual TLS (policyd --tls-*): --tls-ca, --tls-cert, --tls-key,
 // optionally --tls-name (the name policyd's certificate must carry).
 // It never retries: the caller (Docker, kubelet) owns retries and intervals.
@@ -27,10 +29,12 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr const char* kUsage =
     "usage: mailhook-probe grpc|smtp HOST:PORT [--timeout-ms N]\n"
+    "       mailhook-probe http HOST:PORT/PATH [--timeout-ms N]\n"
     "       mailhook-probe grpc TARGET --tls-ca FILE --tls-cert FILE --tls-key FILE [--tls-name NAME]\n"
     "  grpc  grpc.health.v1.Health/Check (service \"\"); healthy only when SERVING; TARGET may be unix:PATH;\n"
     "        with --tls-*: mutual TLS (policyd --tls-cert/--tls-key/--tls-client-ca)\n"
     "  smtp  expects a 220 greeting and 250 to NOOP, then sends QUIT\n"
+    "  http  HOST:PORT/PATH on a daemon's --metrics listener (/readyz, /healthz); healthy only on 200\n"
     "Exit 0 when healthy, 1 otherwise (one line on stderr), 2 on usage errors.\n";
 
 int fail(const std::string& why) {
@@ -117,15 +121,15 @@ int read_reply(int fd, std::string& buffer, std::string& last_line, Clock::time_
   }
 }
 
-int probe_smtp(const std::string& address, Clock::time_point deadline) {
+// Connects `sock` to HOST:PORT within the deadline; "" or why not.
+std::string connect_to(const std::string& address, Socket& sock, Clock::time_point deadline) {
   std::string host, port;
-  if (!split_host_port(address, host, port)) return fail("smtp: not HOST:PORT: " + address);
+  if (!split_host_port(address, host, port)) return "not HOST:PORT: " + address;
   addrinfo hints{};
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* found = nullptr;
   if (const int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &found); rc != 0)
-    return fail("smtp " + address + ": " + ::gai_strerror(rc));
-  Socket sock;
+    return address + ": " + ::gai_strerror(rc);
   sock.fd = ::socket(found->ai_family, found->ai_socktype | SOCK_NONBLOCK, found->ai_protocol);
   int rc = sock.fd < 0 ? -1 : ::connect(sock.fd, found->ai_addr, found->ai_addrlen);
   ::freeaddrinfo(found);
@@ -136,7 +140,44 @@ int probe_smtp(const std::string& address, Clock::time_point deadline) {
     if (::poll(&p, 1, remaining_ms(deadline)) == 1) ::getsockopt(sock.fd, SOL_SOCKET, SO_ERROR, &err, &len);
     rc = err == 0 ? 0 : (errno = err, -1);
   }
-  if (rc != 0) return fail("smtp " + address + ": connect: " + std::strerror(errno));
+  if (rc != 0) return address + ": connect: " + std::strerror(errno);
+  return "";
+}
+
+// GET PATH over HTTP/1.0 (what the --metrics listener speaks); healthy on
+// 200. The body's first line (the daemon's reason) goes into the failure.
+int probe_http(const std::string& url, Clock::time_point deadline) {
+  const auto slash = url.find('/');
+  if (slash == std::string::npos) return fail("http: expected HOST:PORT/PATH, got " + url);
+  const std::string address = url.substr(0, slash), path = url.substr(slash);
+  Socket sock;
+  if (std::string e = connect_to(address, sock, deadline); !e.empty()) return fail("http " + e);
+  const std::string request = "GET " + path + " HTTP/1.0\r\nHost: " + address + "\r\n\r\n";
+  if (::send(sock.fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size()))
+    return fail("http " + url + ": send failed");
+  std::string response;
+  for (;;) {
+    pollfd p{sock.fd, POLLIN, 0};
+    if (::poll(&p, 1, remaining_ms(deadline)) <= 0) return fail("http " + url + ": no answer in time");
+    char chunk[1024];
+    const ssize_t n = ::recv(sock.fd, chunk, sizeof chunk, 0);
+    if (n < 0) return fail("http " + url + ": " + std::strerror(errno));
+    if (n == 0) break;
+    response.append(chunk, static_cast<std::size_t>(n));
+    if (response.size() > 65536) break;  // a health answer is a line
+  }
+  // RFC 9112 4: status-line = HTTP-version SP status-code SP [reason-phrase]
+  const std::string status = response.size() >= 12 ? response.substr(9, 3) : "";
+  if (status == "200") return 0;
+  const auto body = response.find("\r\n\r\n");
+  std::string why = body == std::string::npos ? "" : response.substr(body + 4);
+  why = why.substr(0, why.find('\n'));
+  return fail("http " + url + ": " + (status.empty() ? "not an HTTP answer" : status) + (why.empty() ? "" : " " + why));
+}
+
+int probe_smtp(const std::string& address, Clock::time_point deadline) {
+  Socket sock;
+  if (std::string e = connect_to(address, sock, deadline); !e.empty()) return fail("smtp " + e);
   std::string buffer, line;
   if (const int code = read_reply(sock.fd, buffer, line, deadline); code != 220)
     return fail("smtp " + address + ": greeting: " + (code < 0 ? "no reply" : line));
@@ -199,6 +240,7 @@ int main(int argc, char** argv) {
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   if (mode == "grpc") return probe_grpc(target, tls, deadline);
   if (mode == "smtp" && tls.ca.empty()) return probe_smtp(target, deadline);
+  if (mode == "http" && tls.ca.empty()) return probe_http(target, deadline);
   std::fputs(kUsage, stderr);
   return 2;
 }

@@ -132,6 +132,18 @@ TEST_F(SandboxTest, LoadTimeInfiniteLoopFailsStartWithAClearError) {
   EXPECT_NE(error.find("--load-timeout"), std::string::npos) << error;
 }
 
+TEST_F(SandboxTest, ACatastrophicPatternAtLoadTimeStopsAtTheLoadTimeout) {
+  // string.find backtracks in C, out of the count hook's reach: the
+  // pattern functions check the load deadline themselves (issue 19, 8d).
+  config_.load_timeout = std::chrono::milliseconds(200);
+  config_.scripts = {write_script("pattern.lua", "local s = string.rep('a', 30) .. '@'\n"
+                                                  "string.find(s, string.rep('a?', 30) .. string.rep('a', 30) .. '$')\n")};
+  std::string error;
+  EXPECT_FALSE(Runtime::create(config_, error));
+  EXPECT_NE(error.find("pattern.lua:2:"), std::string::npos) << error;
+  EXPECT_NE(error.find("loading ran past --load-timeout (200 ms)"), std::string::npos) << error;
+}
+
 TEST_F(SandboxTest, ReloadOfASpinningScriptFailsAndKeepsTheOldCode) {
   config_.load_timeout = std::chrono::milliseconds(200);
   auto path = write_script("policy.lua", R"(function hook.noop() return "250 old" end)");
