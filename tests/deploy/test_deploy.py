@@ -532,7 +532,7 @@ class PackageListsTest(unittest.TestCase):
 
     TEST_ONLY = {"postfix", "swaks", "redis-server", "docker-compose", "miltertest", "clang-14", "libgtest-dev",
                  "libgmock-dev", "libbenchmark-dev", "libmilter-dev", "python3-yaml", "systemd", "nodejs", "npm",
-                 "kubernetes-client", "libclang-rt-14-dev"}
+                 "kubernetes-client", "libclang-rt-14-dev", "prometheus"}
 
     def lists(self):
         out = {}
