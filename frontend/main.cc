@@ -18,6 +18,7 @@
 #include "daemon/metrics_http.h"
 #include "daemon/memory_trim.h"
 #include "daemon/process_setup.h"
+#include "daemon/service_notify.h"
 #include "mailcore/telemetry/log.h"
 
 namespace mf = mailhook::front;
@@ -160,6 +161,7 @@ int main(int argc, char** argv) {
     acceptor.close(ec);
     hangup.cancel(ec);
     metrics_endpoint.stop();
+    mailhook::daemon::notify_stopping();
     deadline = grace_end();
     ctx.drain.start();
     wait_drained();
@@ -185,6 +187,20 @@ int main(int argc, char** argv) {
   }
   mlog::notice("listening on {} ({} threads), policyd {}, delivery {}", config.listen, config.threads,
                config.policyd, smart.host.empty() ? "spool " + config.spool : "smart host " + config.smart_host);
+  // SIGHUP (systemctl reload): its default action would kill the front.
+  // The front's settings are read once at start; a reload keeps serving.
+  asio::signal_set hangups(main_io, SIGHUP);
+  std::function<void()> wait_hangup = [&] {
+    hangups.async_wait([&](asio::error_code ec, int) {
+      if (ec) return;
+      mailhook::daemon::notify_reloading();
+      mlog::notice("SIGHUP: nothing to re-read; restart the front to change its flags");
+      mailhook::daemon::notify_ready("serving SMTP on " + config.listen);
+      wait_hangup();
+    });
+  };
+  wait_hangup();
+  mailhook::daemon::notify_ready("serving SMTP on " + config.listen);
 
   mailhook::daemon::MemoryTrimmer trimmer("front");
   std::vector<std::thread> threads;

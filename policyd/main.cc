@@ -17,6 +17,7 @@
 #include "daemon/memory_trim.h"
 #include "daemon/metrics_http.h"
 #include "daemon/process_setup.h"
+#include "daemon/service_notify.h"
 #include "mailcore/telemetry/log.h"
 #include "policyd/check.h"
 #include "policyd/config.h"
@@ -164,14 +165,20 @@ int main(int argc, char** argv) {
   sigemptyset(&sa.sa_mask);
   for (int s : {SIGHUP, SIGTERM, SIGINT}) sigaction(s, &sa, nullptr);
   pthread_sigmask(SIG_UNBLOCK, &signals, nullptr);
+  // Every listener is up (gRPC, milter, metrics): tell systemd (Type=notify).
+  mailhook::daemon::notify_ready("serving gRPC on " + config.listen);
 
   for (;;) {
     const int sig = next_signal();
     if (sig == SIGHUP) {
-      reload(*runtime);
+      mailhook::daemon::notify_reloading();
+      const std::string e = reload(*runtime);
+      // READY=1 either way: a failed reload keeps the old scripts serving.
+      mailhook::daemon::notify_ready(e.empty() ? "reloaded" : "reload failed, old scripts serving");
       continue;
     }
     mlog::notice("{}: no new sessions; draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    mailhook::daemon::notify_stopping();
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(config.drain_timeout_s);
     mp::milter::stop_accepting();
     server.drain(std::chrono::seconds(config.drain_timeout_s));

@@ -8,13 +8,23 @@
    is stopped.
 2. compose.yaml is validated offline by `docker-compose config -q` (Debian's
    docker-compose 1.29 needs no engine for it) and structurally.
-3. deploy/kubernetes/*.yaml: a STRUCTURAL check only (no API server, no
-   schema): known apiVersion/kind pairs, selectors matching pod labels,
+3. deploy/kubernetes: what `kubectl kustomize` renders (what `kubectl
+   apply -k` applies; client-side, no cluster) is validated against the
+   Kubernetes OpenAPI schema offline (tests/deploy/k8s-validate: npm
+   kubernetes-models + @kubernetes-models/validate, unknown fields
+   included), then checked structurally: selectors matching pod labels,
    Service targetPorts naming container ports, HPA/PDB aimed at the
    Deployment, requests/limits/probes/securityContext on every container,
    the front's --policyd naming the policyd Service, the NetworkPolicy
    (only the front reaches gRPC, only labelled MTAs the milter port) and
-   the mTLS wiring (env paths inside mounted Secrets, exec probes).
+   the mTLS wiring (env paths inside mounted Secrets, exec probes), no
+   replicas beside an HPA, PDBs and anti-affinity, scrape annotations, and
+   a policy edit renaming the generated ConfigMap (so policyd rolls out).
+4. The package lists: ./dev run installs only packages.txt; the test-only
+   ones are in packages-test.txt; the Dockerfiles install packages.txt in
+   a layer before the sources.
+5. The Postfix snippet's per-milter settings, and the documented way to
+   add it beside an existing (rspamd) milter, through the real postconf.
 The environment variables compose.yaml and the manifests set are also fed
 to the real start scripts (addresses moved to loopback, TLS paths to
 certificates from deploy/tls/make-link-certs.sh), so a flag name or value
@@ -26,6 +36,7 @@ with a deadline. Nothing is skipped: a missing tool is a failure.
 """
 
 import glob
+import ipaddress
 import os
 import re
 import shutil
@@ -48,6 +59,9 @@ POLICYD_TLS_VARS = ("MAILHOOK_TLS_CERT", "MAILHOOK_TLS_KEY", "MAILHOOK_TLS_CLIEN
 FRONT_TLS_VARS = ("MAILHOOK_POLICYD_TLS_CA", "MAILHOOK_POLICYD_TLS_CERT", "MAILHOOK_POLICYD_TLS_KEY")
 SCRIPTS = os.path.join(DOCKER, "scripts")
 KUBE = os.path.join(ROOT, "deploy", "kubernetes")
+K8S_VALIDATE = os.path.join(HERE, "k8s-validate")
+DEBIAN = os.path.join(ROOT, "deploy", "debian")
+POSTFIX = os.path.join(ROOT, "deploy", "postfix")
 BUILD_DIR = os.environ.get("MAILHOOK_BUILD_DIR", os.path.join(ROOT, "build"))
 IMAGE_BIN = "/opt/mailhook/bin"          # where the images install the programs
 PROGRAMS = ("mailhook-front", "mailhook-policyd", "mailhook-probe")
@@ -129,6 +143,8 @@ class StartedScripts(unittest.TestCase):
         self.processes.append(p)
         wait_for(lambda: "listening on" in p.output() or not p.alive(), what=script + " listening")
         self.assertTrue(p.alive(), p.output())
+        # The scripts pass today's flag names, not deprecated aliases.
+        self.assertNotIn("deprecated", p.output())
         return p
 
     def healthcheck(self, script, **variables):
@@ -272,14 +288,16 @@ class ComposeTest(StartedScripts):
             r = run(["docker-compose", "-f", self.path] + profile + ["config", "-q"], env=env)
             self.assertEqual(r.returncode, 0, r.stderr)
         r = run(["docker-compose", "-f", self.path, "--profile", "milter", "config", "--services"], env=env)
-        self.assertEqual(sorted(r.stdout.split()), ["front", "policyd", "postfix"])
+        self.assertEqual(sorted(r.stdout.split()), ["front", "policyd", "postfix", "redis"])
+        # The Compose Specification has no "version:" (docker compose v2 warns it is obsolete).
+        self.assertNotIn("version", self.compose)
 
     def test_services_healthchecks_dependencies_and_profile(self):
-        self.assertEqual(set(self.services), {"policyd", "front", "postfix"})
+        self.assertEqual(set(self.services), {"policyd", "front", "postfix", "redis"})
         self.assertEqual(self.services["postfix"]["profiles"], ["milter"])
         for name, service in self.services.items():
             self.assertIn("healthcheck", service, name)
-            if name != "policyd":
+            if name not in ("policyd", "redis"):
                 self.assertEqual(service["depends_on"]["policyd"]["condition"], "service_healthy", name)
             if "build" in service:
                 self.assertTrue(os.path.isfile(os.path.join(DOCKER, service["build"]["context"],
@@ -303,9 +321,11 @@ class ComposeTest(StartedScripts):
         r = run([os.path.join(SCRIPTS, "configure-postfix.sh"), conf,
                  os.path.join(ROOT, "deploy/postfix/main.cf.snippet")])
         self.assertEqual(r.returncode, 0, r.stderr)
-        values = run(["postconf", "-c", conf, "-h", "smtpd_milters", "non_smtpd_milters", "milter_protocol",
-                      "milter_default_action"]).stdout.split("\n")
-        self.assertEqual(values[:4], ["inet:policyd:%s" % port, "$smtpd_milters", "6", "tempfail"])
+        values = run(["postconf", "-c", conf, "-h", "smtpd_milters", "non_smtpd_milters"]).stdout.split("\n")
+        # The snippet's per-milter group, only its address changed.
+        self.assertEqual(values[:2], [snippet_settings()["smtpd_milters"].replace("inet:127.0.0.1:8890",
+                                                                                 "inet:policyd:%s" % port),
+                                      "$smtpd_milters"])
         chroot = run(["postconf", "-c", conf, "-F", "*/*/chroot"]).stdout.splitlines()
         self.assertIn("smtp/inet/chroot = n", chroot)
         self.assertTrue(all(line.endswith("= n") for line in chroot), chroot)
@@ -349,13 +369,215 @@ class ComposeTest(StartedScripts):
             self.assertIn("make-link-certs.sh tls", f.read())
         # Only the front shares a network with policyd's gRPC port, only
         # Postfix the one of its milter port; nothing publishes either.
-        self.assertEqual(set(self.services["policyd"]["networks"]), {"link", "milter"})
+        self.assertEqual(set(self.services["policyd"]["networks"]), {"link", "milter", "kv"})
         self.assertEqual(self.services["front"]["networks"], ["link"])
         self.assertEqual(self.services["postfix"]["networks"], ["milter"])
         self.assertNotIn("ports", self.services["policyd"])
 
+    def test_redis_is_a_service_only_policyd_reaches_at_the_address_it_is_given(self):
+        redis, policyd = self.services["redis"], self.services["policyd"]
+        self.assertEqual(policyd["depends_on"]["redis"]["condition"], "service_healthy")
+        self.assertNotIn("ports", redis)
+        self.assertEqual(redis.get("cap_drop"), ["ALL"])
+        self.assertIn("kv:/data", redis["volumes"])
+        self.assertIn("kv", self.compose["volumes"])
+        # policyd takes an IP (no name lookups on a worker): the fixed
+        # address of redis on the "kv" network, inside that network's subnet.
+        (network,) = redis["networks"]
+        address = redis["networks"][network]["ipv4_address"]
+        self.assertEqual(policyd["environment"]["MAILHOOK_KV"], address + ":6379")
+        (subnet,) = [c["subnet"] for c in self.compose["networks"][network]["ipam"]["config"]]
+        self.assertTrue(ipaddress.ip_address(address) in ipaddress.ip_network(subnet))
+        on_kv = {n for n, s in self.services.items() if network in s.get("networks", [])}
+        self.assertEqual(on_kv, {"policyd", "redis"})
+        # The examples that need it use kv.* (lua/examples/*_kv.lua).
+        for example in ("greylist_kv.lua", "ratelimit_kv.lua"):
+            with open(os.path.join(ROOT, "lua", "examples", example)) as f:
+                self.assertIn("kv.", f.read(), example)
+
+    def test_dockerfiles_install_the_build_packages_in_a_layer_before_the_sources(self):
+        for name in ("front", "policyd"):
+            with open(os.path.join(DOCKER, "Dockerfile." + name)) as f:
+                build_stage = f.read().split("\nFROM ")[1]
+            steps = [l for l in build_stage.splitlines() if re.match(r"(COPY|RUN) ", l)]
+            self.assertEqual(steps[0], "COPY deploy/debian/install.sh deploy/debian/packages.txt deploy/debian/", name)
+            self.assertTrue(steps[1].startswith("RUN deploy/debian/install.sh build"), name)
+            self.assertEqual(steps[2], "COPY . .", name)
+            self.assertNotIn("packages-test.txt", build_stage)
+
     def test_the_programs_accept_the_environment_compose_sets(self):
         run_with_environment(self, self.services["policyd"]["environment"], self.services["front"]["environment"], [])
+
+
+def snippet_settings():
+    """deploy/postfix/main.cf.snippet's settings: {name: value}."""
+    settings = {}
+    with open(os.path.join(POSTFIX, "main.cf.snippet")) as f:
+        for line in f:
+            if line.strip() and not line.startswith("#"):
+                name, _, value = line.partition("=")
+                settings[name.strip()] = value.strip()
+    return settings
+
+
+RSPAMD_MAIN_CF = """compatibility_level = 3.6
+smtpd_milters = inet:localhost:11332
+non_smtpd_milters = $smtpd_milters
+milter_default_action = accept
+milter_protocol = 6
+milter_mail_macros = i {mail_addr} {client_addr} {client_name} {auth_authen}
+"""
+
+
+class PostfixSnippetTest(unittest.TestCase):
+    """The snippet and the documented way to add it beside rspamd, through
+    the real postconf on a private config directory (MAIL_CONFIG)."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="mailhook-postfix-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.assertTrue(shutil.which("postconf"), "postconf missing (postfix, deploy/debian/packages-test.txt)")
+
+    def rspamd_host(self, main_cf=RSPAMD_MAIN_CF):
+        conf = tempfile.mkdtemp(dir=self.dir)
+        shutil.copy("/etc/postfix/master.cf", conf)
+        with open(os.path.join(conf, "main.cf"), "w") as f:
+            f.write(main_cf)
+        return conf
+
+    @staticmethod
+    def settle(conf):
+        """Backdates main.cf: postconf re-reads a file younger than a second
+        until it is older (about a second per call otherwise)."""
+        past = os.path.getmtime(os.path.join(conf, "main.cf")) - 10
+        os.utime(os.path.join(conf, "main.cf"), (past, past))
+
+    def postconf(self, conf, *names):
+        self.settle(conf)
+        r = run(["postconf", "-c", conf, "-h"] + list(names))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return r.stdout.split("\n")[:len(names)]
+
+    def documented_block(self, marker):
+        with open(os.path.join(ROOT, "docs", "deploy.md")) as f:
+            text = f.read()
+        m = re.search(re.escape("<!-- test_deploy: %s -->" % marker) + r"\n```sh\n(.*?)```", text, re.S)
+        self.assertTrue(m, marker)
+        # The reload is for a running Postfix: here only the settings count.
+        return "\n".join(l for l in m.group(1).splitlines() if not l.startswith("postfix "))
+
+    def test_the_snippet_keeps_its_milter_settings_inside_its_own_entry(self):
+        settings = snippet_settings()
+        entry = settings["smtpd_milters"]
+        self.assertRegex(entry, r"^\{ inet:127\.0\.0\.1:8890, .* \}$")
+        fields = dict(f.strip().split("=", 1) for f in entry.strip("{} ").split(",")[1:])
+        self.assertEqual(fields["default_action"], "tempfail")
+        self.assertEqual(fields["protocol"], "6")
+        # Above policyd's --hook-timeout (5 s) plus --dns-timeout (5 s).
+        self.assertGreater(int(fields["command_timeout"].rstrip("s")), 10)
+        # No global milter_* setting that would change another milter's behaviour.
+        for name in settings:
+            self.assertTrue(name.endswith("_milters") or name.endswith("_macros"), name)
+        # A fresh Postfix takes the snippet appended as it is.
+        conf = self.rspamd_host("compatibility_level = 3.6\n")
+        with open(os.path.join(POSTFIX, "main.cf.snippet")) as f, open(os.path.join(conf, "main.cf"), "a") as out:
+            out.write(f.read())
+        self.assertEqual(self.postconf(conf, "smtpd_milters", "non_smtpd_milters"), [entry, "$smtpd_milters"])
+
+    def check_beside_rspamd(self, conf):
+        smtpd, non_smtpd, action, protocol = self.postconf(conf, "smtpd_milters", "non_smtpd_milters",
+                                                           "milter_default_action", "milter_protocol")
+        self.assertEqual(smtpd, "inet:localhost:11332 " + snippet_settings()["smtpd_milters"])
+        # rspamd's own settings are untouched.
+        self.assertEqual((non_smtpd, action, protocol), ("$smtpd_milters", "accept", "6"))
+        self.settle(conf)
+        r = run(["postconf", "-c", conf, "-n"])
+        self.assertEqual(r.stderr, "")        # postconf warns about a setting it cannot parse
+
+    def test_the_documented_script_adds_policyd_beside_rspamd_and_twice_changes_nothing(self):
+        conf = self.rspamd_host()
+        block = self.documented_block("beside-rspamd script")
+        env = dict(os.environ, MAIL_CONFIG=conf)
+        for _ in range(2):
+            self.settle(conf)
+            r = subprocess.run(["sh", "-euc", block], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.check_beside_rspamd(conf)
+        # The macros: the admin's (rspamd's {client_addr}) kept, policyd's added.
+        (mail_macros,) = self.postconf(conf, "milter_mail_macros")
+        for macro in ("{client_addr}", "{client_name}", "{auth_type}", "{mail_host}", "i"):
+            self.assertEqual(mail_macros.split().count(macro), 1, macro)
+
+    def test_the_script_appends_to_a_non_smtpd_list_of_its_own(self):
+        conf = self.rspamd_host(RSPAMD_MAIN_CF.replace("non_smtpd_milters = $smtpd_milters",
+                                                       "non_smtpd_milters = inet:localhost:11332"))
+        self.settle(conf)
+        r = run([os.path.join(POSTFIX, "add-mailhook-milter.sh"), conf, "inet:10.0.0.5:8890"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        entry = snippet_settings()["smtpd_milters"].replace("inet:127.0.0.1:8890", "inet:10.0.0.5:8890")
+        self.assertEqual(self.postconf(conf, "smtpd_milters", "non_smtpd_milters"),
+                         ["inet:localhost:11332 " + entry] * 2)
+
+    def test_the_documented_postconf_line_adds_policyd_beside_rspamd(self):
+        conf = self.rspamd_host()
+        self.settle(conf)
+        r = subprocess.run(["sh", "-euc", self.documented_block("beside-rspamd by hand")], cwd=ROOT,
+                           env=dict(os.environ, MAIL_CONFIG=conf), capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.check_beside_rspamd(conf)
+
+
+class PackageListsTest(unittest.TestCase):
+    """./dev run installs packages.txt only; ./dev test adds packages-test.txt."""
+
+    TEST_ONLY = {"postfix", "swaks", "redis-server", "docker-compose", "miltertest", "clang-14", "libgtest-dev",
+                 "libgmock-dev", "libbenchmark-dev", "libmilter-dev", "python3-yaml", "systemd", "nodejs", "npm",
+                 "kubernetes-client", "libclang-rt-14-dev", "prometheus"}
+
+    def lists(self):
+        out = {}
+        for name in ("packages.txt", "packages-test.txt"):
+            with open(os.path.join(DEBIAN, name)) as f:
+                out[name] = [l.split()[0] for l in f if l.strip() and not l.lstrip().startswith("#")]
+        return out
+
+    def test_test_and_bench_packages_are_only_in_the_test_list(self):
+        lists = self.lists()
+        build, test = set(lists["packages.txt"]), set(lists["packages-test.txt"])
+        self.assertFalse(build & test)
+        self.assertFalse(build & self.TEST_ONLY, "test-only packages in the build/run list")
+        self.assertEqual(self.TEST_ONLY - test, set())
+
+    def test_install_sh_reads_the_list_it_is_asked_for(self):
+        copy = tempfile.mkdtemp(prefix="mailhook-lists-")
+        self.addCleanup(shutil.rmtree, copy, True)
+        shutil.copy(os.path.join(DEBIAN, "install.sh"), copy)
+        shutil.copy(os.path.join(DEBIAN, "packages.txt"), copy)
+        with open(os.path.join(copy, "packages-test.txt"), "w") as f:
+            # An absent package, and one counted as present by its command.
+            f.write("# test\nmailhook-no-such-package\nmailhook-also-absent sh\n")
+        r = run(["sh", os.path.join(copy, "install.sh"), "missing", "build"])
+        self.assertEqual((r.returncode, r.stdout), (0, ""), r.stderr)
+        r = run(["sh", os.path.join(copy, "install.sh"), "missing", "test"])
+        self.assertEqual((r.returncode, r.stdout.split()), (0, ["mailhook-no-such-package"]), r.stderr)
+        self.assertEqual(run(["sh", os.path.join(copy, "install.sh"), "nonsense"]).returncode, 2)
+
+    def test_dev_run_installs_the_build_list_and_configures_without_tests(self):
+        with open(os.path.join(ROOT, "dev")) as f:
+            dev = f.read()
+        run_branch = dev[dev.index('if [ "$cmd" = run ]; then'):dev.index("else")]
+        self.assertIn("deploy/debian/install.sh build", run_branch)
+        self.assertIn("-DMAILHOOK_TESTS=OFF", run_branch)
+        self.assertIn("deploy/debian/install.sh test", dev[dev.index("else"):])
+        # Configuring without the tests needs no GoogleTest at all.
+        build = tempfile.mkdtemp(prefix="mailhook-notests-")
+        self.addCleanup(shutil.rmtree, build, True)
+        r = run(["cmake", "-S", ROOT, "-B", build, "-G", "Ninja", "-DMAILHOOK_TESTS=OFF",
+                 "-DCMAKE_DISABLE_FIND_PACKAGE_GTest=ON"], timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        targets = run(["cmake", "--build", build, "--target", "help"]).stdout
+        self.assertIn("mailhook-front", targets)
+        self.assertNotIn("policyd_unit_tests", targets)
 
 
 def link_certs(test):
@@ -392,6 +614,7 @@ def run_with_environment(test, policyd_env, front_env, front_args):
                 MAILHOOK_SCRIPTS=os.path.join(test.prefix, "share/mailhook/lua/policy.lua"))
     for name, value in (("MAILHOOK_METRICS", "127.0.0.1:%d" % free_port()),
                         ("MAILHOOK_MILTER", "inet:%d@127.0.0.1" % free_port()),
+                        ("MAILHOOK_KV", "127.0.0.1:%d" % free_port()),
                         ("MAILHOOK_SPOOL_DIR", os.path.join(test.dir, "tmp"))):
         if name in penv:
             penv[name] = value
@@ -434,14 +657,32 @@ def quantity(value):
     return float(m.group(1)) * units.get(m.group(2), 1)
 
 
+def kustomize(directory):
+    """`kubectl kustomize DIR`: the objects `kubectl apply -k DIR` applies (client-side)."""
+    r = run(["kubectl", "kustomize", directory], timeout=60)
+    if r.returncode != 0:
+        raise AssertionError("kubectl kustomize %s: %s" % (directory, r.stderr))
+    return r.stdout
+
+
+def validate_schema(test, text):
+    """tests/deploy/k8s-validate/validate.js on rendered manifests: (rc, output)."""
+    test.assertTrue(shutil.which("node"), "node missing (deploy/debian/packages-test.txt)")
+    test.assertTrue(os.path.isdir(os.path.join(K8S_VALIDATE, "node_modules", "kubernetes-models")),
+                    "run `npm ci` in tests/deploy/k8s-validate (./dev test does)")
+    r = subprocess.run(["node", os.path.join(K8S_VALIDATE, "validate.js"), "-"], input=text,
+                       capture_output=True, text=True, timeout=120)
+    return r.returncode, r.stdout + r.stderr
+
+
 class KubernetesTest(StartedScripts):
-    """Structural check of deploy/kubernetes (no API server, no schema)."""
+    """deploy/kubernetes as `kubectl apply -k` applies it: the schema, then structure."""
 
     def setUp(self):
         super().setUp()
-        self.docs = []
-        for path in sorted(glob.glob(os.path.join(KUBE, "*.yaml"))):
-            self.docs += [(os.path.basename(path), d) for d in load_yaml_documents(path)]
+        self.assertTrue(shutil.which("kubectl"), "kubectl missing (deploy/debian/packages-test.txt)")
+        self.rendered = kustomize(KUBE)
+        self.docs = [("kustomize", d) for d in yaml.safe_load_all(self.rendered) if d is not None]
         self.assertTrue(self.docs)
 
     def of_kind(self, kind):
@@ -455,10 +696,74 @@ class KubernetesTest(StartedScripts):
             if d["kind"] != "Namespace":
                 self.assertEqual(d["metadata"].get("namespace"), "mailhook", path + " " + d["metadata"]["name"])
 
+    def test_every_object_is_valid_against_the_kubernetes_openapi_schema(self):
+        rc, out = validate_schema(self, self.rendered)
+        self.assertEqual(rc, 0, out)
+        self.assertIn("%d object(s), 0 problem(s)" % len(self.docs), out)
+        # The validator catches what a strict API server rejects: a wrong
+        # type and an unknown (misspelt) field.
+        broken = self.rendered.replace("readOnlyRootFilesystem: true", "readOnlyRootFileSystem: true", 1)
+        rc, out = validate_schema(self, broken.replace("containerPort: 2525", "containerPort: smtp-port", 1))
+        self.assertEqual(rc, 1, out)
+        self.assertIn("unknown field(s) /spec/template/spec/containers/0/securityContext/readOnlyRootFileSystem", out)
+        self.assertIn("/spec/template/spec/containers/0/ports/0/containerPort must be integer", out)
+
+    def test_no_replicas_beside_an_autoscaler_and_a_disruption_budget_per_deployment(self):
+        deployments = self.of_kind("Deployment")
+        scaled = {h["spec"]["scaleTargetRef"]["name"] for h in self.of_kind("HorizontalPodAutoscaler").values()}
+        self.assertEqual(scaled, {"mailhook-policyd"})
+        for name, d in deployments.items():
+            if name in scaled:
+                self.assertNotIn("replicas", d["spec"], name + ": apply would reset the HPA's count")
+            else:
+                self.assertGreaterEqual(d["spec"]["replicas"], 2, name)
+            labels = d["spec"]["template"]["metadata"]["labels"]
+            budgets = [p for p in self.of_kind("PodDisruptionBudget").values()
+                       if p["spec"]["selector"]["matchLabels"].items() <= labels.items()]
+            self.assertEqual(len(budgets), 1, name)
+            self.assertEqual(budgets[0]["spec"].get("maxUnavailable"), 1, name)
+
+    def test_fronts_prefer_different_nodes(self):
+        front = self.of_kind("Deployment")["mailhook-front"]["spec"]["template"]
+        (term,) = front["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        self.assertEqual(term["podAffinityTerm"]["topologyKey"], "kubernetes.io/hostname")
+        self.assertTrue(term["podAffinityTerm"]["labelSelector"]["matchLabels"].items()
+                        <= front["metadata"]["labels"].items())
+
+    def test_pods_carry_prometheus_scrape_annotations_for_their_metrics_port(self):
+        for name, d in self.of_kind("Deployment").items():
+            template = d["spec"]["template"]
+            annotations = template["metadata"]["annotations"]
+            (c,) = template["spec"]["containers"]
+            ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+            env = {e["name"]: e["value"] for e in c["env"]}
+            self.assertEqual(annotations["prometheus.io/scrape"], "true", name)
+            self.assertEqual(int(annotations["prometheus.io/port"]), ports["metrics"], name)
+            self.assertEqual(env["MAILHOOK_METRICS"], "0.0.0.0:%d" % ports["metrics"], name)
+            self.assertEqual(annotations["prometheus.io/path"], "/metrics", name)
+
+    def test_a_policy_edit_renames_the_configmap_so_policyd_rolls_out(self):
+        def policyd_template(directory):
+            docs = [d for d in yaml.safe_load_all(kustomize(directory)) if d]
+            (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
+            (dep,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "mailhook-policyd"]
+            return cm["metadata"]["name"], dep["spec"]["template"]
+        name, template = policyd_template(KUBE)
+        copy = os.path.join(self.dir, "kubernetes")
+        shutil.copytree(KUBE, copy)
+        with open(os.path.join(copy, "policy.lua"), "a") as f:
+            f.write("-- an edit\n")
+        new_name, new_template = policyd_template(copy)
+        self.assertTrue(name.startswith("mailhook-policy-") and new_name.startswith("mailhook-policy-"))
+        self.assertNotEqual(name, new_name)
+        # The pod template changed (the volume's ConfigMap): a rollout.
+        self.assertNotEqual(template, new_template)
+        self.assertIn(new_name, [v.get("configMap", {}).get("name") for v in new_template["spec"]["volumes"]])
+        self.assertFalse(glob.glob(os.path.join(KUBE, "*configmap*.yaml")), "the generator makes the ConfigMap")
+
     def test_deployments_select_their_pods_and_bound_every_container(self):
         deployments = self.of_kind("Deployment")
         self.assertEqual(set(deployments), {"mailhook-front", "mailhook-policyd"})
-        self.assertEqual(deployments["mailhook-policyd"]["spec"]["replicas"], 3)
         for name, d in deployments.items():
             labels = d["spec"]["template"]["metadata"]["labels"]
             self.assertTrue(d["spec"]["selector"]["matchLabels"].items() <= labels.items(), name)
@@ -528,7 +833,7 @@ class KubernetesTest(StartedScripts):
         (metric,) = hpa["spec"]["metrics"]
         self.assertEqual(metric["resource"]["name"], "cpu")
         self.assertEqual(metric["resource"]["target"], {"type": "Utilization", "averageUtilization": 70})
-        (pdb,) = self.of_kind("PodDisruptionBudget").values()
+        pdb = self.of_kind("PodDisruptionBudget")["mailhook-policyd"]
         self.assertTrue(pdb["spec"]["selector"]["matchLabels"].items()
                         <= policyd["spec"]["template"]["metadata"]["labels"].items())
         self.assertTrue("minAvailable" in pdb["spec"] or "maxUnavailable" in pdb["spec"])
@@ -546,6 +851,8 @@ class KubernetesTest(StartedScripts):
 
     def test_policy_configmap_is_lua_policy_and_mounted_for_policyd(self):
         (cm,) = self.of_kind("ConfigMap").values()
+        # deploy/kubernetes/policy.lua is a copy (kustomize reads only files
+        # below its directory): it must stay lua/policy.lua.
         with open(os.path.join(ROOT, "lua", "policy.lua")) as f:
             self.assertEqual(cm["data"]["policy.lua"], f.read())
         pod = self.of_kind("Deployment")["mailhook-policyd"]["spec"]["template"]["spec"]

@@ -247,8 +247,11 @@ class RealPostfix(MilterTest):
         self.postfix = PrivatePostfix(os.path.join(self.dir, "pf"), self.smtp_port, sink.port,
                                       milter="inet:127.0.0.1:%d" % self.milter_port,
                                       extra_main_cf=dict(snippet_settings(), **{
-                                          "smtpd_milters": "inet:127.0.0.1:%d" % self.milter_port,
-                                          "milter_default_action": milter_action}))
+                                          # The snippet's per-milter group, its address and
+                                          # default_action changed: Postfix honours them.
+                                          "smtpd_milters": snippet_settings()["smtpd_milters"]
+                                          .replace("inet:127.0.0.1:8890", "inet:127.0.0.1:%d" % self.milter_port)
+                                          .replace("default_action=tempfail", "default_action=" + milter_action)}))
         self.postfix.start()
 
     def tearDown(self):

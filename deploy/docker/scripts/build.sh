@@ -29,8 +29,9 @@ prefix=${1:-${MAILHOOK_PREFIX:-/opt/mailhook}}
 build=${2:-${MAILHOOK_BUILD_DIR:-$src/build-release}}
 
 if [ "$install_only" = no ]; then
-  "$src/deploy/debian/install.sh"
-  cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release
+  "$src/deploy/debian/install.sh" build
+  # The programs only: no tests, so no test-only package is needed.
+  cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMAILHOOK_TESTS=OFF
   cmake --build "$build" --target mailhook-front mailhook-policyd mailhook-probe
 elif [ ! -f "$build/CMakeCache.txt" ]; then
   echo "build.sh: $build is not a configured build directory" >&2

@@ -24,8 +24,9 @@ milter=${3:-inet:policyd:8890}
 
 # `postconf -e` replaces a setting in place, so the snippet's comments stay
 # next to the values it keeps.
+# The snippet's per-milter group keeps its settings; only the address changes.
 postconf -c "$conf" -e \
-  "smtpd_milters = $milter" \
+  "smtpd_milters = $(postconf -c "$conf" -h smtpd_milters | sed "s|inet:127.0.0.1:8890|$milter|")" \
   "myhostname = mx.example.com" \
   "mydestination = \$myhostname, localhost, example.com" \
   "local_recipient_maps =" \

@@ -7,10 +7,10 @@
 #                                                              non-root cannot bind 25)
 #   MAILHOOK_POLICYD                 --policyd                 host:port, unix:PATH, ipv4:a:p,b:p,
 #                                                              dns:///name:port (default 127.0.0.1:7070)
-#   MAILHOOK_SPOOL                   --spool                   spool directory (default /var/spool/mailhook)
+#   MAILHOOK_SPOOL                   --queue-dir               spool directory (default /var/spool/mailhook)
 #   MAILHOOK_RELAY                   --smart-host              relay accepted mail to HOST:PORT instead
 #   MAILHOOK_HOSTNAME                --hostname                greeting and Received name
-#   MAILHOOK_THREADS                 --threads                 I/O threads (front's default: the machine's cores)
+#   MAILHOOK_THREADS                 --io-threads              I/O threads (front's default: the machine's cores)
 #   MAILHOOK_METRICS                 --metrics                 Prometheus HOST:PORT (off when unset)
 #   MAILHOOK_POLICY_FAILURE          --policy-failure          tempfail or accept
 #   MAILHOOK_POLICY_TIMEOUT          --policy-timeout          milliseconds
@@ -18,7 +18,7 @@
 #   MAILHOOK_MAX_RECIPIENTS          --max-recipients
 #   MAILHOOK_MAX_CONNECTIONS         --max-connections
 #   MAILHOOK_MAX_CONNECTIONS_PER_IP  --max-connections-per-ip
-#   MAILHOOK_SHUTDOWN_GRACE          --shutdown-grace          seconds
+#   MAILHOOK_SHUTDOWN_GRACE          --drain-timeout           30s, 1m (bare number: seconds)
 #   MAILHOOK_TLS_CERT, MAILHOOK_TLS_KEY  --tls-cert, --tls-key  PEM files: offer STARTTLS
 #   MAILHOOK_XCLIENT_HOSTS           --xclient-hosts           CIDR list
 #   MAILHOOK_POLICYD_TLS_CA, MAILHOOK_POLICYD_TLS_CERT, MAILHOOK_POLICYD_TLS_KEY
@@ -29,9 +29,9 @@ set -euo pipefail
 bin_dir=${MAILHOOK_BIN_DIR:-$(dirname "$0")}
 
 args=(--log-stderr --listen "${MAILHOOK_LISTEN:-0.0.0.0:2525}")
-# --spool is unused with a smart host; pass it only without one.
+# --queue-dir is unused with a smart host; pass it only without one.
 if [ -z "${MAILHOOK_RELAY:-}" ]; then
-  args+=(--spool "${MAILHOOK_SPOOL:-/var/spool/mailhook}")
+  args+=(--queue-dir "${MAILHOOK_SPOOL:-/var/spool/mailhook}")
 fi
 
 # Each optional variable becomes its flag only when set and not empty.
@@ -42,7 +42,7 @@ flag() {
 flag MAILHOOK_POLICYD --policyd
 flag MAILHOOK_RELAY --smart-host
 flag MAILHOOK_HOSTNAME --hostname
-flag MAILHOOK_THREADS --threads
+flag MAILHOOK_THREADS --io-threads
 flag MAILHOOK_METRICS --metrics
 flag MAILHOOK_POLICY_FAILURE --policy-failure
 flag MAILHOOK_POLICY_TIMEOUT --policy-timeout
@@ -50,7 +50,7 @@ flag MAILHOOK_MAX_MESSAGE_SIZE --max-message-size
 flag MAILHOOK_MAX_RECIPIENTS --max-recipients
 flag MAILHOOK_MAX_CONNECTIONS --max-connections
 flag MAILHOOK_MAX_CONNECTIONS_PER_IP --max-connections-per-ip
-flag MAILHOOK_SHUTDOWN_GRACE --shutdown-grace
+flag MAILHOOK_SHUTDOWN_GRACE --drain-timeout
 flag MAILHOOK_TLS_CERT --tls-cert
 flag MAILHOOK_TLS_KEY --tls-key
 flag MAILHOOK_XCLIENT_HOSTS --xclient-hosts

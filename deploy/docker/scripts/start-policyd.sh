@@ -10,7 +10,7 @@
 #                                              machine's cores, not the container's CPU limit)
 #   MAILHOOK_METRICS         --metrics         Prometheus HOST:PORT (off when unset)
 #   MAILHOOK_MILTER          --milter          also serve the milter protocol, e.g. inet:8890@0.0.0.0
-#   MAILHOOK_SPOOL_DIR       --spool-dir       per-message temp files (default: a temp dir)
+#   MAILHOOK_SPOOL_DIR       --temp-dir        per-message temp files (default: a temp dir)
 #   MAILHOOK_DIALECT         --dialect
 #   MAILHOOK_HOOK_TIMEOUT    --hook-timeout    milliseconds
 #   MAILHOOK_LUA_MEMORY      --lua-memory      MB per worker; keep workers x this under the memory limit
@@ -48,7 +48,7 @@ flag() {
 flag MAILHOOK_WORKERS --workers
 flag MAILHOOK_METRICS --metrics
 flag MAILHOOK_MILTER --milter
-flag MAILHOOK_SPOOL_DIR --spool-dir
+flag MAILHOOK_SPOOL_DIR --temp-dir
 flag MAILHOOK_DIALECT --dialect
 flag MAILHOOK_HOOK_TIMEOUT --hook-timeout
 flag MAILHOOK_LUA_MEMORY --lua-memory
