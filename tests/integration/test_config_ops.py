@@ -271,7 +271,7 @@ class Reload(MailhookTest):
         self.start_front()
         pid = self.policyd.proc.pid
         self.assertEqual(self.rcpt_reply()[0], 250)  # A only says what it would do
-        self.assertIn("a.lua hook.rcpt: would reply 550 5.7.1 refused by A (shadow)", self.policyd.output())
+        self.assertRegex(self.policyd.output(), r'would_reject: .* hook=rcpt script=\S*a\.lua reply="550 5\.7\.1 refused by A"')
 
         self.write_config('script = ["%s", "%s"]\n' % (a, b))
         self.sighup_and_wait("reload: new sessions use the new scripts", 1)

@@ -49,7 +49,7 @@ class CatastrophicPattern(MailhookTest):
         second = self.client()
         self.assertEqual(second.cmd("NOOP"), (250, ["250 alive"]))
         self.assertEqual(first.read_reply()[1], OVERRUN)
-        self.assertIn("hook.rcpt: stopped after --hook-timeout", self.policyd.output())
+        self.assertIn("hook=rcpt: stopped after --hook-timeout", self.policyd.output())
         self.assertIn("hook ran past --hook-timeout (500 ms)", self.policyd.output())
         # The session goes on, on the same worker.
         self.assertEqual(first.cmd("RCPT TO:<b@example.com>")[0], 250)
@@ -58,7 +58,7 @@ class CatastrophicPattern(MailhookTest):
     def test_pcall_around_gsub_over_the_helo_cannot_keep_the_worker(self):
         c = self.client()
         self.assertEqual(c.cmd("HELO " + "a" * 28 + ".example.com")[1], OVERRUN)
-        self.assertIn("hook.helo: stopped after --hook-timeout", self.policyd.output())
+        self.assertIn("hook=helo: stopped after --hook-timeout", self.policyd.output())
         self.assertEqual(self.client().cmd("NOOP"), (250, ["250 alive"]))
 
 
