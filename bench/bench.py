@@ -89,10 +89,10 @@ class Stack:
             f.write(script_text)
         pport, fport = free_port(), free_port()
         self.start([POLICYD, "--listen", "127.0.0.1:%d" % pport, "--script", script, "--log-stderr",
-                    "--spool-dir", os.path.join(self.tmp, "ptmp"), "--ptr-lookup", "no"] + list(policyd_args), pport)
+                    "--temp-dir", os.path.join(self.tmp, "ptmp"), "--ptr-lookup", "no"] + list(policyd_args), pport)
         self.policyd_pid = self.procs[-1].pid
         self.start([FRONT, "--listen", "127.0.0.1:%d" % fport, "--policyd", "127.0.0.1:%d" % pport,
-                    "--spool", spool, "--hostname", "bench.test", "--log-stderr"] + list(front_args), fport)
+                    "--queue-dir", spool, "--hostname", "bench.test", "--log-stderr"] + list(front_args), fport)
         return fport
 
     def replicas(self, script_text, spool, n, workers):
@@ -104,13 +104,13 @@ class Stack:
         for _ in range(n):
             pport = free_port()
             self.start([POLICYD, "--listen", "127.0.0.1:%d" % pport, "--script", script, "--log-stderr",
-                        "--spool-dir", os.path.join(self.tmp, "ptmp"), "--ptr-lookup", "no",
+                        "--temp-dir", os.path.join(self.tmp, "ptmp"), "--ptr-lookup", "no",
                         "--workers", str(workers)], pport)
             self.policyd_pids.append(self.procs[-1].pid)
             targets.append("127.0.0.1:%d" % pport)
         fport = free_port()
         self.start([FRONT, "--listen", "127.0.0.1:%d" % fport, "--policyd", "ipv4:" + ",".join(targets),
-                    "--spool", spool, "--hostname", "bench.test", "--log-stderr"], fport)
+                    "--queue-dir", spool, "--hostname", "bench.test", "--log-stderr"], fport)
         self.front_pid = self.procs[-1].pid
         return fport
 
@@ -368,7 +368,7 @@ def milter(messages=2000, sessions=20):
                     with open(path, "w") as f:
                         f.write(script)
                     st.start([POLICYD, "--listen", "127.0.0.1:%d" % free_port(), "--script", path, "--log-stderr",
-                              "--ptr-lookup", "no", "--spool-dir", os.path.join(tmp, "ptmp"),
+                              "--ptr-lookup", "no", "--temp-dir", os.path.join(tmp, "ptmp"),
                               "--milter", "inet:%d@127.0.0.1" % mport], mport)
                 milter_spec = "inet:127.0.0.1:%d" % mport
                 milter_pid = st.procs[-1].pid

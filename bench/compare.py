@@ -417,7 +417,7 @@ class Mailhook(System):
         pport, self.port = free_port(), free_port()
         policyd = self.spawn("policyd", [
             POLICYD, "--listen", "127.0.0.1:%d" % pport, "--script", os.path.join(PEERS, "mailhook", "policy.lua"),
-            "--ptr-lookup", "no", "--spool-dir", os.path.join(self.workdir, "policyd-tmp"), "--log-stderr"])
+            "--ptr-lookup", "no", "--temp-dir", os.path.join(self.workdir, "policyd-tmp"), "--log-stderr"])
         wait_port(pport, 20, policyd)
         # --max-connections-per-ip: the default 50 would refuse the probe,
         # the 51st session from 127.0.0.1.
@@ -458,7 +458,7 @@ class PostfixMailhookMilter(Postfix):
         proc = self.spawn("policyd-milter", [
             POLICYD, "--listen", "127.0.0.1:%d" % free_port(), "--milter", "inet:%d@127.0.0.1" % mport,
             "--script", os.path.join(PEERS, "mailhook", "policy.lua"), "--ptr-lookup", "no",
-            "--spool-dir", os.path.join(self.workdir, "policyd-tmp"), "--log-stderr"])
+            "--temp-dir", os.path.join(self.workdir, "policyd-tmp"), "--log-stderr"])
         wait_port(mport, 20, proc)
         return "inet:127.0.0.1:%d" % mport
 

@@ -150,10 +150,10 @@ class Stack:
             f.write(script_text)
         pport, fport, pm, fm = free_port(), free_port(), free_port(), free_port()
         policyd = self.start([POLICYD, "--listen", "127.0.0.1:%d" % pport, "--script", script, "--log-stderr",
-                              "--spool-dir", os.path.join(self.tmp, "ptmp"), "--ptr-lookup", "no",
+                              "--temp-dir", os.path.join(self.tmp, "ptmp"), "--ptr-lookup", "no",
                               "--metrics", "127.0.0.1:%d" % pm] + list(policyd_args), "policyd")
         front = self.start([FRONT, "--listen", "127.0.0.1:%d" % fport, "--policyd", "127.0.0.1:%d" % pport,
-                            "--spool", os.path.join(self.tmp, "spool"), "--hostname", "scale.test", "--log-stderr",
+                            "--queue-dir", os.path.join(self.tmp, "spool"), "--hostname", "scale.test", "--log-stderr",
                             "--metrics", "127.0.0.1:%d" % fm] + list(front_args), "front")
         return fport, policyd.pid, front.pid, pm, fm
 
@@ -214,7 +214,7 @@ def idle(n, tmp):
         port, ppid, fpid, pm, fm = st.mailhook(
             "function hook.accept(ip, ptr) end\n", ["--workers", "2"],
             ["--max-connections", str(n + 100), "--max-connections-per-ip", str(n + 100),
-             "--command-timeout", "3600", "--threads", "2"])
+             "--command-timeout", "3600", "--io-threads", "2"])
         before = {"front": proc_status(fpid), "policyd": proc_status(ppid)}
         loop = asyncio.new_event_loop()
         t = time.monotonic()
@@ -254,7 +254,7 @@ def idle(n, tmp):
         st.stop()
     ok = (len(sessions) == n and held_gauges == (n, n) and held["front"]["VmRSS"] < 200
           and held["policyd"]["VmRSS"] < 200)
-    print("idle: %d concurrent SMTP sessions, each greeted then idle; front --threads 2, policyd --workers 2" % n)
+    print("idle: %d concurrent SMTP sessions, each greeted then idle; front --io-threads 2, policyd --workers 2" % n)
     print("  greeted %d, refused %d%s, in %.1f s; sessions_open front/policyd while held: %d/%d" %
           (len(sessions), len(refused), (" (%s)" % refused[:3]) if refused else "", open_s,
            held_gauges[0], held_gauges[1]))
@@ -322,7 +322,7 @@ def tls_idle(n, tmp):
             port, ppid, fpid, pm, fm = st.mailhook(
                 "function hook.accept(ip, ptr) end\n", ["--workers", "2"],
                 ["--max-connections", str(n + 100), "--max-connections-per-ip", str(n + 100), "--command-timeout",
-                 "3600", "--threads", "2", "--tls-cert", cert, "--tls-key", key])
+                 "3600", "--io-threads", "2", "--tls-cert", cert, "--tls-key", key])
             before = {"front": proc_status(fpid)["VmRSS"], "policyd": proc_status(ppid)["VmRSS"]}
             loop = asyncio.new_event_loop()
             if mode == "plain":
@@ -484,7 +484,7 @@ def roundtrip(sessions, count, rates, tmp):
                 else:
                     script = "function hook.noop() end\n" if system == "hook.noop" else "function hook.rcpt(r) end\n"
                     port, ppid, fpid, _, fm = st.mailhook(script, ["--workers", "2"],
-                                                          ["--threads", "2", "--max-connections-per-ip", "1000"])
+                                                          ["--io-threads", "2", "--max-connections-per-ip", "1000"])
                     pids = [fpid, ppid]
                 snapshot = lambda: (policy_histogram(scrape(fm)) if fm else {}, [cpu_seconds(p) for p in pids])
                 lat, elapsed, (h0, cpu0) = noop_run(port, n_sessions, n, r, procs, snapshot)
@@ -519,7 +519,7 @@ def roundtrip(sessions, count, rates, tmp):
                      "per_s": None, "p50_us": f["p50_us"], "p90_us": f["p90_us"], "p99_us": f["p99_us"],
                      "p999_us": None})
     print("roundtrip: %d concurrent sessions over 5 client processes (and 1 session for reference), "
-          "client-observed NOOP latency (us); front --threads 2, policyd --workers 2, %d cores" %
+          "client-observed NOOP latency (us); front --io-threads 2, policyd --workers 2, %d cores" %
           (sessions, os.cpu_count()))
     print("  %-13s %-23s %7s %7s %8s %8s %8s %8s %9s" % ("system", "mode", "NOOPs", "NOOP/s", "p50", "p90", "p99",
                                                       "p99.9", "CPU f/p"))
@@ -633,7 +633,7 @@ def dns_batch(n, delay_ms, workers, tmp):
         port, ppid, fpid, _, _ = st.mailhook(
             DNS_SCRIPT, ["--workers", str(workers), "--dns-server", "127.0.0.1:%d" % dns.port,
                          "--dns-cache-entries", "0"],
-            ["--max-connections", str(n + 100), "--max-connections-per-ip", str(n + 100), "--threads", "2"])
+            ["--max-connections", str(n + 100), "--max-connections-per-ip", str(n + 100), "--io-threads", "2"])
         loop = asyncio.new_event_loop()
         for _ in range(2):
             threads_before = thread_names(ppid)

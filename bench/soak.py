@@ -381,13 +381,13 @@ def soak(args, tmp, sink, daemons):
     sink.start()
     pport, fport = free_port(), free_port()
     policyd_args = [args.policyd, "--listen", "127.0.0.1:%d" % pport, "--script", script, "--log-stderr",
-                    "--spool-dir", os.path.join(tmp, "ptmp"), "--ptr-lookup", "no", "--workers", "2"]
+                    "--temp-dir", os.path.join(tmp, "ptmp"), "--ptr-lookup", "no", "--workers", "2"]
     policyd = Daemon(policyd_args, os.path.join(tmp, "policyd-1.log"))
     daemons.append(policyd)
     policyd.wait_listening()
     front = Daemon([args.front, "--listen", "127.0.0.1:%d" % fport, "--policyd", "127.0.0.1:%d" % pport,
-                    "--smart-host", "127.0.0.1:%d" % sink.port, "--spool", os.path.join(tmp, "spool"),
-                    "--hostname", "soak.test", "--log-stderr", "--threads", "2",
+                    "--smart-host", "127.0.0.1:%d" % sink.port, "--queue-dir", os.path.join(tmp, "spool"),
+                    "--hostname", "soak.test", "--log-stderr", "--io-threads", "2",
                     "--max-connections", "10000", "--max-connections-per-ip", "10000"],
                    os.path.join(tmp, "front.log"))
     daemons.append(front)

@@ -266,7 +266,7 @@ class SlowReader(MailhookTest):
         wait_for(lambda: "end=write_timeout" in self.front.output(), what="the session's closing log line")
 
     def test_the_drain_ends_a_stuck_writer_at_once(self):
-        self.start("--command-timeout", "300", "--shutdown-grace", "120")
+        self.start("--command-timeout", "300", "--drain-timeout", "120")
         self.stuff()
         self.assertEqual(self.open_sessions(), 1)
         self.front.signal(signal.SIGTERM)
@@ -300,8 +300,8 @@ class OutOfDescriptors(MailhookTest):
         self.front_port = free_port()
         self.metrics_port = free_port()
         p = LimitedFront([FRONT, "--listen", "127.0.0.1:%d" % self.front_port, "--policyd",
-                          "127.0.0.1:%d" % self.policyd_port, "--spool", self.spool, "--hostname", "mx.test",
-                          "--log-stderr", "--threads", "2", "--max-connections-per-ip", "1000",
+                          "127.0.0.1:%d" % self.policyd_port, "--queue-dir", self.spool, "--hostname", "mx.test",
+                          "--log-stderr", "--io-threads", "2", "--max-connections-per-ip", "1000",
                           "--metrics", "127.0.0.1:%d" % self.metrics_port] + list(args),
                          os.path.join(self.dir, "front-limited.log"), nofile)
         self.processes.append(p)
@@ -370,8 +370,8 @@ class SharedSpool(MailhookTest):
         for i in range(2):
             port = free_port()
             fronts.append((port, Process([FRONT, "--listen", "127.0.0.1:%d" % port, "--policyd",
-                                          "127.0.0.1:%d" % self.policyd_port, "--spool", self.spool,
-                                          "--hostname", "mx.test", "--log-stderr", "--threads", "1"],
+                                          "127.0.0.1:%d" % self.policyd_port, "--queue-dir", self.spool,
+                                          "--hostname", "mx.test", "--log-stderr", "--io-threads", "1"],
                                          os.path.join(self.dir, "front-shared-%d.log" % i))))
         for _, p in fronts:
             self.processes.append(p)
@@ -524,7 +524,7 @@ class PortInUse(MailhookTest):
     def test_a_second_front_on_a_busy_smtp_or_metrics_port_exits_non_zero(self):
         metrics = free_port()
         self.start_both(NO_HOOKS, front_args=["--metrics", "127.0.0.1:%d" % metrics])
-        common = ["--policyd", "127.0.0.1:%d" % self.policyd_port, "--spool", self.spool, "--log-stderr"]
+        common = ["--policyd", "127.0.0.1:%d" % self.policyd_port, "--queue-dir", self.spool, "--log-stderr"]
         out = subprocess.run([FRONT, "--listen", "127.0.0.1:%d" % self.front_port] + common,
                              capture_output=True, timeout=20)
         self.assertNotEqual(out.returncode, 0)
