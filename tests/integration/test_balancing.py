@@ -88,7 +88,7 @@ class ScaleOut(MailhookTest):
             p = Process([POLICYD, "--listen", "%s:%d" % (ip, port), "--script",
                          self.write_script(SCRIPT % name, name="%s.lua" % name), "--log-stderr", "--ptr-lookup", "no",
                          "--workers", "1", "--max-connection-age", "1",
-                         "--spool-dir", os.path.join(self.dir, "tmp-" + name)],
+                         "--temp-dir", os.path.join(self.dir, "tmp-" + name)],
                         os.path.join(self.dir, "policyd-%s.log" % name))
             self.processes.append(p)
             wait_for(lambda: "listening on" in p.output(), what="policyd %s listening" % name)

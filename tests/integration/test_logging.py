@@ -279,7 +279,7 @@ class UniqueIds(MailhookTest):
         for i in range(2):
             port = free_port()
             p = Process([POLICYD, "--listen", "127.0.0.1:%d" % free_port(), "--script", script, "--log-stderr",
-                         "--workers", "1", "--ptr-lookup", "no", "--spool-dir", os.path.join(self.dir, "tmp%d" % i),
+                         "--workers", "1", "--ptr-lookup", "no", "--temp-dir", os.path.join(self.dir, "tmp%d" % i),
                          "--milter", "inet:%d@127.0.0.1" % port], os.path.join(self.dir, "milter-%d.log" % i))
             self.processes.append(p)
             milters.append((port, p))

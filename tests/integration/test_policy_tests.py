@@ -25,7 +25,7 @@ class PolicyTests(unittest.TestCase):
         with open(path, "w") as f:
             f.write(text)
         return subprocess.run([POLICYD, "--test", path, "--script", os.path.join(self.dir, "policy.lua"),
-                               "--spool-dir", os.path.join(self.dir, "spool")] + list(args),
+                               "--temp-dir", os.path.join(self.dir, "spool")] + list(args),
                               capture_output=True, timeout=60, text=True)
 
     def test_pass_and_fail_lines_summary_and_exit_status(self):
