@@ -1,10 +1,11 @@
 // Generation lifetime, the capped allocator and phase names.
 #include "policyd/lua_runtime/context.h"
 
-#include "policyd/lua_runtime/script_clock.h"
-
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
+
+#include "policyd/lua_runtime/script_clock.h"
 
 namespace mailhook::policyd {
 
