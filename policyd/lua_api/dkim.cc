@@ -28,6 +28,7 @@
 #include "policyd/lua_runtime/context.h"
 #include "policyd/lua_runtime/file_grant.h"
 #include "policyd/lua_runtime/hook_runner.h"
+#include "policyd/lua_runtime/script_clock.h"
 #include "policyd/lua_runtime/runtime_metrics.h"
 
 namespace mailhook::policyd {
@@ -199,7 +200,7 @@ int dkim_verify(lua_State* L) {
     v.message = dkim::with_crlf(raw);
     v.split = dkim::split_message(v.message);
     const dkim::VerifyLimits limits{.max_signatures = s->generation->dkim_max_signatures};
-    v.checks = dkim::find_signatures(v.split, static_cast<std::uint64_t>(std::time(nullptr)), limits);
+    v.checks = dkim::find_signatures(v.split, static_cast<std::uint64_t>(script_now(L)), limits);
     if (v.checks.size() > limits.max_signatures) {
       log::warning("session={} dkim.verify: {} signatures, past --dkim-max-signatures {}; the rest get policy",
                    log::escape_text(s->start.session_id), v.checks.size(), limits.max_signatures);
@@ -291,7 +292,7 @@ int dkim_sign(lua_State* L) {
     dkim::SignRequest r;
     r.domain = dkim::lower(domain);
     r.selector = selector;
-    r.timestamp = static_cast<std::uint64_t>(std::time(nullptr));
+    r.timestamp = static_cast<std::uint64_t>(script_now(L));  // the scripts' clock
     if (has_expire) r.expires = r.timestamp + static_cast<std::uint64_t>(expire);
     r.body_length = body_length;
     for (lua_Integer i = 1; i <= header_count; ++i) {

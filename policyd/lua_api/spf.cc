@@ -17,6 +17,7 @@
 #include "policyd/lua_runtime/context.h"
 #include "policyd/lua_runtime/hook_runner.h"
 #include "policyd/lua_runtime/runtime_metrics.h"
+#include "policyd/lua_runtime/script_clock.h"
 #include "policyd/spf/check.h"
 
 namespace mailhook::policyd {
@@ -217,7 +218,7 @@ int spf_check(lua_State* L) {
     lua_pushstring(L, "invalid address");
     return 2;
   }
-  r.now = static_cast<std::int64_t>(std::time(nullptr));
+  r.now = script_now(L);  // the scripts' clock (--test may set it)
   if (s->resolver == nullptr) {
     log::info("session={} spf: no DNS resolver; temperror", log::escape_text(s->start.session_id));
     lua_pushstring(L, "temperror");

@@ -3,6 +3,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
+
+#include "policyd/lua_runtime/script_clock.h"
 
 namespace mailhook::policyd {
 
@@ -30,6 +33,11 @@ Generation& generation_of(lua_State* L) {
 }
 
 SessionContext* current_session(lua_State* L) { return generation_of(L).current; }
+
+std::int64_t script_now(lua_State* L) {
+  const Generation& g = generation_of(L);
+  return g.clock ? g.clock->now() : static_cast<std::int64_t>(std::time(nullptr));
+}
 
 std::string_view hook_name(HookPhase phase) {
   switch (phase) {

@@ -42,6 +42,7 @@ std::string_view hook_name(HookPhase phase);
 
 struct SessionContext;
 struct RuntimeMetrics;
+class ScriptClock;  // script_clock.h: the wall clock scripts see
 struct DnsSession;  // lua_api/dns.cc: the session's queries and answers
 struct HostLookup;  // client_host.cc: the PTR lookup of client.host
 struct KvCall;      // lua_api/kv.cc: the kv command a hook waits for
@@ -87,6 +88,7 @@ struct Generation {
   unsigned spf_max_void_lookups = 2;    // --spf-max-void-lookups
   std::chrono::seconds spf_timeout{20}; // --spf-timeout
   std::size_t dkim_max_signatures = 8;  // --dkim-max-signatures (lua_api/dkim.cc)
+  std::shared_ptr<ScriptClock> clock;   // --test's case clock; nullptr: the system clock (script_clock.h)
   bool loading = false;                 // the scripts' top-level code runs (no session)
   // Set while a hook of a session runs (one at a time per worker).
   SessionContext* current = nullptr;

@@ -202,6 +202,7 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   g->spf_max_void_lookups = config.spf_max_void_lookups;
   g->spf_timeout = config.spf_timeout;
   g->dkim_max_signatures = config.dkim_max_signatures;
+  g->clock = config.clock;
   g->spool_dir = config.spool_dir;
   if (!grant_dirs(config, *g, error)) return nullptr;
   g->lua_path = config.lua_path;

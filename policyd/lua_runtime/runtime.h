@@ -27,6 +27,8 @@ namespace map {
 class MapStore;
 }
 
+class ScriptClock;  // script_clock.h
+
 struct RuntimeConfig {
   std::vector<std::filesystem::path> scripts;     // chained in this order
   std::string dialect = "auto";                   // --dialect: auto, smtpe, smtpf, qpsmtpd, vpop3
@@ -45,6 +47,7 @@ struct RuntimeConfig {
   std::string kv_address;                         // --kv IP:PORT of Redis; empty: kv.* answer an error
   std::chrono::milliseconds kv_timeout{1000};     // per kv command
   std::shared_ptr<dns::FakeDns> fake_dns;         // --test: answers from a table, no network
+  std::shared_ptr<ScriptClock> clock;             // --test: the case file's clock; nullptr: the system clock
   bool shadow = false;                            // --shadow: every script's replies are logged, not sent
   std::vector<std::filesystem::path> shadow_scripts;  // --shadow-script: run first, logged, never sent
   std::vector<std::string> trace;                 // --trace CIDR: sessions whose every event and hook is logged

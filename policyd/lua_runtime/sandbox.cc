@@ -12,6 +12,7 @@
 
 #include "mailcore/telemetry/log.h"
 #include "policyd/lua_runtime/file_grant.h"
+#include "policyd/lua_runtime/script_clock.h"
 
 namespace mailhook::policyd {
 namespace {
@@ -91,6 +92,23 @@ int safe_collectgarbage(lua_State* L) {
   const std::string_view o = opt;
   if (o != "collect" && o != "count" && o != "step" && o != "isrunning") {
     return luaL_error(L, "collectgarbage(\"%s\") is not allowed", opt);
+  }
+  return call_original(L);
+}
+
+// os.time() and os.date(fmt) without a time: the scripts' clock
+// (script_clock.h); with a table or a time they are Lua's own.
+int script_os_time(lua_State* L) {
+  if (!lua_isnoneornil(L, 1)) return call_original(L);
+  lua_settop(L, 0);
+  lua_pushinteger(L, static_cast<lua_Integer>(script_now(L)));
+  return 1;
+}
+
+int script_os_date(lua_State* L) {
+  if (lua_isnoneornil(L, 2)) {
+    lua_settop(L, 1);  // the format (nil: Lua's default "%c")
+    lua_pushinteger(L, static_cast<lua_Integer>(script_now(L)));
   }
   return call_original(L);
 }
@@ -189,6 +207,8 @@ void apply_sandbox(lua_State* L) {
   lua_getglobal(L, "os");
   keep_only(L, {"clock", "date", "difftime", "time", "getenv", "remove", "rename"});
   lua_pop(L, 1);
+  wrap(L, "os", "time", script_os_time);
+  wrap(L, "os", "date", script_os_date);
   lua_getglobal(L, "io");
   keep_only(L, {"open", "lines", "type", "close"});
   lua_pop(L, 1);

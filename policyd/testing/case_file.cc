@@ -1,5 +1,7 @@
 // Reading case files (the format of docs/policy-tests.md): one pass over
 // the lines, every error naming file and line. Knows nothing of SMTP.
+#include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <sstream>
 
@@ -36,6 +38,57 @@ bool parse_client(const std::string& text, Case& c, std::string& error) {
   return true;
 }
 
+// `clock: 2026-12-01T10:00:00Z` (UTC only: a case must not depend on the
+// machine's time zone).
+bool parse_clock(const std::string& text, std::int64_t& out) {
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0, s = 0;
+  char z = 0;
+  int used = 0;
+  if (std::sscanf(text.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%c%n", &y, &mo, &d, &h, &mi, &s, &z, &used) != 7 ||
+      z != 'Z' || used != static_cast<int>(text.size()) || text.size() != 20 || y < 1970) {
+    return false;
+  }
+  std::tm tm{};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  tm.tm_sec = s;
+  const std::time_t t = timegm(&tm);
+  // timegm normalises 2026-02-30 to March: a date that does not round-trip is no date.
+  std::tm back{};
+  if (t == static_cast<std::time_t>(-1) || gmtime_r(&t, &back) == nullptr || back.tm_year != y - 1900 ||
+      back.tm_mon != mo - 1 || back.tm_mday != d || back.tm_hour != h || back.tm_min != mi || back.tm_sec != s) {
+    return false;
+  }
+  out = static_cast<std::int64_t>(t);
+  return true;
+}
+
+// `advance: 90` / `90s` / `5m` / `2h` / `36d`: a positive amount, at most
+// ten years (a typo must not wrap the clock).
+bool parse_duration(const std::string& text, std::int64_t& out) {
+  std::size_t i = 0;
+  std::int64_t n = 0;
+  while (i < text.size() && text[i] >= '0' && text[i] <= '9' && i < 10) n = n * 10 + (text[i++] - '0');
+  if (i == 0) return false;
+  std::int64_t unit = 1;
+  if (i + 1 == text.size()) {
+    switch (text[i]) {
+      case 's': unit = 1; break;
+      case 'm': unit = 60; break;
+      case 'h': unit = 3600; break;
+      case 'd': unit = 86400; break;
+      default: return false;
+    }
+  } else if (i != text.size()) {
+    return false;
+  }
+  out = n * unit;
+  return out > 0 && out <= 10LL * 366 * 86400;
+}
+
 }  // namespace
 
 bool parse_case_file(const std::filesystem::path& path, CaseFile& out, std::string& error) {
@@ -49,6 +102,7 @@ bool parse_case_file(const std::filesystem::path& path, CaseFile& out, std::stri
   std::string raw;
   int n = 0;
   Case* current = nullptr;
+  bool clock_set = false;  // a `clock:` line came before (`advance:` needs one)
   std::string block;      // an inline message being read
   int block_line = 0;
   auto fail = [&](int line, const std::string& what) {
@@ -74,8 +128,8 @@ bool parse_case_file(const std::filesystem::path& path, CaseFile& out, std::stri
     if (line.empty() || line[0] == '#') continue;
     const auto colon = line.find(':');
     if (colon == std::string::npos) return fail(n, "expected \"keyword: value\" (case, client, dns, send, expect, "
-                                                   "expect-line, message, change, changes, connect, script, env, "
-                                                   "lua-read-dir)");
+                                                   "expect-line, message, change, changes, connect, clock, advance, "
+                                                   "script, env, lua-read-dir)");
     const std::string key = line.substr(0, colon);
     const std::string value = trim(line.substr(colon + 1));
     if (key == "script" || key == "env" || key == "lua-read-dir") {
@@ -136,6 +190,18 @@ bool parse_case_file(const std::filesystem::path& path, CaseFile& out, std::stri
       }
     } else if (key == "change") {
       current->steps.push_back({Step::Kind::Change, n, value});
+    } else if (key == "clock") {
+      Step step{Step::Kind::Clock, n, value};
+      if (!parse_clock(value, step.seconds)) return fail(n, "clock: expected a UTC time as 2026-12-01T10:00:00Z");
+      current->steps.push_back(step);
+      clock_set = true;
+    } else if (key == "advance") {
+      Step step{Step::Kind::Advance, n, value};
+      if (!parse_duration(value, step.seconds)) {
+        return fail(n, "advance: expected a positive duration up to ten years: N, Ns, Nm, Nh or Nd");
+      }
+      if (!clock_set) return fail(n, "advance: needs a \"clock:\" line before it in the file");
+      current->steps.push_back(step);
     } else if (key == "changes") {
       if (value != "none") return fail(n, "changes: only \"none\" is known");
       current->steps.push_back({Step::Kind::NoChanges, n, value});

@@ -16,6 +16,7 @@
 #include "mailcore/smtp/base64.h"
 #include "mailcore/smtp/reply_text.h"
 #include "policyd/dns/fake_resolver.h"
+#include "policyd/lua_runtime/script_clock.h"
 #include "policyd/testing/recording_observer.h"
 
 namespace mailhook::policyd::testing {
@@ -88,7 +89,8 @@ struct Failure {
 
 class CaseRun {
  public:
-  CaseRun(Runtime& runtime, const Case& c, std::chrono::milliseconds limit) : runtime_(runtime), c_(c), limit_(limit) {}
+  CaseRun(Runtime& runtime, const Case& c, std::chrono::milliseconds limit, ScriptClock& clock)
+      : runtime_(runtime), c_(c), limit_(limit), clock_(clock) {}
 
   std::optional<Failure> run();
 
@@ -112,6 +114,7 @@ class CaseRun {
   Runtime& runtime_;
   const Case& c_;
   std::chrono::milliseconds limit_;
+  ScriptClock& clock_;  // what the scripts' os.time() and spf/dkim see
   std::shared_ptr<RecordingObserver> observer_ = std::make_shared<RecordingObserver>();
   std::shared_ptr<Session> session_;
   std::unique_ptr<session::SessionMachine> machine_;
@@ -290,6 +293,12 @@ std::optional<Failure> CaseRun::run() {
         }
         break;
       }
+      case Step::Kind::Clock:
+        clock_.set(s.seconds);
+        break;
+      case Step::Kind::Advance:
+        clock_.advance(s.seconds);
+        break;
       case Step::Kind::NoChanges:
         if (!changes_.empty()) failure = Failure{s.line, "expected no change, got " + render(changes_.front()) + "…"};
         break;
@@ -340,6 +349,9 @@ int run_case_files(const std::vector<std::string>& files, RuntimeConfig config, 
     config.lua_read_dirs.insert(config.lua_read_dirs.end(), cf.read_dirs.begin(), cf.read_dirs.end());
     config.lua_env = default_env;
     for (const auto& [k, v] : cf.env) config.lua_env.push_back(k);
+    // The scripts' clock: the system's until a case sets it (`clock:`);
+    // it holds across the file's cases, like the scripts' globals.
+    config.clock = std::make_shared<ScriptClock>();
     std::string error;
     std::unique_ptr<Runtime> runtime = Runtime::create(config, error);
     if (!runtime) {
@@ -352,7 +364,7 @@ int run_case_files(const std::vector<std::string>& files, RuntimeConfig config, 
         std::string ignored;
         config.fake_dns->add(line, ignored);
       }
-      CaseRun run(*runtime, c, std::chrono::duration_cast<std::chrono::milliseconds>(limit));
+      CaseRun run(*runtime, c, std::chrono::duration_cast<std::chrono::milliseconds>(limit), *config.clock);
       const std::optional<Failure> f = run.run();
       if (f) {
         ++failed;

@@ -16,10 +16,11 @@
 namespace mailhook::policyd::testing {
 
 struct Step {
-  enum class Kind : std::uint8_t { Send, Expect, ExpectLine, Message, Change, NoChanges, Connect };
+  enum class Kind : std::uint8_t { Send, Expect, ExpectLine, Message, Change, NoChanges, Connect, Clock, Advance };
   Kind kind = Kind::Send;
   int line = 0;
   std::string text;  // the command, the pattern, the message bytes (CRLF), the change
+  std::int64_t seconds = 0;  // Clock: the time (since the epoch) to set; Advance: how far
 };
 
 struct Case {

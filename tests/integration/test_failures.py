@@ -135,6 +135,10 @@ class Scripts(MailhookTest):
         examples = os.path.abspath(os.path.join(lua, "examples"))
         env = dict(os.environ, MAILHOOK_ACCESS_MAP=os.path.join(examples, "access_map.txt"))
         grants = ["--lua-read-dir", examples, "--lua-env", "MAILHOOK_ACCESS_MAP"]
+        # dkim_sign.lua refuses to load without its settings.
+        env.update(MAILHOOK_DKIM_DOMAIN="example.org", MAILHOOK_DKIM_SELECTOR="s1",
+                   MAILHOOK_DKIM_KEY=os.path.join(examples, "dkim_sign", "s1.pem"))
+        grants += ["--lua-env", "MAILHOOK_DKIM_DOMAIN", "--lua-env", "MAILHOOK_DKIM_SELECTOR", "--lua-env", "MAILHOOK_DKIM_KEY"]
         for s in scripts:
             r = subprocess.run([POLICYD, "--check", "--script", s] + grants, capture_output=True, timeout=10, env=env)
             self.assertEqual(r.returncode, 0, (s, r.stderr))

@@ -47,7 +47,14 @@ class PolicyTests(unittest.TestCase):
                                  ("send: EHLO c\n", 1, 'send: before the first "case:" line'),
                                  ("case: x\ndns: a.example BOGUS 1\n", 2, "dns: unknown DNS type BOGUS"),
                                  ("case: x\nfrobnicate: 1\n", 2, 'unknown keyword "frobnicate"'),
-                                 ("case: x\nmessage: missing.eml\n", 2, "message: cannot read")):
+                                 ("case: x\nmessage: missing.eml\n", 2, "message: cannot read"),
+                                 ("case: x\nclock: 2026-02-30T00:00:00Z\n", 2, "clock: expected a UTC time"),
+                                 ("case: x\nclock: 2026-12-01 10:00:00\n", 2, "clock: expected a UTC time"),
+                                 ("case: x\nadvance: 5m\n", 2, 'advance: needs a "clock:" line before it'),
+                                 ("case: x\nclock: 2026-12-01T10:00:00Z\nadvance: -5m\n", 3,
+                                  "advance: expected a positive duration"),
+                                 ("case: x\nclock: 2026-12-01T10:00:00Z\nadvance: 5w\n", 3,
+                                  "advance: expected a positive duration")):
             r = self.run_cases(text)
             self.assertEqual(r.returncode, 2, r.stdout)
             self.assertIn("t.case:%d: %s" % (line, what), r.stdout)

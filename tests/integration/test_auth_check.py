@@ -1,0 +1,177 @@
+"""lua/examples/auth_check.lua (SPF + DKIM + DMARC, Authentication-Results)
+through the real front and through a private Postfix calling policyd's
+milter. The zone (SPF, DMARC and the DKIM keys) comes from the test's own
+DNS server (dnsserver.py); messages are signed with the test's Ed25519 key
+by the openssl CLI (test_dkim.DkimTest.openssl_ed25519_sign)."""
+
+import os
+import re
+import unittest
+
+import test_dkim as td
+from harness import Sink, free_port, wait_for
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EXAMPLES = os.path.join(HERE, "..", "..", "lua", "examples")
+DOMAIN = td.DOMAIN  # example.test
+
+PASS_HEADER = ("; spf=pass smtp.mailfrom=joe@example.test; dkim=pass header.d=example.test header.s=ed;"
+               " dmarc=pass header.from=example.test")
+UNSIGNED = "From: Joe <joe@example.test>\r\nSubject: pay this\r\n\r\nnow\r\n"
+
+
+def ar_fields(message):
+    """The values of the Authentication-Results fields of a message (bytes)."""
+    head = message.split(b"\r\n\r\n", 1)[0].decode()
+    return re.findall(r"(?m)^Authentication-Results: ([^\r\n]*)", head)
+
+
+def script(name="auth_check.lua"):
+    with open(os.path.join(EXAMPLES, name)) as f:
+        return f.read()
+
+
+SIGN_ENV = ("MAILHOOK_DKIM_DOMAIN", "MAILHOOK_DKIM_SELECTOR", "MAILHOOK_DKIM_KEY", "MAILHOOK_DKIM_ALGORITHM",
+            "MAILHOOK_DKIM_NETWORKS")
+
+
+def sign_settings(test):
+    """dkim_sign.lua's settings (the test's Ed25519 key, loopback trusted)
+    in the environment, and the policyd flags that grant them."""
+    values = [DOMAIN, "ed", os.path.join(test.keydir, "ed.pem"), "ed25519-sha256", "127.0.0.0/8"]
+    for name, value in zip(SIGN_ENV, values):
+        os.environ[name] = value
+        test.addCleanup(os.environ.pop, name)
+    args = ["--lua-read-dir", test.keydir]
+    for name in SIGN_ENV:
+        args += ["--lua-env", name]
+    return args
+
+
+class AuthZone(td.DkimTest):
+    def zone(self):
+        zone = super().zone()
+        # Loopback is the only client: it may send for example.test.
+        zone[DOMAIN].append({"type": "TXT", "text": ["v=spf1 ip4:127.0.0.1 -all"]})
+        zone["other.test"] = [{"type": "TXT", "text": ["v=spf1 -all"]}]
+        zone["_dmarc." + DOMAIN] = [{"type": "TXT", "text": ["v=DMARC1; p=reject"]}]
+        return zone
+
+
+class ThroughTheFront(AuthZone):
+    def setUp(self):
+        super().setUp()
+        self.start_both(script(), policyd_args=self.dns_args())
+        self.c = self.client()
+        self.c.cmd("EHLO client.example")
+
+    def spooled_message(self):
+        files = self.spooled()
+        self.assertEqual(len(files), 1)
+        with open(files[0], "rb") as f:
+            data = f.read()
+        os.unlink(files[0])
+        return data.split(b"\r\n\r\n", 1)[1]  # after the spool's envelope block
+
+    def test_a_signed_message_gets_the_header_and_a_forgery_is_rejected(self):
+        signed = self.openssl_ed25519_sign(td.MESSAGE, "relaxed")
+        code, text = self.send(self.c, signed)
+        self.assertEqual(code, 250, text)
+        message = self.spooled_message()
+        self.assertEqual(ar_fields(message), ["mx.test" + PASS_HEADER])
+        # The signature still verifies with OpenDKIM after the header went on top.
+        self.assertEqual(self.opendkim_verify(message), ["%s ed pass no signature error" % DOMAIN])
+
+        # Unsigned, From example.test, MAIL FROM a domain whose SPF fails: p=reject.
+        code, text = self.send(self.c, UNSIGNED, sender="joe@other.test")
+        self.assertEqual(code, 550, text)
+        self.assertIn("5.7.1 Rejected by the DMARC policy of example.test", text)
+        self.assertEqual(self.spooled(), [])
+
+    def test_a_forged_header_under_our_name_is_replaced(self):
+        signed = self.openssl_ed25519_sign(td.MESSAGE, "relaxed")
+        forged = "Authentication-Results: mx.test; dmarc=pass header.from=bank.example\r\n" + signed
+        code, text = self.send(self.c, forged)
+        self.assertEqual(code, 250, text)
+        message = self.spooled_message()
+        self.assertEqual(ar_fields(message), ["mx.test" + PASS_HEADER])
+
+
+class SignsThroughTheFront(AuthZone):
+    def setUp(self):
+        super().setUp()
+        self.start_both(script("dkim_sign.lua"), policyd_args=self.dns_args() + sign_settings(self))
+        self.c = self.client()
+        self.c.cmd("EHLO client.example")
+
+    spooled_message = ThroughTheFront.spooled_message
+
+    def test_mail_for_the_domain_is_signed_and_verifies_other_mail_is_not(self):
+        code, text = self.send(self.c, td.MESSAGE)
+        self.assertEqual(code, 250, text)
+        message = self.spooled_message()
+        self.assertIn(b"\r\nDKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed;", message)
+        self.assertIn(b"d=example.test; s=ed;", message.split(b"\r\n\r\n", 1)[0])
+        self.assertEqual(self.opendkim_verify(message), ["%s ed pass no signature error" % DOMAIN])
+
+        code, text = self.send(self.c, td.MESSAGE, sender="joe@other.test")
+        self.assertEqual(code, 250, text)
+        self.assertNotIn(b"DKIM-Signature", self.spooled_message())
+
+
+class BehindPostfix(AuthZone, td.tm.MilterTest):
+    """The milter shape: Postfix passes the message to policyd's milter and
+    the header goes in through SMFIR_INSHEADER; the sink gets what Postfix
+    delivers."""
+
+    def start(self, script_text, args=()):
+        self.start_milter(script_text, args=self.dns_args() + list(args))
+        self.sink = Sink()
+        self.addCleanup(self.sink.stop)
+        self.smtp_port = free_port()
+        os.chmod(self.dir, 0o711)  # Postfix's daemons (user postfix) must reach their directories
+        self.postfix = td.tm.PrivatePostfix(os.path.join(self.dir, "pf"), self.smtp_port, self.sink.port,
+                                            milter="inet:127.0.0.1:%d" % self.milter_port,
+                                            extra_main_cf=dict(td.tm.snippet_settings(), **{
+                                                "smtpd_milters": "inet:127.0.0.1:%d" % self.milter_port,
+                                                "milter_default_action": "tempfail"}))
+        self.postfix.start()
+
+    def tearDown(self):
+        if getattr(self, "postfix", None):
+            self.postfix.stop()
+        super().tearDown()
+
+    postfix_send = td.BehindPostfix.postfix_send
+
+    def test_the_header_reaches_the_sink_and_a_forgery_is_rejected(self):
+        self.start(script())
+        signed = self.openssl_ed25519_sign(td.MESSAGE, "relaxed")
+        code, text = self.postfix_send(signed)
+        self.assertEqual(code, 250, text)
+        wait_for(lambda: len(self.sink.messages) > 0, timeout=30, what="the message at the sink")
+        data = self.sink.messages[0][2]
+        data = data if isinstance(data, bytes) else data.encode()
+        found = ar_fields(data)
+        self.assertEqual(len(found), 1, data)
+        # The authserv-id is Postfix's own name (milter macro j).
+        self.assertRegex(found[0], r"^[a-z0-9.-]+" + re.escape(PASS_HEADER) + "$")
+
+        code, text = self.postfix_send(UNSIGNED, sender="joe@other.test")
+        self.assertEqual(code, 550, text)
+        self.assertIn("Rejected by the DMARC policy of example.test", text)
+
+    def test_signed_mail_reaches_the_sink_and_verifies(self):
+        self.start(script("dkim_sign.lua"), args=sign_settings(self))
+        code, text = self.postfix_send(td.MESSAGE)
+        self.assertEqual(code, 250, text)
+        wait_for(lambda: len(self.sink.messages) > 0, timeout=30, what="the message at the sink")
+        data = self.sink.messages[0][2]
+        data = data if isinstance(data, bytes) else data.encode()
+        self.assertIn(b"DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed;", data)
+        self.assertIn(b"d=example.test; s=ed;", data)
+        self.assertEqual(self.opendkim_verify(data), ["%s ed pass no signature error" % DOMAIN])
+
+
+if __name__ == "__main__":
+    unittest.main()
