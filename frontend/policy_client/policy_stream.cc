@@ -101,6 +101,7 @@ void PolicyStream::OnDone(const grpc::Status& status) {
   {
     std::lock_guard l(mu_);
     broken_ = true;
+    done_ = true;
     failure_ = describe(status);
   }
   wake();
@@ -135,6 +136,19 @@ asio::awaitable<std::optional<v1::PolicyMessage>> PolicyStream::next(
       if (broken_) co_return std::nullopt;
     }
     if (std::chrono::steady_clock::now() >= deadline) co_return std::nullopt;
+    timer_.expires_at(deadline);
+    asio::error_code ec;
+    co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+}
+
+asio::awaitable<std::string> PolicyStream::settled_failure(std::chrono::steady_clock::time_point deadline) {
+  for (;;) {
+    {
+      std::lock_guard l(mu_);
+      if (done_ || !broken_) co_return failure_;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) co_return failure();
     timer_.expires_at(deadline);
     asio::error_code ec;
     co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));

@@ -38,6 +38,11 @@ class PolicyStream final : public grpc::ClientBidiReactor<v1::FrontMessage, v1::
   // connection refused", "DEADLINE_EXCEEDED: ..."); "" while it runs.
   // Connection thread only; the text is gRPC's, not the client's.
   std::string failure();
+  // failure() once gRPC has said why: a read can fail a moment before
+  // OnDone brings the status. Waits for OnDone at most until `deadline`
+  // (only when the stream broke; a stream that is merely slow has no
+  // status to wait for). Connection thread only.
+  asio::awaitable<std::string> settled_failure(std::chrono::steady_clock::time_point deadline);
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -59,6 +64,7 @@ class PolicyStream final : public grpc::ClientBidiReactor<v1::FrontMessage, v1::
   bool close_pending_ = false;
   bool closed_ = false;
   bool broken_ = false;
+  bool done_ = false;    // OnDone ran
   std::string failure_;  // set in OnDone for a status other than OK
 };
 

@@ -221,8 +221,9 @@ asio::awaitable<bool> Connection::open_policy() {
   policy_down_ = true;
   stream_->close();
   ctx_.metrics.policy_failures.add();
+  const std::string reason = co_await policy_failure_reason();
   log::warning("session={} client={} policy failure at connect (mode={}): {}", id_, client_token(),
-               ctx_.config.policy_failure == PolicyFailure::Tempfail ? "tempfail" : "accept", policy_failure_reason());
+               ctx_.config.policy_failure == PolicyFailure::Tempfail ? "tempfail" : "accept", reason);
   if (ctx_.config.policy_failure == PolicyFailure::Tempfail) {
     queue_reply(replies::kPolicyDownAtConnect);
     log_refusal(nullptr, "accept", "policy_failure", replies::kPolicyDownAtConnect);
@@ -235,11 +236,17 @@ asio::awaitable<bool> Connection::open_policy() {
 
 // "policy daemon HOST:PORT unreachable: connection refused", or no answer
 // within --policy-timeout: what an administrator checks first.
-std::string Connection::policy_failure_reason() {
+asio::awaitable<std::string> Connection::policy_failure_reason() {
   const std::string target = "policy daemon " + log::escape_text(ctx_.config.policyd);
-  const std::string why = stream_ ? stream_->failure() : "";
-  if (!why.empty()) return target + " " + (why.rfind("unreachable", 0) == 0 ? "" : "failed: ") + log::escape_text(why);
-  return target + " gave no answer within --policy-timeout " + std::to_string(ctx_.config.policy_timeout_ms) + "ms";
+  // A refused connection fails the read a moment before gRPC's status
+  // arrives: wait for it briefly, so the line says why.
+  const std::string why =
+      stream_ ? co_await stream_->settled_failure(Clock::now() + std::chrono::seconds(1)) : std::string();
+  if (!why.empty()) {
+    co_return target + " " + (why.rfind("unreachable", 0) == 0 ? "" : "failed: ") + log::escape_text(why);
+  }
+  co_return target + " gave no answer within --policy-timeout " + std::to_string(ctx_.config.policy_timeout_ms) +
+      "ms";
 }
 
 void Connection::notify(SessionEvent event) {
@@ -265,10 +272,10 @@ asio::awaitable<Decision> Connection::ask(SessionEvent event) {
     policy_down_ = true;
     ctx_.metrics.policy_failures.add();
     stream_->close();
+    const std::string reason = m ? "policy daemon " + log::escape_text(ctx_.config.policyd) + " answered out of order"
+                                 : co_await policy_failure_reason();
     log::warning("session={} policy failure at seq {} ({}; mode={}): {}", id_, seq, m ? "out of order" : "down or timeout",
-                 ctx_.config.policy_failure == PolicyFailure::Tempfail ? "tempfail" : "accept",
-                 m ? "policy daemon " + log::escape_text(ctx_.config.policyd) + " answered out of order"
-                   : policy_failure_reason());
+                 ctx_.config.policy_failure == PolicyFailure::Tempfail ? "tempfail" : "accept", reason);
   }
   if (ctx_.config.policy_failure == PolicyFailure::Tempfail) {
     Decision d = Decision::respond(seq, replies::kPolicyDownInSession);

@@ -56,7 +56,7 @@ class Connection {
   asio::awaitable<bool> open_policy();
   asio::awaitable<Decision> ask(SessionEvent event);
   void notify(SessionEvent event);
-  std::string policy_failure_reason();
+  asio::awaitable<std::string> policy_failure_reason();
   Reply choose(const SessionEvent* event, const Decision& d, const Reply& fallback, bool& close);
   bool apply_limits(const Decision& d);
   asio::awaitable<bool> command_loop();
