@@ -240,8 +240,8 @@ asio::awaitable<std::string> Connection::policy_failure_reason() {
   const std::string target = "policy daemon " + log::escape_text(ctx_.config.policyd);
   // A refused connection fails the read a moment before gRPC's status
   // arrives: wait for it briefly, so the line says why.
-  const std::string why =
-      stream_ ? co_await stream_->settled_failure(Clock::now() + std::chrono::seconds(1)) : std::string();
+  std::string why;  // no co_await inside ?: (GCC 12 destroys its temporaries twice there)
+  if (stream_) why = co_await stream_->settled_failure(Clock::now() + std::chrono::seconds(1));
   if (!why.empty()) {
     co_return target + " " + (why.rfind("unreachable", 0) == 0 ? "" : "failed: ") + log::escape_text(why);
   }
@@ -272,8 +272,13 @@ asio::awaitable<Decision> Connection::ask(SessionEvent event) {
     policy_down_ = true;
     ctx_.metrics.policy_failures.add();
     stream_->close();
-    const std::string reason = m ? "policy daemon " + log::escape_text(ctx_.config.policyd) + " answered out of order"
-                                 : co_await policy_failure_reason();
+    // No co_await inside ?: (GCC 12 destroys its temporaries twice there).
+    std::string reason;
+    if (m) {
+      reason = "policy daemon " + log::escape_text(ctx_.config.policyd) + " answered out of order";
+    } else {
+      reason = co_await policy_failure_reason();
+    }
     log::warning("session={} policy failure at seq {} ({}; mode={}): {}", id_, seq, m ? "out of order" : "down or timeout",
                  ctx_.config.policy_failure == PolicyFailure::Tempfail ? "tempfail" : "accept", reason);
   }
