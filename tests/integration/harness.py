@@ -283,6 +283,7 @@ class MailhookTest(unittest.TestCase):
     SCRIPT = ""
     POLICYD_ARGS = []
     FRONT_ARGS = []
+    POLICYD_WORKERS = "1"  # None: policyd's own default (one Lua worker per core)
 
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="mailhook-it-")
@@ -315,8 +316,8 @@ class MailhookTest(unittest.TestCase):
         # (the DNS tests point --dns-server at their own server).
         if "--ptr-lookup" not in extra:
             extra += ["--ptr-lookup", "no"]
-        if "--workers" not in extra:
-            extra += ["--workers", "1"]
+        if "--workers" not in extra and self.POLICYD_WORKERS is not None:
+            extra += ["--workers", self.POLICYD_WORKERS]
         p = Process([POLICYD, "--listen", "127.0.0.1:%d" % self.policyd_port, "--script", path, "--log-stderr",
                      "--temp-dir", os.path.join(self.dir, "tmp")] + extra,
                     os.path.join(self.dir, "policyd-%d.log" % len(self.processes)))

@@ -2,10 +2,15 @@
 through the real front and through a private Postfix calling policyd's
 milter. The zone (SPF, DMARC and the DKIM keys) comes from the test's own
 DNS server (dnsserver.py); messages are signed with the test's Ed25519 key
-by the openssl CLI (test_dkim.DkimTest.openssl_ed25519_sign)."""
+by the openssl CLI (test_dkim.DkimTest.openssl_ed25519_sign).
+ThousandConcurrentChecks is issue 23's load check: 1,000 concurrent
+sessions against a DNS server that answers after 100 ms."""
 
+import asyncio
 import os
 import re
+import resource
+import sys
 import unittest
 
 import test_dkim as td
@@ -171,6 +176,124 @@ class BehindPostfix(AuthZone, td.tm.MilterTest):
         self.assertIn(b"DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed;", data)
         self.assertIn(b"d=example.test; s=ed;", data)
         self.assertEqual(self.opendkim_verify(data), ["%s ed pass no signature error" % DOMAIN])
+
+
+async def signed_session(port, i, data):
+    """One SMTP session sending the signed message; the last line of the
+    reply to its final dot."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def reply():
+        while True:
+            line = (await reader.readline()).decode()
+            if not line or line[3:4] != "-":
+                return line.rstrip("\r\n")
+
+    try:
+        await reply()  # the greeting
+        for cmd in ("EHLO c%d.example" % i, "MAIL FROM:<joe@example.test>", "RCPT TO:<b@example.com>", "DATA"):
+            writer.write((cmd + "\r\n").encode())
+            line = await reply()
+            if line[:1] not in ("2", "3"):
+                return "%s -> %s" % (cmd, line)
+        writer.write(data)
+        return await reply()
+    finally:
+        writer.close()
+
+
+class ThousandConcurrentChecks(AuthZone):
+    """Issue 23: 1,000 concurrent sessions, each checked for SPF, DKIM and
+    DMARC against a DNS server that answers every name of example.test
+    after 100 ms, with no answer cache, on policyd's default worker count:
+    every session is answered and policyd's thread count stays fixed (a
+    slow answer never holds a thread)."""
+
+    SESSIONS = 1000
+    WARM_UP = 20
+    POLICYD_WORKERS = None  # policyd's own default: one Lua worker per core
+
+    def zone(self):
+        zone = super().zone()
+        zone["_behaviour"][DOMAIN] = {"delay_ms": 100}  # SPF, the key and DMARC (parent_names)
+        return zone
+
+    def setUp(self):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = self.SESSIONS + 500  # this process's sockets; the daemons inherit the limit
+        self.assertTrue(hard == resource.RLIM_INFINITY or hard >= want,
+                        "RLIMIT_NOFILE hard limit %d is below the %d this test needs" % (hard, want))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        super().setUp()
+
+    def threads(self):
+        with open("/proc/%d/status" % self.policyd.proc.pid) as f:
+            return int(re.search(r"^Threads:\s+(\d+)", f.read(), re.M).group(1))
+
+    def thread_names(self):
+        """policyd's threads by name (for the failure message)."""
+        names = {}
+        task = "/proc/%d/task" % self.policyd.proc.pid
+        for tid in os.listdir(task):
+            try:
+                with open(os.path.join(task, tid, "comm")) as f:
+                    name = f.read().strip()
+            except OSError:
+                continue  # ended meanwhile
+            names[name] = names.get(name, 0) + 1
+        return names
+
+    def round(self, count, data):
+        """`count` concurrent sessions; checks every reply, the spooled
+        headers and the queries the DNS server saw."""
+        self.dns.clear_queries()
+
+        async def all_sessions():
+            return await asyncio.gather(*(signed_session(self.front_port, i, data) for i in range(count)))
+
+        replies = asyncio.run(asyncio.wait_for(all_sessions(), 180))
+        bad = [r for r in replies if not r.startswith("250 ")]
+        self.assertEqual(bad, [], "%d of %d sessions not accepted" % (len(bad), count))
+        files = self.spooled()
+        self.assertEqual(len(files), count)
+        for path in files:
+            with open(path, "rb") as f:
+                self.assertEqual(ar_fields(f.read().split(b"\r\n\r\n", 1)[1]), ["mx.test" + PASS_HEADER], path)
+            os.unlink(path)
+        # No cache: every session's SPF, key and DMARC lookup waited on the
+        # server. A burst of answers may overflow policyd's socket buffer;
+        # c-ares then asks again (at most 3 tries per query).
+        asked = {}
+        for name, qtype, _ in self.dns.queries:
+            if qtype == 16:
+                asked[name] = asked.get(name, 0) + 1
+        print("TXT queries the server saw for %d sessions: %s" % (count, asked), file=sys.stderr)
+        self.assertEqual(sorted(asked), sorted([DOMAIN, "ed._domainkey." + DOMAIN, "_dmarc." + DOMAIN]))
+        for name, n in asked.items():
+            self.assertTrue(count <= n <= 3 * count, "%d queries for %s, %d sessions" % (n, name, count))
+
+    def test_1000_sessions_check_spf_dkim_and_dmarc_against_a_slow_server_on_fixed_threads(self):
+        limit = str(self.SESSIONS + 100)
+        self.start_both(script(), policyd_args=["--dns-server", "127.0.0.1:%d" % self.dns.port,
+                                                "--dns-timeout", "20000", "--dns-cache-entries", "0"],
+                        front_args=["--max-connections", limit, "--max-connections-per-ip", limit,
+                                    "--policy-timeout", "120000"])
+        self.assertIn("with %d worker(s)" % (os.cpu_count() or 1), self.policyd.output())
+        signed = self.openssl_ed25519_sign(td.MESSAGE, "relaxed")  # once: every session sends it
+        data = (signed.replace("\r\n.", "\r\n..") + ".\r\n").encode()
+        counts = [self.threads()]
+        self.round(self.WARM_UP, data)  # may start gRPC's own threads
+        counts.append(self.threads())
+        warm = self.thread_names()
+        self.round(self.SESSIONS, data)
+        counts.append(self.threads())
+        after = self.thread_names()
+        print("policyd threads: start=%d after %d sessions=%d after %d sessions=%d; %s -> %s"
+              % (counts[0], self.WARM_UP, counts[1], self.SESSIONS, counts[2], warm, after), file=sys.stderr)
+        self.assertLessEqual(counts[2], counts[1] + 2,
+                             "policyd threads grew with the sessions: %s; %s -> %s" % (counts, warm, after))
+        self.assertTrue(self.policyd.alive() and self.front.alive())
 
 
 if __name__ == "__main__":
