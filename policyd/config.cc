@@ -221,6 +221,11 @@ void build_table(CLI::App& app, daemon::Options& opts, PolicyConfig& c, std::str
                  "seed APIs say) or tempfail (451 4.3.0 for that event: fail closed)")
       ->check(CLI::IsMember({"default", "tempfail"}))
       ->capture_default_str();
+  opts.not_a_setting(app.add_flag("--test-clock-stdin", c.test_clock_stdin,
+                                  "tests only: the scripts' clock (os.time, spf/dkim's now) is set by lines on "
+                                  "standard input, \"set SECONDS\" or \"advance SECONDS\" (tools/case-replay; "
+                                  "docs/policy-tests.md); policyd's own timers keep the real clock")
+                         ->configurable(false));
 }
 
 // What CLI11's table cannot say: options that go together, and derived

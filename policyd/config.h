@@ -43,6 +43,7 @@ struct PolicyConfig {
   std::size_t milter_max_macro_bytes = 256u << 10;
   bool check = false;
   std::vector<std::string> test;  // --test case files
+  bool test_clock_stdin = false;  // --test-clock-stdin: the scripts' clock from stdin (tools/case-replay)
   bool shadow = false;
   int max_connection_age_s = 300;
   std::vector<std::string> shadow_scripts;

@@ -26,6 +26,8 @@
 #include "policyd/milter/milter_adapter.h"
 #include "policyd/server/policy_server.h"
 #include "policyd/testing/case_runner.h"
+#include "policyd/testing/clock_input.h"
+#include "policyd/lua_runtime/script_clock.h"
 
 #include <iostream>
 
@@ -101,6 +103,12 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   if (!prepare_spool_dir(rc)) return 1;
+  if (config.test_clock_stdin) {
+    // tools/case-replay moves the scripts' clock as a case file's `clock:`
+    // and `advance:` do under --test; only whoever holds our stdin can.
+    rc.clock = std::make_shared<mp::ScriptClock>();
+    mp::testing::follow_clock_input(rc.clock);
+  }
   mailhook::telemetry::Registry registry;
   rc.registry = &registry;
   std::string error;
