@@ -10,11 +10,16 @@ the test. A case file added to the tree fails it until listed below."""
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 import unittest
 
-from harness import FRONT, POLICYD
+import case_replay
+from harness import FRONT, POLICYD, free_port, wait_for
+from test_security_milter import MilterClient, connect_data, packet
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -102,6 +107,86 @@ class CaseShapes(unittest.TestCase):
         for f in files:
             got = {s: {k: sorted(v) for k, v in r.items()} for s, r in na.get(f, {}).items()}
             self.assertEqual(got, EXPECTED_NA[f], "the n/a lines of " + f)
+
+
+# The scripts' clock of a policyd started with --test-clock-stdin, read
+# back through the milter (a 5xx carries the script's text there).
+CLOCK_SCRIPT = r'''
+function hook.helo(name)
+  return "550 5.7.1 now=" .. os.time() .. "\r\n"
+end
+'''
+
+
+class ClockStdin(unittest.TestCase):
+    def start(self, *flags):
+        self.dir = tempfile.mkdtemp(prefix="mailhook-clock-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        script = os.path.join(self.dir, "clock.lua")
+        with open(script, "w") as f:
+            f.write(CLOCK_SCRIPT)
+        self.port = free_port()
+        self.p = case_replay.StdinProcess([POLICYD, "--listen", "127.0.0.1:%d" % free_port(), "--script", script,
+                                           "--workers", "1", "--log-stderr", "--ptr-lookup", "no", "--temp-dir",
+                                           os.path.join(self.dir, "tmp"), "--milter",
+                                           "inet:%d@127.0.0.1" % self.port] + list(flags),
+                                          os.path.join(self.dir, "policyd.log"))
+        self.addCleanup(self.p.stop)
+        wait_for(lambda: "milter listening on" in self.p.output() or not self.p.alive(), what="policyd")
+        self.assertTrue(self.p.alive(), self.p.output())
+
+    def line(self, text):
+        self.p.proc.stdin.write(text.encode() + b"\n")
+        self.p.proc.stdin.flush()
+
+    def awaits(self, text, count=1):
+        wait_for(lambda: self.p.output().count(text) >= count, what=text)
+
+    def now(self):
+        m = MilterClient(("127.0.0.1", self.port))
+        self.addCleanup(m.close)
+        m.negotiate()
+        m.send(packet(b"C", connect_data()))
+        letter, data = m.command(packet(b"H", b"c.example\0"))
+        self.assertEqual(letter, b"y", data)
+        return int(data.split(b"now=")[1].split(b"\0")[0])
+
+    def test_set_and_advance_move_the_scripts_clock_and_bad_lines_are_refused(self):
+        self.start("--test-clock-stdin")
+        self.assertIn("test clock: the scripts' clock follows standard input", self.p.output())
+        self.line("advance 5")  # before any set
+        self.awaits('needs a "set" first')
+        for bad in ("set x", "set -1", "jump 5", "set 5 6"):
+            self.line(bad)
+        self.awaits("ignored: expected", 3)
+        self.awaits("set: a time before 1970")
+        self.line("set " + "9" * 80)  # over the 64-byte line bound
+        self.awaits("a line over 64 bytes ignored")
+        self.assertAlmostEqual(self.now(), time.time(), delta=60)  # nothing took: the system clock
+        self.line("set 1796119200")
+        self.awaits("scripts now see 2026-12-01T10:00:00Z (1796119200)")
+        self.assertEqual(self.now(), 1796119200)
+        self.line("advance 0")
+        self.line("advance 316224001")  # ten years (of 366 days) and a second
+        self.awaits("a positive number of seconds up to ten years", 2)
+        self.line("advance 316224000")
+        self.awaits("(2112343200)")
+        self.assertEqual(self.now(), 1796119200 + 316224000)
+
+    def test_without_the_flag_stdin_is_not_read(self):
+        self.start()
+        self.line("set 1796119200")
+        self.assertAlmostEqual(self.now(), time.time(), delta=60)
+        self.assertNotIn("test clock", self.p.output())
+
+    def test_the_flag_cannot_come_from_a_config_file(self):
+        conf = os.path.join(tempfile.mkdtemp(prefix="mailhook-clock-"), "policyd.conf")
+        self.addCleanup(shutil.rmtree, os.path.dirname(conf), True)
+        with open(conf, "w") as f:
+            f.write("test-clock-stdin = true\n")
+        r = subprocess.run([POLICYD, "--config", conf, "--check"], capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("test-clock-stdin", r.stdout + r.stderr)
 
 
 EXPECTED_NA.update({
