@@ -26,6 +26,8 @@ shapes agree, 1 otherwise, 2 on a malformed file or a failed start."""
 import argparse
 import base64
 import calendar
+import difflib
+import ipaddress
 import json
 import os
 import re
@@ -354,7 +356,6 @@ def zone_of(case, for_front=False):
 
 
 def reverse_name(address):
-    import ipaddress
     return ipaddress.ip_address(address).reverse_pointer
 
 
@@ -554,7 +555,6 @@ def spooled_changes(spool, before, message, sender, rcpts, log):
     orig = header_fields(orig_head)
     if body != orig_body:
         changes.append("replace_body")
-    import difflib
     sm = difflib.SequenceMatcher(a=orig, b=got, autojunk=False)
     added = []  # positions in `got` of new fields
     for op, i1, i2, j1, j2 in sm.get_opcodes():
@@ -690,8 +690,10 @@ def envelope_address(arg, prefix):
 
 
 class MilterSession:
-    def __init__(self, case, d, out):
-        self.c, self.d, self.out = case, d, out
+    """One SMTP session as the MTA plays it to policyd's milter socket."""
+
+    def __init__(self, case, d):
+        self.c, self.d = case, d
         self.m = MilterClient(("127.0.0.1", d.milter_port), timeout=30)
         self.closed = False
         self.helo = False
@@ -932,7 +934,7 @@ def run_milter_shape(cf, flags, work, known=None):
 
 
 def replay_milter_case(c, d, out):
-    ms = MilterSession(c, d, out)
+    ms = MilterSession(c, d)
     try:
         last = ms.connect()
         have = True
@@ -964,8 +966,9 @@ def replay_milter_case(c, d, out):
                     out.put(s.line, "fail", "the connection was closed before it" if ms.closed else
                             "after 354 the case needs a message: line")
                     continue
-                nxt = next((t.text for t in steps[i + 1:] if t.kind in ("expect", "send")), None)
-                r = ms.command(s.text, nxt if nxt is not None and not nxt[:1].isalpha() else nxt)
+                # The expect answering this command, if any (an AUTH's 235).
+                nxt = next((t for t in steps[i + 1:] if t.kind in ("expect", "send", "message")), None)
+                r = ms.command(s.text, nxt.text if nxt is not None and nxt.kind == "expect" else None)
                 if isinstance(r, str):
                     na_reason = r
                     out.put(s.line, "n/a", r)
