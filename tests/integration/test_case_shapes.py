@@ -17,8 +17,8 @@ import tempfile
 import time
 import unittest
 
-import case_replay
 from harness import FRONT, POLICYD, free_port, wait_for
+from replay_daemons import StdinProcess
 from test_security_milter import MilterClient, connect_data, packet
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -126,11 +126,10 @@ class ClockStdin(unittest.TestCase):
         with open(script, "w") as f:
             f.write(CLOCK_SCRIPT)
         self.port = free_port()
-        self.p = case_replay.StdinProcess([POLICYD, "--listen", "127.0.0.1:%d" % free_port(), "--script", script,
-                                           "--workers", "1", "--log-stderr", "--ptr-lookup", "no", "--temp-dir",
-                                           os.path.join(self.dir, "tmp"), "--milter",
-                                           "inet:%d@127.0.0.1" % self.port] + list(flags),
-                                          os.path.join(self.dir, "policyd.log"))
+        self.p = StdinProcess([POLICYD, "--listen", "127.0.0.1:%d" % free_port(), "--script", script,
+                              "--workers", "1", "--log-stderr", "--ptr-lookup", "no", "--temp-dir",
+                              os.path.join(self.dir, "tmp"), "--milter", "inet:%d@127.0.0.1" % self.port] + list(flags),
+                             os.path.join(self.dir, "policyd.log"))
         self.addCleanup(self.p.stop)
         wait_for(lambda: "milter listening on" in self.p.output() or not self.p.alive(), what="policyd")
         self.assertTrue(self.p.alive(), self.p.output())
