@@ -14,12 +14,14 @@
 
 Every check line (connect, expect, expect-line, change, changes) gets a
 verdict per shape: pass, fail, n/a (the shape cannot express it, with the
-reason) or unreached (an earlier line of its case failed); n/a lines are
-listed and counted, never dropped. It must never touch anything but
-loopback, and stops every process it starts by PID.
+reason), unreached (an earlier line of its case failed) or missing (this
+replayer read the file otherwise than --test); n/a lines are listed and
+counted, never dropped. It must never touch anything but loopback, and
+stops every process it starts by PID. The pieces: replay_cases.py (files,
+replies, verdicts), replay_daemons.py, replay_front.py, replay_milter.py.
 
   tools/case-replay FILE.case... [--shape test|front|milter|all] [--json]
-                    [-- POLICYD_FLAGS...]
+                    [--policyd-flag=FLAG]... [--known FILE:LINE:SHAPE=REASON]...
 Exit status: 0 when every shape passed every line it can express and the
 shapes agree, 1 otherwise, 2 on a malformed file or a failed start."""
 
