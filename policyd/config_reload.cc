@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "mailcore/telemetry/log.h"
+#include "policyd/lua_api/modules.h"
 
 namespace mailhook::policyd {
 namespace {
@@ -55,6 +56,7 @@ std::vector<std::string> restart_only_changes(const PolicyConfig& a, const Polic
 
 RuntimeConfig runtime_config_of(const PolicyConfig& c) {
   RuntimeConfig r;
+  r.modules = lua_modules();
   for (const auto& s : c.scripts) r.scripts.emplace_back(s);
   r.workers = c.workers;
   r.dialect = c.dialect;

@@ -97,7 +97,7 @@ struct SessionLimits {
 
 enum class Shape : std::uint8_t {
   Front,   // mailhook-front speaks SMTP
-  Milter,  // an MTA speaks SMTP and calls us through libmilter
+  Milter,  // an MTA speaks SMTP and calls us over the milter protocol (policyd/milter)
 };
 
 // The connect event: the first thing a policy hears of a session.

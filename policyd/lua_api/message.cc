@@ -75,8 +75,8 @@ int address_change(lua_State* L) {
 }
 
 // message.add_rcpt(addr [, esmtp_args]): "NOTIFY=NEVER ORCPT=rfc822;a@b"
-// goes to the smart host or spool with the recipient (smfi_addrcpt_par
-// behind a milter).
+// goes to the smart host or spool with the recipient (behind a milter,
+// SMFIR_ADDRCPT_PAR from our own milter engine, policyd/milter).
 int add_rcpt(lua_State* L) {
   auto& s = require_eom(L, "add_rcpt");
   std::string addr = luaL_checkstring(L, 1);

@@ -4,7 +4,8 @@
 // table in the registry, so one worker's sessions never see each other's
 // notes. The runtime drops `transaction` when client.id_trans changes
 // (RSET, HELO/EHLO, end of message) and both when the session ends
-// (session_events.cc); scripts never clean up. Never keeps lua_State*.
+// (session_events.cc, with drop_*_notes of lua_runtime/context.h, which
+// owns the refs); scripts never clean up. Never keeps lua_State*.
 #include <string_view>
 
 #include "policyd/lua_api/modules.h"
@@ -88,19 +89,6 @@ void open_proxy(lua_State* L, const char* global, bool transaction) {
 void open_notes(lua_State* L) {
   open_proxy(L, "session", false);
   open_proxy(L, "transaction", true);
-}
-
-void drop_transaction_notes(SessionContext& s) {
-  if (s.transaction_notes == LUA_NOREF || s.generation == nullptr || s.generation->L == nullptr) return;
-  luaL_unref(s.generation->L, LUA_REGISTRYINDEX, s.transaction_notes);
-  s.transaction_notes = LUA_NOREF;
-}
-
-void drop_session_notes(SessionContext& s) {
-  drop_transaction_notes(s);
-  if (s.session_notes == LUA_NOREF || s.generation == nullptr || s.generation->L == nullptr) return;
-  luaL_unref(s.generation->L, LUA_REGISTRYINDEX, s.session_notes);
-  s.session_notes = LUA_NOREF;
 }
 
 }  // namespace mailhook::policyd

@@ -3,8 +3,8 @@
 // stops when the hook runs out of time (finding 8(d) of issue 19: stock
 // Lua matches in C, where the count hook of --hook-timeout never fires).
 // install_patterns never copies the watch: it must outlive the state.
-// Knows nothing of policyd's runtime; lua_runtime/pattern_deadline.h
-// gives it the hook deadline.
+// Knows nothing of policyd's runtime; pattern_deadline.cc gives it the
+// hook deadline.
 #pragma once
 
 #include <lua.hpp>

@@ -1,4 +1,5 @@
-// Generation lifetime, the capped allocator and phase names.
+// Generation lifetime, the capped allocator, phase names and the end of
+// the script notes a session holds.
 #include "policyd/lua_runtime/context.h"
 
 #include <cstdlib>
@@ -37,6 +38,19 @@ SessionContext* current_session(lua_State* L) { return generation_of(L).current;
 std::int64_t script_now(lua_State* L) {
   const Generation& g = generation_of(L);
   return g.clock ? g.clock->now() : static_cast<std::int64_t>(std::time(nullptr));
+}
+
+void drop_transaction_notes(SessionContext& s) {
+  if (s.transaction_notes == LUA_NOREF || s.generation == nullptr || s.generation->L == nullptr) return;
+  luaL_unref(s.generation->L, LUA_REGISTRYINDEX, s.transaction_notes);
+  s.transaction_notes = LUA_NOREF;
+}
+
+void drop_session_notes(SessionContext& s) {
+  drop_transaction_notes(s);
+  if (s.session_notes == LUA_NOREF || s.generation == nullptr || s.generation->L == nullptr) return;
+  luaL_unref(s.generation->L, LUA_REGISTRYINDEX, s.session_notes);
+  s.session_notes = LUA_NOREF;
 }
 
 std::string_view hook_name(HookPhase phase) {

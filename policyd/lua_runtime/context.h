@@ -161,6 +161,12 @@ struct SessionContext {
   std::optional<std::pair<HookPhase, std::size_t>> overrun_by;
 };
 
+// The script's `session` / `transaction` tables (lua_api/notes.cc) are
+// freed by the runtime: the transaction's when client.id_trans changes,
+// both when the session ends.
+void drop_transaction_notes(SessionContext& s);
+void drop_session_notes(SessionContext& s);
+
 // The generation of a state (any of its threads).
 Generation& generation_of(lua_State* L);
 // The session whose hook runs now, or nullptr at load time.

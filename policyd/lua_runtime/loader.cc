@@ -1,5 +1,6 @@
-// Script loading: one environment per script, capabilities from the hook
-// tables the scripts filled in.
+// Script loading: the modules the runtime was given, one environment per
+// script, capabilities from the hook tables the scripts filled in.
+// Names no Lua module itself (RuntimeConfig::modules).
 #include "policyd/lua_runtime/loader.h"
 
 #include <cstdlib>
@@ -8,10 +9,8 @@
 
 #include "policyd/dialects/dialects.h"
 
-#include "policyd/lua_api/modules.h"
 #include "policyd/lua_runtime/file_grant.h"
 #include "policyd/lua_runtime/hook_runner.h"
-#include "policyd/lua_runtime/pattern_deadline.h"
 
 namespace mailhook::policyd {
 namespace {
@@ -80,6 +79,19 @@ void grant_qpsmtpd_config(Generation& g, const std::string& script) {
   const std::filesystem::path parent = std::filesystem::path(script).parent_path();
   grant_read_dir(g, ((parent.empty() ? std::filesystem::path(".") : parent) / "config").string());
   if (const char* dir = std::getenv("QPSMTPD_CONFIG")) grant_read_dir(g, dir);
+}
+
+// A script's environment: its own `hook` table, so chained scripts each
+// define hook.rcpt without clobbering another's; every other read falls
+// back to the shared globals.
+void push_script_env(lua_State* L) {
+  lua_newtable(L);                     // env
+  lua_newtable(L);
+  lua_setfield(L, -2, "hook");         // env.hook = {}
+  lua_newtable(L);                     // metatable
+  lua_pushglobaltable(L);
+  lua_setfield(L, -2, "__index");      // reads fall back to _G
+  lua_setmetatable(L, -2);
 }
 
 int traceback(lua_State* L) {
@@ -193,6 +205,10 @@ bool grant_dirs(const RuntimeConfig& config, Generation& g, std::string& error) 
 }  // namespace
 
 std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::string& error) {
+  if (config.modules.empty()) {
+    error = "bug: no Lua modules given to the runtime (RuntimeConfig::modules: lua_api/modules.h's lua_modules())";
+    return nullptr;
+  }
   auto g = std::make_shared<Generation>();
   g->allocator.cap = config.lua_memory_bytes;
   g->hook_timeout = config.hook_timeout;
@@ -216,21 +232,7 @@ std::shared_ptr<Generation> load_generation(const RuntimeConfig& config, std::st
   *static_cast<Generation**>(lua_getextraspace(g->L)) = g.get();
   luaL_openlibs(g->L);
   apply_sandbox(g->L);
-  open_patterns(g->L);  // string.find & co. that --hook-timeout can stop
-  open_client(g->L);
-  open_smtpe(g->L);
-  open_net(g->L);
-  open_syslog(g->L);
-  open_message(g->L);
-  open_dns(g->L);
-  open_control(g->L);
-  open_mime(g->L);
-  open_kv(g->L);
-  open_dmarc(g->L);
-  open_notes(g->L);
-  open_map(g->L);
-  open_spf(g->L);
-  open_dkim(g->L);
+  for (const LuaModule& module : config.modules) module.open(g->L);
   // From here Lua code runs: all of it, and every coroutine it makes,
   // under --load-timeout.
   arm_load_deadline(*g);

@@ -12,7 +12,6 @@
 #include <system_error>
 
 #include "mailcore/telemetry/log.h"
-#include "policyd/lua_api/modules.h"
 #include "policyd/lua_runtime/hook_runner.h"
 #include "policyd/lua_runtime/refusal_log.h"
 #include "policyd/lua_runtime/runtime_metrics.h"

@@ -4,10 +4,12 @@ the milter carries it (miltertest)."""
 
 import os
 import socket
+import struct
 import subprocess
 import unittest
 
 from harness import MailhookTest, SmtpClient, free_port, wait_for
+from test_milter_oracle import NR_OF, PLAIN_PROTOCOL, optneg, packet
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT_PATH = os.path.join(HERE, "dialects", "smtpf_policy.lua")
@@ -157,14 +159,116 @@ class SmtpfExample(MailhookTest):
             self.assertIn(b"X-Relay-Checked: smtpf script on mx.test\r\n", f.read())
 
 
+class MilterPeer:
+    """The MTA's side of one milter connection, over loopback: each step
+    returns policyd's answer as (letter, data) packets up to the final one
+    (continue, reject, tempfail, reply code, accept or discard); the steps
+    negotiated to need no reply return []."""
+    FINAL = set(b"cartyd")
+
+    def __init__(self, port, ip):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buf = b""
+        self.sock.sendall(optneg(protocol=PLAIN_PROTOCOL))
+        letter, data = self.read()
+        assert letter == b"O", (letter, data)
+        self.protocol = struct.unpack(">III", data[:12])[2]
+        self.connect = self.step(b"C", b"client.example\0" + b"4" + struct.pack(">H", 4000) + ip.encode() + b"\0")
+
+    def read(self):
+        while len(self.buf) < 4 or len(self.buf) < 4 + struct.unpack(">I", self.buf[:4])[0]:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("policyd closed the milter connection")
+            self.buf += chunk
+        n = struct.unpack(">I", self.buf[:4])[0]
+        letter, data, self.buf = self.buf[4:5], self.buf[5:4 + n], self.buf[4 + n:]
+        return letter, data
+
+    def step(self, letter, data=b""):
+        self.sock.sendall(packet(letter, data))
+        if self.protocol & NR_OF.get(letter, 0):
+            return []
+        answer = []
+        while not answer or answer[-1][0][0] not in self.FINAL:
+            got = self.read()
+            if got[0] != b"p":  # SMFIR_PROGRESS: still working, not an answer
+                answer.append(got)
+        return answer
+
+    def message(self, headers, body):
+        for name, value in headers:
+            self.step(b"L", name + b"\0" + value + b"\0")
+        self.step(b"N")
+        self.step(b"B", body)
+        return self.step(b"E")
+
+    def close(self):
+        self.sock.close()
+
+
+def refusal(text):
+    """A SMFIR_REPLYCODE answer carrying `text`."""
+    return [(b"y", text.encode() + b"\0")]
+
+
+CONTINUE = [(b"c", b"")]
+
+
 class SmtpfMilter(MailhookTest):
-    def test_the_same_script_through_miltertest(self):
-        port = free_port()
-        self.start_policyd(read(SCRIPT_PATH), args=["--milter", "inet:%d@127.0.0.1" % port])
+    def start_milter(self):
+        self.port = free_port()
+        self.start_policyd(read(SCRIPT_PATH), args=["--milter", "inet:%d@127.0.0.1" % self.port])
         wait_for(lambda: "milter listening on" in self.policyd.output(), what="milter listening")
+
+    def peer(self, ip):
+        p = MilterPeer(self.port, ip)
+        self.addCleanup(p.close)
+        return p
+
+    def test_the_same_script_through_miltertest(self):
+        # miltertest (the MTA side from OpenDKIM): the reply kinds, and the
+        # texts it can see (end of message).
+        self.start_milter()
         r = subprocess.run(["miltertest", "-s", os.path.join(HERE, "dialects", "smtpf.mt.lua")], capture_output=True,
-                           timeout=60, env=dict(os.environ, PORT=str(port)))
+                           timeout=60, env=dict(os.environ, PORT=str(self.port)))
         self.assertEqual(r.returncode, 0, r.stdout.decode() + r.stderr.decode() + self.policyd.output()[-3000:])
+
+    def test_each_call_back_reaches_the_mta_with_its_code_text_and_effect(self):
+        # The exact SMFIR_REPLYCODE of every refusal (miltertest shows only
+        # that there was one), and what each answer did to the session.
+        self.start_milter()
+        refused = self.peer("127.0.0.2")
+        self.assertEqual(refused.connect, [(b"r", b"")])  # no text at connect: the MTA's own reply
+        wait_for(lambda: "no service for 127.0.0.2" in self.policyd.output(), what="the connect refusal logged")
+
+        p = self.peer("192.0.2.1")
+        self.assertEqual(p.connect, CONTINUE)
+        self.assertEqual(p.step(b"H", b"bad.example\0"), refusal("550 5.7.1 bad helo bad.example"))
+        self.assertEqual(p.step(b"H", b"good.example\0"), CONTINUE)
+        self.assertEqual(p.step(b"M", b"<temp@example.com>\0"), refusal("451 4.7.1 greylisted, come back"))
+        self.assertEqual(p.step(b"M", b"<nodata@example.com>\0SIZE=10\0"), CONTINUE)
+        self.assertEqual(p.step(b"R", b"<no@example.com>\0"), refusal("551 5.1.1 no no@example.com"))
+        self.assertEqual(p.step(b"R", b"<yes@example.com>\0"), CONTINUE)
+        # The refused MAIL left no trace: do_data sees the sender that was
+        # taken (smtp.tran.sender), and refuses by it.
+        self.assertEqual(p.step(b"T"), refusal("554 5.7.1 no data from you"))
+
+        # Content: do_headers counts the headers the MTA passed, do_dot
+        # reads the body from the message file; a clean message continues
+        # with no change asked for.
+        for headers, body, answer in (
+                ([(b"Subject", b"a"), (b"X-Spam", b"yes")], b"hi\r\n", refusal("550 5.7.1 spam header (2 headers)")),
+                ([(b"Subject", b"b")], b"REFUSE this\r\n", refusal("550 5.7.1 refused at dot")),
+                ([(b"Subject", b"c")], b"fine\r\n", CONTINUE)):
+            self.assertEqual(p.step(b"H", b"good.example\0"), CONTINUE)
+            self.assertEqual(p.step(b"M", b"<a@example.com>\0"), CONTINUE)
+            self.assertEqual(p.step(b"R", b"<yes@example.com>\0"), CONTINUE)
+            self.assertEqual(p.step(b"T"), CONTINUE)
+            self.assertEqual(p.message(headers, body), answer)
+        # QUIT ends the session: smtp.close() runs.
+        p.sock.sendall(packet(b"Q"))
+        wait_for(lambda: "smtpf close for" in self.policyd.output(), what="smtp.close() ran")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <mutex>
 
+#include "policyd/lua_api/modules.h"
 #include "policyd/lua_runtime/runtime.h"
 #include "policyd/testing/recording_observer.h"
 
@@ -31,6 +32,7 @@ class RuntimeTest : public ::testing::Test {
     char templ[] = "/tmp/mailhook-policyd-test.XXXXXX";
     dir_ = mkdtemp(templ);
     config_.workers = 1;
+    config_.modules = lua_modules();
     config_.spool_dir = dir_ / "spool";
     std::filesystem::create_directories(config_.spool_dir);
   }

@@ -124,6 +124,27 @@ TEST_F(RuntimeTest, CreateFailsOnAMissingScriptOrARuntimeErrorAtLoad) {
   EXPECT_NE(error.find("boom.lua:2:"), std::string::npos) << error;
 }
 
+// The runtime opens exactly the modules it is given (lua_api's list,
+// lua_modules()), in order, and names none of its own.
+TEST_F(RuntimeTest, EveryModuleOfTheListInstallsItsGlobalBeforeTheScriptsLoad) {
+  std::string script = "local missing = {}\n";
+  for (const LuaModule& m : lua_modules()) {
+    script += "if type(" + std::string(m.name) + ") ~= 'table' then missing[#missing + 1] = '" + std::string(m.name) + "' end\n";
+  }
+  script += "assert(#missing == 0, 'missing: ' .. table.concat(missing, ','))\nassert(type(transaction) == 'table')\n";
+  config_.scripts = {write_script("modules.lua", script)};
+  EXPECT_EQ(Runtime::check(config_), "");
+  EXPECT_GE(lua_modules().size(), 15u);
+}
+
+TEST_F(RuntimeTest, ARuntimeGivenNoModulesRefusesToLoadAndSaysWhy) {
+  config_.modules = {};
+  config_.scripts = {write_script("policy.lua", "function hook.rcpt(r) end")};
+  std::string error;
+  EXPECT_FALSE(Runtime::create(config_, error));
+  EXPECT_NE(error.find("no Lua modules given to the runtime"), std::string::npos) << error;
+}
+
 TEST_F(RuntimeTest, ReloadChangesNewSessionsAndABrokenReloadKeepsTheOldCode) {
   auto path = write_script("policy.lua", R"(function hook.noop() return "250 old\r\n" end)");
   start({path});

@@ -1,11 +1,13 @@
-// The one PatternWatch policyd gives the pattern functions: the deadline
-// of the hook that runs on the matching thread (hook_runner.cc's count
-// hook and this must agree: same deadline, same error, same escalation).
-// It must never stop a match where the count hook would not stop Lua code.
-#include "policyd/lua_runtime/pattern_deadline.h"
-
+// open_patterns: the watched string.find & co. (patterns.h) with the one
+// PatternWatch policyd gives them, the deadline of the hook that runs on
+// the matching thread (lua_runtime/hook_runner.cc's count hook and this
+// must agree: same deadline, same error, same escalation), so a match
+// over client data stops where the hook would get its 451 4.3.0. It must
+// never stop a match where the count hook would not stop Lua code; where
+// no deadline hook is set, nothing stops a match.
 #include <chrono>
 
+#include "policyd/lua_api/modules.h"
 #include "policyd/lua_api/patterns.h"
 #include "policyd/lua_runtime/context.h"
 
