@@ -1,7 +1,8 @@
 // The Connection behind serve_connection(): one SMTP session as a C++20
-// coroutine. Its methods live in connection.cc (socket I/O, the command
-// loop), connection_policy.cc (the policy conversation: open, ask, the
-// decision rules), connection_message.cc (DATA and delivery) and, for
+// coroutine. Its methods live in connection.cc (the command loop, start
+// and end), connection_io.cc (socket reads, waits, writes),
+// connection_policy.cc (the policy session's opening, the checks around
+// a decision), connection_message.cc (DATA and delivery) and, for
 // STARTTLS, AUTH and XCLIENT, connection_extensions.cc. Private to
 // frontend/server; knows no Lua and no gRPC; never blocks its I/O thread.
 #pragma once

@@ -1,6 +1,7 @@
 // Running case files: each case is one SMTP session through the Runtime,
-// with the SessionMachine deciding sequencing and default replies exactly
-// as the front does (case_file.cc reads the files).
+// with the SessionMachine deciding sequencing and default replies, and the
+// front's own decision rules (mailcore/session/reply_rules.h) choosing
+// each reply (case_file.cc reads the files).
 #include "policyd/testing/case_runner.h"
 
 #include <condition_variable>
