@@ -189,9 +189,10 @@ TEST_F(FrontWithFakePolicy, DeadlinePassingGivesTheFailurePath) {
   EXPECT_EQ(metrics_.policy_failures.value(), 1u);
   std::lock_guard l(script_->mu);
   // Each ask got --policy-timeout from its own start, no more.
+  ASSERT_FALSE(script_->ask_budgets.empty());
   for (const auto budget : script_->ask_budgets) {
     EXPECT_LE(budget.count(), 150);
-    EXPECT_GT(budget.count(), 100);
+    EXPECT_GT(budget.count(), 0);
   }
 }
 
