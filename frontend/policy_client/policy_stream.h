@@ -1,7 +1,8 @@
-// PolicyStream: the gRPC stream of one SMTP session (callback API). The
-// connection coroutine sends events and awaits answers; gRPC threads only
-// queue what arrives and wake the coroutine through its executor. Never
-// blocks a gRPC thread; one write in flight; lifetime ends in OnDone.
+// PolicyStream: the gRPC stream of one SMTP session (callback API), used
+// only by GrpcPolicySession. The connection's coroutine sends events and
+// awaits answers through it; gRPC threads only queue what arrives and
+// wake the coroutine through its executor. Never blocks a gRPC thread;
+// one write in flight; lifetime ends in OnDone.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
