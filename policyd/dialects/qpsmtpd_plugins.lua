@@ -26,9 +26,9 @@ local function write_log(level, plugin_name, hook, text)
 end
 
 local function log_message(level, plugin_name, ...)
-  local parts = {}
-  for i = 1, select("#", ...) do parts[#parts + 1] = tostring((select(i, ...))) end
-  local text = table.concat(parts, " ")
+  local words = {}
+  for i = 1, select("#", ...) do words[#words + 1] = tostring((select(i, ...))) end
+  local text = table.concat(words, " ")
   if not in_logging and group.has.logging then
     in_logging = true
     local rc = run("logging", level, current_hook, plugin_name, text)

@@ -2,13 +2,16 @@
 -- mailhook's native smtpe hooks. VPOP3 gives each SMTP session its own
 -- instance of the script: here the script's text is compiled and run again
 -- in a fresh environment for each session (text, never bytecode), so its
--- globals, the IN and IN/OUT variables among them, belong to the session.
--- The adapter calls the global functions when the seed says, honours their
+-- globals, the IN and IN/OUT variables among them, belong to the session;
+-- the instance lives in the runtime's `session` table, freed with the
+-- session (never in a global keyed by the session). The adapter calls the global functions when the seed says, honours their
 -- returns, and applies the IN/OUT variables after every call.
 --
 -- prelude(env) adds nothing (VPOP3 globals are per session); detect(env)
--- looks for VPOP3's global functions; adapt(env, script) defines the
--- hook.* functions. Compiled into mailhook-policyd (see dialects.cc).
+-- looks for VPOP3's global functions; adapt(env, script) wires the
+-- hook.* functions to the named parts below (on_accept, on_hello,
+-- on_mail, on_rcpt, on_data, on_content, on_dot and its steps, on_close).
+-- Compiled into mailhook-policyd (see dialects.cc).
 local M = {}
 
 local CALLBACKS = { "Start", "RBLResults", "GetMaxMessageSize", "GetEHLOCapabilities", "DoHELO", "DoHELP", "DoQUIT",
