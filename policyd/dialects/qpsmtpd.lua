@@ -389,9 +389,10 @@ local NEEDS = {
 
 local function install(hook)
   for name, fn in pairs(native) do
-    -- rcpt: the soft-deny default holds with or without hook_rcpt; mail,
-    -- reset and close keep the transaction and the session's state.
-    local needed = name == "rcpt" or name == "mail" or name == "reset" or name == "close"
+    -- rcpt: the soft-deny default holds with or without hook_rcpt; mail
+    -- and reset keep the transaction object. (The session's state needs
+    -- no hook.close: the runtime frees it with `session`.)
+    local needed = name == "rcpt" or name == "mail" or name == "reset"
     for _, q in ipairs(NEEDS[name] or {}) do needed = needed or group.has[q] end
     if needed then hook[name] = fn end
   end
