@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "daemon/options.h"
+#include "policyd/dialects/dialects.h"
 
 namespace mailhook::policyd {
 
@@ -34,7 +35,7 @@ void build_table(CLI::App& app, daemon::Options& opts, PolicyConfig& c, std::str
                  "Lua policy script; repeatable: chained in the order given, the first reply decides "
                  "[default: lua/policy.lua, relative to the working directory]");
   app.add_option("--dialect", c.dialect, "Lua API of the scripts: auto (recognised per script), smtpe, smtpf, qpsmtpd or vpop3")
-      ->check(CLI::IsMember({"auto", "smtpe", "smtpf", "qpsmtpd", "vpop3"}))
+      ->check(CLI::IsMember(dialect_choices()))
       ->capture_default_str();
   app.add_option("--workers", c.workers, "Lua worker threads, each with its own Lua state [default: cores]")
       ->check(CLI::Range(1, 256));

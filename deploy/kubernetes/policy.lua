@@ -24,30 +24,15 @@ local started = os.time()    -- when `current` was started
 
 -- The key of a client: an IPv4 address as it is, an IPv6 address by its
 -- /64 (one end site gets a /64 or more, so counting each /128 would let
--- one host use 2^64 addresses).
+-- one host use 2^64 addresses). net.network is policyd's one CIDR code:
+-- any spelling of an address gives the same key, and an IPv4-mapped
+-- address (RFC 4291 2.5.5.2) is its IPv4 client.
 local function client_key(ip)
-  if not ip:find(":", 1, true) then return ip end
   ip = ip:gsub("%%.*$", "")                 -- a zone index ("fe80::1%eth0")
-  local v4 = ip:match("^::[fF][fF][fF][fF]:(%d+%.%d+%.%d+%.%d+)$")
-  if v4 then return v4 end                  -- IPv4-mapped: the IPv4 client
-  local head, tail = ip:match("^(.-)::(.*)$")
-  local groups = {}
-  local function add(part)
-    for g in part:gmatch("[^:]+") do groups[#groups + 1] = g end
-  end
-  if head then
-    add(head)
-    local right = {}
-    for g in tail:gmatch("[^:]+") do right[#right + 1] = g end
-    local missing = 8 - #groups - #right - (tail:find(".", 1, true) and 1 or 0)
-    for _ = 1, missing do groups[#groups + 1] = "0" end
-    for _, g in ipairs(right) do groups[#groups + 1] = g end
-  else
-    add(ip)
-  end
-  local out = {}
-  for i = 1, 4 do out[i] = string.format("%x", tonumber(groups[i] or "0", 16) or 0) end
-  return table.concat(out, ":") .. "::/64"
+  local v6 = net.network(ip, 64)            -- nil for an IPv4 client
+  if v6 then return v6 end
+  local v4 = net.network(ip, 32)
+  return v4 and v4:sub(1, -4) or ip         -- "192.0.2.1/32" -> "192.0.2.1"
 end
 
 local function entry_for(key, now)

@@ -3,34 +3,15 @@
 #include "frontend/delivery/envelope.h"
 
 #include "mailcore/smtp/ascii.h"
+#include "mailcore/smtp/command.h"
 
 #include <algorithm>
 #include <ctime>
 
 namespace mailhook::front {
 
-std::vector<Parameter> esmtp_arguments(std::string_view text) {
-  std::vector<Parameter> out;
-  std::size_t i = 0;
-  while (i < text.size()) {
-    while (i < text.size() && text[i] == ' ') ++i;
-    std::size_t end = text.find(' ', i);
-    if (end == std::string_view::npos) end = text.size();
-    if (end > i) {
-      const std::string_view word = text.substr(i, end - i);
-      const std::size_t eq = word.find('=');
-      Parameter p;
-      p.name = std::string(word.substr(0, eq));
-      for (char& ch : p.name) {
-        if (ch >= 'a' && ch <= 'z') ch = static_cast<char>(ch - 'a' + 'A');
-      }
-      if (eq != std::string_view::npos) p.value = std::string(word.substr(eq + 1));
-      out.push_back(std::move(p));
-    }
-    i = end;
-  }
-  return out;
-}
+std::vector<Parameter> esmtp_arguments(std::string_view text) { return smtp::split_parameters(text); }
+
 namespace {
 
 // RFC 5322 3.3 date-time, in UTC.

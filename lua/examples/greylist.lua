@@ -19,31 +19,11 @@ local max_entries = 100000
 greylist = greylist or { entries = {}, count = 0 }
 
 -- The client's network: IPv4 by /24, IPv6 by /64 whatever the spelling of
--- the address (expanded as lua/policy.lua's client_key does), and an
--- IPv4-mapped IPv6 address as the IPv4 client it is.
+-- the address, and an IPv4-mapped IPv6 address as the IPv4 client it is
+-- (net.network, policyd's one CIDR code).
 local function network(ip)
   ip = ip:gsub("%%.*$", "")                 -- a zone index ("fe80::1%eth0")
-  local v4 = ip:match("^(%d+%.%d+%.%d+)%.%d+$") or ip:match("^::[fF][fF][fF][fF]:(%d+%.%d+%.%d+)%.%d+$")
-  if v4 then return v4 end
-  if not ip:find(":", 1, true) then return ip end
-  local head, tail = ip:match("^(.-)::(.*)$")
-  local groups = {}
-  local function add(part)
-    for g in part:gmatch("[^:]+") do groups[#groups + 1] = g end
-  end
-  if head then
-    add(head)
-    local right = {}
-    for g in tail:gmatch("[^:]+") do right[#right + 1] = g end
-    local missing = 8 - #groups - #right - (tail:find(".", 1, true) and 1 or 0)
-    for _ = 1, missing do groups[#groups + 1] = "0" end
-    for _, g in ipairs(right) do groups[#groups + 1] = g end
-  else
-    add(ip)
-  end
-  local out = {}
-  for i = 1, 4 do out[i] = string.format("%x", tonumber(groups[i] or "0", 16) or 0) end
-  return table.concat(out, ":") .. "::/64"
+  return net.network(ip, 64) or net.network(ip, 24) or ip
 end
 
 local function expire(now)

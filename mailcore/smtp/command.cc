@@ -70,16 +70,11 @@ void parse_path(std::string_view arg, std::string_view tag, Command& cmd) {
     const std::size_t sp = rest.find(' ');
     const std::string_view param = rest.substr(0, sp);
     rest = sp == std::string_view::npos ? std::string_view{} : trim(rest.substr(sp + 1));
-    const std::size_t eq = param.find('=');
-    // RFC 5321 4.1.2: esmtp-keywords are case-insensitive; keep them upper case.
-    Parameter p{std::string(param.substr(0, eq)),
-                eq == std::string_view::npos ? std::string() : std::string(param.substr(eq + 1))};
-    p.name = ascii_upper(p.name);
-    if (!is_keyword(p.name) || (eq != std::string_view::npos && p.value.empty())) {
+    if (!is_valid_parameter(param)) {
       cmd.error = ParseError::BadParameter;
       return;
     }
-    cmd.parameters.push_back(std::move(p));
+    cmd.parameters.push_back(split_parameter(param));
   }
   const bool empty_ok = cmd.verb == Verb::Mail;
   if (cmd.address.empty() ? !empty_ok : !is_valid_mailbox(cmd.address)) {
@@ -89,6 +84,29 @@ void parse_path(std::string_view arg, std::string_view tag, Command& cmd) {
 }
 
 }  // namespace
+
+Parameter split_parameter(std::string_view word) {
+  const std::size_t eq = word.find('=');
+  // RFC 5321 4.1.2: esmtp-keywords are case-insensitive; keep them upper case.
+  return Parameter{ascii_upper(std::string(word.substr(0, eq))),
+                   eq == std::string_view::npos ? std::string() : std::string(word.substr(eq + 1))};
+}
+
+bool is_valid_parameter(std::string_view word) {
+  const std::size_t eq = word.find('=');
+  return is_keyword(word.substr(0, eq)) && (eq == std::string_view::npos || eq + 1 < word.size());
+}
+
+std::vector<Parameter> split_parameters(std::string_view text) {
+  std::vector<Parameter> out;
+  while (!text.empty()) {
+    const std::size_t sp = text.find(' ');
+    const std::string_view word = text.substr(0, sp);
+    if (!word.empty()) out.push_back(split_parameter(word));
+    text = sp == std::string_view::npos ? std::string_view{} : text.substr(sp + 1);
+  }
+  return out;
+}
 
 bool is_valid_mailbox(std::string_view address) {
   const std::size_t at = address.rfind('@');

@@ -50,6 +50,20 @@ struct Command {
 // (RFC 5321 4.1.1.2 forbids the space, but real clients send it).
 Command parse_command(std::string_view line);
 
+// ESMTP parameters (RFC 5321 4.1.2), the one parser of them: the front's
+// MAIL/RCPT lines, the milter's MAIL/RCPT arguments and the policy's
+// added recipients all go through these.
+// One parameter as sent ("SIZE=10", "SMTPUTF8"): the keyword upper case
+// (keywords are case-insensitive), the value after the first "=" as it
+// is ("" without one). Checks nothing: is_valid_parameter does.
+Parameter split_parameter(std::string_view word);
+// An esmtp-keyword (ALPHA / DIGIT, then also "-"), and a non-empty value
+// when there is an "=".
+bool is_valid_parameter(std::string_view word);
+// Parameters separated by spaces ("NOTIFY=NEVER ORCPT=rfc822;a@b"), each
+// as split_parameter gives it; runs of spaces are one separator.
+std::vector<Parameter> split_parameters(std::string_view text);
+
 // RFC 5321 4.1.2 Mailbox, loosely: local@domain, domain with a dot or an
 // address literal; the empty path "<>" is valid for MAIL only.
 bool is_valid_mailbox(std::string_view address);

@@ -1,5 +1,6 @@
 // Dialects: scripts written for other systems' Lua APIs run on mailhook's
-// one native event model (the smtpe hooks). Each dialect is a thin Lua
+// one native event model (the smtpe hooks, smtpe.h). Every dialect is
+// declared once, in dialects.cc's table; each but smtpe is a thin Lua
 // adapter (policyd/dialects/<name>.lua, embedded) that gives a script's
 // environment what that API expects before the script runs, recognises
 // the script afterwards, and defines the hook.* functions that call the
@@ -9,8 +10,12 @@
 #include <lua.hpp>
 
 #include <string>
+#include <vector>
 
 namespace mailhook::policyd {
+
+// --dialect's values: "auto" and every dialect's name.
+std::vector<std::string> dialect_choices();
 
 // Loads the adapters into the master state (once per Generation).
 bool load_dialects(lua_State* L, std::string& error);

@@ -1,401 +1,28 @@
 -- The qpsmtpd dialect (seeds 003 and 004) as a thin adapter over
--- mailhook's native smtpe hooks. Each qpsmtpd --script is one plugin: the
--- global functions hook_<name>(self, transaction, ...) it defines (or the
--- ones its register(self, qp) names with self:register_hook). All the
--- qpsmtpd plugins of a policy form one group, run in --script order for
--- each hook: DECLINED (or nothing) asks the next plugin, anything else
--- stops; when every plugin declines, the hook's qpsmtpd default applies
--- (for hook_rcpt a soft deny). The group answers at the place of the
--- first qpsmtpd script in the chain of scripts.
+-- mailhook's native smtpe hooks; part 3 of 3: the hook mapping. Each
+-- qpsmtpd --script is one plugin: the global functions hook_<name>(self,
+-- transaction, ...) it defines (or the ones its register(self, qp) names
+-- with self:register_hook). All the qpsmtpd plugins of a policy form one
+-- group, run in --script order for each hook (qpsmtpd_plugins.lua, over
+-- the object model of qpsmtpd_objects.lua): DECLINED (or nothing) asks the
+-- next plugin, anything else stops; when every plugin declines, the hook's
+-- qpsmtpd default applies (for hook_rcpt a soft deny). The group answers
+-- at the place of the first qpsmtpd script in the chain of scripts.
 --
 -- prelude(env) gives every script's environment the constants; detect(env)
 -- tells whether the script defined hook_* functions; adapt(env, name) adds
 -- it to the group and defines the native hook.* functions that run the
--- group. Compiled into mailhook-policyd (see dialects.cc).
+-- group. Compiled into mailhook-policyd with its parts (see dialects.cc).
 local M = {}
--- What policyd tells the adapter (dialects.cc): qpsmtpd_config, the value
--- of $QPSMTPD_CONFIG (scripts' os.getenv only sees --lua-env names).
-local host = ... or {}
-
--- Qpsmtpd::Constants.
-local RC = { OK = 900, DENY = 901, DENYSOFT = 902, DENY_DISCONNECT = 903, DENYSOFT_DISCONNECT = 904,
-             DENY_AUTH = 905, DENYSOFT_AUTH = 906, DECLINED = 909, DONE = 910 }
-local LOG = { LOGEMERG = 0, LOGALERT = 1, LOGCRIT = 2, LOGERROR = 3, LOGWARN = 4, LOGNOTICE = 5, LOGINFO = 6,
-              LOGDEBUG = 7 }
+local _, parts = ...
+local O, R = parts.qpsmtpd_objects, parts.qpsmtpd_plugins
+local RC, LOG, Address = O.RC, O.LOG, O.Address
 local OK, DECLINED, DONE = RC.OK, RC.DECLINED, RC.DONE
 local DENY, DENYSOFT, DENY_DISCONNECT, DENYSOFT_DISCONNECT = RC.DENY, RC.DENYSOFT, RC.DENY_DISCONNECT,
                                                             RC.DENYSOFT_DISCONNECT
-local RC_NAME = {}
-for k, v in pairs(RC) do RC_NAME[v] = k end
+local is_deny, state, new_transaction = O.is_deny, O.state, O.new_transaction
+local group, run, write_log = R.group, R.run, R.write_log
 
-local function is_deny(rc)
-  return rc == DENY or rc == DENYSOFT or rc == DENY_DISCONNECT or rc == DENYSOFT_DISCONNECT
-end
-
----------------------------------------------------------------------------
--- Qpsmtpd::Address: parse("<user@host>"), address(), user(), host(),
--- format(), notes(key [, value]), config(name) (hook_user_config).
-local Address = {}
-Address.__index = Address
-Address.__tostring = function(a) return a:format() end
-
-local group  -- the plugins of this policy (set by the first adapt)
-
-function Address.new(text)
-  text = tostring(text or "")
-  local inner = text:match("^%s*<(.*)>%s*$") or text:match("^%s*(.-)%s*$")
-  local user, host = inner:match("^(.*)@([^@]*)$")
-  return setmetatable({ _address = inner, _user = user or inner, _host = host, _notes = {} }, Address)
-end
-Address.parse = Address.new
-function Address:address() return self._address end
-function Address:user() return self._user end
-function Address:host() return self._host end
-function Address:format() return "<" .. self._address .. ">" end
-function Address:notes(key, ...)
-  if select("#", ...) > 0 then self._notes[key] = ... end
-  return self._notes[key]
-end
-
----------------------------------------------------------------------------
--- Per-session state: globals are per worker, so everything of a session
--- is kept by client.id_log and dropped in hook.close.
-local sessions = {}
-
-local Connection, Transaction, Header, Qp, Plugin = {}, {}, {}, {}, {}
-Connection.__index, Transaction.__index, Header.__index, Qp.__index = Connection, Transaction, Header, Qp
-
-local function new_transaction(sess)
-  return setmetatable({ _sess = sess, _notes = {}, _recipients = {}, _header_ops = {} }, Transaction)
-end
-
-local function session()
-  local id = client.id_log
-  local s = sessions[id]
-  if s == nil then
-    s = { id = id, notes = {}, transactions = 0 }
-    s.connection = setmetatable({ _sess = s }, Connection)
-    s.transaction = new_transaction(s)
-    s.qp = setmetatable({ _sess = s }, Qp)
-    sessions[id] = s
-  end
-  return s
-end
-
--- Qpsmtpd::Connection
-function Connection:remote_ip() return client.address end
-function Connection:remote_port() return client.port end
-function Connection:remote_host() return client.host end
-function Connection:local_ip() return client.local_address end
-function Connection:local_port() return client.local_port end
-function Connection:hello_host() return client.helo end
-function Connection:hello() return self._sess.hello end
-function Connection:id() return client.id_log end
-function Connection:relay_client(...)
-  if select("#", ...) > 0 then self._sess.relay_client = ... end
-  return self._sess.relay_client
-end
-function Connection:notes(key, ...)
-  if select("#", ...) > 0 then self._sess.notes[key] = ... end
-  return self._sess.notes[key]
-end
-
--- Qpsmtpd::Transaction
-function Transaction:id() return client.id_trans end
-function Transaction:sender(...)
-  if select("#", ...) > 0 then
-    local a = ...
-    self._sender = type(a) == "table" and a or Address.new(a)
-  end
-  return self._sender
-end
-function Transaction:recipients(...)
-  if select("#", ...) > 0 then
-    self._recipients = {}
-    for _, r in ipairs({ ... }) do self:add_recipient(r) end
-  end
-  local out = {}
-  for i, r in ipairs(self._recipients) do out[i] = r end
-  return out
-end
-function Transaction:add_recipient(r)
-  if type(r) ~= "table" then r = Address.new(r) end
-  self._recipients[#self._recipients + 1] = r
-end
-function Transaction:remove_recipient(r)
-  local addr = type(r) == "table" and r:address() or Address.new(r):address()
-  for i = #self._recipients, 1, -1 do
-    if self._recipients[i]:address():lower() == addr:lower() then table.remove(self._recipients, i) end
-  end
-end
-function Transaction:notes(key, ...)
-  if select("#", ...) > 0 then self._notes[key] = ... end
-  return self._notes[key]
-end
-function Transaction:body_filename() return client.msg_file end
-function Transaction:data_size()
-  local f = client.msg_file and io.open(client.msg_file, "rb")
-  if not f then return 0 end
-  local n = f:seek("end")
-  f:close()
-  return n
-end
-
--- The header and body of the message file, read once per transaction.
-local function read_message(tx)
-  if tx._header then return end
-  tx._header = setmetatable({ _tx = tx, _fields = {} }, Header)
-  tx._body_offset = 0
-  local f = client.msg_file and io.open(client.msg_file, "rb")
-  if not f then return end
-  local fields, offset = tx._header._fields, 0
-  for line in f:lines("L") do
-    offset = offset + #line
-    local bare = line:gsub("\r?\n$", "")
-    if bare == "" then break end
-    if bare:match("^[ \t]") and #fields > 0 then
-      fields[#fields].value = fields[#fields].value .. "\r\n" .. bare
-    else
-      local name, value = bare:match("^([^:]+):[ \t]*(.*)$")
-      if name then fields[#fields + 1] = { name = name, value = value } end
-    end
-  end
-  tx._body_offset = offset
-  f:close()
-end
-function Transaction:header()
-  read_message(self)
-  return self._header
-end
-function Transaction:body_length()
-  read_message(self)
-  return math.max(self:data_size() - self._body_offset, 0)
-end
-function Transaction:body_resetpos() self._body_pos = nil end
-function Transaction:body_getline()
-  read_message(self)
-  local f = client.msg_file and io.open(client.msg_file, "rb")
-  if not f then return nil end
-  f:seek("set", self._body_pos or self._body_offset)
-  local line = f:read("L")
-  self._body_pos = f:seek()
-  f:close()
-  return line
-end
-function Transaction:body_as_string()
-  read_message(self)
-  local f = client.msg_file and io.open(client.msg_file, "rb")
-  if not f then return "" end
-  f:seek("set", self._body_offset)
-  local body = f:read("a")
-  f:close()
-  return body
-end
-
--- Mail::Header, as qpsmtpd's transaction->header gives it. Indexes are
--- 0-based as in Perl. Changes are applied to the message at the end of
--- DATA (mailhook's `message`), in the order they were made.
-local function lname(n) return tostring(n):lower() end
-function Header:_matching(tag)
-  local out = {}
-  for i, f in ipairs(self._fields) do
-    if lname(f.name) == lname(tag) then out[#out + 1] = i end
-  end
-  return out
-end
-function Header:get(tag, index)
-  local m = self:_matching(tag)
-  local i = m[(index or 0) + 1]
-  return i and self._fields[i].value or nil
-end
-function Header:get_all(tag)
-  local out = {}
-  for _, i in ipairs(self:_matching(tag)) do out[#out + 1] = self._fields[i].value end
-  return out
-end
-function Header:count(tag) return #self:_matching(tag) end
-function Header:tags()
-  local seen, out = {}, {}
-  for _, f in ipairs(self._fields) do
-    if not seen[lname(f.name)] then seen[lname(f.name)] = true out[#out + 1] = f.name end
-  end
-  return out
-end
-function Header:add(tag, value, index)
-  local ops = self._tx._header_ops
-  if index == 0 then
-    table.insert(self._fields, 1, { name = tag, value = value })
-    ops[#ops + 1] = { "insert", tag, value }
-  else
-    self._fields[#self._fields + 1] = { name = tag, value = value }
-    ops[#ops + 1] = { "add", tag, value }
-  end
-end
-function Header:replace(tag, value, index)
-  local m = self:_matching(tag)
-  local i = m[(index or 0) + 1]
-  if not i then return self:add(tag, value) end
-  self._fields[i].value = value
-  local ops = self._tx._header_ops
-  ops[#ops + 1] = { "change", tag, (index or 0) + 1, value }
-end
-function Header:delete(tag, index)
-  local m = self:_matching(tag)
-  local ops = self._tx._header_ops
-  local from, to = 1, #m
-  if index then from, to = index + 1, index + 1 end
-  for k = math.min(to, #m), from, -1 do
-    table.remove(self._fields, m[k])
-    ops[#ops + 1] = { "change", tag, k, nil }
-  end
-end
-function Header:as_string()
-  local out = {}
-  for _, f in ipairs(self._fields) do out[#out + 1] = f.name .. ": " .. f.value .. "\r\n" end
-  return table.concat(out)
-end
-
----------------------------------------------------------------------------
--- Running hooks over the plugins.
-local current_hook = "?"
-local in_logging = false
-local run  -- forward
-
-local function write_log(level, plugin_name, hook, text)
-  local priority = level <= LOG.LOGERROR and syslog.LOG_ERR or level == LOG.LOGWARN and syslog.LOG_WARNING
-                   or level <= LOG.LOGINFO and syslog.LOG_INFO or syslog.LOG_DEBUG
-  syslog.syslog(priority, string.format("qpsmtpd %s[%s]: %s", plugin_name, hook, text))
-end
-
-local function log_message(level, plugin_name, ...)
-  local parts = {}
-  for i = 1, select("#", ...) do parts[#parts + 1] = tostring((select(i, ...))) end
-  local text = table.concat(parts, " ")
-  if not in_logging and group.has.logging then
-    in_logging = true
-    local rc = run("logging", level, current_hook, plugin_name, text)
-    in_logging = false
-    if rc == OK then return end
-  end
-  write_log(level, plugin_name, current_hook, text)
-end
-
--- Qpsmtpd (the object plugins reach as self:qp())
-function Qp:connection() return self._sess.connection end
-function Qp:transaction() return self._sess.transaction end
-function Qp:respond(code, ...)
-  local lines = {}
-  for i = 1, select("#", ...) do
-    local v = select(i, ...)
-    if type(v) == "table" then for _, l in ipairs(v) do lines[#lines + 1] = tostring(l) end
-    else lines[#lines + 1] = tostring(v) end
-  end
-  self._sess.responded = { code = tonumber(code), lines = lines }
-  return true
-end
-function Qp:log(level, ...) log_message(level, "qpsmtpd", ...) end
-
--- config(name): hook_config first, then the file <dir>/<name>, where dir is
--- $QPSMTPD_CONFIG or the directory `config` next to the plugin script.
--- policyd grants reading both (loader.cc); io.open refuses a name that
--- leads out of them ("../x", a symbolic link).
-local config_cache = {}
-local function read_config(dir, name)
-  local path = dir .. "/" .. name
-  if config_cache[path] == nil then
-    local values = {}
-    local f = io.open(path, "r")
-    if f then
-      for line in f:lines() do
-        line = line:gsub("^%s+", ""):gsub("%s+$", "")
-        if line ~= "" and not line:match("^#") then values[#values + 1] = line end
-      end
-      f:close()
-    end
-    config_cache[path] = values
-  end
-  return config_cache[path]
-end
-local function config(plugin, name)
-  if group.has.config then
-    local result = { run("config", name) }
-    if result[1] == OK then return table.unpack(result, 2) end
-  end
-  local dir = host.qpsmtpd_config or plugin._config_dir
-  return table.unpack(read_config(dir, name))
-end
-function Qp:config(name) return config(self._plugin or group.plugins[1], name) end
-function Address:config(name)
-  if not group.has.user_config then return nil end
-  local result = { run("user_config", self, name) }
-  if result[1] == OK then return table.unpack(result, 2) end
-  return nil
-end
-
--- Qpsmtpd::Plugin: self in every hook.
-Plugin.__index = Plugin
-function Plugin:qp()
-  local s = session()
-  local qp = setmetatable({ _sess = s, _plugin = self }, Qp)
-  return qp
-end
-function Plugin:connection() return session().connection end
-function Plugin:transaction() return session().transaction end
-function Plugin:plugin_name() return self._name end
-function Plugin:log(level, ...) log_message(level, self._name, ...) end
-function Plugin:register_hook(hook, fn)
-  hook = tostring(hook):gsub("-", "_")
-  if type(fn) == "string" then fn = self._env[fn] end
-  if type(fn) ~= "function" then error("register_hook(" .. hook .. "): not a function", 2) end
-  self._hooks[hook] = fn
-  group.has[hook] = true
-end
-function Plugin:is_immune()
-  local s = session()
-  return s.relay_client or s.notes.whitelisthost or s.transaction._notes.whitelistsender or false
-end
-function Plugin:config(name) return config(self, name) end
-
--- Hooks whose outcome is not reported to hook_deny / hook_ok.
-local QUIET = { deny = true, ok = true, logging = true, config = true, user_config = true, pre_connection = true,
-                post_connection = true, disconnect = true, post_fork = true }
-
--- Runs hook_<name> of each plugin until one does not decline. Returns the
--- return code, its message and the plugin, or DECLINED.
-run = function(name, ...)
-  local outer = current_hook
-  for _, p in ipairs(group.plugins) do
-    local fn = p._hooks[name]
-    if fn then
-      current_hook = name
-      local s = session()
-      local result = table.pack(pcall(fn, p, s.transaction, ...))
-      current_hook = outer
-      local rc
-      if not result[1] then
-        syslog.syslog(syslog.LOG_ERR, string.format("qpsmtpd %s[%s]: error: %s", p._name, name, tostring(result[2])))
-        rc = DECLINED
-      else
-        rc = result[2]
-        if rc == nil then
-          -- Hooks whose return is ignored may return nothing.
-          if not QUIET[name] then write_log(LOG.LOGERROR, p._name, name, "returned nothing; taken as DECLINED") end
-          rc = DECLINED
-        end
-      end
-      if rc ~= DECLINED then
-        if not QUIET[name] then
-          if is_deny(rc) and group.has.deny then run("deny", p._name, rc, result[3])
-          elseif not is_deny(rc) and group.has.ok then run("ok", p._name, rc, result[3]) end
-        end
-        return rc, table.unpack(result, 3, result.n)
-      end
-    end
-  end
-  return DECLINED
-end
-
----------------------------------------------------------------------------
 -- Turning return codes into replies.
 local function text_of(msg, default)
   if msg == nil or msg == "" then return { default } end
@@ -413,7 +40,7 @@ end
 
 -- DONE: the reply the plugin gave with qp:respond (nil: the default).
 local function responded()
-  local s = session()
+  local s = state()
   local r = s.responded
   s.responded = nil
   if r and r.code then return format_reply(r.code, #r.lines > 0 and r.lines or { "" }) end
@@ -425,7 +52,7 @@ end
 local function deny_reply(rc, msg, hard, soft)
   if rc == DENY_DISCONNECT or rc == DENYSOFT_DISCONNECT then
     mailhook.disconnect()
-    session().disconnecting = true
+    state().disconnecting = true
   end
   local d = (rc == DENY or rc == DENY_DISCONNECT) and hard or soft
   return format_reply(d[1], text_of(msg, d[2]))
@@ -434,23 +61,28 @@ end
 -- The answer of a command hook: nil is mailhook's (or the MTA's) default.
 local function answer(rc, msg, hard, soft)
   if rc == DONE then return responded() end
-  session().responded = nil
+  state().responded = nil
   if is_deny(rc) then return deny_reply(rc, msg, hard, soft) end
   return nil
 end
 
--- ESMTP parameters of the current MAIL/RCPT line, keyed as sent; a lookup
--- in any case finds them (qpsmtpd plugins use lower case).
-local function esmtp_parameters(input)
-  local rest = (input or ""):match(">%s*(.*)$") or ""
+-- ESMTP parameters of the current MAIL/RCPT command (client.params, the
+-- front's parse, keywords upper case); a lookup in any case finds them
+-- (qpsmtpd plugins use lower case). Pieces a parse hook returned (key,
+-- value, ...) are added over them.
+local function esmtp_parameters(pieces)
   local params = setmetatable({}, { __index = function(t, k)
     if type(k) ~= "string" then return nil end
     for key, v in pairs(t) do if key:lower() == k:lower() then return v end end
   end })
-  for p in rest:gmatch("%S+") do
-    local k, v = p:match("^([^=]+)=(.*)$")
-    if k then params[k] = v else params[p] = true end
+  if pieces then
+    for i = 1, #pieces - 1, 2 do
+      if type(pieces[i]) == "string" and pieces[i + 1] ~= nil then params[pieces[i]] = pieces[i + 1] end
+    end
+    return params
   end
+  local given = client.params or {}
+  for _, name in ipairs(given) do params[name] = given[name] end
   return params
 end
 
@@ -461,7 +93,7 @@ local function parse(cmd, line)
   for _, p in ipairs(group.plugins) do
     local fn = p._hooks[cmd .. "_parse"]
     if fn then
-      local _, sub = fn(p, session().transaction)
+      local _, sub = fn(p, state().transaction)
       if type(sub) == "function" then return table.pack(sub(p, cmd, line)) end
     end
   end
@@ -477,7 +109,7 @@ end
 local native = {}
 
 function native.accept(ip, _)
-  local s = session()
+  local s = state()
   if group.has.pre_connection then
     local rc, msg = run("pre_connection", { remote_ip = ip, remote_port = client.port,
                                             local_ip = client.local_address, local_port = client.local_port })
@@ -497,7 +129,7 @@ function native.accept(ip, _)
 end
 
 local function hello(kind, host)
-  local s = session()
+  local s = state()
   s.hello = kind
   local extra = {}
   local parsed = parse(kind, host)
@@ -513,15 +145,15 @@ function native.ehlo(host) return hello("ehlo", host) end
 
 -- MAIL and RCPT: parse hook, *_pre hook, then the hook proper.
 local function address_of(kind, address)
+  -- hook_<cmd>_parse gets the command's raw text, as in qpsmtpd.
   local parsed = parse(kind, after_verb(client.input))
-  local params = esmtp_parameters(client.input)
+  local params
   if parsed then
     if parsed[1] ~= OK then return nil, format_reply(501, text_of(parsed[2], "Syntax error in command")) end
     address = parsed[2] or address
-    params = esmtp_parameters("<> " .. table.concat({ table.unpack(parsed, 3, parsed.n) }, " "))
-    for i = 3, parsed.n - 1, 2 do
-      if type(parsed[i]) == "string" and parsed[i + 1] ~= nil then params[parsed[i]] = parsed[i + 1] end
-    end
+    params = esmtp_parameters({ table.unpack(parsed, 3, parsed.n) })
+  else
+    params = esmtp_parameters()
   end
   if group.has[kind .. "_pre"] then
     local rc, new = run(kind .. "_pre", address)
@@ -535,7 +167,7 @@ local function address_of(kind, address)
 end
 
 function native.mail(sender)
-  local s = session()
+  local s = state()
   s.transactions = s.transactions + 1
   if s.transactions == 1 and group.has.reset_transaction then run("reset_transaction") end
   local addr, failure, params = address_of("mail", sender)
@@ -547,7 +179,7 @@ function native.mail(sender)
 end
 
 function native.rcpt(recipient)
-  local s = session()
+  local s = state()
   local addr, failure, params = address_of("rcpt", recipient)
   if failure then return failure end
   local rc, msg = run("rcpt", addr, params)
@@ -575,9 +207,9 @@ end
 function native.eoh()
   local rc, msg = run("data_headers_end")
   if rc == DENY_DISCONNECT then
-    session().pending_eom = { rc, format_reply(554, text_of(msg, "Message denied")) }
+    state().pending_eom = { rc, format_reply(554, text_of(msg, "Message denied")) }
   elseif rc == DENYSOFT_DISCONNECT then
-    session().pending_eom = { rc, format_reply(421, text_of(msg, "Message denied temporarily")) }
+    state().pending_eom = { rc, format_reply(421, text_of(msg, "Message denied temporarily")) }
   end
 end
 
@@ -606,7 +238,7 @@ local function apply_transaction(tx)
 end
 
 function native.dot(_)
-  local s = session()
+  local s = state()
   local tx = s.transaction
   local function finish(reply)
     apply_transaction(tx)
@@ -658,14 +290,14 @@ function native.dot(_)
 end
 
 function native.reset()
-  local s = session()
+  local s = state()
   if group.has.reset_transaction then run("reset_transaction") end
   s.transaction = new_transaction(s)
   s.pending_eom = nil
 end
 
 function native.quit()
-  local s = session()
+  local s = state()
   local rc = run("quit")
   if rc == DONE then
     s.quit_done = true
@@ -678,10 +310,10 @@ function native.quit()
 end
 
 function native.close()
-  local s = session()
+  local s = state()
   if s.disconnecting and not s.disconnected and group.has.disconnect then run("disconnect") end
   run("post_connection")
-  sessions[s.id] = nil
+  -- The session's state goes with the session: the runtime frees `session`.
 end
 
 function native.unknown(input)
@@ -692,7 +324,7 @@ function native.unknown(input)
   if rc == DONE then return responded() end
   if rc == DENY_DISCONNECT then
     mailhook.disconnect()
-    session().disconnecting = true
+    state().disconnecting = true
     return format_reply(521, text_of(msg, "Unrecognized command"))
   end
   return format_reply(500, text_of(rc == DENY and msg or nil, "Unrecognized command"))
@@ -721,7 +353,7 @@ function native.noop()
   if rc == DONE then return responded() end
   if rc == DENY_DISCONNECT then
     mailhook.disconnect()
-    session().disconnecting = true
+    state().disconnecting = true
     return format_reply(421, text_of(msg, "Stop wasting my time."))
   end
   if rc == DENY then return format_reply(500, text_of(msg, "Stop wasting my time.")) end
@@ -757,9 +389,10 @@ local NEEDS = {
 
 local function install(hook)
   for name, fn in pairs(native) do
-    -- rcpt: the soft-deny default holds with or without hook_rcpt; mail,
-    -- reset and close keep the transaction and the session's state.
-    local needed = name == "rcpt" or name == "mail" or name == "reset" or name == "close"
+    -- rcpt: the soft-deny default holds with or without hook_rcpt; mail
+    -- and reset keep the transaction object. (The session's state needs
+    -- no hook.close: the runtime frees it with `session`.)
+    local needed = name == "rcpt" or name == "mail" or name == "reset"
     for _, q in ipairs(NEEDS[name] or {}) do needed = needed or group.has[q] end
     if needed then hook[name] = fn end
   end
@@ -786,30 +419,10 @@ end
 
 -- Adds the script as a plugin; the first one's hook table runs the group.
 function M.adapt(env, script)
-  if group == nil then
-    group = { plugins = {}, has = {}, hook = env.hook }
-  end
-  local plugin = setmetatable({ _env = env, _hooks = {}, _name = script:match("([^/]+)$"):gsub("%.lua$", ""),
-                                _config_dir = (script:match("^(.*)/[^/]*$") or ".") .. "/config" }, Plugin)
-  for k, v in pairs(env) do
-    if type(k) == "string" and type(v) == "function" then
-      local name = k:match("^hook_(.+)$")
-      if name then plugin._hooks[name] = v group.has[name] = true end
-    end
-  end
-  group.plugins[#group.plugins + 1] = plugin
-  if type(rawget(env, "register")) == "function" then env.register(plugin, plugin:qp_static()) end
+  if group.hook == nil then group.hook = env.hook end
+  R.add_plugin(env, script)
   install(group.hook)
-  -- qpsmtpd-async's hook_post_fork: once per worker (each loads the policy).
-  if plugin._hooks.post_fork then
-    current_hook = "post_fork"
-    pcall(plugin._hooks.post_fork, plugin)
-    current_hook = "?"
-  end
   return group.hook == env.hook
 end
-
--- register(self, qp) runs at load time, before any session.
-function Plugin:qp_static() return setmetatable({ _sess = { notes = {} }, _plugin = self }, Qp) end
 
 return M

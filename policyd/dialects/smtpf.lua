@@ -75,12 +75,15 @@ local function reply(name, code, text)
 end
 
 -- The ESMTP parameters of the command being handled, as smtpf passes them:
--- an array of "NAME=value" strings.
+-- an array of "NAME=value" strings (or "NAME"), in the order sent. From
+-- client.params, parsed once by the front (names upper case).
 local function parameters()
-  local line = client.input or ""
-  local rest = line:match(">%s*(.*)$") or ""
+  local params = client.params or {}
   local out = {}
-  for p in rest:gmatch("%S+") do out[#out + 1] = p end
+  for i, name in ipairs(params) do
+    local v = params[name]
+    out[i] = v == true and name or name .. "=" .. v
+  end
   return out
 end
 
@@ -111,33 +114,38 @@ end
 
 -- do_headers and do_chunk (never implemented in smtpf) run as the message
 -- arrives; their refusal is the message's answer at the final dot, since
--- SMTP has no reply before it. Kept per session: globals are per worker.
-local state = {}
-local message_state = smtp.do_headers or smtp.do_chunk
+-- SMTP has no reply before it. Kept in the runtime's `transaction` table
+-- under a key no script can name; the runtime frees it when the
+-- transaction ends (RSET, HELO/EHLO, after the dot, end of session).
+local KEY = {}
+local function message()
+  local s = transaction[KEY]
+  if s == nil then
+    s = { headers = {} }
+    transaction[KEY] = s
+  end
+  return s
+end
 
 if smtp.do_headers then
   function hook.header(line)
-    local s = state[client.id_log]
-    if s == nil then s = { headers = {} } state[client.id_log] = s end
+    local s = message()
     s.headers[#s.headers + 1] = line
   end
   function hook.eoh()
-    local s = state[client.id_log] or { headers = {} }
-    state[client.id_log] = s
+    local s = message()
     s.answer = s.answer or call("do_headers", s.headers)
   end
 end
 if smtp.do_chunk then
   function hook.content(chunk)
-    local s = state[client.id_log]
-    if s == nil then s = { headers = {} } state[client.id_log] = s end
+    local s = message()
     s.answer = s.answer or call("do_chunk", chunk, #chunk)
   end
 end
 if smtp.do_dot or smtp.do_headers or smtp.do_chunk then
   function hook.dot(path)
-    local s = state[client.id_log]
-    state[client.id_log] = nil
+    local s = transaction[KEY]
     if s and s.answer then return s.answer end
     return call("do_dot", path)
   end
@@ -145,17 +153,11 @@ end
 
 -- smtp.rset(): the transaction ends (RSET, HELO/EHLO, after the dot);
 -- smtp.close(): the connection ends.
-if smtp.rset or message_state then
-  function hook.reset()
-    state[client.id_log] = nil
-    if type(smtp.rset) == "function" then smtp.rset() end
-  end
+if type(smtp.rset) == "function" then
+  function hook.reset() smtp.rset() end
 end
-if smtp.close or message_state then
-  function hook.close()
-    state[client.id_log] = nil
-    if type(smtp.close) == "function" then smtp.close() end
-  end
+if type(smtp.close) == "function" then
+  function hook.close() smtp.close() end
 end
 end
 

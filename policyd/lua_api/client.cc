@@ -43,6 +43,7 @@ const Availability kAvailability[] = {
     {"queue_id", kTransaction},                // mailhook: the MTA's queue id ({i}) or id_trans
     {"recipients", kTransaction},              // mailhook: accepted RCPT TO addresses, in order
     {"id_trans", kTransaction}, {"msg_file", kTransaction}, {"input", kCommand},
+    {"params", {P::Mail, P::Rcpt}},            // mailhook: the command's ESMTP parameters, parsed
 };
 
 bool available(std::string_view name, HookPhase phase, bool& known) {
@@ -57,6 +58,33 @@ bool available(std::string_view name, HookPhase phase, bool& known) {
   }
   known = false;
   return false;
+}
+
+// client.params: the MAIL/RCPT line's ESMTP parameters as the front (or
+// the milter's MTA) parsed them (RFC 5321 4.1.2; mailcore/smtp/command.cc,
+// the one parser): keyword -> value ({SIZE = "1000", SMTPUTF8 = true}:
+// keywords upper case, a keyword without a value is true), and the
+// keywords in the order sent as its array part (params[1] == "SIZE"). A
+// fresh table per read: a script may keep or change it. Built only when
+// read, so MAIL and RCPT cost nothing more.
+int push_params(lua_State* L, const SessionContext& s) {
+  if (s.event == nullptr) return lua_pushnil(L), 1;
+  const auto& params = s.event->parameters;
+  const int n = static_cast<int>(params.size());
+  lua_createtable(L, n, n);
+  for (int i = 0; i < n; ++i) {
+    const Parameter& p = params[static_cast<std::size_t>(i)];
+    lua_pushlstring(L, p.name.data(), p.name.size());
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, -3, i + 1);
+    if (p.value.empty()) {
+      lua_pushboolean(L, 1);
+    } else {
+      lua_pushlstring(L, p.value.data(), p.value.size());
+    }
+    lua_rawset(L, -3);
+  }
+  return 1;
 }
 
 int client_index(lua_State* L) {
@@ -122,6 +150,8 @@ int client_index(lua_State* L) {
     }
   } else if (key == "trace") {
     lua_pushboolean(L, s->trace);
+  } else if (key == "params") {
+    return push_params(L, *s);
   } else if (key == "input") {
     if (s->event == nullptr) return lua_pushnil(L), 1;
     lua_pushlstring(L, s->event->input.data(), s->event->input.size());

@@ -1,5 +1,7 @@
-// Event -> hook mapping of the smtpe dialect (seed 000): arguments, reply
-// rules, the transaction's temp file and the header/body line splitter.
+// A session's events on its worker: the transaction's temp file, the
+// header/body line splitter, reply rules and decisions. Which hook an
+// event calls, with which arguments, is the smtpe dialect's
+// (policyd/dialects/smtpe.cc).
 #include "policyd/lua_runtime/session_events.h"
 
 #include <fcntl.h>
@@ -12,6 +14,7 @@
 #include <system_error>
 
 #include "mailcore/telemetry/log.h"
+#include "policyd/dialects/smtpe.h"
 #include "policyd/lua_runtime/hook_runner.h"
 #include "policyd/lua_runtime/refusal_log.h"
 #include "policyd/lua_runtime/runtime_metrics.h"
@@ -22,13 +25,6 @@ namespace {
 int push_string(lua_State* T, std::string_view v) {
   lua_pushlstring(T, v.data(), v.size());
   return 1;
-}
-
-std::string_view parameter(const SessionEvent& e, std::string_view name) {
-  for (const auto& p : e.parameters) {
-    if (p.name == name) return p.value;
-  }
-  return {};
 }
 
 // What `mailhook.*` asked during the hooks travels with the decision.
@@ -234,11 +230,8 @@ asio::awaitable<Decision> end_of_message(SessionContext& s, const SessionEvent& 
 
 asio::awaitable<Decision> accept_session(SessionContext& s) {
   const ClientFacts& c = s.start.client;
-  const HookOutcome o = co_await run_hook(s, HookPhase::Accept, [&](lua_State* T) {
-    push_string(T, c.address);
-    push_string(T, c.host);
-    return 2;
-  });
+  const HookOutcome o =
+      co_await run_hook(s, HookPhase::Accept, [&](lua_State* T) { return dialects::push_accept_args(T, c); });
   count_reply(s, o);
   // smtpe: a 4xx/5xx from hook.accept is sent instead of the greeting and closes.
   Decision d = o.kind == HookOutcome::Kind::Default ? Decision::proceed(0)
@@ -248,64 +241,6 @@ asio::awaitable<Decision> accept_session(SessionContext& s) {
   if (d.action == Decision::Action::Reply && d.reply.code >= 400) log_refusal(s, "reject", d.hook, d.script, d.reply);
   co_return d;
 }
-
-namespace {
-
-// The smtpe hook an event calls and its arguments; nullopt when the event
-// has no hook of its own (message chunks and end of message are handled
-// apart, VRFY/EXPN/STARTTLS have none in smtpe).
-std::optional<HookPhase> hook_of(const SessionEvent& e, PushArgs& args) {
-  auto arg = [&](const std::string& v) { args = [&v](lua_State* T) { return push_string(T, v); }; };
-  switch (e.kind) {
-    case EventKind::Helo: arg(e.argument); return HookPhase::Helo;
-    case EventKind::Ehlo: arg(e.argument); return HookPhase::Ehlo;
-    case EventKind::Auth:
-      // hook.auth(auth_arg, user, password): the seed's argument, plus the
-      // decoded credentials the front collected (RFC 4954 exchange).
-      args = [&e](lua_State* T) {
-        push_string(T, e.argument);
-        push_string(T, parameter(e, "user"));
-        push_string(T, parameter(e, "password"));
-        return 3;
-      };
-      return HookPhase::Auth;
-    case EventKind::Mail: arg(e.address); return HookPhase::Mail;
-    case EventKind::Rcpt: arg(e.address); return HookPhase::Rcpt;
-    case EventKind::Data: return HookPhase::Data;
-    case EventKind::Rset: return HookPhase::Rset;
-    case EventKind::Noop: return HookPhase::Noop;
-    case EventKind::Help: return HookPhase::Help;
-    case EventKind::Quit: return HookPhase::Quit;
-    case EventKind::Unknown: arg(e.input); return HookPhase::Unknown;
-    case EventKind::Xclient: return HookPhase::Xclient;  // sees the new facts already
-    case EventKind::Reset: return HookPhase::Reset;
-    case EventKind::Close: return HookPhase::Close;
-    case EventKind::Error:
-      args = [&e](lua_State* T) {
-        lua_pushinteger(T, e.error_code);
-        push_string(T, e.error_text);
-        return 2;
-      };
-      return HookPhase::Error;
-    case EventKind::Vrfy:
-    case EventKind::Expn:
-      // mailhook: hook.vrfy(arg, default_reply) and hook.expn(arg,
-      // default_reply); the default as it would go on the wire.
-      args = [&e](lua_State* T) {
-        push_string(T, e.argument);
-        push_string(T, e.default_reply ? e.default_reply->wire() : std::string());
-        return 2;
-      };
-      return e.kind == EventKind::Vrfy ? HookPhase::Vrfy : HookPhase::Expn;
-    case EventKind::Starttls:
-    case EventKind::MessageChunk:
-    case EventKind::EndOfMessage:
-      return std::nullopt;
-  }
-  return std::nullopt;
-}
-
-}  // namespace
 
 asio::awaitable<std::optional<Decision>> handle_event(SessionContext& s, const SessionEvent& e) {
   std::optional<ClientFacts> before_xclient;
@@ -342,7 +277,7 @@ asio::awaitable<std::optional<Decision>> handle_event(SessionContext& s, const S
   bool overrun = false;
   std::optional<Decision> decision;
   PushArgs args;
-  const std::optional<HookPhase> phase = hook_of(e, args);
+  const std::optional<HookPhase> phase = dialects::smtpe_hook(e, args);
   HookOutcome o;
   if (phase) {
     // A declaration, not `o = co_await …`: GCC 12 miscompiles co_await
@@ -358,7 +293,7 @@ asio::awaitable<std::optional<Decision>> handle_event(SessionContext& s, const S
   }
   if (e.kind == EventKind::Rcpt && accepted(e, o)) s.recipients.push_back(e.address);
   if (e.kind == EventKind::Auth && o.kind == HookOutcome::Kind::Replied && o.reply.code == 235) {
-    s.start.client.auth_user = parameter(e, "user");
+    s.start.client.auth_user = dialects::event_parameter(e, "user");
   }
   if (e.kind == EventKind::Xclient && o.kind != HookOutcome::Kind::Default && o.reply.code >= 400) {
     s.start.client = *before_xclient;  // a refusal keeps the old facts

@@ -129,14 +129,15 @@ std::shared_ptr<const AccessMap> AccessMap::parse(std::string_view text, std::st
       p->entry = std::move(e);
       m->patterns_.push_back(std::move(p));
     } else if (key.find('/') != std::string::npos) {
-      const std::optional<Network> net = parse_network(key);
-      if (!net) {
-        error = where + "not a CIDR network (address/length)";
+      std::string why;
+      const std::optional<net::Cidr> network = net::Cidr::parse(key, why);
+      if (!network) {
+        error = where + "not a CIDR network (address/length): " + why;
         return nullptr;
       }
-      m->networks_.push_back({*net, std::move(e)});
-    } else if (const std::optional<IpAddress> ip = parse_address(key)) {
-      m->exact_.try_emplace(address_text(*ip), std::move(e));  // one spelling per address
+      m->networks_.push_back({*network, std::move(e)});
+    } else if (const std::optional<net::Address> ip = net::parse_address(key)) {
+      m->exact_.try_emplace(ip->text(), std::move(e));  // one spelling per address
     } else {
       m->exact_.try_emplace(lowered(key), std::move(e));
     }
@@ -153,12 +154,12 @@ std::optional<Match> AccessMap::exact(const std::string& lowered_key) const {
 std::optional<Match> AccessMap::lookup(std::string_view key) const {
   if (key.empty()) key = "<>";
   const std::string k = lowered(key);
-  if (const std::optional<IpAddress> ip = parse_address(k)) {
-    std::string text = address_text(*ip);
+  if (const std::optional<net::Address> ip = net::parse_address(k)) {
+    std::string text = ip->text();
     if (auto m = exact(text)) return m;
     // Postfix access(5) "CLIENT HOSTNAME/ADDRESS PATTERNS": drop the last
     // octet (IPv4) or group (IPv6) while something is left.
-    const char sep = ip->v6 ? ':' : '.';
+    const char sep = ip->v4 ? '.' : ':';
     for (std::size_t cut = text.rfind(sep); cut != std::string::npos && cut > 0; cut = text.rfind(sep)) {
       text.resize(cut);
       while (!text.empty() && text.back() == sep) text.pop_back();  // "2001:db8::" -> "2001:db8"
@@ -166,7 +167,7 @@ std::optional<Match> AccessMap::lookup(std::string_view key) const {
       if (auto m = exact(text)) return m;
     }
     for (const NetworkEntry& n : networks_) {
-      if (contains(n.net, *ip)) return Match{n.entry.value, n.entry.key};
+      if (n.network.contains(*ip)) return Match{n.entry.value, n.entry.key};
     }
   } else {
     const std::size_t at = k.rfind('@');

@@ -14,7 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "policyd/map/network.h"
+#include "mailcore/net/cidr.h"
 
 namespace mailhook::policyd::map {
 
@@ -50,7 +50,7 @@ class AccessMap {
     std::string key, value;
   };
   struct NetworkEntry {
-    Network net;
+    net::Cidr network;  // mailcore's one CIDR matcher
     Entry entry;
   };
   struct Pattern {

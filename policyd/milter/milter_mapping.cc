@@ -1,6 +1,8 @@
 // Negotiation, reply and argument mapping of the milter adapter.
 #include "policyd/milter/milter_mapping.h"
 
+#include "mailcore/smtp/command.h"
+
 namespace mailhook::policyd::milter {
 
 Negotiation negotiate(const Capabilities& caps, unsigned long mta_actions, unsigned long mta_protocol) {
@@ -61,17 +63,8 @@ void parse_envelope_args(const std::vector<std::string>& argv, std::string& addr
   std::string_view a = argv[0];
   if (a.size() >= 2 && a.front() == '<' && a.back() == '>') a = a.substr(1, a.size() - 2);
   address.assign(a);
-  for (std::size_t i = 1; i < argv.size(); ++i) {
-    const std::string& p = argv[i];
-    const std::size_t eq = p.find('=');
-    Parameter param;
-    param.name = p.substr(0, eq);
-    for (char& c : param.name) {
-      if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
-    }
-    if (eq != std::string::npos) param.value = p.substr(eq + 1);
-    parameters.push_back(std::move(param));
-  }
+  // The MTA checked them; split as the front splits its own (one parser).
+  for (std::size_t i = 1; i < argv.size(); ++i) parameters.push_back(smtp::split_parameter(argv[i]));
 }
 
 std::string header_bytes(std::string_view name, std::string_view value) {

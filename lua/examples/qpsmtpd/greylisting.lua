@@ -1,5 +1,5 @@
 -- qpsmtpd's greylisting, ported to Lua: the first delivery attempt of a
--- (client address, sender, recipient) triplet is deferred at DATA; a retry
+-- (client address or IPv6 /64, sender, recipient) triplet is deferred at DATA; a retry
 -- after black_timeout seconds passes, and the triplet stays white for
 -- white_timeout. config/greylisting lines: "black_timeout 300",
 -- "white_timeout 3110400". The table is per policyd worker (run one
@@ -20,7 +20,10 @@ function hook_data(self, transaction)
   local now = os.time()
   local black = setting(self, "black_timeout", 300)
   local white = setting(self, "white_timeout", 36 * 24 * 3600)
-  local ip = self:connection():remote_ip()
+  -- An IPv6 client by its /64 (one end site's addresses are one sender);
+  -- an IPv4 client by its address, as qpsmtpd does.
+  local remote = self:connection():remote_ip()
+  local ip = net.network(remote, 64) or remote
   local sender = transaction:sender() and transaction:sender():address():lower() or ""
   local defer = false
   for _, r in ipairs(transaction:recipients()) do

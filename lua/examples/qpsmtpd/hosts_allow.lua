@@ -7,19 +7,11 @@
 
 local open = {}  -- client address -> sessions open on this worker
 
-local function ipv4(address)
-  local a, b, c, d = tostring(address):match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
-  if not a then return nil end
-  return ((tonumber(a) * 256 + tonumber(b)) * 256 + tonumber(c)) * 256 + tonumber(d)
-end
-
+-- A rule is an address or a CIDR network, IPv4 or IPv6 (net.match:
+-- policyd's one CIDR code); a rule that is neither never matches.
 local function matches(rule, address)
-  if rule == address then return true end
-  local net, bits = rule:match("^([%d%.]+)/(%d+)$")
-  local n, ip = ipv4(net or rule), ipv4(address)
-  if not n or not ip then return false end
-  local size = 2 ^ (32 - tonumber(bits or 32))
-  return math.floor(n / size) == math.floor(ip / size)
+  local ok, found = pcall(net.match, address, rule)
+  return ok and found == true
 end
 
 function hook_pre_connection(self, transaction, args)

@@ -3,7 +3,7 @@
 --
 --   * Mail is accepted for the domains in LOCAL_DOMAINS from anyone, and
 --     for any domain from the networks in RELAY_NETS (MAILHOOK_RELAY_NETS,
---     space-separated address prefixes like "192.0.2. 10.").
+--     space-separated addresses or CIDR networks like "192.0.2.0/24 10.0.0.0/8").
 --   * Clients listed by RBL_ZONE (MAILHOOK_RBL_ZONE, default
 --     zen.spamhaus.org) are refused at connect; the lookup goes through
 --     mailhook's dns module and waits without blocking other sessions.
@@ -14,18 +14,15 @@ local RELAY_NETS = {}
 -- Settings from the environment reach a script only when policyd names them:
 -- --lua-env MAILHOOK_RELAY_NETS --lua-env MAILHOOK_RBL_ZONE (else the
 -- defaults below apply).
-for prefix in (os.getenv("MAILHOOK_RELAY_NETS") or "127.0.0.1"):gmatch("%S+") do
-  RELAY_NETS[#RELAY_NETS + 1] = prefix
+for entry in (os.getenv("MAILHOOK_RELAY_NETS") or "127.0.0.1"):gmatch("%S+") do
+  RELAY_NETS[#RELAY_NETS + 1] = assert(net.cidr(entry))  -- a bad entry stops the load
 end
 local RBL_ZONE = os.getenv("MAILHOOK_RBL_ZONE") or "zen.spamhaus.org"
 
 syslog.openlog("smtpf", syslog.LOG_PID, syslog.LOG_MAIL)
 
 local function relay_client(ip)
-  for _, prefix in ipairs(RELAY_NETS) do
-    if ip:sub(1, #prefix) == prefix then return true end
-  end
-  return false
+  return net.match(ip, RELAY_NETS) == true
 end
 
 function smtp.do_connect(ip, ptr)

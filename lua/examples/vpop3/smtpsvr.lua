@@ -3,7 +3,7 @@
 -- Enterprise RBL globals, a size limit for outsiders, and a header stamp
 -- on every accepted message. Settings come from the environment so the
 -- same file serves tests and production:
---   MAILHOOK_RELAY_NETS     addresses allowed to relay (prefixes, space separated)
+--   MAILHOOK_RELAY_NETS     addresses or CIDR networks allowed to relay (space separated)
 --   MAILHOOK_LOCAL_DOMAINS  domains we accept mail for
 --   MAILHOOK_RBL_ZONE       DNS blocklist zone ("" for none)
 
@@ -21,9 +21,7 @@ local LocalDomains = words(os.getenv("MAILHOOK_LOCAL_DOMAINS") or "example.com")
 local Zone = os.getenv("MAILHOOK_RBL_ZONE") or ""
 
 function Start()
-  for _, net in ipairs(RelayNets) do
-    if IPAddress == net or IPAddress:sub(1, #net) == net then LocalClientAddress = true end
-  end
+  if net.match(IPAddress, RelayNets) == true then LocalClientAddress = true end
   if not LocalClientAddress and Zone ~= "" then RBLServers = { Zone } end
   return ""
 end

@@ -192,3 +192,24 @@ TEST(CommandParser, OtherControlCharactersAreRefusedButTabIsNot) {
   EXPECT_EQ(parse_command("EHLO\tclient.example").error, ParseError::None);
   EXPECT_EQ(parse_command("EHLO caf\xc3\xa9.example").error, ParseError::None);  // UTF-8 is not a control
 }
+
+// The one ESMTP-parameter parser: the front's MAIL/RCPT lines, the
+// milter's arguments and the policy's added recipients all split alike.
+TEST(EsmtpParameters, SplitUpperCasesKeywordsAndKeepsValues) {
+  EXPECT_EQ(split_parameter("size=10"), (Parameter{"SIZE", "10"}));
+  EXPECT_EQ(split_parameter("SMTPUTF8"), (Parameter{"SMTPUTF8", ""}));
+  EXPECT_EQ(split_parameter("ORCPT=rfc822;A@B=c"), (Parameter{"ORCPT", "rfc822;A@B=c"}));
+  const std::vector<Parameter> ps = split_parameters("  NOTIFY=NEVER   orcpt=rfc822;a@b ");
+  ASSERT_EQ(ps.size(), 2u);
+  EXPECT_EQ(ps[0], (Parameter{"NOTIFY", "NEVER"}));
+  EXPECT_EQ(ps[1], (Parameter{"ORCPT", "rfc822;a@b"}));
+  EXPECT_TRUE(split_parameters("").empty());
+  EXPECT_TRUE(is_valid_parameter("X-FOO=1"));
+  EXPECT_TRUE(is_valid_parameter("SMTPUTF8"));
+  EXPECT_FALSE(is_valid_parameter("SIZE="));
+  EXPECT_FALSE(is_valid_parameter("-X=1"));
+  EXPECT_FALSE(is_valid_parameter("=1"));
+  EXPECT_FALSE(is_valid_parameter("A_B=1"));
+  // The command parser refuses what is_valid_parameter refuses.
+  EXPECT_EQ(parse_command("MAIL FROM:<a@example.com> SIZE=").error, ParseError::BadParameter);
+}
