@@ -26,11 +26,17 @@ BASE = "docker.io/library/debian:12"
 REDIS_OFFICIAL = "docker.io/library/redis:7-bookworm"
 # What this sandbox (and any podman host) accepts: runc (crun is refused
 # here) and modest explicit limits (the default nproc/nofile are refused).
+# netavark + aardvark-dns, not CNI: with CNI's dnsname plugin a container
+# on several networks (policyd: link, milter, kv) asks only the first
+# network's resolver, so it cannot find redis on "kv" (Docker's and
+# aardvark's resolvers answer for every network of the container).
 ULIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
 CONTAINERS_CONF = """[containers]
 default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
 [engine]
 runtime = "runc"
+[network]
+network_backend = "netavark"
 """
 
 POLICY = """-- test-images.sh's policy, mounted from the host (version %(v)s).
@@ -475,7 +481,7 @@ class Run:
 
         def kv():
             log = self.logs(self.names["policyd"])
-            if "MAILHOOK_KV redis:6379 -> " not in log:
+            if "MAILHOOK_KV redis:6379 -> " not in log or "cannot resolve" in log:
                 raise Failed("start-policyd.sh did not resolve redis: %s" % log)
             return "X-Mailhook-KV: 1 (kv.incr in Redis); " + log[log.index("MAILHOOK_KV"):].split("\n")[0]
         self.step("compose: policyd reaches Redis by its service name (network kv)", kv)
@@ -580,10 +586,11 @@ def main():
     finally:
         try:
             run.cleanup()
-            left = run.leftovers()
-            if left:
-                raise Failed("left behind: " + ", ".join(left))
-            print("PASS  cleanup: no container, pod, network or volume of %s left" % run.name, flush=True)
+            if run.results and run.results[0][1]:      # podman ran, so something may be left
+                left = run.leftovers()
+                if left:
+                    raise Failed("left behind: " + ", ".join(left))
+                print("PASS  cleanup: no container, pod, network or volume of %s left" % run.name, flush=True)
         except Exception as e:  # the report must still come
             print("FAIL  cleanup: %s" % e, flush=True)
             ok = False
