@@ -36,7 +36,6 @@ with a deadline. Nothing is skipped: a missing tool is a failure.
 """
 
 import glob
-import ipaddress
 import os
 import re
 import shutil
