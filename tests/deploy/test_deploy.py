@@ -413,7 +413,7 @@ class ComposeTest(StartedScripts):
             self.assertEqual(steps[0], "COPY deploy/debian/install.sh deploy/debian/packages.txt deploy/debian/", name)
             self.assertTrue(steps[1].startswith("RUN deploy/debian/install.sh build"), name)
             # Then only what the compile reads, so an edit elsewhere keeps the compiled layer.
-            self.assertEqual(steps[2], "COPY CMakeLists.txt README.md ./", name)
+            self.assertEqual(steps[2], "COPY CMakeLists.txt ./", name)
             self.assertNotIn("COPY . .", build_stage)
             self.assertNotIn("packages-test.txt", build_stage)
 
