@@ -173,13 +173,18 @@ class Run:
             argv += ["--target", target]
         if ignorefile:
             argv += ["--ignorefile", ignorefile]
+        # The build's output goes to a log file as it comes (a full build
+        # takes minutes): its path is printed, its tail shown on failure.
+        log = os.path.join(self.dir, "build-%s.log" % tag.replace("/", "_").replace(":", "_"))
+        print("      building %s (log: %s)" % (tag, log), flush=True)
         started = time.monotonic()
-        r = self.podman(*(argv + [context]), timeout=3600, check=False)
+        with open(log, "w") as f:
+            r = subprocess.run(["podman"] + argv + [context], stdout=f, stderr=subprocess.STDOUT,
+                               env=self.env, cwd=ROOT, timeout=self.left(3600))
         took = time.monotonic() - started
-        with open(os.path.join(self.dir, "build-%s.log" % tag.replace("/", "_").replace(":", "_")), "w") as f:
-            f.write(r.stdout + r.stderr)
         if r.returncode != 0:
-            raise Failed("podman build %s: %s" % (dockerfile, (r.stdout + r.stderr)[-2000:]))
+            with open(log) as f:
+                raise Failed("podman build %s: %s" % (dockerfile, f.read()[-2000:]))
         self.numbers.append(("build %s%s" % (tag, " (--full)" if self.args.full else ""), "%.0fs" % took))
         return "%.0fs" % took
 
