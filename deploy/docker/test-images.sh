@@ -15,4 +15,5 @@
 #                                         would (compiles everything in the image)
 #   options: --build-dir DIR, --timeout SECONDS (default 900, 5400 with --full)
 set -eu
-exec python3 "$(dirname "$0")/test/images.py" "$@"
+# -B: no __pycache__ in the source tree.
+exec python3 -B "$(dirname "$0")/test/images.py" "$@"
