@@ -18,7 +18,8 @@
 #   MAILHOOK_DNS_SERVER      --dns-server
 #   MAILHOOK_DNS_TIMEOUT     --dns-timeout     milliseconds
 #   MAILHOOK_PTR_LOOKUP      --ptr-lookup      yes or no
-#   MAILHOOK_KV              --kv              Redis IP:PORT for the kv module (state shared by replicas)
+#   MAILHOOK_KV              --kv              Redis IP:PORT for the kv module (state shared by replicas);
+#                                              a HOST:PORT is resolved once, here (below)
 #   MAILHOOK_KV_TIMEOUT      --kv-timeout      milliseconds
 #   MAILHOOK_MAX_PENDING_EVENTS  --max-pending-events  per gRPC stream, then reading pauses
 #   MAILHOOK_TLS_CERT, MAILHOOK_TLS_KEY, MAILHOOK_TLS_CLIENT_CA
@@ -33,6 +34,22 @@
 #   MAILHOOK_BIN_DIR         where mailhook-policyd is (default: this script's directory)
 set -euo pipefail
 bin_dir=${MAILHOOK_BIN_DIR:-$(dirname "$0")}
+
+# MAILHOOK_KV may name the Redis host (compose.yaml: redis:6379), but
+# policyd takes an IP, so no name lookup ever blocks a worker: the name is
+# resolved here, once, at start (IPv4). A Redis that comes back at another
+# address needs a policyd restart.
+kv=${MAILHOOK_KV:-}
+kv_host=${kv%:*}
+if [ -n "$kv" ] && [[ $kv_host == *[!0-9.]* && $kv_host != \[*\] ]]; then
+  kv_ip=$(getent ahostsv4 "$kv_host" | awk 'NR == 1 { print $1 }') || kv_ip=""
+  if [ -z "$kv_ip" ]; then
+    echo "start-policyd.sh: MAILHOOK_KV: cannot resolve $kv_host" >&2
+    exit 1
+  fi
+  echo "start-policyd.sh: MAILHOOK_KV $kv -> $kv_ip:${kv##*:}" >&2
+  MAILHOOK_KV=$kv_ip:${kv##*:}
+fi
 
 args=(--log-stderr --listen "${MAILHOOK_LISTEN:-0.0.0.0:7070}")
 IFS=', ' read -r -a scripts <<<"${MAILHOOK_SCRIPTS:-/etc/mailhook/policy.lua}"
