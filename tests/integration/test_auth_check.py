@@ -102,6 +102,55 @@ class ThroughTheFront(AuthZone):
         self.assertEqual(ar_fields(message), ["mx.test" + PASS_HEADER])
 
 
+# policyd's transaction line (docs/logging.md): "info: queue_id=... changes=N"
+# and then the checks that ran.
+TRANSACTION = re.compile(r"info: queue_id=(\S+) session=.* eom=(\S+) size=\d+ changes=\d+(.*)$", re.M)
+
+
+class OnTheTransactionLine(AuthZone):
+    """Issue 23: the checks' results go on policyd's transaction line, each
+    on the line of the transaction whose hook ran it, and nothing when no
+    check ran."""
+
+    def lines(self, count):
+        wait_for(lambda: len(TRANSACTION.findall(self.policyd.output())) >= count,
+                 what="%d transaction lines in policyd's log" % count)
+        return {q: (eom, checks) for q, eom, checks in TRANSACTION.findall(self.policyd.output())}
+
+    def test_spf_dkim_and_dmarc_results_end_the_line_of_their_transaction(self):
+        self.start_both(script(), policyd_args=self.dns_args())
+        c = self.client()
+        c.cmd("EHLO client.example")
+        signed = self.openssl_ed25519_sign(td.MESSAGE, "relaxed")
+        code, text = self.send(c, signed)
+        self.assertEqual(code, 250, text)
+        queue_id = text.split()[-1]
+        session = queue_id[:-2]
+        # SPF passes in hook.mail; RSET before any DKIM or DMARC check.
+        # The next MAIL's own SPF fail must not land on this line.
+        self.assertEqual(c.cmd("MAIL FROM:<joe@example.test>")[0], 250)
+        self.assertEqual(c.cmd("RSET")[0], 250)
+        code, text = self.send(c, UNSIGNED, sender="joe@other.test")
+        self.assertEqual(code, 550, text)
+        lines = self.lines(3)
+        self.assertEqual(lines[session + "T1"], ("-", " spf=pass(example.test) dkim=pass(example.test)"
+                                                       " dmarc=pass(example.test,p=reject,dis=none)"))
+        self.assertEqual(lines[session + "T2"], ("-", " spf=pass(example.test)"))
+        self.assertEqual(lines[session + "T3"], ("550", " spf=fail(other.test) dkim=none"
+                                                         " dmarc=fail(example.test,p=reject,dis=reject)"))
+
+    def test_a_script_that_checks_nothing_adds_nothing(self):
+        self.start_both("function hook.rcpt(address) end\n", policyd_args=self.dns_args())
+        c = self.client()
+        c.cmd("EHLO client.example")
+        code, text = self.send(c, td.MESSAGE)
+        self.assertEqual(code, 250, text)
+        c.cmd("QUIT")  # no script listens to the end of message: the session's end writes the line
+        [(eom, checks)] = self.lines(1).values()
+        self.assertEqual((eom, checks), ("-", ""))
+        self.assertNotRegex(self.policyd.output(), r"(spf|dkim|dmarc)=")
+
+
 class SignsThroughTheFront(AuthZone):
     def setUp(self):
         super().setUp()
@@ -165,6 +214,12 @@ class BehindPostfix(AuthZone, td.tm.MilterTest):
         code, text = self.postfix_send(UNSIGNED, sender="joe@other.test")
         self.assertEqual(code, 550, text)
         self.assertIn("Rejected by the DMARC policy of example.test", text)
+        # The milter shape's transaction lines carry the results too.
+        wait_for(lambda: len(TRANSACTION.findall(self.policyd.output())) >= 2, what="two transaction lines")
+        self.assertEqual([(eom, checks) for _, eom, checks in TRANSACTION.findall(self.policyd.output())],
+                         [("-", " spf=pass(example.test) dkim=pass(example.test)"
+                                " dmarc=pass(example.test,p=reject,dis=none)"),
+                          ("550", " spf=fail(other.test) dkim=none dmarc=fail(example.test,p=reject,dis=reject)")])
 
     def test_signed_mail_reaches_the_sink_and_verifies(self):
         self.start(script("dkim_sign.lua"), args=sign_settings(self))
