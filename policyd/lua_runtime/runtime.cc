@@ -37,7 +37,7 @@ class Worker {
   bool start(const RuntimeConfig& c, std::string& error) {
     resolver_ = c.fake_dns ? dns::make_fake_resolver(io_, c.fake_dns)
                            : dns::Resolver::create(io_, dns::ResolverConfig{c.dns_servers, c.dns_timeout,
-                                                                            c.dns_cache_entries}, error);
+                                                                            c.dns_cache_entries, c.dns_receive_buffer}, error);
     if (!resolver_) return false;
     if (!c.kv_address.empty()) {
       kv_ = kv::RedisClient::create(io_, kv::Config{c.kv_address, c.kv_timeout});
