@@ -1,7 +1,8 @@
 // The one line both daemons write when a reply refuses or defers (and,
 // for shadow scripts, when it would have): Postfix-style, one set of key
-// names (docs/logging.md), every client value escaped here. Pure: builds
-// the text, the caller writes it with log::notice. Never reads a clock.
+// names (docs/logging.md), every client value escaped here; and the
+// sender-authentication fields policyd's transaction line ends with.
+// Pure: builds the text, the caller writes it. Never reads a clock.
 #pragma once
 
 #include <cstddef>
