@@ -80,6 +80,11 @@ void build_table(CLI::App& app, daemon::Options& opts, PolicyConfig& c, std::str
                  "DNS answers each worker keeps for their TTL (at most 1 h; 0: no cache)")
       ->check(CLI::Range(0, 10000000))
       ->capture_default_str();
+  app.add_option("--dns-receive-buffer", c.dns_receive_buffer,
+                 "receive buffer (SO_RCVBUF) of each worker's DNS sockets in bytes, for bursts of answers; at most "
+                 "net.core.rmem_max (a warning says when the kernel gave less); 0: the system's default")
+      ->check(CLI::Range(0, 1 << 28))
+      ->capture_default_str();
   app.add_option("--spf-max-dns-lookups", c.spf_max_dns_lookups,
                  "DNS-querying terms (include, a, mx, ptr, exists, redirect) one spf.check may evaluate; past it: "
                  "permerror (RFC 7208 4.6.4)")

@@ -25,6 +25,7 @@ struct PolicyConfig {
   std::string kv;
   int kv_timeout_ms = 1000;
   int dns_cache_entries = 10000;
+  int dns_receive_buffer = 1 << 20;  // bytes; 0: the system's default
   int spf_max_dns_lookups = 10;       // RFC 7208 4.6.4; spf.check's default
   int spf_max_void_lookups = 2;
   int spf_timeout_s = 20;

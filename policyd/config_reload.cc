@@ -35,6 +35,7 @@ std::vector<std::string> restart_only_changes(const PolicyConfig& a, const Polic
   differs("--dns-server", a.dns_servers != b.dns_servers);
   differs("--dns-timeout", a.dns_timeout_ms != b.dns_timeout_ms);
   differs("--dns-cache-entries", a.dns_cache_entries != b.dns_cache_entries);
+  differs("--dns-receive-buffer", a.dns_receive_buffer != b.dns_receive_buffer);
   differs("--ptr-lookup", a.ptr_lookup != b.ptr_lookup);
   differs("--trace", a.trace != b.trace);
   differs("--tls-cert", a.tls_cert != b.tls_cert || a.tls_key != b.tls_key || a.tls_client_ca != b.tls_client_ca);
@@ -71,6 +72,7 @@ RuntimeConfig runtime_config_of(const PolicyConfig& c) {
   r.trace = c.trace;
   r.kv_timeout = std::chrono::milliseconds(c.kv_timeout_ms);
   r.dns_cache_entries = static_cast<std::size_t>(c.dns_cache_entries);
+  r.dns_receive_buffer = c.dns_receive_buffer;
   r.ptr_lookup = c.ptr_lookup;
   r.spf_max_dns_lookups = static_cast<unsigned>(c.spf_max_dns_lookups);
   r.spf_max_void_lookups = static_cast<unsigned>(c.spf_max_void_lookups);

@@ -54,4 +54,52 @@ std::string decision_line(std::string_view verb, const DecisionFields& f, const 
   return line;
 }
 
+namespace {
+
+// A result word or domain inside a field's value: escape() (one token)
+// plus the value's own separators.
+std::string inner(std::string_view v) {
+  std::string out;
+  for (const char c : escape(v)) {
+    if (c == '(' || c == ')' || c == ',') {
+      out += fmt::format("\\x{:02X}", static_cast<unsigned char>(c));
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::string verdict(const AuthResults::Verdict& v) {
+  std::string out = inner(or_dash(v.result));
+  if (!v.domain.empty()) out += "(" + inner(v.domain) + ")";
+  return out;
+}
+
+}  // namespace
+
+std::string auth_fields(const AuthResults& a) {
+  std::string out;
+  if (a.spf) out += " spf=" + verdict(*a.spf);
+  if (a.dkim) {
+    out += " dkim=";
+    if (a.dkim->empty() && a.dkim_cut == 0) out += "none";  // RFC 8601 2.7.1: no signature
+    for (std::size_t i = 0; i < a.dkim->size(); ++i) {
+      if (i) out += ',';
+      out += verdict((*a.dkim)[i]);
+    }
+    if (a.dkim_cut != 0) out += fmt::format(",...(+{})", a.dkim_cut);
+  }
+  if (a.dmarc) {
+    const AuthResults::Dmarc& d = *a.dmarc;
+    out += " dmarc=" + inner(or_dash(d.result));
+    std::string detail = inner(d.from_domain);
+    if (!d.policy.empty()) {
+      detail += (detail.empty() ? "" : ",") + std::string("p=") + inner(d.policy) + ",dis=" + inner(or_dash(d.disposition));
+    }
+    if (!detail.empty()) out += "(" + detail + ")";
+  }
+  return out;
+}
+
 }  // namespace mailhook::log

@@ -6,10 +6,14 @@
 
 #include <ares.h>
 #include <poll.h>
+#include <sys/socket.h>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <mutex>
+
+#include "mailcore/telemetry/log.h"
 
 namespace mailhook::policyd::dns {
 namespace {
@@ -56,6 +60,10 @@ ares_channel make_channel(const ResolverConfig& config, ares_options& opts, int 
   opts.timeout = std::max(1, static_cast<int>(config.timeout.count()) / (kRoundWeights * servers));
   opts.tries = kTries;
   mask |= ARES_OPT_FLAGS | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES;
+  if (config.receive_buffer > 0) {
+    opts.socket_receive_buffer_size = config.receive_buffer;
+    mask |= ARES_OPT_SOCK_RCVBUF;
+  }
   ares_channel channel = nullptr;
   if (int rc = ares_init_options(&channel, &opts, mask); rc != ARES_SUCCESS) {
     error = std::string("cannot start the DNS resolver: ") + ares_strerror(rc);
@@ -73,7 +81,8 @@ ares_channel make_channel(const ResolverConfig& config, ares_options& opts, int 
 
 class AresResolver final : public Resolver {
  public:
-  AresResolver(asio::io_context& io, std::size_t cache_entries) : io_(io), timer_(io), cache_(cache_entries) {}
+  AresResolver(asio::io_context& io, std::size_t cache_entries, int receive_buffer)
+      : io_(io), timer_(io), receive_buffer_(receive_buffer), cache_(cache_entries) {}
 
   bool start(const ResolverConfig& config, std::string& error) {
     ares_options opts{};
@@ -174,7 +183,10 @@ class AresResolver final : public Resolver {
       }
       return;
     }
-    if (it == watches_.end()) it = watches_.emplace(fd, std::make_shared<Watch>(io_, fd)).first;
+    if (it == watches_.end()) {
+      check_receive_buffer(fd);
+      it = watches_.emplace(fd, std::make_shared<Watch>(io_, fd)).first;
+    }
     it->second->read = readable;
     it->second->write = writable;
     arm(it->second, fd);
@@ -205,6 +217,24 @@ class AresResolver final : public Resolver {
     }
   }
 
+  // The kernel caps SO_RCVBUF at net.core.rmem_max without a word (c-ares
+  // ignores setsockopt's result): say so once per process, since a burst
+  // of answers past the real size is dropped and asked again a c-ares
+  // round (--dns-timeout / 7) later.
+  void check_receive_buffer(int fd) const {
+    static std::atomic<bool> said{false};
+    if (receive_buffer_ <= 0 || said.load()) return;
+    int granted = 0;
+    socklen_t len = sizeof granted;
+    if (::getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &granted, &len) != 0) return;
+    granted /= 2;  // Linux reports twice the size asked for (socket(7)), its bookkeeping included
+    if (granted >= receive_buffer_ || said.exchange(true)) return;
+    log::warning("dns: the kernel gave the resolver's sockets a {} byte receive buffer, not the {} of "
+                 "--dns-receive-buffer (raise sysctl net.core.rmem_max); answers past it in a burst are "
+                 "dropped and asked again",
+                 granted, receive_buffer_);
+  }
+
   static bool readable_now(int fd) {
     pollfd p{fd, POLLIN, 0};
     return ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
@@ -233,6 +263,7 @@ class AresResolver final : public Resolver {
 
   asio::io_context& io_;
   asio::steady_timer timer_;
+  int receive_buffer_;  // --dns-receive-buffer
   ares_channel channel_ = nullptr;
   std::map<int, std::shared_ptr<Watch>> watches_;
   std::size_t in_flight_ = 0;
@@ -243,7 +274,7 @@ class AresResolver final : public Resolver {
 }  // namespace
 
 std::unique_ptr<Resolver> Resolver::create(asio::io_context& io, const ResolverConfig& config, std::string& error) {
-  auto r = std::make_unique<AresResolver>(io, config.cache_entries);
+  auto r = std::make_unique<AresResolver>(io, config.cache_entries, config.receive_buffer);
   if (!r->start(config, error)) return nullptr;
   return r;
 }

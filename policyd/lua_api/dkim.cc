@@ -104,8 +104,16 @@ void set_string(lua_State* L, const char* key, std::string_view v) {
   lua_setfield(L, -2, key);
 }
 
-// Decides every check and pushes the result array.
+// Decides every check and pushes the result array; keeps the results for
+// the transaction's log line (activity.h; the last call wins, at most
+// --dkim-max-signatures of them named).
 int push_results(lua_State* L, Verification& v) {
+  SessionContext* s = current_session(L);
+  const bool note = s != nullptr && !s->transaction_id.empty();
+  if (note) {
+    s->auth.dkim.emplace();
+    s->auth.dkim_cut = 0;
+  }
   lua_createtable(L, static_cast<int>(v.checks.size()), 0);
   for (std::size_t i = 0; i < v.checks.size(); ++i) {
     dkim::SignatureCheck& c = v.checks[i];
@@ -124,6 +132,12 @@ int push_results(lua_State* L, Verification& v) {
     lua_pushboolean(L, c.testing);
     lua_setfield(L, -2, "testing");
     lua_rawseti(L, -2, static_cast<lua_Integer>(i + 1));
+    if (!note) continue;
+    if (s->auth.dkim->size() < s->generation->dkim_max_signatures) {
+      s->auth.dkim->push_back({std::string(dkim::result_name(c.result)), c.parsed.domain});
+    } else {
+      ++s->auth.dkim_cut;
+    }
   }
   return 1;
 }

@@ -109,6 +109,14 @@ void set_string(lua_State* L, const char* key, std::string_view v) {
 
 int push_verdict(lua_State* L, const DmarcLookup& d, const dmarc::Verdict& v, const dmarc::Record* record,
                  std::string_view reason) {
+  // For the transaction's log line (activity.h): the last check wins.
+  if (d.session != nullptr && !d.session->transaction_id.empty()) {
+    d.session->auth.dmarc = log::AuthResults::Dmarc{
+        .result = std::string(dmarc::result_name(v.result)),
+        .from_domain = d.message.from_domain,
+        .policy = v.has_policy ? std::string(dmarc::policy_name(v.policy)) : std::string(),
+        .disposition = std::string(dmarc::policy_name(v.disposition))};
+  }
   lua_createtable(L, 0, 9);
   set_string(L, "result", dmarc::result_name(v.result));
   if (v.has_policy) {

@@ -103,6 +103,18 @@ bool ask(SessionContext& s, const std::shared_ptr<SpfCall>& call) {
   return waiting;
 }
 
+// For the transaction's log line (activity.h): the last check wins. The
+// domain checked: the sender's, or the HELO name for the null sender
+// (RFC 7208 2.4); the outcome's own when the check ran.
+void note_result(SessionContext& s, std::string_view result, const spf::Request& r, std::string_view domain = {}) {
+  if (s.transaction_id.empty()) return;  // outside a transaction: no line to go on
+  if (domain.empty()) {
+    const std::size_t at = r.sender.rfind('@');
+    domain = at == std::string::npos ? std::string_view(r.helo) : std::string_view(r.sender).substr(at + 1);
+  }
+  s.auth.spf = log::AuthResults::Verdict{std::string(result), std::string(domain)};
+}
+
 int push_outcome(lua_State* L, SessionContext& s, const spf::Check& check) {
   const spf::Outcome& o = check.outcome();
   const spf::Request& r = check.request();
@@ -114,6 +126,7 @@ int push_outcome(lua_State* L, SessionContext& s, const spf::Check& check) {
               log::escape_text(r.sender), result, log::escape_text(o.domain), check.queries(),
               o.problem.empty() ? "" : " problem=", log::escape_text(o.problem));
   }
+  note_result(s, result, r, o.domain);
   lua_pushlstring(L, result.data(), result.size());
   if (o.explanation) {
     lua_pushlstring(L, o.explanation->data(), o.explanation->size());
@@ -146,6 +159,7 @@ int check_continuation(lua_State* L, int, lua_KContext box_index) {
   auto* box = static_cast<CallBox*>(luaL_checkudata(L, static_cast<int>(box_index), kCallMeta));
   if (s == nullptr) return luaL_error(L, "spf.check resumed outside its hook");
   if (overdue(*s, *box->call)) {
+    note_result(*s, "temperror", box->call->check.request());
     lua_pushstring(L, "temperror");
     lua_pushnil(L);
     lua_pushnil(L);
@@ -221,6 +235,7 @@ int spf_check(lua_State* L) {
   r.now = script_now(L);  // the scripts' clock (--test may set it)
   if (s->resolver == nullptr) {
     log::info("session={} spf: no DNS resolver; temperror", log::escape_text(s->start.session_id));
+    note_result(*s, "temperror", r);
     lua_pushstring(L, "temperror");
     lua_pushnil(L);
     lua_pushnil(L);

@@ -17,8 +17,8 @@ constexpr std::size_t kMaxRecipients = 50;  // named on the transaction line; mo
 
 }  // namespace
 
-ActivityLog::ActivityLog(const SessionStart& start, RuntimeMetrics& metrics)
-    : session_id_(log::escape(start.session_id)), milter_(start.shape == Shape::Milter), metrics_(metrics) {
+ActivityLog::ActivityLog(const SessionStart& start, RuntimeMetrics& metrics, log::AuthResults& auth)
+    : session_id_(log::escape(start.session_id)), milter_(start.shape == Shape::Milter), metrics_(metrics), auth_(auth) {
   note_client(start.client);
 }
 
@@ -30,11 +30,23 @@ void ActivityLog::note_client(const ClientFacts& c) {
   if (!mta.empty()) mta_queue_id_ = log::escape(mta);
 }
 
+// Every event carries the front's (or milter's) transaction id; RSET's
+// reset and the close carry none of their own.
+bool ActivityLog::starts_transaction(const SessionEvent& e) const {
+  return e.kind != EventKind::Reset && e.kind != EventKind::Close && log::escape(e.transaction_id) != transaction_id_;
+}
+
+void ActivityLog::before(const SessionEvent& e) {
+  if (!starts_transaction(e)) return;
+  transaction_ended();
+  transaction_id_ = log::escape(e.transaction_id);
+}
+
 void ActivityLog::record(const SessionEvent& e, const std::optional<Decision>& d) {
   if (d) metrics_.decision(*d);
   if (e.client) note_client(*e.client);
   if (!e.helo.empty()) helo_ = log::escape(e.helo);
-  if (e.kind != EventKind::Reset && e.kind != EventKind::Close && log::escape(e.transaction_id) != transaction_id_) {
+  if (starts_transaction(e)) {  // before() saw it already, unless the caller skipped it
     transaction_ended();
     transaction_id_ = log::escape(e.transaction_id);
   }
@@ -102,11 +114,14 @@ void ActivityLog::transaction_ended() {
     ++transactions_;
     std::string to = rcpts_.empty() ? std::string("-") : fmt::format("{}", fmt::join(rcpts_, ","));
     if (rcpts_cut_ != 0) to += fmt::format(",...(+{})", rcpts_cut_);
-    log::info("queue_id={} session={}{} client={} helo={} from={} mail={} to={} data={} eom={} size={} changes={}",
+    // The checks come last: a line without them keeps its fields in place.
+    log::info("queue_id={} session={}{} client={} helo={} from={} mail={} to={} data={} eom={} size={} changes={}{}",
               transaction_id_, session_id_, milter_ ? " mta_queue_id=" + (mta_queue_id_.empty() ? "-" : mta_queue_id_) : "",
               client_, helo_.empty() ? "-" : helo_, sender_.empty() ? "-" : sender_, mail_code_.empty() ? "-" : mail_code_,
-              to, data_code_.empty() ? "-" : data_code_, eom_code_.empty() ? "-" : eom_code_, size_, changes_);
+              to, data_code_.empty() ? "-" : data_code_, eom_code_.empty() ? "-" : eom_code_, size_, changes_,
+              log::auth_fields(auth_));
   }
+  auth_ = {};
   transaction_id_.clear();
   sender_.clear();
   mail_code_.clear();

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "mailcore/event/event.h"
+#include "mailcore/telemetry/decision_log.h"
 #include "policyd/map/map_store.h"
 #include "mailcore/telemetry/metrics.h"
 
@@ -156,6 +157,10 @@ struct SessionContext {
   int session_notes = LUA_NOREF;
   int transaction_notes = LUA_NOREF;
   std::vector<std::string> recipients;  // accepted RCPT TO of the transaction (client.recipients)
+  // The transaction's spf.check / dkim.verify / dmarc.check results for
+  // its log line (activity.h); written by lua_api inside a transaction
+  // only, cleared by the log when the transaction ends.
+  log::AuthResults auth;
   // The first hook of this event that ran past its limits in a hook whose
   // reply is not sent (header, body...): end of message counts its 451 on it.
   std::optional<std::pair<HookPhase, std::size_t>> overrun_by;

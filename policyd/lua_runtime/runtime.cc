@@ -37,7 +37,7 @@ class Worker {
   bool start(const RuntimeConfig& c, std::string& error) {
     resolver_ = c.fake_dns ? dns::make_fake_resolver(io_, c.fake_dns)
                            : dns::Resolver::create(io_, dns::ResolverConfig{c.dns_servers, c.dns_timeout,
-                                                                            c.dns_cache_entries}, error);
+                                                                            c.dns_cache_entries, c.dns_receive_buffer}, error);
     if (!resolver_) return false;
     if (!c.kv_address.empty()) {
       kv_ = kv::RedisClient::create(io_, kv::Config{c.kv_address, c.kv_timeout});
@@ -125,6 +125,7 @@ asio::awaitable<void> run_session(std::shared_ptr<SessionRecord> r, bool opening
   while (!r->queue.empty() && !s.aborted) {
     const SessionEvent e = r->queue.pop_front();
     if (e.kind == EventKind::Close) r->close_hook_ran = true;
+    r->activity->before(e);  // a new transaction's checks go on its own line
     std::optional<Decision> d = co_await handle_event(s, e);
     r->activity->record(e, d);
     if (d && r->observer) r->observer->decided(std::move(*d));
@@ -255,7 +256,7 @@ class RuntimeImpl final : public Runtime {
       s.ptr_lookup = config_.ptr_lookup;
       s.trace = traced(config_.trace, s.start.client.address);
       s.host_resolved = !s.start.client.host.empty() || !config_.ptr_lookup;
-      r->activity.emplace(s.start, metrics_);
+      r->activity.emplace(s.start, metrics_, s.auth);
       spawn(r, true);
     });
     return std::make_shared<SessionHandle>(*w, std::move(r));

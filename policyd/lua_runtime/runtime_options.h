@@ -36,6 +36,7 @@ struct RuntimeConfig {
   std::string dns_servers;                        // "ip[:port],…"; empty: /etc/resolv.conf
   std::chrono::milliseconds dns_timeout{5000};    // per DNS query
   std::size_t dns_cache_entries = 10000;          // per worker; 0: no cache
+  int dns_receive_buffer = 1 << 20;               // --dns-receive-buffer: SO_RCVBUF of the resolver's sockets
   bool ptr_lookup = true;                         // resolve client.host when not given
   unsigned spf_max_dns_lookups = 10;              // --spf-max-dns-lookups: spf.check's default
   unsigned spf_max_void_lookups = 2;              // --spf-max-void-lookups

@@ -10,11 +10,12 @@ import asyncio
 import os
 import re
 import resource
+import subprocess
 import sys
 import unittest
 
 import test_dkim as td
-from harness import Sink, free_port, wait_for
+from harness import POLICYD, Sink, free_port, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = os.path.join(HERE, "..", "..", "lua", "examples")
@@ -102,6 +103,55 @@ class ThroughTheFront(AuthZone):
         self.assertEqual(ar_fields(message), ["mx.test" + PASS_HEADER])
 
 
+# policyd's transaction line (docs/logging.md): "info: queue_id=... changes=N"
+# and then the checks that ran.
+TRANSACTION = re.compile(r"info: queue_id=(\S+) session=.* eom=(\S+) size=\d+ changes=\d+(.*)$", re.M)
+
+
+class OnTheTransactionLine(AuthZone):
+    """Issue 23: the checks' results go on policyd's transaction line, each
+    on the line of the transaction whose hook ran it, and nothing when no
+    check ran."""
+
+    def lines(self, count):
+        wait_for(lambda: len(TRANSACTION.findall(self.policyd.output())) >= count,
+                 what="%d transaction lines in policyd's log" % count)
+        return {q: (eom, checks) for q, eom, checks in TRANSACTION.findall(self.policyd.output())}
+
+    def test_spf_dkim_and_dmarc_results_end_the_line_of_their_transaction(self):
+        self.start_both(script(), policyd_args=self.dns_args())
+        c = self.client()
+        c.cmd("EHLO client.example")
+        signed = self.openssl_ed25519_sign(td.MESSAGE, "relaxed")
+        code, text = self.send(c, signed)
+        self.assertEqual(code, 250, text)
+        queue_id = text.split()[-1]
+        session = queue_id[:-2]
+        # SPF passes in hook.mail; RSET before any DKIM or DMARC check.
+        # The next MAIL's own SPF fail must not land on this line.
+        self.assertEqual(c.cmd("MAIL FROM:<joe@example.test>")[0], 250)
+        self.assertEqual(c.cmd("RSET")[0], 250)
+        code, text = self.send(c, UNSIGNED, sender="joe@other.test")
+        self.assertEqual(code, 550, text)
+        lines = self.lines(3)
+        self.assertEqual(lines[session + "T1"], ("-", " spf=pass(example.test) dkim=pass(example.test)"
+                                                       " dmarc=pass(example.test,p=reject,dis=none)"))
+        self.assertEqual(lines[session + "T2"], ("-", " spf=pass(example.test)"))
+        self.assertEqual(lines[session + "T3"], ("550", " spf=fail(other.test) dkim=none"
+                                                         " dmarc=fail(example.test,p=reject,dis=reject)"))
+
+    def test_a_script_that_checks_nothing_adds_nothing(self):
+        self.start_both("function hook.rcpt(address) end\n", policyd_args=self.dns_args())
+        c = self.client()
+        c.cmd("EHLO client.example")
+        code, text = self.send(c, td.MESSAGE)
+        self.assertEqual(code, 250, text)
+        c.cmd("QUIT")  # no script listens to the end of message: the session's end writes the line
+        [(eom, checks)] = self.lines(1).values()
+        self.assertEqual((eom, checks), ("-", ""))
+        self.assertNotRegex(self.policyd.output(), r"(spf|dkim|dmarc)=")
+
+
 class SignsThroughTheFront(AuthZone):
     def setUp(self):
         super().setUp()
@@ -165,6 +215,12 @@ class BehindPostfix(AuthZone, td.tm.MilterTest):
         code, text = self.postfix_send(UNSIGNED, sender="joe@other.test")
         self.assertEqual(code, 550, text)
         self.assertIn("Rejected by the DMARC policy of example.test", text)
+        # The milter shape's transaction lines carry the results too.
+        wait_for(lambda: len(TRANSACTION.findall(self.policyd.output())) >= 2, what="two transaction lines")
+        self.assertEqual([(eom, checks) for _, eom, checks in TRANSACTION.findall(self.policyd.output())],
+                         [("-", " spf=pass(example.test) dkim=pass(example.test)"
+                                " dmarc=pass(example.test,p=reject,dis=none)"),
+                          ("550", " spf=fail(other.test) dkim=none dmarc=fail(example.test,p=reject,dis=reject)")])
 
     def test_signed_mail_reaches_the_sink_and_verifies(self):
         self.start(script("dkim_sign.lua"), args=sign_settings(self))
@@ -176,6 +232,67 @@ class BehindPostfix(AuthZone, td.tm.MilterTest):
         self.assertIn(b"DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed;", data)
         self.assertIn(b"d=example.test; s=ed;", data)
         self.assertEqual(self.opendkim_verify(data), ["%s ed pass no signature error" % DOMAIN])
+
+
+def sysctl(name):
+    with open("/proc/sys/net/core/" + name) as f:
+        return int(f.read())
+
+
+class DnsReceiveBuffer(AuthZone):
+    """--dns-receive-buffer: the SO_RCVBUF of the resolver's sockets (a
+    burst of answers past it is dropped and asked again: the retries
+    ThousandConcurrentChecks saw). Read back with `ss -m` while an SPF
+    lookup waits on a slow answer (c-ares closes its sockets when no query
+    is left)."""
+
+    def zone(self):
+        zone = super().zone()
+        zone["_behaviour"][DOMAIN] = {"delay_ms": 1500}
+        return zone
+
+    def resolver_buffers(self):
+        """The rb= (receive buffer, bytes, as the kernel counts it: twice
+        SO_RCVBUF) of each policyd socket to the DNS server."""
+        out = subprocess.run(["ss", "-uanmp"], capture_output=True, text=True, timeout=10).stdout
+        found = re.findall(r"127\.0\.0\.1:%d\s+users:\(\([^)]*pid=%d,[^)]*\)\)\s+skmem:\(r\d+,rb(\d+),"
+                           % (self.dns.port, self.policyd.proc.pid), out)
+        return [int(x) for x in found]
+
+    def buffers_during_a_check(self, flag):
+        self.start_both(script(), policyd_args=["--dns-server", "127.0.0.1:%d" % self.dns.port,
+                                                "--dns-timeout", "10000"] + flag)
+        c = self.client()
+        c.cmd("EHLO client.example")
+        c.sock.sendall(b"MAIL FROM:<joe@example.test>\r\n")  # hook.mail's spf.check waits 1.5 s on the answer
+        wait_for(lambda: self.resolver_buffers(), what="policyd's socket to the DNS server")
+        buffers = self.resolver_buffers()
+        self.assertEqual(c.read_reply()[0], 250)
+        return buffers
+
+    def test_the_sockets_get_the_size_asked_for(self):
+        size = min(150000, sysctl("rmem_max"))  # under a stock kernel's cap (212992)
+        self.assertEqual(set(self.buffers_during_a_check(["--dns-receive-buffer", str(size)])), {2 * size})
+        self.assertNotIn("--dns-receive-buffer", self.policyd.output())  # no warning
+
+    def test_zero_leaves_the_system_default(self):
+        self.assertEqual(set(self.buffers_during_a_check(["--dns-receive-buffer", "0"])), {sysctl("rmem_default")})
+
+    def test_more_than_the_kernel_allows_is_capped_and_said_once(self):
+        cap = sysctl("rmem_max")
+        ask = min(cap + (1 << 20), 1 << 28)
+        self.assertGreater(ask, cap, "net.core.rmem_max is at the flag's own maximum: nothing to cap")
+        self.assertEqual(set(self.buffers_during_a_check(["--dns-receive-buffer", str(ask)])), {2 * cap})
+        warnings = re.findall(r"warning: dns: the kernel gave the resolver's sockets a (\d+) byte receive buffer, "
+                              r"not the (\d+) of --dns-receive-buffer", self.policyd.output())
+        self.assertEqual(warnings, [(str(cap), str(ask))])
+
+    def test_bad_values_are_refused(self):
+        for value in ("-1", str((1 << 28) + 1), "1M"):
+            r = subprocess.run([POLICYD, "--script", "/nonexistent.lua", "--dns-receive-buffer", value],
+                               capture_output=True, text=True, timeout=30)
+            self.assertNotEqual(r.returncode, 0, value)
+            self.assertIn("--dns-receive-buffer", r.stderr, value)
 
 
 async def signed_session(port, i, data):
@@ -262,8 +379,12 @@ class ThousandConcurrentChecks(AuthZone):
                 self.assertEqual(ar_fields(f.read().split(b"\r\n\r\n", 1)[1]), ["mx.test" + PASS_HEADER], path)
             os.unlink(path)
         # No cache: every session's SPF, key and DMARC lookup waited on the
-        # server. A burst of answers may overflow policyd's socket buffer;
-        # c-ares then asks again (at most 3 tries per query).
+        # server, once. The answers come back in a burst; with the kernel's
+        # default 208 KiB receive buffer about 300 of 3,000 were dropped
+        # and asked again, which --dns-receive-buffer (1 MiB) prevents.
+        # Where net.core.rmem_max caps it below that, c-ares' retries are
+        # allowed (at most 3 tries per query).
+        retries_allowed = sysctl("rmem_max") < (1 << 20)
         asked = {}
         for name, qtype, _ in self.dns.queries:
             if qtype == 16:
@@ -271,7 +392,8 @@ class ThousandConcurrentChecks(AuthZone):
         print("TXT queries the server saw for %d sessions: %s" % (count, asked), file=sys.stderr)
         self.assertEqual(sorted(asked), sorted([DOMAIN, "ed._domainkey." + DOMAIN, "_dmarc." + DOMAIN]))
         for name, n in asked.items():
-            self.assertTrue(count <= n <= 3 * count, "%d queries for %s, %d sessions" % (n, name, count))
+            self.assertTrue(count <= n <= (3 * count if retries_allowed else count),
+                            "%d queries for %s, %d sessions" % (n, name, count))
 
     def test_1000_sessions_check_spf_dkim_and_dmarc_against_a_slow_server_on_fixed_threads(self):
         limit = str(self.SESSIONS + 100)

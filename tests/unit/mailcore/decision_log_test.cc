@@ -47,3 +47,34 @@ TEST(DecisionLog, LongRecipientListsAreCut) {
   const std::string all = log::recipient_list(to, 3);
   EXPECT_EQ(all, "<r@x>,<r@x>,<r@x>,...(+57)");
 }
+
+// policyd's transaction line ends with the sender authentication a script
+// checked (issue 23); nothing when no check ran.
+TEST(DecisionLog, AuthFieldsNameEachCheckThatRan) {
+  EXPECT_EQ(log::auth_fields({}), "");
+  log::AuthResults a;
+  a.spf = log::AuthResults::Verdict{"pass", "example.org"};
+  EXPECT_EQ(log::auth_fields(a), " spf=pass(example.org)");
+  a.dkim.emplace();
+  EXPECT_EQ(log::auth_fields(a), " spf=pass(example.org) dkim=none");  // verified, no signature
+  a.dkim->push_back({"pass", "example.org"});
+  a.dkim->push_back({"permerror", ""});  // a signature without d=
+  a.dmarc = log::AuthResults::Dmarc{.result = "fail", .from_domain = "example.org", .policy = "reject",
+                                    .disposition = "quarantine"};
+  EXPECT_EQ(log::auth_fields(a),
+            " spf=pass(example.org) dkim=pass(example.org),permerror dmarc=fail(example.org,p=reject,dis=quarantine)");
+  a.spf.reset();
+  a.dkim_cut = 3;
+  a.dmarc = log::AuthResults::Dmarc{.result = "none", .from_domain = "example.org"};  // no record: no policy
+  EXPECT_EQ(log::auth_fields(a), " dkim=pass(example.org),permerror,...(+3) dmarc=none(example.org)");
+}
+
+TEST(DecisionLog, AuthFieldsEscapeWhatTheMessageChose) {
+  // d= and the From domain come from the message: neither a field, a line
+  // nor another signature's result can be faked.
+  log::AuthResults a;
+  a.dkim = std::vector<log::AuthResults::Verdict>{{"fail", "x),pass(bank.example"}, {"fail", "a b\ndmarc=pass"}};
+  a.dmarc = log::AuthResults::Dmarc{.result = "permerror", .from_domain = "bad,p=none"};
+  EXPECT_EQ(log::auth_fields(a), " dkim=fail(x\\x29\\x2Cpass\\x28bank.example),fail(a\\x20b\\x0Admarc=pass)"
+                                 " dmarc=permerror(bad\\x2Cp=none)");
+}
