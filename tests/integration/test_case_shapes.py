@@ -201,9 +201,9 @@ EXPECTED_NA.update({
     'tests/cases/clock.case': {'milter': {'milter-mta-text': [12, 18, 22, 27]}},
     'tests/cases/dmarc.case': {'milter': {'milter-mta-text': [12, 19, 26, 33, 40, 48, 55, 62, 70, 77, 84, 91, 98, 104]}},
     'tests/cases/hooks.case': {'milter': {'known': [14, 22, 29],
-                                          'milter-mta-ehlo': [8, 27, 34, 35],
-                                          'milter-mta-text': [7, 33, 42, 55, 73],
-                                          'milter-no-command': [63, 64, 65, 66]}},
+                                          'milter-mta-ehlo': [8, 27, 34, 35, 36, 37],
+                                          'milter-mta-text': [7, 33, 44, 57, 75],
+                                          'milter-no-command': [65, 66, 67, 68]}},
     'tests/cases/spf.case': {'milter': {'milter-mta-text': [10, 23, 32, 40, 47, 84, 91, 99]}},
     'tests/cases/timeout.case': {}
 })
