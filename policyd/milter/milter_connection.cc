@@ -442,6 +442,11 @@ asio::awaitable<bool> Connection::on_connect(std::string_view d) {
   SessionStart start;
   start.session_id = id_;
   start.shape = Shape::Milter;
+  // smtpe.host: the MTA's own name, its macro j, which Postfix
+  // (milter_connect_macros) and Sendmail (Milter.macros.connect) send
+  // before CONNECT by default. The session starts here: a j only a later
+  // stage sends is client.macros.j, never smtpe.host (empty then).
+  if (const std::string* j = state_.macro("j")) start.local_host = *j;
   start.client = facts_;
   session_ = server_.runtime->open_on(worker_, std::move(start),
                                       std::make_shared<Observer>(socket_.get_executor(), box_));

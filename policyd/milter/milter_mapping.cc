@@ -15,7 +15,11 @@ Negotiation negotiate(const Capabilities& caps, unsigned long mta_actions, unsig
   // connect is always called: it carries the client's facts. It needs no
   // reply unless a script decides there.
   if (!caps.connect_hook) p |= kNrConn;
-  if (!ev.has(EventKind::Helo) && !ev.has(EventKind::Ehlo)) p |= kNoHelo;
+  // HELO always comes, one small packet a session: its name is
+  // client.helo in every later hook and the logs' helo=, and the MTA's
+  // HELO-stage macros (Postfix: the TLS ones) ride on it. It needs no
+  // reply unless hook.helo or hook.ehlo is defined.
+  if (!ev.has(EventKind::Helo) && !ev.has(EventKind::Ehlo)) p |= kNrHelo;
   // envfrom always comes: it starts the transaction (client.id_trans,
   // the message file); it needs no reply unless hook.mail is defined.
   if (!ev.has(EventKind::Mail)) p |= kNrMail;

@@ -31,7 +31,9 @@ struct Negotiation {
 };
 
 // Only the callbacks the scripts use, NR_* where no reply is needed, SKIP
-// when nothing reads the body; bounded by what the MTA offers.
+// when nothing reads the body; bounded by what the MTA offers. CONNECT,
+// HELO and MAIL always come (without a reply when no script listens):
+// they carry the facts later hooks read.
 Negotiation negotiate(const Capabilities& caps, unsigned long mta_actions, unsigned long mta_protocol);
 
 // The HELO callback cannot tell HELO from EHLO: it becomes an EHLO event

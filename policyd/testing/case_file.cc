@@ -128,7 +128,8 @@ bool parse_case_file(const std::filesystem::path& path, CaseFile& out, std::stri
     if (line.empty() || line[0] == '#') continue;
     const auto colon = line.find(':');
     if (colon == std::string::npos) return fail(n, "expected \"keyword: value\" (case, client, dns, send, expect, "
-                                                   "expect-line, message, change, changes, connect, clock, advance, "
+                                                   "expect-line, expect-no-line, message, change, changes, connect, clock, "
+                                                   "advance, "
                                                    "script, env, lua-read-dir)");
     const std::string key = line.substr(0, colon);
     const std::string value = trim(line.substr(colon + 1));
@@ -170,6 +171,9 @@ bool parse_case_file(const std::filesystem::path& path, CaseFile& out, std::stri
     } else if (key == "expect-line") {
       if (value.empty()) return fail(n, "expect-line: needs a pattern");
       current->steps.push_back({Step::Kind::ExpectLine, n, value});
+    } else if (key == "expect-no-line") {
+      if (value.empty()) return fail(n, "expect-no-line: needs a pattern");
+      current->steps.push_back({Step::Kind::ExpectNoLine, n, value});
     } else if (key == "expect" || key == "connect") {
       if (value.empty()) return fail(n, key + ": needs a reply code or pattern");
       current->steps.push_back({key == "expect" ? Step::Kind::Expect : Step::Kind::Connect, n, value});

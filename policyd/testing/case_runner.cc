@@ -243,6 +243,16 @@ std::optional<Failure> CaseRun::run() {
         if (!found) failure = Failure{s.line, "expected a line " + s.text + " in the reply " + last_.summary() + "…"};
         break;
       }
+      case Step::Kind::ExpectNoLine:  // a keyword a script took out of the EHLO reply
+        for (const auto& l : last_.lines) {
+          const std::string line = std::to_string(last_.code) + " " +
+                                   (last_.enhanced.empty() ? "" : last_.enhanced + " ") + l;
+          if (glob(s.text, line)) {
+            failure = Failure{s.line, "expected no line " + s.text + " in the reply, got " + line};
+            break;
+          }
+        }
+        break;
       case Step::Kind::Send:
         if (closed_) {
           failure = Failure{s.line, "the connection was closed before \"" + s.text + "\" (last reply " +

@@ -16,7 +16,8 @@
 namespace mailhook::policyd::testing {
 
 struct Step {
-  enum class Kind : std::uint8_t { Send, Expect, ExpectLine, Message, Change, NoChanges, Connect, Clock, Advance };
+  enum class Kind : std::uint8_t { Send, Expect, ExpectLine, Message, Change, NoChanges, Connect, Clock, Advance,
+                                  ExpectNoLine };
   Kind kind = Kind::Send;
   int line = 0;
   std::string text;  // the command, the pattern, the message bytes (CRLF), the change

@@ -12,9 +12,9 @@
           answer the SMTP reply the MTA sends (docs/policy-tests.md, "One
           case file, three shapes", has the mapping)
 
-Every check line (connect, expect, expect-line, change, changes) gets a
-verdict per shape: pass, fail, n/a (the shape cannot express it, with the
-reason), unreached (an earlier line of its case failed) or missing (this
+Every check line (connect, expect, expect-line, expect-no-line, change,
+changes) gets a verdict per shape: pass, fail, n/a (the shape cannot
+express it, with the reason), unreached (an earlier line of its case failed) or missing (this
 replayer read the file otherwise than --test); n/a lines are listed and
 counted, never dropped. It must never touch anything but loopback, and
 stops every process it starts by PID. The pieces: replay_cases.py (files,

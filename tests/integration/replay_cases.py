@@ -8,7 +8,7 @@ import os
 import re
 import time
 
-CHECKS = ("connect", "expect", "expect-line", "change", "changes")
+CHECKS = ("connect", "expect", "expect-line", "expect-no-line", "change", "changes")
 
 
 class CaseError(Exception):
@@ -119,7 +119,7 @@ def parse_case_file(path):
                     fail(n, "client: expected ADDRESS [host=NAME] [port=N]")
         elif key == "dns":
             current.dns.append(value)
-        elif key in ("send", "expect", "expect-line", "connect", "change"):
+        elif key in ("send", "expect", "expect-line", "expect-no-line", "connect", "change"):
             current.steps.append(Step(key, n, value))
         elif key == "message":
             if not value:
@@ -209,6 +209,15 @@ def check_line(pattern, reply):
         if glob(pattern, ("%d %s" % (reply.code, l)).rstrip()):
             return "pass", l
     return "fail", "expected a line %s in the reply %s" % (pattern, reply.summary())
+
+
+def check_no_line(pattern, reply):
+    verdict, detail = check_line(pattern, reply)
+    if verdict == "n/a":
+        return verdict, detail
+    if verdict == "pass":
+        return "fail", "expected no line %s in the reply, got %s" % (pattern, detail)
+    return "pass", "none"
 
 
 def check_changes(step, changes):

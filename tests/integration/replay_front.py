@@ -8,7 +8,7 @@ import os
 import socket
 
 import harness
-from replay_cases import CHECKS, Reply, Run, check_changes, check_line, check_reply
+from replay_cases import CHECKS, Reply, Run, check_changes, check_line, check_no_line, check_reply
 from replay_daemons import Daemons, zone_of
 
 
@@ -161,6 +161,8 @@ def replay_front_case(c, d, port, family, out, front):
                 have = False
             elif s.kind == "expect-line":
                 out.put(s.line, *check_line(s.text, last))
+            elif s.kind == "expect-no-line":
+                out.put(s.line, *check_no_line(s.text, last))
             elif s.kind in ("change", "changes"):
                 out.put(s.line, *check_changes(s, changes))
             elif s.kind in ("clock", "advance"):

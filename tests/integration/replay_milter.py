@@ -6,7 +6,7 @@ those of mailhook's session rules. The mapping is in docs/policy-tests.md."""
 import base64
 import struct
 
-from replay_cases import CHECKS, Reply, Run, check_changes, check_line, check_reply
+from replay_cases import CHECKS, Reply, Run, check_changes, check_line, check_no_line, check_reply
 from replay_daemons import HOSTNAME, Daemons, zone_of
 from test_security_milter import MilterClient, packet
 
@@ -320,6 +320,8 @@ def replay_milter_case(c, d, out):
                 have = False
             elif s.kind == "expect-line":
                 out.put(s.line, *(("n/a", na_reason) if na_reason else check_line(s.text, last)))
+            elif s.kind == "expect-no-line":
+                out.put(s.line, *(("n/a", na_reason) if na_reason else check_no_line(s.text, last)))
             elif s.kind in ("change", "changes"):
                 out.put(s.line, *check_changes(s, ms.changes if ms.changes is not None else []))
             elif s.kind in ("clock", "advance"):

@@ -364,10 +364,10 @@ class MtaQueueId(MilterTest):
         wait_for(lambda: any(l["hook"] == "dot" for l in refusals(self.policyd.output())), what="policyd's line")
         ours = [l for l in refusals(self.policyd.output()) if l["hook"] == "dot"][0]
         self.assertEqual(ours["mta"], pf.group(1))
-        # helo=-: no script listens to HELO, so the milter negotiates it away
-        # (SMFIP_NOHELO); Postfix's own line names it.
+        # helo=: no script listens to HELO, yet policyd takes the step (no
+        # reply, SMFIP_NR_HELO): the name is the one Postfix's line has.
         self.assertEqual((ours["from"], ours["to"], ours["client"], ours["helo"]),
-                         ("<a@example.org>", "<b@example.com>", pf.group(2), "-"))
+                         ("<a@example.org>", "<b@example.com>", pf.group(2), "client.example"))
         # The RCPT refusal: Postfix has no queue file yet (NOQUEUE), policyd says "-".
         rcpt = [l for l in refusals(self.policyd.output()) if l["hook"] == "rcpt"][0]
         self.assertEqual((rcpt["mta"], rcpt["to"]), ("-", "<no@example.com>"))

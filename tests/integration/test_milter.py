@@ -12,6 +12,7 @@ import unittest
 
 from harness import MailhookTest, Sink, SmtpClient, free_port, sample, scrape, wait_for
 from postfix_instance import PrivatePostfix
+from test_security_milter import ALL_STEPS, NR_STEPS, MilterClient, connect_data, macros
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MILTER = os.path.join(HERE, "milter")
@@ -154,6 +155,101 @@ class MilterDrain(MilterTest):
         self.assertEqual(replies[4:5], b"t", replies)  # tempfail: never accepted blind
         self.assertEqual(self.policyd.proc.wait(timeout=20), 0, self.policyd.output()[-2000:])
         self.assertNotIn("rcpt answered after DNS", self.policyd.output())
+
+
+# What later hooks see of the HELO name and of the MTA, with no hook.helo
+# or hook.ehlo defined.
+FACTS_AT_MAIL = r'''
+function hook.mail(sender)
+  return "550 5.7.1 helo=" .. (client.helo or "nil") .. " host=" .. (smtpe.host or "nil")
+         .. " j=" .. (client.macros["j"] or "nil") .. "\r\n"
+end
+'''
+
+NO_HELO, NR_HELO = 0x2, 0x2000  # SMFIP_NOHELO, SMFIP_NR_HELO (mfdef.h)
+
+
+class MilterSessionFacts(MilterTest):
+    """client.helo and smtpe.host behind a milter, whatever hooks the
+    script defines: the HELO step is always taken (without a reply when no
+    script listens to it) and smtpe.host is the MTA's macro j."""
+
+    def setUp(self):
+        super().setUp()
+        self.clients = []
+
+    def tearDown(self):
+        for c in self.clients:  # first: policyd's SIGTERM drain waits for open sessions
+            c.close()
+        super().tearDown()
+
+    def mta(self, steps=ALL_STEPS):
+        m = MilterClient(("127.0.0.1", self.milter_port))
+        self.clients.append(m)
+        _, _, protocol = m.negotiate(steps=steps)
+        return m, protocol
+
+    def session_without_helo(self):
+        m, _ = self.mta()
+        m.send(packet(b"C", connect_data()))
+        return m.command(packet(b"M", b"<a@example.org>\x00"))
+
+    def defaults(self):
+        return sample(scrape(self.metrics_port), "mailhook_policyd_default_replies_total") or 0
+
+    def test_helo_reaches_later_hooks_and_the_log_without_a_helo_hook(self):
+        self.start_milter(FACTS_AT_MAIL)
+        m, protocol = self.mta()
+        self.assertFalse(protocol & NO_HELO, "HELO must not be negotiated away")
+        self.assertTrue(protocol & NR_HELO, "no script listens to HELO: it needs no reply")
+        m.send(macros(b"C", [(b"j", b"mx.example")]))
+        m.send(packet(b"C", connect_data()))
+        m.send(packet(b"H", b"client.example\x00"))  # no reply: the next one is MAIL's
+        r = m.command(packet(b"M", b"<a@example.org>\x00"))
+        self.assertEqual(r, (b"y", b"550 5.7.1 helo=client.example host=mx.example j=mx.example\x00"))
+        wait_for(lambda: re.search(r"notice: reject: .* client=client\.example\[192\.0\.2\.9\] helo=client\.example "
+                                   r"from=<a@example\.org> .*hook=mail", self.policyd.output()),
+                 what="the refusal logged with the HELO name")
+        # HELO ran no hook: no event went to the scripts to be left to
+        # the default reply. A session without HELO adds as many defaults
+        # (its start) as this one did.
+        one = self.defaults()
+        self.assertEqual(self.session_without_helo(), (b"y", b"550 5.7.1 helo=nil host= j=nil\x00"))
+        self.assertEqual(self.defaults(), 2 * one)
+
+    def test_an_mta_without_nr_helo_gets_continue_at_helo(self):
+        self.start_milter(FACTS_AT_MAIL)
+        m, protocol = self.mta(steps=ALL_STEPS & ~NR_STEPS)  # an MTA before SMFIP_NR_*
+        self.assertFalse(protocol & (NO_HELO | NR_HELO))
+        m.send(macros(b"C", [(b"j", b"mx.example")]))
+        self.assertEqual(m.command(packet(b"C", connect_data())), (b"c", b""))
+        self.assertEqual(m.command(packet(b"H", b"old.example\x00")), (b"c", b""))
+        r = m.command(packet(b"M", b"<a@example.org>\x00"))
+        self.assertEqual(r, (b"y", b"550 5.7.1 helo=old.example host=mx.example j=mx.example\x00"))
+        one = self.defaults()
+        self.session_without_helo()
+        self.assertEqual(self.defaults(), 2 * one)
+
+    def test_smtpe_host_is_the_connect_macro_j_of_each_session(self):
+        self.start_milter(FACTS_AT_MAIL)
+        m, _ = self.mta()  # no HELO here: smtpe.host alone is under test
+        m.send(macros(b"C", [(b"j", b"mx.example"), (b"{daemon_name}", b"smtpd")]))
+        m.send(packet(b"C", connect_data()))
+        r = m.command(packet(b"M", b"<a@example.org>\x00"))
+        self.assertEqual(r, (b"y", b"550 5.7.1 helo=nil host=mx.example j=mx.example\x00"))
+        # The next session on the connection (QUIT_NC) sends j only at a
+        # later stage: it started without one, so smtpe.host is empty
+        # (nothing of the last session's), client.macros has the late j.
+        m.send(packet(b"K"))
+        m.send(packet(b"C", connect_data()))
+        m.send(macros(b"M", [(b"j", b"late.example")]))
+        r = m.command(packet(b"M", b"<a@example.org>\x00"))
+        self.assertEqual(r, (b"y", b"550 5.7.1 helo=nil host= j=late.example\x00"))
+        # A second CONNECT with its own j.
+        m.send(macros(b"C", [(b"j", b"mx2.example")]))
+        m.send(packet(b"C", connect_data()))
+        r = m.command(packet(b"M", b"<a@example.org>\x00"))
+        self.assertEqual(r, (b"y", b"550 5.7.1 helo=nil host=mx2.example j=mx2.example\x00"))
 
 
 class MilterLimits(MilterTest):
@@ -335,6 +431,21 @@ class RealPostfix(MilterTest):
         self.assertEqual(c.cmd(MESSAGE + ".")[0], 250)
         with open(self.spooled()[0], "rb") as f:
             self.assertIn(b"X-Mailhook-To: <added@example.com> NOTIFY=NEVER\r\n", f.read())
+
+    def test_helo_name_and_myhostname_reach_a_rcpt_hook_behind_postfix(self):
+        # No hook.helo: Postfix still sends HELO (policyd does not
+        # negotiate it away) and j ($myhostname) at connect by default.
+        self.start_milter(r'''
+function hook.rcpt(r)
+  return "550 5.7.1 helo=" .. (client.helo or "nil") .. " host=" .. (smtpe.host or "nil") .. "\r\n"
+end
+''')
+        self.start_postfix()
+        _, replies = self.send()
+        self.assertEqual(replies, [(550, ["550 5.7.1 helo=client.example host=mx.test"])])
+        wait_for(lambda: re.search(r"notice: reject: .* helo=client\.example from=<a@example\.org> "
+                                   r"to=<b@example\.com> hook=rcpt", self.policyd.output()),
+                 what="policyd's refusal line names the HELO name")
 
     def test_a_stopped_policyd_gives_milter_default_action(self):
         self.start_milter(POSTFIX_SCRIPT)

@@ -497,22 +497,23 @@ class NegotiatedAway(MilterOracle):
     def test_only_the_steps_a_rcpt_script_uses(self):
         # libmilter with only xxfi_envrcpt asks the MTA to skip every other
         # step; policyd with only hook.rcpt asks the same, except that
-        # connect and MAIL still come, without a reply (SMFIP_NR_CONN,
-        # SMFIP_NR_MAIL): connect carries the client's facts and MAIL starts
-        # the transaction (client.id_trans). It also takes SKIP.
+        # connect, HELO and MAIL still come, without a reply (SMFIP_NR_CONN,
+        # SMFIP_NR_HELO, SMFIP_NR_MAIL): connect carries the client's facts,
+        # HELO its name (client.helo in hook.rcpt) and MAIL starts the
+        # transaction (client.id_trans). It also takes SKIP.
         self.start_peers(RCPT_ONLY, mode="rcpt")
         oracle, policyd = self.both(optneg(6, ALL_ACTIONS, ALL_PROTOCOL) + QUIT)
         o, p = negotiated(oracle), negotiated(policyd)
         skipped = NOCONNECT | NOHELO | NOMAIL | NOBODY | NOHDRS | NOEOH | NOUNKNOWN | NODATA
         self.assertEqual(o[2], skipped)
-        self.assertEqual(p[2], (skipped & ~(NOCONNECT | NOMAIL)) | NR_CONN | NR_MAIL | SKIP)
+        self.assertEqual(p[2], (skipped & ~(NOCONNECT | NOHELO | NOMAIL)) | NR_CONN | NR_HELO | NR_MAIL | SKIP)
         self.assertEqual(o[1], 0)  # the filter registered no action
         # Then the session as an MTA sends it to each (libmilter gets no
-        # CONNECT or MAIL; policyd gets both and answers neither): the
-        # same answers.
+        # CONNECT, HELO or MAIL; policyd gets all three and answers none):
+        # the same answers.
         offer = optneg(6, ALL_ACTIONS, ALL_PROTOCOL)
         oracle = exchange(self.oracle_port, offer + RCPT + RCPT + EOM + QUIT)
-        policyd = exchange(self.milter_port, offer + CONNECT + MAIL + RCPT + RCPT + EOM + QUIT)
+        policyd = exchange(self.milter_port, offer + CONNECT + HELO + MAIL + RCPT + RCPT + EOM + QUIT)
         self.assertEqual(render(oracle), "O c c c | closed")
         self.assertEqual(render(policyd), "O c c c | closed")
 

@@ -42,6 +42,15 @@ class PolicyTests(unittest.TestCase):
         r = self.run_cases("case: ok\nsend: EHLO c\nexpect: 250\n")
         self.assertEqual((r.returncode, r.stdout.splitlines()[-1]), (0, "1 passed, 0 failed"), r.stderr)
 
+    def test_expect_no_line_fails_on_a_line_of_the_reply(self):
+        r = self.run_cases("case: a default keyword\nsend: EHLO c\nexpect-no-line: 250 8BIT*\n\n"
+                           "case: no such keyword\nsend: EHLO c\nexpect-no-line: 250 XPLAIN\n")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        lines = r.stdout.splitlines()
+        self.assertRegex(lines[0], r"^FAIL \S+t\.case:1 a default keyword: line 3: expected no line 250 8BIT\* in "
+                                   r"the reply, got 250 8BITMIME$")
+        self.assertTrue(lines[1].startswith("PASS ") and lines[1].endswith("t.case:5 no such keyword"), lines)
+
     def test_a_malformed_file_names_file_and_line(self):
         for text, line, what in (("case: x\nsend EHLO c\n", 2, 'expected "keyword: value"'),
                                  ("send: EHLO c\n", 1, 'send: before the first "case:" line'),

@@ -14,9 +14,11 @@ TEST(MilterMapping, NegotiatesOnlyWhatTheScriptsUse) {
   rcpt_only.events.add(EventKind::Rcpt);
   const Negotiation n = negotiate(rcpt_only, kAllActions, kAllSteps);
   using namespace flag;
-  for (unsigned long f : {kNrConn, kNoHelo, kNrMail, kNoData, kNoUnknown, kNoHdrs, kNoEoh, kNoBody, kSkip}) {
+  for (unsigned long f : {kNrConn, kNrHelo, kNrMail, kNoData, kNoUnknown, kNoHdrs, kNoEoh, kNoBody, kSkip}) {
     EXPECT_TRUE(n.protocol & f) << std::hex << f;
   }
+  // HELO is never negotiated away: its name is client.helo in later hooks.
+  EXPECT_FALSE(n.protocol & kNoHelo);
   EXPECT_FALSE(n.protocol & kNoRcpt);
   EXPECT_FALSE(n.protocol & kNrRcpt);
 
@@ -30,8 +32,9 @@ TEST(MilterMapping, NegotiatesOnlyWhatTheScriptsUse) {
   EXPECT_TRUE(m.protocol & kNrHdr);
   EXPECT_TRUE(m.protocol & kNrBody);
   // Never more than the MTA offers.
-  EXPECT_EQ(negotiate(rcpt_only, kAddHdrs, kNoHelo).protocol, kNoHelo);
-  EXPECT_EQ(negotiate(rcpt_only, kAddHdrs, kNoHelo).actions, kAddHdrs);
+  EXPECT_EQ(negotiate(rcpt_only, kAddHdrs, kNoData).protocol, kNoData);
+  EXPECT_EQ(negotiate(rcpt_only, kAddHdrs, kNoData).actions, kAddHdrs);
+  EXPECT_EQ(negotiate(rcpt_only, kAddHdrs, kNoHelo | kNrHelo).protocol, kNrHelo);
 }
 
 TEST(MilterMapping, HeloOrEhlo) {
