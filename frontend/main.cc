@@ -11,6 +11,7 @@
 
 #include "frontend/check.h"
 #include "frontend/config.h"
+#include "frontend/policy_client/grpc_policy_session.h"
 #include "frontend/policy_client/policy_channel.h"
 #include "frontend/policy_client/policy_readiness.h"
 #include "frontend/server/connection.h"
@@ -86,6 +87,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   auto stub = mailhook::v1::Policy::NewStub(channel);
+  mf::GrpcPolicyLink policy_link(*stub, config.policyd, std::chrono::milliseconds(config.policy_timeout_ms));
   std::unique_ptr<asio::ssl::context> tls;
   if (!config.tls_cert.empty()) {
     tls = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
@@ -109,7 +111,7 @@ int main(int argc, char** argv) {
   }
   mailhook::telemetry::Registry registry;
   mf::FrontMetrics metrics(registry);
-  mf::FrontContext ctx{config, *stub, mf::Spool(config.spool), smart, metrics, tls.get(), std::move(*xclient_hosts),
+  mf::FrontContext ctx{config, policy_link, mf::Spool(config.spool), smart, metrics, tls.get(), std::move(*xclient_hosts),
                        mf::ConnectionLimiter(config.max_connections, config.max_connections_per_ip,
                                              config.connection_limit_ipv6_prefix)};
   if (smart.host.empty()) {

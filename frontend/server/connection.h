@@ -1,5 +1,5 @@
 // One SMTP connection as a C++20 coroutine: reads lines, asks the
-// SessionMachine what they mean, asks policyd (through PolicyStream) for
+// SessionMachine what they mean, asks policyd (through a PolicySession) for
 // the events the scripts listen to, writes replies in order (batched under
 // pipelining), receives DATA and hands accepted mail to delivery. Knows no
 // Lua; never blocks its I/O thread (the spool's committer thread does the disk writes).
@@ -17,10 +17,10 @@
 #include "frontend/config.h"
 #include "frontend/delivery/smart_host.h"
 #include "frontend/delivery/spool.h"
+#include "frontend/policy_client/policy_session.h"
 #include "frontend/server/front_metrics.h"
 #include "mailcore/telemetry/session_id.h"
 #include "frontend/server/xclient.h"
-#include "mailhook/v1/session.grpc.pb.h"
 
 namespace mailhook::front {
 
@@ -73,7 +73,7 @@ class DrainRegistry {
 // What every connection shares; built once by main().
 struct FrontContext {
   const FrontConfig& config;
-  v1::Policy::Stub& policy;
+  PolicyLink& policy;           // opens each connection's policy session
   Spool spool;
   SmartHostConfig smart_host;   // host empty: spool
   FrontMetrics& metrics;

@@ -9,7 +9,6 @@
 #include <asio/experimental/awaitable_operators.hpp>
 #include <chrono>
 #include "frontend/delivery/envelope.h"
-#include "frontend/policy_client/policy_stream.h"
 #include "frontend/server/replies.h"
 #include "frontend/server/xclient.h"
 #include "mailcore/session/session_machine.h"
@@ -20,7 +19,6 @@
 #include "mailcore/smtp/sasl.h"
 #include "mailcore/telemetry/decision_log.h"
 #include "mailcore/telemetry/log.h"
-#include "mailcore/wire/convert.h"
 
 namespace mailhook::front::detail {
 
@@ -102,9 +100,7 @@ asio::awaitable<Reply> Connection::authenticate_exchange(const std::string& line
   }
   if (!machine_.listens(EventKind::Auth)) co_return kFailed;  // no hook.auth: nobody can log in
   Decision d = co_await ask(machine_.auth_event(line, argument, user, password));
-  bool close = false;
-  const SessionEvent auth_kind{.kind = EventKind::Auth};
-  const Reply r = choose(&auth_kind, d, kFailed, close);
+  const Reply r = choose(d, kFailed).reply;
   if (r.code == 235) {
     machine_.authenticated(user);
     facts_.auth_user = user;
@@ -131,9 +127,7 @@ asio::awaitable<Reply> Connection::xclient(const std::string& line, const std::s
   if (machine_.listens(EventKind::Xclient)) {
     e.wants_reply = true;
     Decision d = co_await ask(std::move(e));
-    bool close = false;
-    const SessionEvent kind{.kind = EventKind::Xclient};
-    const Reply r = choose(&kind, d, Reply{}, close);
+    const Reply r = choose(d, Reply{}).reply;
     if (r.code >= 400) co_return r;  // the hook refused: nothing changes
   } else {
     notify(std::move(e));  // policyd's client.* must follow anyway

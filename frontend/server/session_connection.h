@@ -1,7 +1,9 @@
 // The Connection behind serve_connection(): one SMTP session as a C++20
-// coroutine (its methods live in connection.cc and, for STARTTLS, AUTH and
-// XCLIENT, connection_extensions.cc). Private to frontend/server; knows
-// no Lua and never blocks its I/O thread.
+// coroutine. Its methods live in connection.cc (socket I/O, the command
+// loop), connection_policy.cc (the policy conversation: open, ask, the
+// decision rules), connection_message.cc (DATA and delivery) and, for
+// STARTTLS, AUTH and XCLIENT, connection_extensions.cc. Private to
+// frontend/server; knows no Lua and no gRPC; never blocks its I/O thread.
 #pragma once
 
 #include <asio/experimental/as_tuple.hpp>
@@ -12,9 +14,10 @@
 #include <string>
 
 #include "frontend/delivery/envelope.h"
-#include "frontend/policy_client/policy_stream.h"
+#include "frontend/policy_client/policy_conversation.h"
 #include "frontend/server/connection.h"
 #include "frontend/server/tls_stream.h"
+#include "mailcore/session/reply_rules.h"
 #include "mailcore/session/session_machine.h"
 
 namespace mailhook::front::detail {
@@ -33,7 +36,6 @@ class Connection {
   }
 
   ~Connection() {
-    if (stream_) stream_->cancel();  // e.g. the front stops mid-session
     if (drain_id_ != 0) ctx_.drain.remove(drain_id_);
   }
 
@@ -54,11 +56,15 @@ class Connection {
     out_ += r.wire();
   }
   asio::awaitable<bool> open_policy();
-  asio::awaitable<Decision> ask(SessionEvent event);
-  void notify(SessionEvent event);
-  asio::awaitable<std::string> policy_failure_reason();
-  Reply choose(const SessionEvent* event, const Decision& d, const Reply& fallback, bool& close);
-  bool apply_limits(const Decision& d);
+  // The policy's decision on an event (or the failure mode's).
+  asio::awaitable<Decision> ask(SessionEvent event) { return policy_->ask(std::move(event)); }
+  void notify(SessionEvent event) {
+    if (policy_) policy_->notify(std::move(event));
+  }
+  // session::choose_reply, with the warning for an invalid policy reply.
+  session::ChosenReply choose(const Decision& d, const Reply& fallback, bool answers_data = false);
+  void log_invalid(const session::ChosenReply& c);
+  void log_limits(const Decision& d);
   asio::awaitable<bool> command_loop();
   asio::awaitable<bool> on_command(std::string command);
   asio::awaitable<bool> start_tls();
@@ -80,10 +86,9 @@ class Connection {
   FrontContext& ctx_;
   asio::steady_timer timer_;
   session::SessionMachine machine_;
-  std::shared_ptr<PolicyStream> stream_;
+  std::optional<PolicyConversation> policy_;  // from open_policy() on
   std::unique_ptr<TlsStream> tls_;  // after STARTTLS
   ClientFacts facts_;
-  bool policy_down_ = false;
   bool wants_message_ = false;
   std::string id_;
   std::string address_;

@@ -12,6 +12,7 @@
 #include <ostream>
 #include <sstream>
 
+#include "mailcore/session/reply_rules.h"
 #include "mailcore/session/session_machine.h"
 #include "mailcore/smtp/base64.h"
 #include "mailcore/smtp/reply_text.h"
@@ -69,19 +70,6 @@ std::string render(const MessageChange& c) {
   return "?";
 }
 
-// The reply the front would send (frontend/server/connection.cc choose()).
-Reply choose(const Decision& d, const Reply& fallback, bool is_data, bool& close) {
-  close = d.disconnect;
-  if (d.action != Decision::Action::Reply) return fallback;
-  const bool fits = is_data ? (d.reply.code == 354 || d.reply.code >= 400) : d.reply.code / 100 != 3;
-  if (smtp::validate(d.reply) != smtp::ReplyError::None || !fits) {
-    close = false;
-    return fallback;
-  }
-  if (d.reply.code == 421) close = true;
-  return d.reply;
-}
-
 struct Failure {
   int line = 0;
   std::string what;
@@ -130,32 +118,24 @@ class CaseRun {
 bool CaseRun::command(const std::string& line, int at, std::optional<Failure>& failure) {
   const std::string candidate = "T" + std::to_string(transactions_ + 1);
   session::Step step = machine_->on_command(line, candidate);
-  Reply final_reply = step.default_reply;
-  bool close = false;
   if (step.starts_auth) return auth(line, step, at, failure);
+  std::optional<Decision> d;
   if (step.event) {
-    const bool is_data = step.event->kind == EventKind::Data;
-    std::optional<Decision> d = ask(std::move(*step.event));
+    d = ask(std::move(*step.event));
+    step.event.reset();
     if (!d) {
       failure = Failure{at, "no decision from policyd for \"" + line + "\""};
       return false;
     }
-    if (d->limits) {
-      machine_->set_limits({d->limits->max_message_size, d->limits->max_recipients, d->limits->max_line_length});
-      if (step.verb == smtp::Verb::Ehlo) step.default_reply = machine_->ehlo_reply(step.argument);
-    }
-    if (step.verb == smtp::Verb::Ehlo && !d->ehlo_keywords.empty() && step.default_reply.code == 250) {
-      step.default_reply.lines.resize(1);
-      step.default_reply.lines.insert(step.default_reply.lines.end(), d->ehlo_keywords.begin(), d->ehlo_keywords.end());
-    }
-    final_reply = choose(*d, step.default_reply, is_data, close);
   }
-  if (!step.policy_may_decide) final_reply = step.default_reply;
+  // The front's rules (mailcore/session/reply_rules.h), not a copy.
+  const session::ChosenReply chosen = session::command_reply(*machine_, step, d ? &*d : nullptr);
+  const Reply& final_reply = chosen.reply;
   if (auto reset = machine_->commit(step, final_reply)) notify(std::move(*reset));
   if (machine_->transaction_id() == candidate && step.verb == smtp::Verb::Mail) ++transactions_;
   last_ = final_reply;
   have_last_ = true;
-  closed_ = step.verb == smtp::Verb::Quit || close || final_reply.code == 421;
+  closed_ = chosen.close;
   in_data_ = step.verb == smtp::Verb::Data && final_reply.code == 354;
   return true;
 }
@@ -183,8 +163,7 @@ bool CaseRun::auth(const std::string& line, const session::Step& step, int at, s
       failure = Failure{at, "no decision from policyd for AUTH"};
       return false;
     }
-    bool close = false;
-    const Reply r = choose(*d, kFailed, false, close);
+    const Reply r = session::choose_reply(*d, kFailed).reply;
     if (r.code == 235 || r.code >= 400) last_ = r;
     if (r.code == 235) machine_->authenticated(user);
   }
@@ -207,17 +186,17 @@ bool CaseRun::message(const std::string& bytes, int at, std::optional<Failure>& 
     }
     d = std::move(*got);
   }
-  bool close = false;
-  const Reply policy = choose(d, Reply{}, false, close);
+  const session::ChosenReply chosen = session::choose_reply(d, Reply{});
+  const Reply& policy = chosen.reply;
   changes_ = d.changes;
   if (policy.code >= 400) {
     last_ = policy;
     changes_.clear();
   } else {
-    last_ = policy.code != 0 ? policy : Reply{250, "2.0.0", {"Ok: queued as " + machine_->transaction_id()}};
+    last_ = session::message_reply(policy, Reply{250, "2.0.0", {"Ok: queued as " + machine_->transaction_id()}});
   }
   have_last_ = true;
-  closed_ = close || last_.code == 421;
+  closed_ = chosen.close || last_.code == 421;
   in_data_ = false;
   if (auto reset = machine_->end_transaction()) notify(std::move(*reset));
   return true;
@@ -236,14 +215,11 @@ std::optional<Failure> CaseRun::run() {
   if (!opened) return Failure{c_.line, "policyd did not open the session"};
   machine_ = std::make_unique<session::SessionMachine>("mx.test", session::Limits{}, observer_->capabilities().events);
   machine_->allow_plaintext_auth(true);  // as if under TLS: cases may AUTH
-  if (opened->limits) {
-    machine_->set_limits({opened->limits->max_message_size, opened->limits->max_recipients,
-                          opened->limits->max_line_length});
-  }
-  bool close = false;
-  last_ = choose(*opened, Reply{220, "", {"mx.test ESMTP mailhook"}}, false, close);
+  if (opened->limits) machine_->set_limits(session::limits_of(*opened->limits));
+  const session::ChosenReply greeting = session::connect_reply(*opened, Reply{220, "", {"mx.test ESMTP mailhook"}});
+  last_ = greeting.reply;
   have_last_ = true;
-  closed_ = close || last_.code >= 400;
+  closed_ = greeting.close;
   std::optional<Failure> failure;
   for (const Step& s : c_.steps) {
     switch (s.kind) {

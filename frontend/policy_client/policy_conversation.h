@@ -1,0 +1,67 @@
+// PolicyConversation: what a Connection holds to talk to policyd. Wraps a
+// PolicySession with the front's rules for a policy that fails: the
+// deadline (--policy-timeout), the failure mode (--policy-failure), its
+// log line and counter, and the round-trip histogram. Always yields a
+// Decision, so the connection never handles a transport failure itself.
+// Speaks mailcore types only; never sees gRPC.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "frontend/config.h"
+#include "frontend/policy_client/policy_session.h"
+#include "mailcore/telemetry/metrics.h"
+
+namespace mailhook::front {
+
+struct PolicyRules {
+  std::chrono::milliseconds timeout{2000};  // --policy-timeout, per event
+  PolicyFailure failure = PolicyFailure::Tempfail;  // --policy-failure
+};
+
+struct PolicyMetrics {
+  telemetry::Counter& failures;  // mailhook_policy_failures_total
+  telemetry::Histogram& seconds;  // mailhook_front_policy_seconds
+};
+
+class PolicyConversation {
+ public:
+  PolicyConversation(std::unique_ptr<PolicySession> session, PolicyRules rules, PolicyMetrics metrics)
+      : session_(std::move(session)), rules_(rules), metrics_(metrics) {}
+  ~PolicyConversation() { session_->abort(); }  // e.g. the front stops mid-session
+
+  // What opening gave: the capabilities and the connect decision. When
+  // policyd failed: no events listened to, and a decision by the failure
+  // mode (tempfail: 421 4.3.0 from script "policy_failure"; accept: proceed).
+  struct Opened {
+    Capabilities capabilities;
+    Decision decision;
+  };
+  // `session_id`, `client` (escaped): for the failure's log line.
+  asio::awaitable<Opened> open(SessionStart start, std::string_view client);
+  // The decision on `event`; the failure mode's when policyd fails (451
+  // 4.3.0 from script "policy_failure" under tempfail, proceed under accept).
+  asio::awaitable<Decision> ask(SessionEvent event);
+  void notify(SessionEvent event) {
+    if (!down_) session_->notify(std::move(event));
+  }
+  void close() { session_->close(); }
+  // policyd failed in this session: events are no longer sent.
+  bool down() const { return down_; }
+
+ private:
+  // `tempfail`: the reply under --policy-failure tempfail (421 at connect, 451 in session).
+  Decision failure_decision(std::uint64_t seq, std::string_view hook, const Reply& tempfail) const;
+  const char* mode() const { return rules_.failure == PolicyFailure::Tempfail ? "tempfail" : "accept"; }
+
+  std::unique_ptr<PolicySession> session_;
+  PolicyRules rules_;
+  PolicyMetrics metrics_;
+  std::string id_;  // the SMTP session's, for log lines
+  bool down_ = false;
+};
+
+}  // namespace mailhook::front
