@@ -343,6 +343,40 @@ TEST_F(PolicydSessions, AStartPastMaxSessionsPerStreamIsRefused) {
   EXPECT_TRUE(c.finish().ok());
 }
 
+// A frame is at most 4 MiB (StreamLimits.max_frame_bytes, gRPC's receive
+// cap): exactly that is served; one byte more ends the stream.
+TEST_F(PolicydSessions, AFrameOver4MiBEndsItsStream) {
+  auto& p = start("function hook.noop() return '250 2.0.0 alive\\r\\n' end\n");
+  ASSERT_TRUE(p.wait_listening()) << p.log();
+  auto s = stub();
+  for (const std::size_t size : {std::size_t{4} << 20, (std::size_t{4} << 20) + 1}) {
+    SCOPED_TRACE(size);
+    MuxClient c(*s);
+    ASSERT_TRUE(c.write({start_of(1, "192.0.2.1")}));
+    ASSERT_TRUE(c.opened(1));
+    v1::FrontFrame big;
+    *big.add_messages() = chunk_of(1, 1, std::string((4 << 20) - 64, 'x'));
+    auto* bytes = big.mutable_messages(0)->mutable_event()->mutable_chunk();
+    while (big.ByteSizeLong() < size) bytes->push_back('x');
+    while (big.ByteSizeLong() > size) bytes->pop_back();
+    ASSERT_EQ(big.ByteSizeLong(), size);
+    std::vector<v1::FrontTagged> one(big.messages().begin(), big.messages().end());
+    c.write(one);
+    c.write({event_of(1, v1::EVENT_NOOP, 2, true)});
+    auto d = c.decision(1);
+    if (size == std::size_t{4} << 20) {
+      ASSERT_TRUE(d && d->has_decision());
+      EXPECT_EQ(reply_line(*d), "alive");
+      ASSERT_TRUE(c.write({end_of(1)}));
+      EXPECT_TRUE(c.finish().ok());
+    } else {
+      EXPECT_FALSE(d.has_value());
+      EXPECT_EQ(c.finish().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    }
+  }
+  EXPECT_TRUE(p.alive());
+}
+
 // A broken stream fails only its own sessions; a session the front ends
 // mid-transaction leaves its neighbours alone.
 TEST_F(PolicydSessions, EndingASessionOrAStreamLeavesTheOthersAlone) {
