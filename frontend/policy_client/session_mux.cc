@@ -74,7 +74,7 @@ class SessionMux::Stream final : public grpc::ClientBidiReactor<v1::FrontFrame, 
   }
   void send(v1::FrontTagged m) {
     std::lock_guard l(mu_);
-    if (broken_ || half_closed_) return;
+    if (broken_ || write_failed_ || half_closed_) return;
     const std::size_t size = m.ByteSizeLong();
     if (frames_.empty() || (frame_bytes_ + size > kFrameBytes && frames_.back().messages_size() > 0)) {
       frames_.emplace_back();
@@ -96,6 +96,11 @@ class SessionMux::Stream final : public grpc::ClientBidiReactor<v1::FrontFrame, 
     maybe_half_close_locked();
   }
   void cancel() { context_.TryCancel(); }
+  // Why the call ended (gRPC's status in words); "" while it runs.
+  std::string failure() {
+    std::lock_guard l(mu_);
+    return failure_;
+  }
   std::size_t window() {
     std::lock_guard l(mu_);
     return window_;
@@ -119,7 +124,8 @@ class SessionMux::Stream final : public grpc::ClientBidiReactor<v1::FrontFrame, 
     StartWrite(&sending_);
   }
   void maybe_half_close_locked() {
-    if ((drained_ || retiring_) && inboxes_.empty() && !writing_ && frames_.empty() && !half_closed_ && !broken_) {
+    if ((drained_ || retiring_) && inboxes_.empty() && !writing_ && frames_.empty() && !half_closed_ && !broken_ &&
+        !write_failed_) {
       half_closed_ = true;
       StartWritesDone();
     }
@@ -140,7 +146,9 @@ class SessionMux::Stream final : public grpc::ClientBidiReactor<v1::FrontFrame, 
   std::size_t window_ = 64;          // StreamLimits once known
   std::size_t max_sessions_ = 10000;
   bool writing_ = false;
-  bool broken_ = false;
+  bool write_failed_ = false;  // OnDone follows with the status
+  bool broken_ = false;        // OnDone ran
+  std::string failure_;
   bool drained_ = false;
   bool retiring_ = false;
   bool half_closed_ = false;
@@ -285,8 +293,8 @@ void SessionMux::Stream::OnReadDone(bool ok) {
 void SessionMux::Stream::OnWriteDone(bool ok) {
   std::lock_guard l(mu_);
   writing_ = false;
-  if (!ok) {  // broken; OnDone follows
-    broken_ = true;
+  if (!ok) {  // broken; OnDone follows with the status (sessions attached meanwhile learn it there)
+    write_failed_ = true;
     frames_.clear();
     return;
   }
@@ -296,12 +304,13 @@ void SessionMux::Stream::OnWriteDone(bool ok) {
 
 void SessionMux::Stream::OnDone(const grpc::Status& status) {
   std::unordered_map<std::uint64_t, std::shared_ptr<Inbox>> orphans;
+  const std::string why = status.ok() ? "stream ended" : describe(status);
   {
     std::lock_guard l(mu_);
     broken_ = true;
+    failure_ = why;
     orphans.swap(inboxes_);
   }
-  const std::string why = status.ok() ? "stream ended" : describe(status);
   for (auto& [id, inbox] : orphans) inbox->broken(why);
   self_.reset();  // others (an Inbox, the mux) may hold it a while longer
 }
@@ -323,15 +332,21 @@ class MuxSession final : public PolicySession {
     // client yet. A slow policyd is not retried: the deadline covers all.
     for (int attempt = 0; attempt < kOpenAttempts && !m; ++attempt) {
       std::shared_ptr<SessionMux::Stream> stream = mux_.pick();
-      inbox_ = std::make_shared<SessionMux::Inbox>(executor_, stream);
-      const std::uint64_t id = stream->attach(inbox_);
-      if (id == 0) continue;
+      auto inbox = std::make_shared<SessionMux::Inbox>(executor_, stream);
+      const std::uint64_t id = stream->attach(inbox);
+      if (id == 0) {  // it broke since pick()
+        broke_ = stream->failure();
+        continue;
+      }
+      inbox_ = std::move(inbox);
       inbox_->set_id(id);
       inbox_->send(first);
       m = co_await inbox_->next(deadline);
       if (!m && !inbox_->is_broken()) break;  // the deadline passed
+      if (!m) broke_ = inbox_->failure();
     }
     if (m && m->has_opened()) {
+      broke_.clear();  // an earlier attempt's; this stream serves
       opening.capabilities = wire::from_proto(m->opened().capabilities());
       opening.decision = wire::from_proto(m->opened().decision());
       co_return opening;
@@ -395,9 +410,9 @@ class MuxSession final : public PolicySession {
   std::string failure_text(const std::optional<v1::PolicyTagged>& m) {
     const std::string target = "policy daemon " + log::escape_text(mux_.target());
     if (m && m->has_ended()) return target + " ended the session: " + log::escape_text(m->ended().reason());
-    if (inbox_ && inbox_->is_broken()) {
-      const std::string why = inbox_->failure();
-      return target + " " + (why.rfind("unreachable", 0) == 0 ? "" : "failed: ") + log::escape_text(why);
+    if (inbox_ && inbox_->is_broken()) broke_ = inbox_->failure();
+    if (!broke_.empty()) {
+      return target + " " + (broke_.rfind("unreachable", 0) == 0 ? "" : "failed: ") + log::escape_text(broke_);
     }
     return target + " gave no answer within --policy-timeout " + std::to_string(mux_.timeout().count()) + "ms";
   }
@@ -407,6 +422,7 @@ class MuxSession final : public PolicySession {
   std::shared_ptr<SessionMux::Inbox> inbox_;
   PolicyFault fault_ = PolicyFault::None;  // once set, the session is finished
   std::string failure_;
+  std::string broke_;  // why the last stream tried broke
   bool closed_ = false;
 };
 

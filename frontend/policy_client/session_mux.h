@@ -21,7 +21,7 @@ namespace mailhook::front {
 
 struct SessionMuxOptions {
   std::size_t streams = 4;                 // --policy-streams: open at once
-  std::chrono::seconds stream_age{30};     // --policy-stream-age: then replaced
+  std::chrono::seconds stream_age{10};     // --policy-stream-age: then replaced
 };
 
 class SessionMux final : public PolicyLink {
