@@ -53,5 +53,38 @@ class ManySessionsShareStreams(MailhookTest):
         self.assertEqual(errors, [])
 
 
+class LargeMessageOnASharedStream(MailhookTest):
+    """One stream (--policy-streams 1) and a window of 4 events
+    (--max-pending-events 4): a 5 MiB message crosses as about 80 chunks,
+    paced by policyd's credit, while another session on the same stream is
+    answered; nothing is ended for being over its window."""
+    FRONT_ARGS = ("--policy-streams", "1")
+
+    def test_a_large_message_is_paced_and_the_neighbour_answered(self):
+        self.start_both('n = 0\nfunction hook.content(c) n = n + #c end\n'
+                        'function hook.noop() return "250 2.0.0 alive\\r\\n" end\n',
+                        policyd_args=["--max-pending-events", "4"],
+                        front_args=["--max-message-size", "20M"])
+        big, small = self.client(), self.client()
+        big.cmd("EHLO big.example")
+        small.cmd("EHLO small.example")
+        body = "Subject: big\r\n\r\n" + ("x" * 998 + "\r\n") * 5000
+        result = {}
+
+        def send_big():
+            result["reply"] = self.send_message(big, body=body)
+
+        t = threading.Thread(target=send_big)
+        t.start()
+        answered = 0
+        while t.is_alive() or answered == 0:
+            self.assertEqual(small.cmd("NOOP"), (250, ["250 2.0.0 alive"]))
+            answered += 1
+        t.join(60)
+        self.assertEqual(result["reply"][0], 250, result)
+        self.assertEqual(len(self.spooled()), 1)
+        self.assertNotIn("ended by policyd", self.policyd.output())
+
+
 if __name__ == "__main__":
     unittest.main()
