@@ -45,6 +45,17 @@ void build_table(CLI::App& app, daemon::Options& opts, FrontConfig& c, std::stri
       ->transform(duration_in(milliseconds(1), "milliseconds"))
       ->check(CLI::Range(1, 3600000))
       ->capture_default_str();
+  app.add_option("--policy-streams", c.policy_streams,
+                 "SMTP sessions share this many long-lived gRPC streams to policyd (spread over replicas); 0: one "
+                 "call per session, as before")
+      ->check(CLI::Range(std::size_t{0}, std::size_t{64}))
+      ->capture_default_str();
+  app.add_option("--policy-stream-age", c.policy_stream_age_s,
+                 "after this a shared stream takes no new session and a new one is opened, so replicas that came "
+                 "back get sessions (bare number: s)")
+      ->transform(duration_in(seconds(1), "seconds"))
+      ->check(CLI::Range(1, 86400))
+      ->capture_default_str();
   app.add_option("--max-message-size", c.max_message_size,
                  "advertised in SIZE and enforced (552 5.3.4); 25M, 64K (bare number: bytes)")
       ->transform(size_in(1, "bytes"))

@@ -14,6 +14,7 @@
 #include "frontend/policy_client/grpc_policy_session.h"
 #include "frontend/policy_client/policy_channel.h"
 #include "frontend/policy_client/policy_readiness.h"
+#include "frontend/policy_client/session_mux.h"
 #include "frontend/server/connection.h"
 #include "daemon/accept_backoff.h"
 #include "daemon/metrics_http.h"
@@ -87,7 +88,16 @@ int main(int argc, char** argv) {
     return 1;
   }
   auto stub = mailhook::v1::Policy::NewStub(channel);
-  mf::GrpcPolicyLink policy_link(*stub, config.policyd, std::chrono::milliseconds(config.policy_timeout_ms));
+  mf::GrpcPolicyLink call_link(*stub, config.policyd, std::chrono::milliseconds(config.policy_timeout_ms));
+  // --policy-streams: sessions share long-lived streams (session_mux.h).
+  std::unique_ptr<mf::SessionMux> mux;
+  if (config.policy_streams > 0) {
+    mux = std::make_unique<mf::SessionMux>(
+        *stub, config.policyd, std::chrono::milliseconds(config.policy_timeout_ms),
+        mf::SessionMuxOptions{.streams = config.policy_streams,
+                              .stream_age = std::chrono::seconds(config.policy_stream_age_s)});
+  }
+  mf::PolicyLink& policy_link = mux ? static_cast<mf::PolicyLink&>(*mux) : call_link;
   std::unique_ptr<asio::ssl::context> tls;
   if (!config.tls_cert.empty()) {
     tls = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);

@@ -212,6 +212,11 @@ void build_table(CLI::App& app, daemon::Options& opts, PolicyConfig& c, std::str
                  "until the worker catches up (HTTP/2 flow control holds the sender)")
       ->check(CLI::Range(std::size_t{1}, std::size_t{100000}))
       ->capture_default_str();
+  app.add_option("--max-sessions-per-stream", c.max_sessions_per_stream,
+                 "SMTP sessions open at once on one shared gRPC stream (Sessions); a front's session past it is "
+                 "answered 'ended' (it tempfails or opens another stream)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1000000}))
+      ->capture_default_str();
   app.add_option("--tls-cert", c.tls_cert, "PEM certificate chain of the gRPC port; with --tls-key and "
                  "--tls-client-ca only peers with a client certificate of that CA open sessions [default: off]");
   app.add_option("--tls-key", c.tls_key, "PEM private key of --tls-cert");

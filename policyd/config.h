@@ -65,6 +65,7 @@ struct PolicyConfig {
   std::string hook_error = "default";       // --hook-error default|tempfail
   bool hook_error_tempfail = false;         // derived: a script error answers 451 4.3.0
   std::string config_file;                  // --config FILE; empty: none
+  std::size_t max_sessions_per_stream = 10000;  // --max-sessions-per-stream: open on one Sessions stream
 };
 
 // Parses argv. Returns the config, or exits the process with CLI11's

@@ -122,6 +122,7 @@ int main(int argc, char** argv) {
   const mp::ServerOptions server_options{.listen = config.listen,
                                          .max_connection_age = std::chrono::seconds(config.max_connection_age_s),
                                          .max_pending_events = config.max_pending_events,
+                                         .max_sessions_per_stream = config.max_sessions_per_stream,
                                          .tls_cert = config.tls_cert,
                                          .tls_key = config.tls_key,
                                          .tls_client_ca = config.tls_client_ca};

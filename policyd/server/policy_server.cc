@@ -15,10 +15,19 @@ grpc::ServerBidiReactor<v1::FrontMessage, v1::PolicyMessage>* PolicyServer::Serv
   return new SessionReactor(runtime_, counter_, max_pending_events, *paused_streams);  // deletes itself in OnDone
 }
 
+grpc::ServerBidiReactor<v1::FrontFrame, v1::PolicyFrame>* PolicyServer::Service::Sessions(
+    grpc::CallbackServerContext* /*context*/) {
+  return new SessionsReactor(runtime_, counter_, registry, sessions_limits, *ended_sessions);  // deletes itself in OnDone
+}
+
 PolicyServer::PolicyServer(Runtime& runtime, telemetry::Registry* registry) : service_(runtime, counter_) {
   service_.paused_streams = &(registry ? *registry : private_registry_)
                                  .counter("mailhook_policyd_grpc_streams_paused_total",
                                           "gRPC streams whose reading paused at --max-pending-events (flow control)");
+  service_.ended_sessions = &(registry ? *registry : private_registry_)
+                                 .counter("mailhook_policyd_grpc_sessions_ended_total",
+                                          "sessions of a Sessions stream policyd gave up (over --max-pending-events "
+                                          "or --max-sessions-per-stream)");
 }
 
 PolicyServer::~PolicyServer() {
@@ -35,6 +44,10 @@ std::string PolicyServer::start(const ServerOptions& o) {
     if (std::string e = check_unix_socket_free(socket_path); !e.empty()) return "cannot listen on " + o.listen + ": " + e;
   }
   service_.max_pending_events = o.max_pending_events;
+  service_.sessions_limits = SessionsLimits{.max_pending_events = o.max_pending_events,
+                                            .max_sessions = o.max_sessions_per_stream,
+                                            .max_frame_bytes = 4 << 20,
+                                            .max_age = o.max_connection_age};
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;
@@ -75,6 +88,9 @@ void PolicyServer::drain(std::chrono::seconds grace) {
   serving_ = false;
   server_->GetHealthCheckService()->SetServingStatus(false);
   log::notice("draining: {} open session(s), up to {}s", counter_.open(), grace.count());
+  // Shared streams learn it in-band: their fronts open new sessions on
+  // another replica while these finish here.
+  service_.registry.drain_all("shutting down");
   server_->Shutdown(std::chrono::system_clock::now() + grace);
   server_->Wait();
   server_.reset();

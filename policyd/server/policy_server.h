@@ -15,6 +15,7 @@
 #include "mailhook/v1/session.grpc.pb.h"
 #include "policyd/lua_runtime/runtime.h"
 #include "policyd/server/session_reactor.h"
+#include "policyd/server/sessions_reactor.h"
 
 namespace mailhook::policyd {
 
@@ -28,6 +29,8 @@ struct ServerOptions {
   // Events of one stream queued on its worker before the stream is no
   // longer read (flow control).
   std::size_t max_pending_events = 64;
+  // Sessions open at once on one Sessions stream (many sessions per call).
+  std::size_t max_sessions_per_stream = 10000;
   // Mutual TLS: all three PEM files or none (server_credentials.h).
   std::string tls_cert, tls_key, tls_client_ca;
 };
@@ -54,8 +57,13 @@ class PolicyServer {
     Service(Runtime& r, SessionCounter& c) : runtime_(r), counter_(c) {}
     grpc::ServerBidiReactor<v1::FrontMessage, v1::PolicyMessage>* Session(
         grpc::CallbackServerContext* context) override;
+    grpc::ServerBidiReactor<v1::FrontFrame, v1::PolicyFrame>* Sessions(
+        grpc::CallbackServerContext* context) override;
     std::size_t max_pending_events = 64;
+    SessionsLimits sessions_limits;
     telemetry::Counter* paused_streams = nullptr;
+    telemetry::Counter* ended_sessions = nullptr;
+    SessionsRegistry registry;
 
    private:
     Runtime& runtime_;

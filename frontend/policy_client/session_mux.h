@@ -1,0 +1,55 @@
+// SessionMux: a PolicyLink whose sessions share a few long-lived gRPC
+// Sessions streams (proto/mailhook/v1/session.proto) instead of one call
+// each. New sessions go round robin over the streams, and the streams over
+// the replicas (gRPC round robin places each new stream); a stream that
+// policyd drains, or that is older than --policy-stream-age, takes no new
+// session and half-closes when its last one ended. Never blocks a
+// connection's thread; never decides a reply (PolicyConversation does).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "frontend/policy_client/policy_session.h"
+#include "mailhook/v1/session.grpc.pb.h"
+
+namespace mailhook::front {
+
+struct SessionMuxOptions {
+  std::size_t streams = 4;                 // --policy-streams: open at once
+  std::chrono::seconds stream_age{10};     // --policy-stream-age: then replaced
+};
+
+class SessionMux final : public PolicyLink {
+ public:
+  // `target` (--policyd) and `timeout` (--policy-timeout) only name the
+  // failure in log lines.
+  SessionMux(v1::Policy::Stub& stub, std::string target, std::chrono::milliseconds timeout,
+             SessionMuxOptions options);
+  ~SessionMux() override;
+
+  std::unique_ptr<PolicySession> session(asio::any_io_executor executor) override;
+
+  class Stream;
+  class Inbox;
+  // A stream that takes a new session now (opened when fewer than
+  // `streams` are usable). Any thread.
+  std::shared_ptr<Stream> pick();
+  const std::string& target() const { return target_; }
+  std::chrono::milliseconds timeout() const { return timeout_; }
+
+ private:
+  v1::Policy::Stub& stub_;
+  const std::string target_;
+  const std::chrono::milliseconds timeout_;
+  const SessionMuxOptions options_;
+  std::mutex mu_;
+  std::vector<std::shared_ptr<Stream>> streams_;
+  std::size_t next_ = 0;
+};
+
+}  // namespace mailhook::front

@@ -1,0 +1,319 @@
+// The Sessions stream: FrontTagged -> one runtime Session per tag, and the
+// answers of all of them -> PolicyFrames, batched: whatever was queued
+// while a write was in flight goes out in the next one. The worker that
+// answers writes itself when the stream's writer is idle (no extra hop).
+// Session state the workers touch lives in Core/Slot behind Core's mutex,
+// so an answer arriving after the stream ended is dropped, not written to
+// freed memory.
+#include "policyd/server/sessions_reactor.h"
+
+#include <algorithm>
+
+#include "mailcore/telemetry/log.h"
+#include "mailcore/wire/convert.h"
+#include "policyd/server/session_reactor.h"
+
+namespace mailhook::policyd {
+
+struct SessionsReactor::Core {
+  std::mutex mu;
+  SessionsReactor* reactor;  // nullptr once OnDone ran
+  v1::PolicyFrame sending;   // the write in flight (gRPC holds its address)
+  v1::PolicyFrame pending;   // what the next write carries
+  bool dirty = false;        // `pending` has something to send
+  bool writing = false;
+  bool reads_done = false;
+  bool finished = false;
+  bool drained = false;
+};
+
+// One session of the stream. The counters are the credit of the
+// flow-control window (session.proto header); all under Core::mu.
+struct SessionsReactor::Slot {
+  std::uint64_t id = 0;
+  std::string log_id;  // SessionStart.session_id, escaped
+  std::shared_ptr<Session> session;
+  std::size_t pending = 0;      // events posted, not yet handled
+  std::uint64_t handled = 0;    // events handled (what the credit says)
+  std::uint64_t reported = 0;   // `handled` as last sent to the front
+  std::uint64_t decided = 0;    // handled() calls still to come for decided events
+  bool gone = false;            // ended or closed: answers are dropped
+};
+
+class SessionsReactor::Outbox final : public SessionObserver {
+ public:
+  Outbox(std::shared_ptr<Core> core, std::shared_ptr<Slot> slot, std::size_t window)
+      : core_(std::move(core)), slot_(std::move(slot)), credit_step_(std::max<std::size_t>(1, window / 2)) {}
+
+  void opened(Capabilities capabilities, Decision connect) override {
+    std::lock_guard l(core_->mu);
+    if (!core_->reactor || slot_->gone) return;
+    v1::PolicyTagged m;
+    auto* o = m.mutable_opened();
+    wire::to_proto(capabilities, o->mutable_capabilities());
+    wire::to_proto(connect, o->mutable_decision());
+    send_locked(std::move(m));
+  }
+
+  // The decision counts the event as handled at once, so the credit it
+  // carries is exact; the handled() call that follows only balances.
+  void decided(Decision decision) override {
+    std::lock_guard l(core_->mu);
+    count_handled_locked();
+    ++slot_->decided;
+    if (!core_->reactor || slot_->gone) return;
+    v1::PolicyTagged m;
+    wire::to_proto(decision, m.mutable_decision());
+    send_locked(std::move(m));
+  }
+
+  void handled() override {
+    std::lock_guard l(core_->mu);
+    if (slot_->decided > 0) {
+      --slot_->decided;
+      return;
+    }
+    count_handled_locked();
+    if (!core_->reactor || slot_->gone) return;
+    // Credit-only: after half a window, so the front never waits for it
+    // (it blocks only with a whole window outstanding) and chunks cost
+    // one small message per half window, not one each.
+    if (slot_->handled - slot_->reported >= credit_step_) send_locked(v1::PolicyTagged());
+  }
+
+ private:
+  void count_handled_locked() {
+    if (slot_->pending > 0) --slot_->pending;
+    ++slot_->handled;
+  }
+  void send_locked(v1::PolicyTagged m) {
+    m.set_session(slot_->id);
+    m.set_handled(slot_->handled);
+    slot_->reported = slot_->handled;
+    core_->reactor->append_locked(std::move(m));
+  }
+
+  std::shared_ptr<Core> core_;
+  std::shared_ptr<Slot> slot_;
+  const std::size_t credit_step_;
+};
+
+SessionsReactor::SessionsReactor(Runtime& runtime, SessionCounter& counter, SessionsRegistry& registry,
+                                 SessionsLimits limits, telemetry::Counter& ended_sessions)
+    : runtime_(runtime),
+      counter_(counter),
+      registry_(registry),
+      limits_(limits),
+      ended_sessions_(ended_sessions),
+      core_(std::make_shared<Core>()) {
+  core_->reactor = this;
+  registry_.add(this);
+  {
+    // The first frame: the limits the front paces itself by.
+    std::lock_guard l(core_->mu);
+    auto* s = core_->pending.mutable_limits();
+    s->set_max_pending_events(static_cast<std::uint32_t>(limits_.max_pending_events));
+    s->set_max_sessions(static_cast<std::uint32_t>(limits_.max_sessions));
+    s->set_max_frame_bytes(limits_.max_frame_bytes);
+    core_->dirty = true;
+    core_->writing = true;
+    core_->sending.Swap(&core_->pending);
+    core_->dirty = false;
+    StartWrite(&core_->sending);
+  }
+  StartRead(&in_);
+}
+
+void SessionsReactor::OnReadDone(bool ok) {
+  if (!ok) {  // the front half-closed or the stream broke
+    end_reads();
+    return;
+  }
+  if (limits_.max_age.count() > 0 && std::chrono::steady_clock::now() - born_ >= limits_.max_age) {
+    // Checked when the front sends (a stream nobody uses needs no rebalancing).
+    std::lock_guard l(core_->mu);
+    drain_locked("max-connection-age");
+  }
+  for (v1::FrontTagged& m : *in_.mutable_messages()) handle(m);
+  in_.Clear();
+  StartRead(&in_);
+}
+
+void SessionsReactor::handle(v1::FrontTagged& m) {
+  const std::uint64_t id = m.session();
+  switch (m.kind_case()) {
+    case v1::FrontTagged::kStart:
+      start_session(id, *m.mutable_start());
+      return;
+    case v1::FrontTagged::kEvent: {
+      const auto it = sessions_.find(id);
+      if (it == sessions_.end()) return;  // ended by policyd before the front knew: dropped
+      Slot& slot = *it->second;
+      {
+        std::lock_guard l(core_->mu);
+        if (slot.pending < limits_.max_pending_events) {
+          ++slot.pending;
+        } else {
+          slot.gone = true;  // nothing of it is queued any more
+        }
+      }
+      if (slot.gone) {
+        end_session(id, fmt::format("over --max-pending-events ({})", limits_.max_pending_events));
+        return;
+      }
+      slot.session->post(wire::from_proto(std::move(*m.mutable_event())));
+      return;
+    }
+    case v1::FrontTagged::kEnd: {
+      const auto it = sessions_.find(id);
+      if (it == sessions_.end()) return;
+      const std::shared_ptr<Slot> slot = std::move(it->second);
+      sessions_.erase(it);
+      {
+        std::lock_guard l(core_->mu);
+        slot->gone = true;
+      }
+      slot->session->close();
+      slot->session.reset();  // the Outbox holds the Slot: no cycle through the runtime
+      counter_.down();
+      return;
+    }
+    case v1::FrontTagged::KIND_NOT_SET:
+      return;
+  }
+}
+
+void SessionsReactor::start_session(std::uint64_t id, v1::SessionStart& start) {
+  if (sessions_.count(id)) {
+    // A front bug: both are given up, so neither gets the other's answers.
+    end_session(id, "session id already open");
+    return;
+  }
+  if (sessions_.size() >= limits_.max_sessions) {
+    ended_sessions_.add();
+    if (!limit_logged_) {
+      limit_logged_ = true;
+      log::info("session={} refused: {} sessions open on its stream (--max-sessions-per-stream); further ones "
+                "counted in mailhook_policyd_grpc_sessions_ended_total",
+                log::escape(start.session_id()), sessions_.size());
+    }
+    v1::PolicyTagged m;
+    m.set_session(id);
+    m.mutable_ended()->set_reason(fmt::format("over --max-sessions-per-stream ({})", limits_.max_sessions));
+    std::lock_guard l(core_->mu);
+    append_locked(std::move(m));
+    return;
+  }
+  auto slot = std::make_shared<Slot>();
+  slot->id = id;
+  slot->log_id = log::escape(start.session_id());
+  auto outbox = std::make_shared<Outbox>(core_, slot, limits_.max_pending_events);
+  sessions_.emplace(id, slot);
+  counter_.up();
+  slot->session = runtime_.open(wire::from_proto(std::move(start)), std::move(outbox));
+}
+
+void SessionsReactor::end_session(std::uint64_t id, const std::string& reason) {
+  const auto it = sessions_.find(id);
+  if (it == sessions_.end()) return;
+  const std::shared_ptr<Slot> slot = std::move(it->second);
+  sessions_.erase(it);
+  {
+    std::lock_guard l(core_->mu);
+    slot->gone = true;
+    v1::PolicyTagged m;
+    m.set_session(id);
+    m.set_handled(slot->handled);
+    m.mutable_ended()->set_reason(reason);
+    append_locked(std::move(m));
+  }
+  slot->session->close();
+  slot->session.reset();  // the Outbox holds the Slot: no cycle through the runtime
+  counter_.down();
+  ended_sessions_.add();
+  log::info("session={} ended by policyd: {}", slot->log_id, reason);
+}
+
+void SessionsReactor::end_reads() {
+  for (auto& [id, slot] : sessions_) {
+    {
+      std::lock_guard l(core_->mu);
+      slot->gone = true;
+    }
+    slot->session->close();
+    slot->session.reset();  // the Outbox holds the Slot: no cycle through the runtime
+    counter_.down();
+  }
+  sessions_.clear();
+  std::lock_guard l(core_->mu);
+  core_->reads_done = true;
+  maybe_finish_locked();
+}
+
+void SessionsReactor::append_locked(v1::PolicyTagged message) {
+  if (core_->reads_done || core_->finished) return;  // nobody reads it any more
+  *core_->pending.add_messages() = std::move(message);
+  core_->dirty = true;
+  if (core_->writing) return;  // goes with the next write, batched
+  core_->writing = true;
+  core_->sending.Clear();
+  core_->sending.Swap(&core_->pending);
+  core_->dirty = false;
+  StartWrite(&core_->sending);
+}
+
+void SessionsReactor::drain(const std::string& reason) {
+  std::lock_guard l(core_->mu);
+  drain_locked(reason);
+}
+
+void SessionsReactor::drain_locked(const std::string& reason) {
+  if (core_->drained || core_->reads_done || core_->finished) return;
+  core_->drained = true;
+  log::info("sessions stream drained ({}): the front opens its next sessions elsewhere", reason);
+  core_->pending.mutable_drain()->set_reason(reason);
+  core_->dirty = true;
+  if (core_->writing) return;
+  core_->writing = true;
+  core_->sending.Clear();
+  core_->sending.Swap(&core_->pending);
+  core_->dirty = false;
+  StartWrite(&core_->sending);
+}
+
+void SessionsReactor::OnWriteDone(bool ok) {
+  std::lock_guard l(core_->mu);
+  core_->writing = false;
+  if (!ok) {  // the stream broke; reads end too
+    core_->pending.Clear();
+    core_->dirty = false;
+    maybe_finish_locked();
+    return;
+  }
+  if (core_->dirty) {
+    core_->writing = true;
+    core_->sending.Clear();
+    core_->sending.Swap(&core_->pending);
+    core_->dirty = false;
+    StartWrite(&core_->sending);
+    return;
+  }
+  maybe_finish_locked();
+}
+
+void SessionsReactor::maybe_finish_locked() {
+  if (core_->finished || core_->writing || !core_->reads_done) return;
+  core_->finished = true;
+  Finish(grpc::Status::OK);
+}
+
+void SessionsReactor::OnDone() {
+  registry_.remove(this);  // no drain() after this
+  {
+    std::lock_guard l(core_->mu);
+    core_->reactor = nullptr;
+  }
+  delete this;
+}
+
+}  // namespace mailhook::policyd

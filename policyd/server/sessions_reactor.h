@@ -1,0 +1,94 @@
+// One gRPC Sessions stream = many SMTP sessions, tagged by the front's id
+// (proto/mailhook/v1/session.proto, "Sessions"). The reactor maps each
+// tag to its own runtime Session and batches the answers of all of them
+// into one PolicyFrame per write. It only dispatches: never blocks, never
+// touches Lua, always reads (bounds hold per session: a session over its
+// window is ended, never the stream paused), its lifetime ends in OnDone.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <unordered_map>
+
+#include "mailcore/telemetry/metrics.h"
+#include "mailhook/v1/session.grpc.pb.h"
+#include "policyd/lua_runtime/runtime.h"
+
+namespace mailhook::policyd {
+
+class SessionCounter;
+class SessionsRegistry;
+
+// What a Sessions stream is held to (the daemon's flags).
+struct SessionsLimits {
+  std::size_t max_pending_events = 64;   // per session: --max-pending-events
+  std::size_t max_sessions = 10000;      // per stream: --max-sessions-per-stream
+  std::size_t max_frame_bytes = 4 << 20;  // gRPC's receive cap
+  std::chrono::seconds max_age{300};     // --max-connection-age: then Drain; 0: never
+};
+
+class SessionsReactor final : public grpc::ServerBidiReactor<v1::FrontFrame, v1::PolicyFrame> {
+ public:
+  SessionsReactor(Runtime& runtime, SessionCounter& counter, SessionsRegistry& registry, SessionsLimits limits,
+                  telemetry::Counter& ended_sessions);
+
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
+  void OnDone() override;
+
+  // Any thread: tell the front to open no more sessions here (once).
+  void drain(const std::string& reason);
+
+ private:
+  struct Core;
+  struct Slot;
+  class Outbox;
+  friend class Outbox;
+
+  void handle(v1::FrontTagged& message);
+  void start_session(std::uint64_t id, v1::SessionStart& start);
+  // policyd gives the session up: closed in the runtime, `ended` sent.
+  void end_session(std::uint64_t id, const std::string& reason);
+  void end_reads();
+  // Under core_->mu: queue one tagged message for the next write.
+  void append_locked(v1::PolicyTagged message);
+  void drain_locked(const std::string& reason);
+  void maybe_finish_locked();
+
+  Runtime& runtime_;
+  SessionCounter& counter_;
+  SessionsRegistry& registry_;
+  const SessionsLimits limits_;
+  telemetry::Counter& ended_sessions_;
+  const std::chrono::steady_clock::time_point born_ = std::chrono::steady_clock::now();
+  v1::FrontFrame in_;
+  // The reader's own: OnReadDone calls never overlap.
+  std::unordered_map<std::uint64_t, std::shared_ptr<Slot>> sessions_;
+  bool limit_logged_ = false;
+
+  // Shared with every session's Outbox (worker threads).
+  std::shared_ptr<Core> core_;
+};
+
+// The live Sessions streams, so SIGTERM can send each a Drain.
+class SessionsRegistry {
+ public:
+  void add(SessionsReactor* r) { std::lock_guard l(mu_); live_.insert(r); }
+  void remove(SessionsReactor* r) { std::lock_guard l(mu_); live_.erase(r); }
+  void drain_all(const std::string& reason) {
+    std::lock_guard l(mu_);
+    for (SessionsReactor* r : live_) r->drain(reason);
+  }
+
+ private:
+  std::mutex mu_;
+  std::set<SessionsReactor*> live_;
+};
+
+}  // namespace mailhook::policyd
