@@ -116,6 +116,7 @@ class Recorder:
         line = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", line)
         line = re.sub(r"inet:\d+@", "inet:PORT@", line)
         line = re.sub(r"scale-\d+\.lua", "scale-N.lua", line)
+        line = re.sub(r"rspamd-\d+/", "rspamd-N/", line)
         if (who, line) not in self.seen:
             self.seen.append((who, line))
 
@@ -349,9 +350,9 @@ def med(values):
 
 
 def table(run):
-    """[(target, limit, baseline, {build: (cell, held)})] from the medians."""
+    """[(target, limit, baseline, {build: (cell, held, value)}, kind)] from the
+    medians; a cell is (None, None) when it has no figure."""
     v = lambda kind, who: med(run.values.get((kind, who), []))
-    spread = lambda kind, who: run.values.get((kind, who), [])
     rows = []
     for p, limit in (("A", 0.55), ("B", 0.25)):
         cells = {}
@@ -403,10 +404,10 @@ def table(run):
             "%.0f/s = %.2f of %s" % (x, x / best[1], best[0]), x / best[1] >= 1.0, x / best[1])
     rows.append(("milter end-to-end msgs/s / the best other milter's", ">= 1.00",
                  "; ".join(notes) or "no other milter", cells, "milter"))
-    return rows, spread
+    return rows
 
 
-def print_table(run, rows, spread):
+def print_table(run, rows):
     names = [b.name for b in run.builds]
     head = ["target", "limit", "same-run baseline"] + names
     if len(names) == 2:
@@ -517,9 +518,9 @@ def main():
         run.procs.stop_all()
         shutil.rmtree(work, ignore_errors=True)
 
-    rows, spread = table(run)
+    rows = table(run)
     print("\nissue 22's targets, medians of %d round(s) (ratios against the same run's baselines):\n" % run.rounds)
-    print_table(run, rows, spread)
+    print_table(run, rows)
     print("\ncommands run (ports and the work directory made generic):")
     for who, line in run.recorder.seen:
         print("  %-18s %s" % (who, line))
