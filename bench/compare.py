@@ -961,8 +961,8 @@ def print_table(result, out=sys.stdout):
             r = rat.get(system, {}).get(p, {})
             print("%-24s %9s %9s %8s %8s %7s %7s %7s %7s %13s | %11s %5s %5s %5s %5s %6s %5s %5s" % (
                 system, fmt(m.get("msgs_per_s"), 9), fmt(m.get("end_to_end_msgs_per_s"), 9),
-                fmt(m.get("p50_ms"), 8, 1), fmt(m.get("p99_ms"), 8, 1), fmt(m.get("cpu_s"), 7, 1),
-                fmt(m.get("cpu_ms_per_msg"), 7, 2), fmt(m.get("peak_rss_mb"), 7, 0), fmt(m.get("peak_pss_mb"), 7, 0),
+                fmt(m.get("p50_ms"), 8, 1), fmt(m.get("p99_ms"), 8, 1), fmt(m.get("cpu_s"), 7, 2),
+                fmt(m.get("cpu_ms_per_msg"), 7, 3), fmt(m.get("peak_rss_mb"), 7, 0), fmt(m.get("peak_pss_mb"), 7, 0),
                 "%d/%d" % (m.get("delivered", 0), m.get("expected", 0)), "",
                 fmt(r.get("msgs_per_s"), 5, 2), fmt(r.get("end_to_end_msgs_per_s"), 5, 2),
                 fmt(r.get("p50_ms"), 5, 2), fmt(r.get("p99_ms"), 5, 2), fmt(r.get("cpu_ms_per_msg"), 6, 2),
@@ -1146,7 +1146,7 @@ def main():
                         run = measure(system, sink, p, round_no, messages, args)
                         result["runs"].append(run)
                         print("  %-24s %s %s" % (s, p, run.get("error") or
-                              "%7.0f accepted/s %7s e2e/s  p50 %6.1f ms  p99 %7.1f ms  CPU %6.1f s  RSS %5.0f MB"
+                              "%7.0f accepted/s %7s e2e/s  p50 %6.1f ms  p99 %7.1f ms  CPU %7.3f s  RSS %5.0f MB"
                               % (run["msgs_per_s"], fmt(run["end_to_end_msgs_per_s"], 7),
                                  run["p50_ms"] or 0, run["p99_ms"] or 0, run["cpu_s"], run["peak_rss_mb"])))
                         sys.stdout.flush()
