@@ -25,10 +25,13 @@ Per system and pass it reports:
                          one every 20 ms (pass A:
                          connect to the 250 after the final dot; pass B: MAIL
                          FROM to that 250, on one kept session)
-  cpu_s                  user+system CPU seconds of the system's processes
-                         over the run, /proc/PID/stat of every process of
-                         their trees (children that exited are counted
-                         through their parent's cutime/cstime)
+  cpu_s                  CPU seconds of the system's processes over the
+                         run, every thread of every process of their trees
+                         in nanoseconds (bench/cpuclock.py: schedstat, with
+                         /proc/PID/stat's ticks for threads that ended;
+                         children that exited are counted through their
+                         parent's cutime/cstime); ms/msg divides it by every
+                         message taken (smtp-source's and the probe's)
   peak_rss_mb            the peak, over samples every 0.25 s, of the sum of
                          VmRSS over those processes (peak_pss_mb: the same
                          with Pss, which splits shared pages between forked
@@ -79,6 +82,9 @@ CPUS = os.cpu_count() or 1
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 from postfix_instance import PrivatePostfix  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cpuclock import Meter, tree  # noqa: E402  (CPU in ns per thread; process trees)
+
 SYSTEMS = ["mailhook", "postfix", "postfix_mailhook_milter", "postfix_noop_milter",
            "postfix_c_policy_milter", "postfix_rspamd_milter", "haraka", "qpsmtpd", "ceiling"]
 # Systems with no policy: the functional check only asks that mail gets through.
@@ -118,49 +124,6 @@ def wait_port(port, timeout, proc=None):
         except OSError:
             time.sleep(0.05)
     raise RuntimeError("nothing listened on 127.0.0.1:%d within %d s" % (port, timeout))
-
-
-def proc_table():
-    """{pid: (ppid, state)} of every process, from /proc."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open("/proc/%s/stat" % entry) as f:
-                    rest = f.read().rsplit(")", 1)[1].split()
-                table[int(entry)] = (int(rest[1]), rest[0])
-            except (OSError, IndexError, ValueError):
-                pass
-    return table
-
-
-def tree(roots):
-    """The roots and all their descendants that exist now."""
-    table = proc_table()
-    children = {}
-    for pid, (ppid, _state) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    out, todo = [], [r for r in roots if r in table]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, ()))
-    return out
-
-
-def cpu_seconds(roots):
-    """CPU seconds used by the trees under roots: each live process's own
-    utime+stime plus cutime+cstime (the children it already reaped, which
-    are no longer in the tree, so nothing is counted twice)."""
-    ticks = 0
-    for pid in tree(roots):
-        try:
-            with open("/proc/%d/stat" % pid) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            ticks += sum(int(x) for x in fields[11:15])
-        except (OSError, IndexError, ValueError):
-            pass
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def memory_kb(pid):
@@ -413,18 +376,25 @@ class System:
 
 
 class Mailhook(System):
+    # Which binaries, and flags added after this script's own (bench/link_targets.py
+    # sets them per build); None: the build in MAILHOOK_BUILD.
+    front_binary = policyd_binary = None
+    front_flags = policyd_flags = ()
+
     def start(self, sink_port):
         pport, self.port = free_port(), free_port()
         policyd = self.spawn("policyd", [
-            POLICYD, "--listen", "127.0.0.1:%d" % pport, "--script", os.path.join(PEERS, "mailhook", "policy.lua"),
-            "--ptr-lookup", "no", "--temp-dir", os.path.join(self.workdir, "policyd-tmp"), "--log-stderr"])
+            self.policyd_binary or POLICYD, "--listen", "127.0.0.1:%d" % pport,
+            "--script", os.path.join(PEERS, "mailhook", "policy.lua"),
+            "--ptr-lookup", "no", "--temp-dir", os.path.join(self.workdir, "policyd-tmp"), "--log-stderr"]
+            + list(self.policyd_flags))
         wait_port(pport, 20, policyd)
         # --max-connections-per-ip: the default 50 would refuse the probe,
         # the 51st session from 127.0.0.1.
         front = self.spawn("front", [
-            FRONT, "--listen", "127.0.0.1:%d" % self.port, "--policyd", "127.0.0.1:%d" % pport,
+            self.front_binary or FRONT, "--listen", "127.0.0.1:%d" % self.port, "--policyd", "127.0.0.1:%d" % pport,
             "--smart-host", "127.0.0.1:%d" % sink_port, "--hostname", "mailhook.test",
-            "--max-connections-per-ip", "1000", "--log-stderr"])
+            "--max-connections-per-ip", "1000", "--log-stderr"] + list(self.front_flags))
         wait_port(self.port, 20, front)
 
 
@@ -453,12 +423,15 @@ class Postfix(System):
 
 
 class PostfixMailhookMilter(Postfix):
+    policyd_binary, policyd_flags = None, ()  # as Mailhook's
+
     def start_milter(self):
         mport = free_port()
         proc = self.spawn("policyd-milter", [
-            POLICYD, "--listen", "127.0.0.1:%d" % free_port(), "--milter", "inet:%d@127.0.0.1" % mport,
+            self.policyd_binary or POLICYD, "--listen", "127.0.0.1:%d" % free_port(),
+            "--milter", "inet:%d@127.0.0.1" % mport,
             "--script", os.path.join(PEERS, "mailhook", "policy.lua"), "--ptr-lookup", "no",
-            "--temp-dir", os.path.join(self.workdir, "policyd-tmp"), "--log-stderr"])
+            "--temp-dir", os.path.join(self.workdir, "policyd-tmp"), "--log-stderr"] + list(self.policyd_flags))
         wait_port(mport, 20, proc)
         return "inet:127.0.0.1:%d" % mport
 
@@ -785,16 +758,21 @@ def percentile(values, p):
     return v[min(len(v) - 1, int(len(v) * p))] if v else None
 
 
+def smtp_source_argv(port, messages, pass_name):
+    """The load of one pass: smtp-source, SESSIONS sessions, kept (-d) in pass B."""
+    return (["smtp-source", "-s", str(SESSIONS), "-m", str(messages), "-l", str(MESSAGE_BYTES), "-f", SENDER,
+             "-t", RECIPIENT, "-M", HELO] + (["-d"] if pass_name == "B" else []) + ["127.0.0.1:%d" % port])
+
+
 def measure(system, sink, pass_name, round_no, messages, args):
     """One pass of smtp-source against a started system; one run record."""
     run = {"system": system.name, "pass": pass_name, "round": round_no, "messages": messages}
     roots = system.roots() or [sink.proc.pid]
     before = sink.count
     memory = MemorySampler(roots)
-    cpu0, sink_cpu0 = cpu_seconds(roots), cpu_seconds([sink.proc.pid])
+    cpu, sink_cpu = Meter(roots), Meter([sink.proc.pid])
     probe = LatencyProbe(system.port, pass_name == "B")
-    argv = ["smtp-source", "-s", str(SESSIONS), "-m", str(messages), "-l", str(MESSAGE_BYTES), "-f", SENDER,
-            "-t", RECIPIENT, "-M", HELO] + (["-d"] if pass_name == "B" else []) + ["127.0.0.1:%d" % system.port]
+    argv = smtp_source_argv(system.port, messages, pass_name)
     t0 = time.monotonic()
     probe.start()
     try:
@@ -807,15 +785,14 @@ def measure(system, sink, pass_name, round_no, messages, args):
         probe.stop()
     expected = before + messages + probe.accepted
     reached = sink.wait_for(expected, stall_seconds=60, limit_seconds=args.run_timeout) if error is None else None
-    cpu = cpu_seconds(roots) - cpu0
-    sink_cpu = cpu_seconds([sink.proc.pid]) - sink_cpu0
+    cpu, sink_cpu = cpu.seconds(), sink_cpu.seconds()
     memory.stop()
     run.update({
         "msgs_per_s": None if error else round(messages / (t1 - t0), 1),
         "end_to_end_msgs_per_s": round(messages / (reached - t0), 1) if reached else None,
         "p50_ms": _round(percentile(probe.samples, 0.50)),
         "p99_ms": _round(percentile(probe.samples, 0.99)),
-        "cpu_s": round(cpu, 2),
+        "cpu_s": round(cpu, 4),
         "peak_rss_mb": round(memory.rss_kb / 1024.0, 1),
         "delivered": sink.count - before,
         "expected": messages + probe.accepted,
@@ -851,10 +828,13 @@ def medians(runs):
             continue
         per = out.setdefault(run["system"], {}).setdefault(run["pass"], {})
         for m in METRICS + ["cpu_ms_per_msg", "peak_pss_mb", "delivered", "expected", "messages"]:
-            value = run.get(m) if m != "cpu_ms_per_msg" else 1000.0 * run["cpu_s"] / run["messages"]
+            # CPU per message over every message the system took (the probe's too).
+            value = run.get(m) if m != "cpu_ms_per_msg" else 1000.0 * run["cpu_s"] / run.get("expected",
+                                                                                           run["messages"])
             if value is not None:
                 per.setdefault(m, []).append(value)
-    return {s: {p: {m: round(statistics.median(v), 2) for m, v in ms.items()} for p, ms in ps.items()}
+    return {s: {p: {m: round(statistics.median(v), 3 if m == "cpu_ms_per_msg" else 2) for m, v in ms.items()}
+                for p, ms in ps.items()}
             for s, ps in out.items()}
 
 
@@ -981,8 +961,8 @@ def print_table(result, out=sys.stdout):
             r = rat.get(system, {}).get(p, {})
             print("%-24s %9s %9s %8s %8s %7s %7s %7s %7s %13s | %11s %5s %5s %5s %5s %6s %5s %5s" % (
                 system, fmt(m.get("msgs_per_s"), 9), fmt(m.get("end_to_end_msgs_per_s"), 9),
-                fmt(m.get("p50_ms"), 8, 1), fmt(m.get("p99_ms"), 8, 1), fmt(m.get("cpu_s"), 7, 1),
-                fmt(m.get("cpu_ms_per_msg"), 7, 2), fmt(m.get("peak_rss_mb"), 7, 0), fmt(m.get("peak_pss_mb"), 7, 0),
+                fmt(m.get("p50_ms"), 8, 1), fmt(m.get("p99_ms"), 8, 1), fmt(m.get("cpu_s"), 7, 2),
+                fmt(m.get("cpu_ms_per_msg"), 7, 3), fmt(m.get("peak_rss_mb"), 7, 0), fmt(m.get("peak_pss_mb"), 7, 0),
                 "%d/%d" % (m.get("delivered", 0), m.get("expected", 0)), "",
                 fmt(r.get("msgs_per_s"), 5, 2), fmt(r.get("end_to_end_msgs_per_s"), 5, 2),
                 fmt(r.get("p50_ms"), 5, 2), fmt(r.get("p99_ms"), 5, 2), fmt(r.get("cpu_ms_per_msg"), 6, 2),
@@ -1166,7 +1146,7 @@ def main():
                         run = measure(system, sink, p, round_no, messages, args)
                         result["runs"].append(run)
                         print("  %-24s %s %s" % (s, p, run.get("error") or
-                              "%7.0f accepted/s %7s e2e/s  p50 %6.1f ms  p99 %7.1f ms  CPU %6.1f s  RSS %5.0f MB"
+                              "%7.0f accepted/s %7s e2e/s  p50 %6.1f ms  p99 %7.1f ms  CPU %7.3f s  RSS %5.0f MB"
                               % (run["msgs_per_s"], fmt(run["end_to_end_msgs_per_s"], 7),
                                  run["p50_ms"] or 0, run["p99_ms"] or 0, run["cpu_s"], run["peak_rss_mb"])))
                         sys.stdout.flush()

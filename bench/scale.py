@@ -68,6 +68,9 @@ NOFILE = 65536  # per process started here (and this one): 10,000 sessions need 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "integration"))
 from harness import free_port, wait_for  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cpuclock import Meter  # noqa: E402  (CPU in ns, every thread)
+
 
 def raise_nofile():
     """Lifts this process's RLIMIT_NOFILE (inherited by every daemon started
@@ -120,10 +123,14 @@ def sample(text, name):
 
 class Stack:
     """Processes started here, each with NOFILE descriptors; stopped by PID,
-    fronts first (policyd's drain waits for their streams)."""
+    fronts first (policyd's drain waits for their streams). front/policyd
+    and their extra flags (added after this script's own) let
+    bench/link_targets.py run another build."""
 
-    def __init__(self, tmp):
+    def __init__(self, tmp, front=None, policyd=None, front_flags=(), policyd_flags=()):
         self.tmp, self.procs = tmp, []
+        self.front, self.policyd = front or FRONT, policyd or POLICYD
+        self.front_flags, self.policyd_flags = list(front_flags), list(policyd_flags)
 
     def start(self, args, name):
         log_path = os.path.join(self.tmp, "%s-%d.log" % (name, len(self.procs)))
@@ -149,12 +156,12 @@ class Stack:
         with open(script, "w") as f:
             f.write(script_text)
         pport, fport, pm, fm = free_port(), free_port(), free_port(), free_port()
-        policyd = self.start([POLICYD, "--listen", "127.0.0.1:%d" % pport, "--script", script, "--log-stderr",
+        policyd = self.start([self.policyd, "--listen", "127.0.0.1:%d" % pport, "--script", script, "--log-stderr",
                               "--temp-dir", os.path.join(self.tmp, "ptmp"), "--ptr-lookup", "no",
-                              "--metrics", "127.0.0.1:%d" % pm] + list(policyd_args), "policyd")
-        front = self.start([FRONT, "--listen", "127.0.0.1:%d" % fport, "--policyd", "127.0.0.1:%d" % pport,
+                              "--metrics", "127.0.0.1:%d" % pm] + list(policyd_args) + self.policyd_flags, "policyd")
+        front = self.start([self.front, "--listen", "127.0.0.1:%d" % fport, "--policyd", "127.0.0.1:%d" % pport,
                             "--queue-dir", os.path.join(self.tmp, "spool"), "--hostname", "scale.test", "--log-stderr",
-                            "--metrics", "127.0.0.1:%d" % fm] + list(front_args), "front")
+                            "--metrics", "127.0.0.1:%d" % fm] + list(front_args) + self.front_flags, "front")
         return fport, policyd.pid, front.pid, pm, fm
 
     def sink(self):
@@ -208,8 +215,11 @@ async def open_idle_sessions(port, n, parallel=256):
     return sessions, refused
 
 
-def idle(n, tmp):
-    st = Stack(tmp)
+def idle(n, tmp, stack=Stack, target_mib=200, give_back=True):
+    """stack(tmp) makes the Stack (another build's, for link_targets.py);
+    give_back=False stops once the sessions were held (no close, no trim)."""
+    st = stack(tmp)
+    sessions, held_gauges = [], None
     try:
         port, ppid, fpid, pm, fm = st.mailhook(
             "function hook.accept(ip, ptr) end\n", ["--workers", "2"],
@@ -228,6 +238,15 @@ def idle(n, tmp):
             pass  # reported: the gauges are printed as they are
         held_gauges = gauges()
         held = {"front": proc_status(fpid), "policyd": proc_status(ppid)}
+        if not give_back:
+            for _, w in sessions:
+                w.close()
+            loop.run_until_complete(asyncio.sleep(0))
+            loop.close()
+            ok = (len(sessions) == n and held_gauges == (n, n) and held["front"]["VmRSS"] < target_mib
+                  and held["policyd"]["VmRSS"] < target_mib)
+            return ok, {"sessions": n, "greeted": len(sessions), "refused": len(refused), "open_s": round(open_s, 2),
+                        "sessions_open_held": held_gauges, "before": before, "held": held, "target_met": ok}
         for _, w in sessions:
             w.close()
         loop.run_until_complete(asyncio.sleep(0))
@@ -252,8 +271,8 @@ def idle(n, tmp):
         loop.close()
     finally:
         st.stop()
-    ok = (len(sessions) == n and held_gauges == (n, n) and held["front"]["VmRSS"] < 200
-          and held["policyd"]["VmRSS"] < 200)
+    ok = (len(sessions) == n and held_gauges == (n, n) and held["front"]["VmRSS"] < target_mib
+          and held["policyd"]["VmRSS"] < target_mib)
     print("idle: %d concurrent SMTP sessions, each greeted then idle; front --io-threads 2, policyd --workers 2" % n)
     print("  greeted %d, refused %d%s, in %.1f s; sessions_open front/policyd while held: %d/%d" %
           (len(sessions), len(refused), (" (%s)" % refused[:3]) if refused else "", open_s,
@@ -264,11 +283,11 @@ def idle(n, tmp):
         print("  %-9s %9.1f MiB %11.1f MiB %9.1f MiB %9.1f MiB %9d %8d" %
               (who, before[who]["VmRSS"], held[who]["VmRSS"], after[who]["VmRSS"], trimmed[who]["VmRSS"],
                held[who]["Threads"], held[who]["fds"]))
-    print("  target: each under 200 MB at %d sessions: %s" % (n, "held" if ok else "NOT HELD"))
+    print("  target: each under %d MB at %d sessions: %s" % (target_mib, n, "held" if ok else "NOT HELD"))
     return ok, {"sessions": n, "greeted": len(sessions), "refused": len(refused), "open_s": round(open_s, 2),
                 "sessions_open_held": held_gauges, "sessions_open_after_close": closed_gauges,
                 "before": before, "held": held, "after_close": after, "given_back": trimmed,
-                "given_back_after_s": round(trim_s, 1), "target_rss_mib": 200, "target_met": ok}
+                "given_back_after_s": round(trim_s, 1), "target_rss_mib": target_mib, "target_met": ok}
 
 
 # ------------------------------------------------------------- tls idle
@@ -414,13 +433,6 @@ def noop_worker(port, sessions, count, rate, ready, go, out):
     out.close()
 
 
-def cpu_seconds(pid):
-    """User + system CPU seconds a process used so far (/proc/PID/stat)."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def noop_run(port, sessions, count, rate, procs, on_ready):
     """Latencies (sorted, ns) of sessions x count NOOPs over `procs` client
     processes, and the seconds they took; on_ready() runs once every client
@@ -434,18 +446,26 @@ def noop_run(port, sessions, count, rate, procs, on_ready):
         r, w = ctx.Pipe(duplex=False)
         p = ctx.Process(target=noop_worker, args=(port, n, count, rate, ready, go, w))
         p.start()
+        w.close()  # only the client holds the write end: if it dies, recv() raises EOFError, no hang
         pipes.append(r)
         workers.append(p)
-    ready.wait(120)
-    before = on_ready()
-    go.wait(60)
-    t = time.monotonic()
-    lat = []
-    for r in pipes:
-        lat += r.recv()
-    elapsed = time.monotonic() - t
-    for p in workers:
-        p.join(30)
+    try:
+        ready.wait(120)
+        before = on_ready()
+        go.wait(60)
+        t = time.monotonic()
+        lat = []
+        for r in pipes:
+            if not r.poll(330):  # the client gives up after 300 s
+                raise RuntimeError("a NOOP client sent nothing back within 330 s")
+            lat += r.recv()
+        elapsed = time.monotonic() - t
+    finally:
+        for p in workers:
+            p.join(30)
+            if p.is_alive():  # stopped by its PID, never left behind
+                p.kill()
+                p.join(5)
     return sorted(lat), elapsed, before
 
 
@@ -486,9 +506,14 @@ def roundtrip(sessions, count, rates, tmp):
                     port, ppid, fpid, _, fm = st.mailhook(script, ["--workers", "2"],
                                                           ["--io-threads", "2", "--max-connections-per-ip", "1000"])
                     pids = [fpid, ppid]
-                snapshot = lambda: (policy_histogram(scrape(fm)) if fm else {}, [cpu_seconds(p) for p in pids])
-                lat, elapsed, (h0, cpu0) = noop_run(port, n_sessions, n, r, procs, snapshot)
-                h1, cpu1 = snapshot()
+                meters = [Meter([p]) for p in pids]
+
+                def snapshot():
+                    for m in meters:
+                        m.reset()
+                    return policy_histogram(scrape(fm)) if fm else {}
+                lat, elapsed, h0 = noop_run(port, n_sessions, n, r, procs, snapshot)
+                h1, cpu = policy_histogram(scrape(fm)) if fm else {}, [m.seconds() for m in meters]
             finally:
                 st.stop()
             row = {"system": system, "mode": mode, "sessions": n_sessions, "noops": len(lat),
@@ -496,8 +521,8 @@ def roundtrip(sessions, count, rates, tmp):
                    "p90_us": round(pct(lat, 0.9), 1), "p99_us": round(pct(lat, 0.99), 1),
                    "p999_us": round(pct(lat, 0.999), 1)}
             if pids:
-                row["front_cpu_share"] = round((cpu1[0] - cpu0[0]) / elapsed, 2)
-                row["policyd_cpu_share"] = round((cpu1[1] - cpu0[1]) / elapsed, 2)
+                row["front_cpu_share"] = round(cpu[0] / elapsed, 2)
+                row["policyd_cpu_share"] = round(cpu[1] / elapsed, 2)
             if system == "hook.noop" and h1:
                 d = {b: h1[b] - h0.get(b, 0) for b in h1}
                 total = d[float("inf")]
