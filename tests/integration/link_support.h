@@ -46,6 +46,20 @@ inline int free_port() {
   return ntohs(a.sin_port);
 }
 
+// A UDP socket bound on loopback that nobody reads: a nameserver that
+// never answers. Returns the fd (the test closes it) and sets `port`.
+inline int silent_udp_socket(int& port) {
+  const int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return -1;
+  socklen_t n = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n);
+  port = ntohs(a.sin_port);
+  return fd;
+}
+
 inline std::string read_file(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
   std::ostringstream s;

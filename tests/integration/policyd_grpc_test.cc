@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "link_support.h"
 #include "mailhook/v1/session.grpc.pb.h"
 
 extern char** environ;
@@ -22,19 +23,8 @@ extern char** environ;
 namespace {
 
 namespace v1 = mailhook::v1;
+using link_support::free_port;
 using HealthStatus = grpc::health::v1::HealthCheckResponse;
-
-int free_port() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t n = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n);
-  close(fd);
-  return ntohs(a.sin_port);
-}
 
 class Policyd : public ::testing::Test {
  protected:

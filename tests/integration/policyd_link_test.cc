@@ -225,19 +225,15 @@ TEST_F(PolicydLink, ATransactionIdFromTheWireNeverNamesAFileOutsideTheSpool) {
 // 256 MiB sent); now it stops reading at --max-pending-events and HTTP/2
 // flow control holds the writer.
 TEST_F(PolicydLink, AStreamThatOnlyWritesIsHeldAtMaxPendingEvents) {
-  const int silent_dns = socket(AF_INET, SOCK_DGRAM, 0);  // bound, never read
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(silent_dns, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  socklen_t n = sizeof a;
-  getsockname(silent_dns, reinterpret_cast<sockaddr*>(&a), &n);
+  int silent_port = 0;
+  const int silent_dns = silent_udp_socket(silent_port);  // bound, never read
+  ASSERT_GE(silent_dns, 0);
   const std::string target = "127.0.0.1:" + std::to_string(free_port());
   const int metrics_port = free_port();
   auto& p = start(target,
                   "function hook.mail(s) dns.query(dns.class.IN, dns.type.A, 'never.example.test') dns.wait(true) end\n"
                   "function hook.content(c) end\n",
-                  {"--dns-server", "127.0.0.1:" + std::to_string(ntohs(a.sin_port)), "--dns-timeout", "60000",
+                  {"--dns-server", "127.0.0.1:" + std::to_string(silent_port), "--dns-timeout", "60000",
                    "--hook-timeout", "120000", "--metrics", "127.0.0.1:" + std::to_string(metrics_port)});
   // --max-pending-events: its default (64)
   ASSERT_TRUE(p.wait_listening()) << p.log();
