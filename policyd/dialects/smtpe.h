@@ -8,7 +8,8 @@
 #include <optional>
 #include <string_view>
 
-#include "policyd/lua_runtime/hook_runner.h"
+#include "mailcore/event/event.h"
+#include "policyd/dialects/hook_phase.h"
 
 namespace mailhook::policyd::dialects {
 

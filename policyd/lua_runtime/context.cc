@@ -53,35 +53,4 @@ void drop_session_notes(SessionContext& s) {
   s.session_notes = LUA_NOREF;
 }
 
-std::string_view hook_name(HookPhase phase) {
-  switch (phase) {
-    case HookPhase::Load: return "load";
-    case HookPhase::Accept: return "accept";
-    case HookPhase::Helo: return "helo";
-    case HookPhase::Ehlo: return "ehlo";
-    case HookPhase::Auth: return "auth";
-    case HookPhase::Mail: return "mail";
-    case HookPhase::Rcpt: return "rcpt";
-    case HookPhase::Data: return "data";
-    case HookPhase::Content: return "content";
-    case HookPhase::Header: return "header";
-    case HookPhase::Eoh: return "eoh";
-    case HookPhase::Body: return "body";
-    case HookPhase::Dot: return "dot";
-    case HookPhase::Forward: return "forward";
-    case HookPhase::Reset: return "reset";
-    case HookPhase::Rset: return "rset";
-    case HookPhase::Noop: return "noop";
-    case HookPhase::Help: return "help";
-    case HookPhase::Quit: return "quit";
-    case HookPhase::Unknown: return "unknown";
-    case HookPhase::Xclient: return "xclient";
-    case HookPhase::Error: return "error";
-    case HookPhase::Close: return "close";
-    case HookPhase::Vrfy: return "vrfy";
-    case HookPhase::Expn: return "expn";
-  }
-  return "?";
-}
-
 }  // namespace mailhook::policyd

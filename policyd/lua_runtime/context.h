@@ -20,6 +20,7 @@
 #include "mailcore/telemetry/decision_log.h"
 #include "policyd/map/map_store.h"
 #include "mailcore/telemetry/metrics.h"
+#include "policyd/dialects/hook_phase.h"
 
 namespace mailhook::policyd {
 
@@ -29,17 +30,6 @@ struct CappedAllocator {
   std::size_t cap = 0;
   static void* alloc(void* ud, void* ptr, std::size_t osize, std::size_t nsize);
 };
-
-// What the hook that is running may see (ARCHITECTURE pattern 7).
-enum class HookPhase : std::uint8_t {
-  Load,      // top-level code of a script while loading
-  Accept, Helo, Ehlo, Auth, Mail, Rcpt, Data, Content, Header, Eoh, Body, Dot, Forward,
-  Reset, Rset, Noop, Help, Quit, Unknown, Xclient, Error, Close,
-  Vrfy, Expn,  // mailhook: VRFY and EXPN (VPOP3 DoVRFY/DoEXPN, qpsmtpd hook_vrfy)
-};
-// The last phase: arrays indexed by phase have kLastHookPhase + 1 entries.
-constexpr HookPhase kLastHookPhase = HookPhase::Expn;
-std::string_view hook_name(HookPhase phase);
 
 struct SessionContext;
 struct RuntimeMetrics;

@@ -32,8 +32,6 @@ struct HookOutcome {
   std::string script_name;
 };
 
-// Pushes the hook's arguments onto `thread`; returns how many.
-using PushArgs = std::function<int(lua_State* thread)>;
 
 // Wakes a suspended hook: a timer that never fires by itself, cancelled
 // by wake(). A wake before the wait is kept, so none is lost.
