@@ -1,15 +1,13 @@
 // SessionMux: Stream is the gRPC reactor of one shared Sessions stream; it
 // batches what its sessions queue into one FrontFrame per write and routes
-// policyd's tagged answers to each session's Inbox, one post per
-// connection thread per frame. An Inbox queues the answers for its
-// connection coroutine (delivered and woken on its thread) and
+// policyd's tagged answers to each session's Inbox. An Inbox queues the
+// answers for its connection coroutine (woken through its executor) and
 // holds the session's events past the credit window until policyd's
 // `handled` lets them go, so one slow session never stalls the stream.
 // Lock order: Inbox before Stream; a reactor callback holds neither when it
 // calls the other.
 #include "frontend/policy_client/session_mux.h"
 
-#include <algorithm>
 #include <cctype>
 #include <deque>
 #include <optional>
@@ -181,9 +179,7 @@ class SessionMux::Inbox final : public std::enable_shared_from_this<Inbox> {
     flush_locked();
   }
 
-  // The connection's thread (posted there by the stream's reader, one
-  // post for all its sessions' messages of a frame): one tagged message of
-  // policyd for this session; wakes the coroutine without another post.
+  // gRPC thread: one tagged message of policyd for this session.
   void deliver(v1::PolicyTagged m) {
     {
       std::lock_guard l(mu_);
@@ -192,20 +188,16 @@ class SessionMux::Inbox final : public std::enable_shared_from_this<Inbox> {
       if (m.kind_case() != v1::PolicyTagged::KIND_NOT_SET) received_.push_back(std::move(m));
       flush_locked();
     }
-    timer_.cancel();
+    wake();
   }
-  const asio::any_io_executor& executor() const { return executor_; }
-  // gRPC thread: the stream ended; `failure` says why. Posted like the
-  // answers, so answers read before the end are delivered first.
+  // gRPC thread: the stream ended; `failure` says why.
   void broken(std::string failure) {
-    asio::post(executor_, [self = shared_from_this(), failure = std::move(failure)]() mutable {
-      {
-        std::lock_guard l(self->mu_);
-        self->broken_ = true;
-        self->failure_ = std::move(failure);
-      }
-      self->timer_.cancel();
-    });
+    {
+      std::lock_guard l(mu_);
+      broken_ = true;
+      failure_ = std::move(failure);
+    }
+    wake();
   }
   bool is_broken() {
     std::lock_guard l(mu_);
@@ -257,6 +249,9 @@ class SessionMux::Inbox final : public std::enable_shared_from_this<Inbox> {
       }
     }
   }
+  void wake() {
+    asio::post(executor_, [self = shared_from_this()] { self->timer_.cancel(); });
+  }
 
   asio::any_io_executor executor_;
   asio::steady_timer timer_;
@@ -275,8 +270,7 @@ class SessionMux::Inbox final : public std::enable_shared_from_this<Inbox> {
 
 void SessionMux::Stream::OnReadDone(bool ok) {
   if (!ok) return;  // OnDone follows
-  using Routed = std::vector<std::pair<std::shared_ptr<Inbox>, v1::PolicyTagged>>;
-  Routed routed;
+  std::vector<std::pair<std::shared_ptr<Inbox>, v1::PolicyTagged>> routed;
   {
     std::lock_guard l(mu_);
     if (in_.has_limits()) {
@@ -298,20 +292,7 @@ void SessionMux::Stream::OnReadDone(bool ok) {
     }
   }
   in_.Clear();
-  // One post per connection thread per frame, not one per answer: the
-  // thread delivers all its sessions' messages of this frame in a row.
-  std::vector<std::pair<asio::any_io_executor, Routed>> by_thread;
-  for (auto& r : routed) {
-    auto it = std::find_if(by_thread.begin(), by_thread.end(),
-                           [&](const auto& t) { return t.first == r.first->executor(); });
-    if (it == by_thread.end()) it = by_thread.insert(by_thread.end(), {r.first->executor(), Routed{}});
-    it->second.push_back(std::move(r));
-  }
-  for (auto& [executor, batch] : by_thread) {
-    asio::post(executor, [batch = std::make_shared<Routed>(std::move(batch))] {
-      for (auto& [inbox, m] : *batch) inbox->deliver(std::move(m));
-    });
-  }
+  for (auto& [inbox, m] : routed) inbox->deliver(std::move(m));
   StartRead(&in_);
 }
 
