@@ -42,7 +42,7 @@ struct FrontConfig {
   std::string log_level = "info";  // --log-level: error, warning, notice, info, debug
   bool check = false;       // --check: validate the settings and exit
   std::string config_file;  // --config FILE; empty: none
-  std::size_t policy_streams = 0;    // --policy-streams: shared Sessions streams; 0: one call per session
+  std::size_t policy_streams = 4;    // --policy-streams: shared Sessions streams; 0: one call per session
   int policy_stream_age_s = 10;      // --policy-stream-age: a shared stream then takes no new session
 };
 

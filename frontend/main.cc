@@ -95,7 +95,8 @@ int main(int argc, char** argv) {
     mux = std::make_unique<mf::SessionMux>(
         *stub, config.policyd, std::chrono::milliseconds(config.policy_timeout_ms),
         mf::SessionMuxOptions{.streams = config.policy_streams,
-                              .stream_age = std::chrono::seconds(config.policy_stream_age_s)});
+                              .stream_age = std::chrono::seconds(config.policy_stream_age_s)},
+        call_link);
   }
   mf::PolicyLink& policy_link = mux ? static_cast<mf::PolicyLink&>(*mux) : call_link;
   std::unique_ptr<asio::ssl::context> tls;

@@ -40,7 +40,7 @@ std::string describe(const grpc::Status& status) {
     return "unreachable: " + status.error_message();
   }
   if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
-    return "serves no shared streams (older than this front; run it with --policy-streams 0)";
+    return "serves no shared streams (Sessions: UNIMPLEMENTED: " + status.error_message() + ")";
   }
   return "status " + std::to_string(static_cast<int>(status.error_code())) + ": " + status.error_message();
 }
@@ -105,6 +105,11 @@ class SessionMux::Stream final : public grpc::ClientBidiReactor<v1::FrontFrame, 
     std::lock_guard l(mu_);
     return window_;
   }
+  // policyd has no Sessions RPC (an older one): the per-call link serves.
+  bool unimplemented() {
+    std::lock_guard l(mu_);
+    return unimplemented_;
+  }
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -149,6 +154,7 @@ class SessionMux::Stream final : public grpc::ClientBidiReactor<v1::FrontFrame, 
   bool write_failed_ = false;  // OnDone follows with the status
   bool broken_ = false;        // OnDone ran
   std::string failure_;
+  bool unimplemented_ = false;
   bool drained_ = false;
   bool retiring_ = false;
   bool half_closed_ = false;
@@ -309,6 +315,7 @@ void SessionMux::Stream::OnDone(const grpc::Status& status) {
     std::lock_guard l(mu_);
     broken_ = true;
     failure_ = why;
+    unimplemented_ = status.error_code() == grpc::StatusCode::UNIMPLEMENTED;
     orphans.swap(inboxes_);
   }
   for (auto& [id, inbox] : orphans) inbox->broken(why);
@@ -323,19 +330,26 @@ class MuxSession final : public PolicySession {
   ~MuxSession() override { abort(); }
 
   asio::awaitable<PolicyOpening> open(SessionStart start, PolicyClock::time_point deadline) override {
+    if (mux_.per_call_only()) {
+      per_call_ = mux_.per_call().session(executor_);
+      co_return co_await per_call_->open(std::move(start), deadline);
+    }
     v1::FrontTagged first;
     wire::to_proto(start, first.mutable_start());
     PolicyOpening opening;
     std::optional<v1::PolicyTagged> m;
+    std::shared_ptr<SessionMux::Stream> last;  // the stream tried last
     // A stream that breaks before policyd opened the session (a replica
     // that just died) is tried again on another: nothing was said to the
     // client yet. A slow policyd is not retried: the deadline covers all.
     for (int attempt = 0; attempt < kOpenAttempts && !m; ++attempt) {
       std::shared_ptr<SessionMux::Stream> stream = mux_.pick();
+      last = stream;
       auto inbox = std::make_shared<SessionMux::Inbox>(executor_, stream);
       const std::uint64_t id = stream->attach(inbox);
       if (id == 0) {  // it broke since pick()
         broke_ = stream->failure();
+        if (stream->unimplemented()) break;
         continue;
       }
       inbox_ = std::move(inbox);
@@ -344,6 +358,16 @@ class MuxSession final : public PolicySession {
       m = co_await inbox_->next(deadline);
       if (!m && !inbox_->is_broken()) break;  // the deadline passed
       if (!m) broke_ = inbox_->failure();
+      if (!m && stream->unimplemented()) break;
+    }
+    if (!m && !broke_.empty() && last && last->unimplemented()) {
+      // An older policyd: this session, and every later one, goes one
+      // call each (nothing was said to the client yet).
+      mux_.fall_back(broke_);
+      inbox_.reset();
+      broke_.clear();
+      per_call_ = mux_.per_call().session(executor_);
+      co_return co_await per_call_->open(std::move(start), deadline);
     }
     if (m && m->has_opened()) {
       broke_.clear();  // an earlier attempt's; this stream serves
@@ -359,6 +383,7 @@ class MuxSession final : public PolicySession {
   }
 
   asio::awaitable<PolicyAnswer> ask(SessionEvent event, PolicyClock::time_point deadline) override {
+    if (per_call_) co_return co_await per_call_->ask(std::move(event), deadline);
     PolicyAnswer answer;
     if (fault_ != PolicyFault::None || !inbox_) {
       answer.fault = fault_ == PolicyFault::None ? PolicyFault::Unavailable : fault_;
@@ -383,17 +408,20 @@ class MuxSession final : public PolicySession {
   }
 
   void notify(SessionEvent event) override {
+    if (per_call_) return per_call_->notify(std::move(event));
     if (fault_ != PolicyFault::None || !inbox_ || closed_) return;
     v1::FrontTagged m;
     wire::to_proto(std::move(event), m.mutable_event());
     inbox_->send(std::move(m));
   }
   void close() override {
+    if (per_call_) return per_call_->close();
     if (!inbox_ || closed_) return;
     closed_ = true;
     inbox_->send(end_message());
   }
   void abort() override {
+    if (per_call_) return per_call_->abort();
     if (!inbox_ || closed_) return;
     closed_ = true;
     inbox_->send(end_message(), true);
@@ -420,6 +448,7 @@ class MuxSession final : public PolicySession {
   SessionMux& mux_;
   asio::any_io_executor executor_;
   std::shared_ptr<SessionMux::Inbox> inbox_;
+  std::unique_ptr<PolicySession> per_call_;  // policyd has no Sessions: all goes through it
   PolicyFault fault_ = PolicyFault::None;  // once set, the session is finished
   std::string failure_;
   std::string broke_;  // why the last stream tried broke
@@ -429,8 +458,18 @@ class MuxSession final : public PolicySession {
 }  // namespace
 
 SessionMux::SessionMux(v1::Policy::Stub& stub, std::string target, std::chrono::milliseconds timeout,
-                       SessionMuxOptions options)
-    : stub_(stub), target_(std::move(target)), timeout_(timeout), options_(options) {}
+                       SessionMuxOptions options, PolicyLink& per_call)
+    : stub_(stub), target_(std::move(target)), timeout_(timeout), options_(options), per_call_(per_call) {}
+
+void SessionMux::fall_back(const std::string& why) {
+  if (per_call_only_.exchange(true)) return;
+  log::warning("policy daemon {} {}: one gRPC call per SMTP session from now on (upgrade policyd to get shared "
+               "streams back, or set --policy-streams 0 to say so)",
+               log::escape_text(target_), log::escape_text(why));
+  std::lock_guard l(mu_);
+  for (auto& s : streams_) s->retire();
+  streams_.clear();
+}
 
 SessionMux::~SessionMux() {
   std::lock_guard l(mu_);

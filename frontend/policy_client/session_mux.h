@@ -3,10 +3,13 @@
 // each. New sessions go round robin over the streams, and the streams over
 // the replicas (gRPC round robin places each new stream); a stream that
 // policyd drains, or that is older than --policy-stream-age, takes no new
-// session and half-closes when its last one ended. Never blocks a
+// session and half-closes when its last one ended. A policyd without
+// Sessions (older, UNIMPLEMENTED) turns the mux into the per-call link for
+// the rest of the process, said once at warning. Never blocks a
 // connection's thread; never decides a reply (PolicyConversation does).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <memory>
@@ -27,9 +30,10 @@ struct SessionMuxOptions {
 class SessionMux final : public PolicyLink {
  public:
   // `target` (--policyd) and `timeout` (--policy-timeout) only name the
-  // failure in log lines.
+  // failure in log lines. `per_call` (one call per session) serves every
+  // session once policyd said it has no Sessions RPC; it outlives the mux.
   SessionMux(v1::Policy::Stub& stub, std::string target, std::chrono::milliseconds timeout,
-             SessionMuxOptions options);
+             SessionMuxOptions options, PolicyLink& per_call);
   ~SessionMux() override;
 
   std::unique_ptr<PolicySession> session(asio::any_io_executor executor) override;
@@ -40,6 +44,11 @@ class SessionMux final : public PolicyLink {
   // `streams` are usable). Any thread.
   std::shared_ptr<Stream> pick();
   const std::string& target() const { return target_; }
+  // Sessions go one call each from now on: policyd answered Sessions with
+  // UNIMPLEMENTED (`why`, gRPC's words). Logged once. Any thread.
+  void fall_back(const std::string& why);
+  bool per_call_only() const { return per_call_only_.load(std::memory_order_relaxed); }
+  PolicyLink& per_call() { return per_call_; }
   std::chrono::milliseconds timeout() const { return timeout_; }
 
  private:
@@ -47,6 +56,8 @@ class SessionMux final : public PolicyLink {
   const std::string target_;
   const std::chrono::milliseconds timeout_;
   const SessionMuxOptions options_;
+  PolicyLink& per_call_;
+  std::atomic<bool> per_call_only_{false};
   std::mutex mu_;
   std::vector<std::shared_ptr<Stream>> streams_;
   std::size_t next_ = 0;

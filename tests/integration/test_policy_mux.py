@@ -1,32 +1,81 @@
-"""The link's promises with --policy-streams (sessions share long-lived
-gRPC streams, issue 22): the balancing, failover and scale-out suites and
-the SMTP-level failure tests run unchanged, through the shared streams,
-and a pipelined burst of sessions all get their own replies."""
+"""The link's promises over shared streams (sessions share long-lived
+gRPC streams, issue 22; the default, --policy-streams 4): test_balancing,
+test_failures and the other suites run through them. Here: the per-call
+path (--policy-streams 0) still keeps every promise of the balancing,
+failover and scale-out suites; a pipelined burst of sessions all get their
+own replies; a large message is paced; and a front meeting an older
+policyd without the Sessions RPC falls back to one call per session."""
 
+import os
 import threading
 import unittest
+from unittest import mock
 
+import harness
 import test_balancing
 import test_failures
-from harness import MailhookTest
+from harness import MailhookTest, wait_for
 
-MUX = ("--policy-streams", "4", "--policy-stream-age", "2")
-
-
-class MuxBalancing(test_balancing.Balancing):
-    FRONT_ARGS = MUX
-
-
-class MuxScaleOut(test_balancing.ScaleOut):
-    FRONT_ARGS = MUX
+PER_CALL = ("--policy-streams", "0")
+# A policyd from before shared streams (c38e50d): Sessions answers
+# UNIMPLEMENTED. Any older build serves.
+OLD_POLICYD = os.environ.get("MAILHOOK_OLD_POLICYD", "/work/main/build/policyd/mailhook-policyd")
 
 
-class MuxPolicydDown(test_failures.PolicydDown):
-    FRONT_ARGS = MUX
+class PerCallBalancing(test_balancing.Balancing):
+    FRONT_ARGS = PER_CALL
+
+
+class PerCallScaleOut(test_balancing.ScaleOut):
+    FRONT_ARGS = PER_CALL
+
+
+class PerCallPolicydDown(test_failures.PolicydDown):
+    FRONT_ARGS = PER_CALL
+
+
+class OlderPolicydFallsBackToOneCallPerSession(MailhookTest):
+    """The default front (shared streams) against a policyd that has no
+    Sessions RPC: every session is served, one gRPC call each, and the
+    front says so once, at warning, with gRPC's reason."""
+
+    def test_sessions_are_served_one_call_each_and_it_is_said_once(self):
+        self.assertTrue(os.access(OLD_POLICYD, os.X_OK),
+                        "MAILHOOK_OLD_POLICYD: no older policyd at %s" % OLD_POLICYD)
+        with mock.patch.object(harness, "POLICYD", OLD_POLICYD):
+            self.start_policyd('function hook.rcpt(r) return "250 2.1.5 old policyd took " .. r .. "\\r\\n" end\n')
+        self.start_front()
+        errors = []
+
+        def one(i):
+            try:
+                c = self.client()
+                c.cmd("EHLO c%d.example" % i)
+                self.assertEqual(c.cmd("MAIL FROM:<a@example.com>")[0], 250)
+                self.assertEqual(c.cmd("RCPT TO:<r%d@example.com>" % i),
+                                 (250, ["250 2.1.5 old policyd took r%d@example.com" % i]))
+                c.cmd("QUIT")
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append("session %d: %r" % (i, e))
+
+        # A burst first (sessions racing to the first stream), then more.
+        for burst in (8, 4):
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(burst)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            self.assertEqual(errors, [])
+        out = self.front.output()
+        said = [l for l in out.splitlines() if "serves no shared streams" in l]
+        self.assertEqual(len(said), 1, out)
+        self.assertIn("UNIMPLEMENTED", said[0])
+        self.assertIn("one gRPC call per SMTP session", said[0])
+        self.assertIn("warning", said[0])
 
 
 class ManySessionsShareStreams(MailhookTest):
-    FRONT_ARGS = ("--policy-streams", "2")
+    FRONT_ARGS = ("--policy-streams", "2")  # 40 sessions on two streams
 
     def test_concurrent_sessions_each_get_their_own_reply(self):
         self.start_both('function hook.rcpt(r) return "250 2.1.5 ok " .. client.id_log .. " " .. r .. "\\r\\n" end\n')
