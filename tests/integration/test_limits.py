@@ -164,13 +164,22 @@ class MemoryAfterABurst(MailhookTest):
                 s.close()
         # The burst was big enough for the trimmer to act on both sides.
         self.assertTrue(grown(held), (len(socks), before, held))
-        # Given back on both sides, within a few of the trimmer's 5 s periods.
-        given_back = lambda: all(held[who] - rss_mib(pid) >= self.GIVE_BACK_MIB(held[who] - before[who])
-                                 for who, pid in pids.items())
+        # Given back on both sides, within a few of the trimmer's 5 s
+        # periods once the sessions are closed: closing 12,000 sessions
+        # on both sides takes a while on a loaded machine, so the wait is
+        # generous; a daemon that keeps its heap fails it all the same.
+        now = {}
+
+        def given_back():
+            now.update({who: rss_mib(pid) for who, pid in pids.items()})
+            return all(held[who] - now[who] >= self.GIVE_BACK_MIB(held[who] - before[who]) for who in pids)
         # (Not the trimmer's log line: glibc sometimes shrinks a heap by
         # itself, and then nothing is left for the trimmer to do.)
-        wait_for(given_back, 25, "the freed heap given back after %d sessions (before %s, held %s)"
-                 % (len(socks), before, held))
+        try:
+            wait_for(given_back, 60, "the freed heap given back")
+        except AssertionError:
+            self.fail("the freed heap not given back after %d sessions (MiB before %s, held %s, now %s)"
+                      % (len(socks), before, held, now))
 
 
 class MemoryAfterABurstOneCallPerSession(MemoryAfterABurst):
