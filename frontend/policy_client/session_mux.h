@@ -24,9 +24,10 @@
 
 namespace mailhook::front {
 
+// No defaults here: the flags' (frontend/config.h) are the only ones.
 struct SessionMuxOptions {
-  std::size_t streams = 4;                 // --policy-streams: open at once
-  std::chrono::seconds stream_age{10};     // --policy-stream-age: then replaced
+  std::size_t streams;                 // --policy-streams: open at once
+  std::chrono::seconds stream_age;     // --policy-stream-age: then replaced
 };
 
 class SessionMux final : public PolicyLink {
