@@ -1,9 +1,14 @@
 // mailhook-front's configuration: the options table in config.cc makes the
 // flags and --help and fills a const FrontConfig that main() passes down.
+// The session's limits take session::Limits' defaults (the ones --test
+// replays with); the structs this fills (SessionMuxOptions) declare none.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
+
+#include "mailcore/session/session_machine.h"
 
 namespace mailhook::front {
 
@@ -20,8 +25,8 @@ struct FrontConfig {
   std::string spool = "./spool";  // --queue-dir (was --spool)
   PolicyFailure policy_failure = PolicyFailure::Tempfail;
   int policy_timeout_ms = 10000;
-  std::uint64_t max_message_size = 26214400;
-  std::uint32_t max_recipients = 100;
+  std::uint64_t max_message_size = session::Limits{}.max_message_size;
+  std::uint32_t max_recipients = session::Limits{}.max_recipients;
   int max_connections = 1000;
   int max_connections_per_ip = 50;
   unsigned connection_limit_ipv6_prefix = 64;  // IPv6 clients count per /64

@@ -1,6 +1,9 @@
 // mailhook-policyd's configuration: one options table (options.cc) makes
 // the flags and --help and fills a const PolicyConfig that main() passes
-// down. Never a global; nothing here opens files or sockets.
+// down. Never a global; nothing here opens files or sockets. The Lua
+// runtime's defaults are declared in its RuntimeConfig and taken here in
+// the flags' units, and the milter's limits in its StateLimits, so each
+// default lives in one place.
 #pragma once
 
 #include <cstddef>
@@ -9,39 +12,42 @@
 #include <string>
 #include <vector>
 
+#include "policyd/lua_runtime/runtime_options.h"
+#include "policyd/milter/milter_state.h"
+
 namespace mailhook::policyd {
 
 struct PolicyConfig {
   std::string listen = "127.0.0.1:7070";
   std::vector<std::string> scripts;   // chained in this order
-  std::string dialect = "auto";
+  std::string dialect = runtime_defaults().dialect;
   int workers = 0;                    // 0: number of cores
-  int hook_timeout_ms = 5000;
-  int lua_memory_mb = 256;
+  int hook_timeout_ms = static_cast<int>(runtime_defaults().hook_timeout.count());
+  int lua_memory_mb = static_cast<int>(runtime_defaults().lua_memory_bytes >> 20);
   std::string spool_dir;              // --temp-dir (was --spool-dir); empty: a fresh temp dir
   int drain_timeout_s = 30;
   std::string dns_servers;            // empty: /etc/resolv.conf
-  int dns_timeout_ms = 5000;
+  int dns_timeout_ms = static_cast<int>(runtime_defaults().dns_timeout.count());
   std::string kv;
-  int kv_timeout_ms = 1000;
-  int dns_cache_entries = 10000;
-  int dns_receive_buffer = 1 << 20;  // bytes; 0: the system's default
-  int spf_max_dns_lookups = 10;       // RFC 7208 4.6.4; spf.check's default
-  int spf_max_void_lookups = 2;
-  int spf_timeout_s = 20;
-  bool ptr_lookup = true;
+  int kv_timeout_ms = static_cast<int>(runtime_defaults().kv_timeout.count());
+  int dns_cache_entries = static_cast<int>(runtime_defaults().dns_cache_entries);
+  int dns_receive_buffer = runtime_defaults().dns_receive_buffer;  // bytes; 0: the system's default
+  int spf_max_dns_lookups = static_cast<int>(runtime_defaults().spf_max_dns_lookups);  // RFC 7208 4.6.4
+  int spf_max_void_lookups = static_cast<int>(runtime_defaults().spf_max_void_lookups);
+  int spf_timeout_s = static_cast<int>(runtime_defaults().spf_timeout.count());
+  bool ptr_lookup = runtime_defaults().ptr_lookup;
   std::string metrics;                // HOST:PORT; empty: none
   std::string milter;                 // inet:PORT@HOST or unix:PATH; empty: none
   int milter_timeout_s = 7210;
   std::size_t milter_max_packet = 1u << 20;  // bytes
   std::size_t milter_max_connections = 1000;
   std::string milter_socket_mode = "0660";   // octal, of a unix milter socket
-  std::uint64_t milter_max_message_size = 26214400;  // bytes, the front's --max-message-size default
-  std::size_t milter_max_line = 1u << 20;          // bytes, CRLF included
-  std::size_t milter_max_headers = 1000;
-  std::size_t milter_max_header_bytes = 1u << 20;
-  std::size_t milter_max_macros = 1000;
-  std::size_t milter_max_macro_bytes = 256u << 10;
+  std::uint64_t milter_max_message_size = milter::StateLimits{}.max_message_size;  // bytes
+  std::size_t milter_max_line = milter::StateLimits{}.max_line;  // bytes, CRLF included
+  std::size_t milter_max_headers = milter::StateLimits{}.max_headers;
+  std::size_t milter_max_header_bytes = milter::StateLimits{}.max_header_bytes;
+  std::size_t milter_max_macros = milter::StateLimits{}.max_macros;
+  std::size_t milter_max_macro_bytes = milter::StateLimits{}.max_macro_bytes;
   bool check = false;
   std::vector<std::string> test;  // --test case files
   bool test_clock_stdin = false;  // --test-clock-stdin: the scripts' clock from stdin (tools/case-replay)
@@ -59,8 +65,8 @@ struct PolicyConfig {
   std::vector<std::string> lua_write_dirs;  // --lua-write-dir: also write, os.remove, os.rename
   std::vector<std::string> lua_path;        // --lua-path: require's templates ("DIR/?.lua")
   std::vector<std::string> lua_env;         // --lua-env: the variables os.getenv may read
-  int load_timeout_ms = 30000;              // --load-timeout: loading the scripts, in all
-  std::size_t dkim_max_signatures = 8;      // --dkim-max-signatures: verified per dkim.verify
+  int load_timeout_ms = static_cast<int>(runtime_defaults().load_timeout.count());  // --load-timeout: all scripts
+  std::size_t dkim_max_signatures = runtime_defaults().dkim_max_signatures;  // verified per dkim.verify
   std::string log_level = "info";           // --log-level: error, warning, notice, info, debug
   std::string hook_error = "default";       // --hook-error default|tempfail
   bool hook_error_tempfail = false;         // derived: a script error answers 451 4.3.0

@@ -361,8 +361,9 @@ class MuxSession final : public PolicySession {
       if (!m && stream->unimplemented()) break;
     }
     if (!m && !broke_.empty() && last && last->unimplemented()) {
-      // An older policyd: this session, and every later one, goes one
-      // call each (nothing was said to the client yet).
+      // An older policyd: this session, and every new one for
+      // --policy-stream-age, goes one call each (nothing was said to the
+      // client yet).
       mux_.fall_back(broke_);
       inbox_.reset();
       broke_.clear();
@@ -371,6 +372,7 @@ class MuxSession final : public PolicySession {
     }
     if (m && m->has_opened()) {
       broke_.clear();  // an earlier attempt's; this stream serves
+      mux_.streams_serve();
       opening.capabilities = wire::from_proto(m->opened().capabilities());
       opening.decision = wire::from_proto(m->opened().decision());
       co_return opening;
@@ -462,13 +464,24 @@ SessionMux::SessionMux(v1::Policy::Stub& stub, std::string target, std::chrono::
     : stub_(stub), target_(std::move(target)), timeout_(timeout), options_(options), per_call_(per_call) {}
 
 void SessionMux::fall_back(const std::string& why) {
-  if (per_call_only_.exchange(true)) return;
-  log::warning("policy daemon {} {}: one gRPC call per SMTP session from now on (upgrade policyd to get shared "
-               "streams back, or set --policy-streams 0 to say so)",
-               log::escape_text(target_), log::escape_text(why));
-  std::lock_guard l(mu_);
-  for (auto& s : streams_) s->retire();
-  streams_.clear();
+  // Every session that meets UNIMPLEMENTED pushes the re-probe out; the
+  // sessions racing to one probe all land within the same interval.
+  per_call_until_.store((Clock::now() + options_.stream_age).time_since_epoch().count(), std::memory_order_relaxed);
+  {
+    std::lock_guard l(mu_);
+    for (auto& s : streams_) s->retire();
+    streams_.clear();
+  }
+  if (fell_back_.exchange(true)) return;
+  log::warning("policy daemon {} {}: one gRPC call per SMTP session, shared streams tried again every "
+               "--policy-stream-age {}s (upgrade policyd to get them back, or set --policy-streams 0 to say so)",
+               log::escape_text(target_), log::escape_text(why), options_.stream_age.count());
+}
+
+void SessionMux::streams_serve() {
+  if (!fell_back_.load(std::memory_order_relaxed) || !fell_back_.exchange(false)) return;
+  log::info("policy daemon {} serves shared streams again: new SMTP sessions share {} streams",
+            log::escape_text(target_), options_.streams);
 }
 
 SessionMux::~SessionMux() {

@@ -4,9 +4,11 @@
 // the replicas (gRPC round robin places each new stream); a stream that
 // policyd drains, or that is older than --policy-stream-age, takes no new
 // session and half-closes when its last one ended. A policyd without
-// Sessions (older, UNIMPLEMENTED) turns the mux into the per-call link for
-// the rest of the process, said once at warning. Never blocks a
-// connection's thread; never decides a reply (PolicyConversation does).
+// Sessions (older, UNIMPLEMENTED) turns the mux into the per-call link,
+// said once at warning, for --policy-stream-age: then the next new session
+// tries a shared stream again (an upgraded policyd is a restarted replica,
+// met on the same cadence), said once at info when it works. Never blocks
+// a connection's thread; never decides a reply (PolicyConversation does).
 #pragma once
 
 #include <atomic>
@@ -22,9 +24,10 @@
 
 namespace mailhook::front {
 
+// No defaults here: the flags' (frontend/config.h) are the only ones.
 struct SessionMuxOptions {
-  std::size_t streams = 4;                 // --policy-streams: open at once
-  std::chrono::seconds stream_age{10};     // --policy-stream-age: then replaced
+  std::size_t streams;                 // --policy-streams: open at once
+  std::chrono::seconds stream_age;     // --policy-stream-age: then replaced
 };
 
 class SessionMux final : public PolicyLink {
@@ -44,10 +47,18 @@ class SessionMux final : public PolicyLink {
   // `streams` are usable). Any thread.
   std::shared_ptr<Stream> pick();
   const std::string& target() const { return target_; }
-  // Sessions go one call each from now on: policyd answered Sessions with
-  // UNIMPLEMENTED (`why`, gRPC's words). Logged once. Any thread.
+  // New sessions go one call each for --policy-stream-age, then try a
+  // shared stream again: policyd answered Sessions with UNIMPLEMENTED
+  // (`why`, gRPC's words). Logged once, not again at each failed re-probe.
+  // Any thread.
   void fall_back(const std::string& why);
-  bool per_call_only() const { return per_call_only_.load(std::memory_order_relaxed); }
+  // A session opened on a shared stream: if the mux had fallen back, it
+  // says once that shared streams serve again. Any thread.
+  void streams_serve();
+  bool per_call_only() const {
+    return std::chrono::steady_clock::now().time_since_epoch().count() <
+           per_call_until_.load(std::memory_order_relaxed);
+  }
   PolicyLink& per_call() { return per_call_; }
   std::chrono::milliseconds timeout() const { return timeout_; }
 
@@ -57,7 +68,9 @@ class SessionMux final : public PolicyLink {
   const std::chrono::milliseconds timeout_;
   const SessionMuxOptions options_;
   PolicyLink& per_call_;
-  std::atomic<bool> per_call_only_{false};
+  // steady_clock ticks until which new sessions go one call each (0: none).
+  std::atomic<std::chrono::steady_clock::rep> per_call_until_{0};
+  std::atomic<bool> fell_back_{false};  // said at warning, not yet said to be over
   std::mutex mu_;
   std::vector<std::shared_ptr<Stream>> streams_;
   std::size_t next_ = 0;

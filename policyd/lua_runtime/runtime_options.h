@@ -1,7 +1,9 @@
 // The Lua runtime's own options: what the workers, their Lua states and
 // their resolvers are made of. policyd/config_reload.cc maps the daemon's
 // PolicyConfig onto it (runtime_config_of); the runtime never sees the
-// daemon's flags table or policyd/config.h. Plain data, no behaviour.
+// daemon's flags table or policyd/config.h. Plain data, no behaviour. Its
+// member initialisers are the one place the runtime's defaults are
+// declared; policyd/config.h's flags take them (runtime_defaults()).
 #pragma once
 
 #include <chrono>
@@ -62,5 +64,12 @@ struct RuntimeConfig {
   // tests). Empty: nothing loads (a bug, said so). A reload keeps them.
   LuaModules modules;
 };
+
+// The defaults above, for the daemon's flags (policyd/config.h), so each
+// is declared once. Built on first use, not at static initialisation.
+inline const RuntimeConfig& runtime_defaults() {
+  static const RuntimeConfig defaults;
+  return defaults;
+}
 
 }  // namespace mailhook::policyd

@@ -3,9 +3,11 @@ gRPC streams, issue 22; the default, --policy-streams 4): test_balancing,
 test_failures and the other suites run through them. Here: the per-call
 path (--policy-streams 0) still keeps every promise of the balancing,
 failover and scale-out suites; a pipelined burst of sessions all get their
-own replies; a large message is paced; and a front meeting an older
-policyd without the Sessions RPC falls back to one call per session."""
+own replies; a large message is paced; a front meeting an older
+policyd without the Sessions RPC falls back to one call per session, and
+takes shared streams again once that policyd was upgraded."""
 
+import itertools
 import os
 import threading
 import unittest
@@ -76,6 +78,66 @@ class OlderPolicydFallsBackToOneCallPerSession(MailhookTest):
         self.assertIn("UNIMPLEMENTED", said[0])
         self.assertIn("one gRPC call per SMTP session", said[0])
         self.assertIn("warning", said[0])
+
+
+class UpgradedPolicydGetsSharedStreamsBack(MailhookTest):
+    """A front that fell back to one call per session tries shared streams
+    again after --policy-stream-age: the older policyd (the proxy) is
+    replaced on the same port by one serving Sessions, and new sessions
+    share streams again, said once at info; no restart of the front."""
+    FRONT_ARGS = ("--policy-stream-age", "1")
+
+    def test_new_sessions_share_streams_again_after_the_upgrade(self):
+        self.start_policyd('function hook.rcpt(r) return "250 2.1.5 old policyd took " .. r .. "\\r\\n" end\n')
+        port = harness.free_port()
+        proxy = harness.Process([SESSION_ONLY_PROXY, "127.0.0.1:%d" % port,
+                                 "127.0.0.1:%d" % self.policyd_port, "120"],
+                                os.path.join(self.dir, "old-policyd.log"))
+        self.processes.append(proxy)
+        wait_for(lambda: "listening on" in proxy.output() or not proxy.alive(), what="old policyd listening")
+        self.assertTrue(proxy.alive(), proxy.output())
+        self.start_front(policyd_target="127.0.0.1:%d" % port)
+
+        def rcpt_reply(i):
+            c = self.client(expect_greeting=None)  # 421 while the port changes hands
+            try:
+                c.cmd("EHLO c%d.example" % i)
+                c.cmd("MAIL FROM:<a@example.com>")
+                return c.cmd("RCPT TO:<r%d@example.com>" % i)
+            finally:
+                try:
+                    c.cmd("QUIT")
+                except OSError:
+                    pass
+                c.close()
+
+        self.assertEqual(rcpt_reply(0), (250, ["250 2.1.5 old policyd took r0@example.com"]))
+        self.assertIn("serves no shared streams", self.front.output())
+        self.assertNotIn("serves shared streams again", self.front.output())
+
+        # The upgrade: the older policyd stops, a current one takes its port.
+        proxy.stop()
+        self.start_policyd('function hook.rcpt(r) return "250 2.1.5 new policyd took " .. r .. "\\r\\n" end\n',
+                           port=port)
+        tries = itertools.count(1)
+
+        def shares_again():
+            # Sessions while the port changes hands may get 421/451: only
+            # the front's word that it shares streams again ends the wait.
+            try:
+                rcpt_reply(next(tries))
+            except (OSError, AssertionError, EOFError):
+                pass
+            return "serves shared streams again" in self.front.output()
+
+        wait_for(shares_again, timeout=20, what="the front sharing streams again")
+        i = next(tries)
+        self.assertEqual(rcpt_reply(i), (250, ["250 2.1.5 new policyd took r%d@example.com" % i]))
+        out = self.front.output()
+        self.assertEqual(len([l for l in out.splitlines() if "serves no shared streams" in l]), 1, out)
+        again = [l for l in out.splitlines() if "serves shared streams again" in l]
+        self.assertEqual(len(again), 1, out)
+        self.assertIn("info", again[0])
 
 
 class ManySessionsShareStreams(MailhookTest):
