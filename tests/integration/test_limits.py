@@ -126,15 +126,17 @@ class MemoryAfterABurst(MailhookTest):
     both give memory back. Sessions are opened in steps until each daemon
     grew by GROWTH_MIB, whatever one session costs: on the shared policy
     streams (the default) about 5 KiB a side, so some 12,000 sessions.
-    Each daemon then gives back at least kMinFree: the trimmer acted. (Not
+    Each daemon then gives back at least 8 MiB: the trimmer acted. (Not
     half of the growth, as with one call per session below: the shared
     streams' small sessions leave a heap fragmented by what outlives them,
-    and malloc_trim returns only whole free pages; measured at 12,000
-    sessions: front +57 MiB, 22 given back; policyd +41, 19.)"""
+    and malloc_trim returns only whole free pages. Measured at 12,000
+    sessions, 30 s after they closed: front +56 MiB, 21-23 given back;
+    policyd +41, 14-16 given back; with malloc_trim made a no-op by
+    LD_PRELOAD, 0 and 0. A bar at 16 MiB failed now and then for policyd.)"""
     GROWTH_MIB = 40
     STEP = 1000
     MAX_SESSIONS = 16000
-    GIVE_BACK_MIB = lambda self, growth: 16
+    GIVE_BACK_MIB = lambda self, growth: 8
 
     def test_both_daemons_give_the_heap_of_closed_sessions_back(self):
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
