@@ -22,10 +22,22 @@ POLICYD = os.environ.get("MAILHOOK_POLICYD", "build/policyd/mailhook-policyd")
 LUA_DIR = os.environ.get("MAILHOOK_LUA", "lua")
 
 
+_ports_given = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nobody listens on, never one this process was given
+    before: the kernel may hand the same free port to two bind(0) calls
+    made before either port is taken (seen: a daemon's gRPC and milter
+    ports equal)."""
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
+    raise AssertionError("no loopback port left that this test process was not given already")
 
 
 def scrape(port):
