@@ -24,6 +24,22 @@ PER_CALL = ("--policy-streams", "0")
 SESSION_ONLY_PROXY = os.environ.get("MAILHOOK_SESSION_ONLY_PROXY", "build/tests/integration/session_only_proxy")
 
 
+def start_behind_older_policyd(test):
+    """A real policyd behind session_only_proxy (an older policyd: no
+    Sessions RPC), and the test's front pointed at the proxy. Returns the
+    proxy process and its port."""
+    test.start_policyd('function hook.rcpt(r) return "250 2.1.5 old policyd took " .. r .. "\\r\\n" end\n')
+    port = harness.free_port()
+    proxy = harness.Process([SESSION_ONLY_PROXY, "127.0.0.1:%d" % port,
+                             "127.0.0.1:%d" % test.policyd_port, "120"],
+                            os.path.join(test.dir, "old-policyd.log"))
+    test.processes.append(proxy)
+    wait_for(lambda: "listening on" in proxy.output() or not proxy.alive(), what="old policyd listening")
+    test.assertTrue(proxy.alive(), proxy.output())
+    test.start_front(policyd_target="127.0.0.1:%d" % port)
+    return proxy, port
+
+
 class PerCallBalancing(test_balancing.Balancing):
     FRONT_ARGS = PER_CALL
 
@@ -42,15 +58,7 @@ class OlderPolicydFallsBackToOneCallPerSession(MailhookTest):
     front says so once, at warning, with gRPC's reason."""
 
     def test_sessions_are_served_one_call_each_and_it_is_said_once(self):
-        self.start_policyd('function hook.rcpt(r) return "250 2.1.5 old policyd took " .. r .. "\\r\\n" end\n')
-        proxy_port = harness.free_port()
-        proxy = harness.Process([SESSION_ONLY_PROXY, "127.0.0.1:%d" % proxy_port,
-                                 "127.0.0.1:%d" % self.policyd_port, "120"],
-                                os.path.join(self.dir, "old-policyd.log"))
-        self.processes.append(proxy)
-        wait_for(lambda: "listening on" in proxy.output() or not proxy.alive(), what="old policyd listening")
-        self.assertTrue(proxy.alive(), proxy.output())
-        self.start_front(policyd_target="127.0.0.1:%d" % proxy_port)
+        start_behind_older_policyd(self)
         errors = []
 
         def one(i):
@@ -88,15 +96,7 @@ class UpgradedPolicydGetsSharedStreamsBack(MailhookTest):
     FRONT_ARGS = ("--policy-stream-age", "1")
 
     def test_new_sessions_share_streams_again_after_the_upgrade(self):
-        self.start_policyd('function hook.rcpt(r) return "250 2.1.5 old policyd took " .. r .. "\\r\\n" end\n')
-        port = harness.free_port()
-        proxy = harness.Process([SESSION_ONLY_PROXY, "127.0.0.1:%d" % port,
-                                 "127.0.0.1:%d" % self.policyd_port, "120"],
-                                os.path.join(self.dir, "old-policyd.log"))
-        self.processes.append(proxy)
-        wait_for(lambda: "listening on" in proxy.output() or not proxy.alive(), what="old policyd listening")
-        self.assertTrue(proxy.alive(), proxy.output())
-        self.start_front(policyd_target="127.0.0.1:%d" % port)
+        proxy, port = start_behind_older_policyd(self)
 
         def rcpt_reply(i):
             c = self.client(expect_greeting=None)  # 421 while the port changes hands
