@@ -1,0 +1,257 @@
+// SessionMux's private parts (policy_client only): Stream is the gRPC
+// reactor of one shared Sessions stream; it batches what its sessions queue
+// into one FrontFrame per write and routes policyd's tagged answers to each
+// session's Inbox. An Inbox queues the answers for its connection coroutine
+// (woken through its executor) and holds the session's events past the
+// credit window until policyd's `handled` lets them go, so one slow session
+// never stalls the stream. Lock order: Inbox before Stream; a reactor
+// callback holds neither when it calls the other.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <asio.hpp>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "frontend/policy_client/session_mux.h"
+#include "mailcore/util/fifo.h"
+#include "mailhook/v1/session.grpc.pb.h"
+
+namespace mailhook::front {
+
+class SessionMux::Stream final : public grpc::ClientBidiReactor<v1::FrontFrame, v1::PolicyFrame>,
+                                 public std::enable_shared_from_this<Stream> {
+ public:
+  using Clock = std::chrono::steady_clock;
+  // A frame is cut below policyd's 4 MiB receive cap (StreamLimits).
+  static constexpr std::size_t kFrameBytes = 1 << 20;
+
+  explicit Stream(v1::Policy::Stub& stub) : stub_(stub) {}
+
+  void start() {
+    self_ = shared_from_this();
+    stub_.async()->Sessions(&context_, this);
+    StartRead(&in_);
+    StartCall();
+  }
+
+  // A new session's id on this stream, or 0 when it takes no more.
+  std::uint64_t attach(std::shared_ptr<Inbox> inbox) {
+    std::lock_guard l(mu_);
+    if (!usable_locked()) return 0;
+    const std::uint64_t id = ++last_id_;
+    inboxes_.emplace(id, std::move(inbox));
+    return id;
+  }
+  void detach(std::uint64_t id) {
+    std::lock_guard l(mu_);
+    inboxes_.erase(id);
+    maybe_half_close_locked();
+  }
+  void send(v1::FrontTagged m) {
+    std::lock_guard l(mu_);
+    if (broken_ || write_failed_ || half_closed_) return;
+    const std::size_t size = m.ByteSizeLong();
+    if (frames_.empty() || (frame_bytes_ + size > kFrameBytes && frames_.back().messages_size() > 0)) {
+      frames_.emplace_back();
+      frame_bytes_ = 0;
+    }
+    *frames_.back().add_messages() = std::move(m);
+    frame_bytes_ += size;
+    if (!writing_) write_next_locked();
+  }
+  bool usable(Clock::time_point now, std::chrono::seconds age) {
+    std::lock_guard l(mu_);
+    if (age.count() > 0 && now - born_ >= age) retiring_ = true;
+    return usable_locked();
+  }
+  // Takes no new session; half-closes when its last one ended.
+  void retire() {
+    std::lock_guard l(mu_);
+    retiring_ = true;
+    maybe_half_close_locked();
+  }
+  void cancel() { context_.TryCancel(); }
+  // Why the call ended (gRPC's status in words); "" while it runs.
+  std::string failure() {
+    std::lock_guard l(mu_);
+    return failure_;
+  }
+  std::size_t window() {
+    std::lock_guard l(mu_);
+    return window_;
+  }
+  // policyd has no Sessions RPC (an older one): the per-call link serves.
+  bool unimplemented() {
+    std::lock_guard l(mu_);
+    return unimplemented_;
+  }
+
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
+  void OnWritesDoneDone(bool) override {}
+  void OnDone(const grpc::Status& status) override;
+
+ private:
+  bool usable_locked() const {
+    return !broken_ && !drained_ && !retiring_ && !half_closed_ && inboxes_.size() < max_sessions_;
+  }
+  void write_next_locked() {
+    if (frames_.empty() || frames_.front().messages_size() == 0) return;
+    sending_ = std::move(frames_.front());
+    frames_.pop_front();
+    if (frames_.empty()) frame_bytes_ = 0;
+    writing_ = true;
+    StartWrite(&sending_);
+  }
+  void maybe_half_close_locked() {
+    if ((drained_ || retiring_) && inboxes_.empty() && !writing_ && frames_.empty() && !half_closed_ && !broken_ &&
+        !write_failed_) {
+      half_closed_ = true;
+      StartWritesDone();
+    }
+  }
+
+  v1::Policy::Stub& stub_;
+  grpc::ClientContext context_;
+  const Clock::time_point born_ = Clock::now();
+  v1::PolicyFrame in_;
+  v1::FrontFrame sending_;
+  std::shared_ptr<Stream> self_;  // held until OnDone
+
+  std::mutex mu_;
+  std::deque<v1::FrontFrame> frames_;  // waiting; the back one fills
+  std::size_t frame_bytes_ = 0;
+  std::unordered_map<std::uint64_t, std::shared_ptr<Inbox>> inboxes_;
+  std::uint64_t last_id_ = 0;
+  std::size_t window_ = 64;          // StreamLimits once known
+  std::size_t max_sessions_ = 10000;
+  bool writing_ = false;
+  bool write_failed_ = false;  // OnDone follows with the status
+  bool broken_ = false;        // OnDone ran
+  std::string failure_;
+  bool unimplemented_ = false;
+  bool drained_ = false;
+  bool retiring_ = false;
+  bool half_closed_ = false;
+};
+
+class SessionMux::Inbox final : public std::enable_shared_from_this<Inbox> {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  Inbox(asio::any_io_executor executor, std::shared_ptr<Stream> stream)
+      : executor_(executor), timer_(executor), stream_(std::move(stream)) {}
+
+  void set_id(std::uint64_t id) { id_ = id; }
+  std::uint64_t id() const { return id_; }
+
+  // Connection thread: queue the session's message; it goes when the
+  // window allows (SessionStart and SessionEnd need no credit).
+  void send(v1::FrontTagged m, bool drop_queued = false) {
+    std::lock_guard l(mu_);
+    if (ended_) return;
+    if (drop_queued) out_.clear();
+    m.set_session(id_);
+    out_.push_back(std::move(m));
+    flush_locked();
+  }
+
+  // gRPC thread: one tagged message of policyd for this session.
+  void deliver(v1::PolicyTagged m) {
+    {
+      std::lock_guard l(mu_);
+      if (m.handled() > handled_) handled_ = m.handled();
+      if (m.has_ended()) ended_ = true;
+      if (m.kind_case() != v1::PolicyTagged::KIND_NOT_SET) received_.push_back(std::move(m));
+      flush_locked();
+    }
+    wake();
+  }
+  // gRPC thread: the stream ended; `failure` says why.
+  void broken(std::string failure) {
+    {
+      std::lock_guard l(mu_);
+      broken_ = true;
+      failure_ = std::move(failure);
+    }
+    wake();
+  }
+  bool is_broken() {
+    std::lock_guard l(mu_);
+    return broken_ && received_.empty();
+  }
+  std::string failure() {
+    std::lock_guard l(mu_);
+    return failure_;
+  }
+
+  // Connection thread: the next answer until `deadline`; nullopt when the
+  // stream broke or the deadline passed.
+  asio::awaitable<std::optional<v1::PolicyTagged>> next(Clock::time_point deadline) {
+    for (;;) {
+      {
+        std::lock_guard l(mu_);
+        if (!received_.empty()) {
+          v1::PolicyTagged m = received_.pop_front();
+          co_return m;
+        }
+        if (broken_) co_return std::nullopt;
+      }
+      if (Clock::now() >= deadline) co_return std::nullopt;
+      timer_.expires_at(deadline);
+      asio::error_code ec;
+      co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+  }
+
+  Stream& stream() { return *stream_; }
+
+ private:
+  void flush_locked() {
+    if (broken_) return;
+    const std::size_t window = stream_->window();
+    while (!out_.empty()) {
+      v1::FrontTagged& m = out_.front();
+      if (m.has_event()) {
+        if (sent_ - handled_ >= window) return;  // the credit says wait
+        ++sent_;
+      }
+      const bool end = m.has_end();
+      stream_->send(out_.pop_front());
+      if (end) {
+        ended_ = true;
+        stream_->detach(id_);
+        out_.clear();
+        return;
+      }
+    }
+  }
+  void wake() {
+    asio::post(executor_, [self = shared_from_this()] { self->timer_.cancel(); });
+  }
+
+  asio::any_io_executor executor_;
+  asio::steady_timer timer_;
+  std::shared_ptr<Stream> stream_;
+  std::uint64_t id_ = 0;
+
+  std::mutex mu_;
+  Fifo<v1::FrontTagged> out_;        // past the window, in order
+  Fifo<v1::PolicyTagged> received_;  // answers for the coroutine
+  std::uint64_t sent_ = 0;           // events sent
+  std::uint64_t handled_ = 0;        // policyd's credit
+  bool ended_ = false;               // SessionEnd sent, or policyd ended it
+  bool broken_ = false;
+  std::string failure_;
+};
+
+}  // namespace mailhook::front
