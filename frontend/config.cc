@@ -56,6 +56,11 @@ void build_table(CLI::App& app, daemon::Options& opts, FrontConfig& c, std::stri
       ->transform(duration_in(seconds(1), "seconds"))
       ->check(CLI::Range(1, 86400))
       ->capture_default_str();
+  app.add_option("--policy-pipeline-depth", c.policy_pipeline_depth,
+                 "RFC 2920: events of pipelined MAIL/RCPT/DATA commands sent ahead with the one asked, in one frame "
+                 "(speculative: policyd skips them after a refusal); 0: none; one call per session never batches")
+      ->check(CLI::Range(std::size_t{0}, std::size_t{64}))
+      ->capture_default_str();
   app.add_option("--max-message-size", c.max_message_size,
                  "advertised in SIZE and enforced (552 5.3.4); 25M, 64K (bare number: bytes)")
       ->transform(size_in(1, "bytes"))

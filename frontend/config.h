@@ -49,6 +49,7 @@ struct FrontConfig {
   std::string config_file;  // --config FILE; empty: none
   std::size_t policy_streams = 4;    // --policy-streams: shared Sessions streams; 0: one call per session
   int policy_stream_age_s = 10;      // --policy-stream-age: a shared stream then takes no new session
+  std::size_t policy_pipeline_depth = 16;  // --policy-pipeline-depth: events sent ahead per ask; 0: none
 };
 
 // Exits with CLI11's message for --help or a bad flag, and after --print-config.

@@ -81,6 +81,23 @@ asio::awaitable<PolicyAnswer> MuxSession::ask(SessionEvent event, PolicyClock::t
   }
   const std::uint64_t seq = event.seq;
   notify(std::move(event));
+  co_return co_await decision(seq, deadline);
+}
+
+void MuxSession::send_ahead(std::vector<SessionEvent> events) {
+  if (per_call_ || fault_ != PolicyFault::None || !inbox_ || closed_) return;
+  std::vector<v1::FrontTagged> batch(events.size());
+  for (std::size_t i = 0; i < events.size(); ++i) wire::to_proto(std::move(events[i]), batch[i].mutable_event());
+  inbox_->send(std::move(batch));
+}
+
+asio::awaitable<PolicyAnswer> MuxSession::decision(std::uint64_t seq, PolicyClock::time_point deadline) {
+  PolicyAnswer answer;
+  if (fault_ != PolicyFault::None || !inbox_) {
+    answer.fault = fault_ == PolicyFault::None ? PolicyFault::Unavailable : fault_;
+    answer.failure = failure_;
+    co_return answer;
+  }
   std::optional<v1::PolicyTagged> m = co_await inbox_->next(deadline);
   if (m && m->has_decision() && m->decision().seq() == seq) {
     answer.decision = wire::from_proto(m->decision());

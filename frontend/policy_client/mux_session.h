@@ -22,6 +22,9 @@ class MuxSession final : public PolicySession {
   asio::awaitable<PolicyOpening> open(SessionStart start, PolicyClock::time_point deadline) override;
   asio::awaitable<PolicyAnswer> ask(SessionEvent event, PolicyClock::time_point deadline) override;
   void notify(SessionEvent event) override;
+  bool batches() const override { return inbox_ && !per_call_ && fault_ == PolicyFault::None; }
+  void send_ahead(std::vector<SessionEvent> events) override;
+  asio::awaitable<PolicyAnswer> decision(std::uint64_t seq, PolicyClock::time_point deadline) override;
   void close() override;
   void abort() override;
 

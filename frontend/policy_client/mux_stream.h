@@ -20,6 +20,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "frontend/policy_client/session_mux.h"
 #include "mailcore/util/fifo.h"
@@ -56,16 +57,20 @@ class SessionMux::Stream final : public grpc::ClientBidiReactor<v1::FrontFrame, 
     inboxes_.erase(id);
     maybe_half_close_locked();
   }
-  void send(v1::FrontTagged m) {
+  // Queues `batch` and writes: all of it in one frame when it fits
+  // kFrameBytes (a pipelined client's events go in one write).
+  void send(std::vector<v1::FrontTagged> batch) {
     std::lock_guard l(mu_);
     if (broken_ || write_failed_ || half_closed_) return;
-    const std::size_t size = m.ByteSizeLong();
-    if (frames_.empty() || (frame_bytes_ + size > kFrameBytes && frames_.back().messages_size() > 0)) {
-      frames_.emplace_back();
-      frame_bytes_ = 0;
+    for (v1::FrontTagged& m : batch) {
+      const std::size_t size = m.ByteSizeLong();
+      if (frames_.empty() || (frame_bytes_ + size > kFrameBytes && frames_.back().messages_size() > 0)) {
+        frames_.emplace_back();
+        frame_bytes_ = 0;
+      }
+      *frames_.back().add_messages() = std::move(m);
+      frame_bytes_ += size;
     }
-    *frames_.back().add_messages() = std::move(m);
-    frame_bytes_ += size;
     if (!writing_) write_next_locked();
   }
   bool usable(Clock::time_point now, std::chrono::seconds age) {
@@ -164,6 +169,17 @@ class SessionMux::Inbox final : public std::enable_shared_from_this<Inbox> {
     out_.push_back(std::move(m));
     flush_locked();
   }
+  // Connection thread: several messages, in one write when the window
+  // allows them all.
+  void send(std::vector<v1::FrontTagged> batch) {
+    std::lock_guard l(mu_);
+    if (ended_) return;
+    for (v1::FrontTagged& m : batch) {
+      m.set_session(id_);
+      out_.push_back(std::move(m));
+    }
+    flush_locked();
+  }
 
   // gRPC thread: one tagged message of policyd for this session.
   void deliver(v1::PolicyTagged m) {
@@ -219,20 +235,22 @@ class SessionMux::Inbox final : public std::enable_shared_from_this<Inbox> {
   void flush_locked() {
     if (broken_) return;
     const std::size_t window = stream_->window();
-    while (!out_.empty()) {
+    std::vector<v1::FrontTagged> batch;  // what the credit lets go, in one write
+    bool end = false;
+    while (!out_.empty() && !end) {
       v1::FrontTagged& m = out_.front();
       if (m.has_event()) {
-        if (sent_ - handled_ >= window) return;  // the credit says wait
+        if (sent_ - handled_ >= window) break;  // the credit says wait
         ++sent_;
       }
-      const bool end = m.has_end();
-      stream_->send(out_.pop_front());
-      if (end) {
-        ended_ = true;
-        stream_->detach(id_);
-        out_.clear();
-        return;
-      }
+      end = m.has_end();
+      batch.push_back(out_.pop_front());
+    }
+    if (!batch.empty()) stream_->send(std::move(batch));
+    if (end) {
+      ended_ = true;
+      stream_->detach(id_);
+      out_.clear();
     }
   }
   void wake() {

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "mailcore/event/event.h"
 
@@ -62,6 +63,21 @@ class PolicySession {
   // Sends an event that wants no decision (message chunk, reset, TLS,
   // close...); in order with the asks. Never waits.
   virtual void notify(SessionEvent event) = 0;
+
+  // Pipelining (RFC 2920): whether send_ahead() may be used, i.e. this
+  // transport writes a batch at once (the per-call path does not: false).
+  // Whether policyd honours Event.speculative is the opening's capability.
+  virtual bool batches() const { return false; }
+  // Sends `events` in one write, in order: the first as asked, the others
+  // marked speculative (each wants a decision). Then each decision is
+  // awaited in order with decision(); no other ask may come between.
+  virtual void send_ahead(std::vector<SessionEvent> events) { (void)events; }
+  // The decision on an event send_ahead() sent (seq `seq`), until
+  // `deadline`; a fault finishes the session as for ask().
+  virtual asio::awaitable<PolicyAnswer> decision(std::uint64_t seq, PolicyClock::time_point deadline) {
+    (void)deadline;
+    co_return PolicyAnswer{.fault = PolicyFault::OutOfOrder, .decision = {.seq = seq}, .failure = "no events sent ahead"};
+  }
   // No more events: policyd ends the session after what was sent.
   virtual void close() = 0;
   // Abandons the session at once (the connection is being destroyed);

@@ -8,6 +8,7 @@
 #include <chrono>
 #include "frontend/server/replies.h"
 #include "frontend/server/xclient.h"
+#include "mailcore/session/lookahead.h"
 #include "mailcore/session/session_machine.h"
 #include "mailcore/smtp/ascii.h"
 #include "mailcore/smtp/base64.h"
@@ -86,7 +87,19 @@ asio::awaitable<bool> Connection::on_command(std::string command) {
   std::optional<Decision> d;
   if (step.event) {
     const EventKind kind = step.event->kind;
-    d = co_await ask(std::move(*step.event));
+    // RFC 2920: the client's next commands are read already; their events
+    // go in this one's frame when it goes out. No line is consumed here.
+    const PolicyConversation::Predict ahead = [&](std::size_t room) {
+      // A MAIL accepted here opens transaction n+1; a MAIL after it would be the next candidate.
+      const std::string later_id =
+          step.verb == smtp::Verb::Mail ? id_ + "T" + std::to_string(transactions_ + 2) : next_transaction_id();
+      std::vector<SessionEvent> events = session::events_ahead(machine_, step, in_, room, later_id);
+      if (!events.empty() && log::enabled(log::Level::Debug)) {
+        log::debug("session={} sends {} events ahead (--policy-pipeline-depth {})", id_, events.size(), room);
+      }
+      return events;
+    };
+    d = co_await policy_->ask(std::move(*step.event), ahead);
     step.event.reset();
     log_limits(*d);
     decided_by = d->script;

@@ -36,8 +36,10 @@ asio::awaitable<bool> Connection::open_policy() {
   facts_.local_port = start.client.local_port;
   start.limits = {ctx_.config.max_message_size, ctx_.config.max_recipients, 0};
   policy_.emplace(ctx_.policy.session(socket_.get_executor()),
-                  PolicyRules{std::chrono::milliseconds(ctx_.config.policy_timeout_ms), ctx_.config.policy_failure},
-                  PolicyMetrics{ctx_.metrics.policy_failures, ctx_.metrics.policy_seconds});
+                  PolicyRules{std::chrono::milliseconds(ctx_.config.policy_timeout_ms), ctx_.config.policy_failure,
+                              ctx_.config.policy_pipeline_depth},
+                  PolicyMetrics{ctx_.metrics.policy_failures, ctx_.metrics.policy_seconds,
+                                &ctx_.metrics.policy_sent_ahead, &ctx_.metrics.policy_skipped});
   PolicyConversation::Opened opened = co_await policy_->open(std::move(start), client_token());
   machine_.set_listened(opened.capabilities.events);
   wants_message_ = opened.capabilities.wants_message;

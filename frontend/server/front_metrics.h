@@ -25,6 +25,10 @@ struct FrontMetrics {
         policy_failures(r.counter("mailhook_policy_failures_total",
                                   "events answered by --policy-failure because policyd was down or slow")),
         policy_seconds(r.histogram("mailhook_front_policy_seconds", "policy round trip per event")),
+        policy_sent_ahead(r.counter("mailhook_front_policy_events_sent_ahead_total",
+                                    "events of pipelined commands sent speculatively with an earlier ask (RFC 2920)")),
+        policy_skipped(r.counter("mailhook_front_policy_events_skipped_total",
+                                 "events sent ahead that policyd skipped after a decision broke the prediction")),
         spooled(r.counter("mailhook_front_messages_total", "messages delivered", "delivery=\"spool\"")),
         relayed(r.counter("mailhook_front_messages_total", "messages delivered", "delivery=\"relay\"")),
         spooled_bytes(r.counter("mailhook_front_message_bytes_total", "octets delivered", "delivery=\"spool\"")),
@@ -68,6 +72,8 @@ struct FrontMetrics {
   std::array<telemetry::Counter*, 4> replies;
   telemetry::Counter& policy_failures;
   telemetry::Histogram& policy_seconds;
+  telemetry::Counter& policy_sent_ahead;
+  telemetry::Counter& policy_skipped;
   telemetry::Counter& spooled;
   telemetry::Counter& relayed;
   telemetry::Counter& spooled_bytes;

@@ -129,6 +129,10 @@ struct SessionEvent {
   std::string helo;       // the HELO/EHLO name in effect
   std::string sender;     // MAIL FROM of the open transaction (for the logs)
   std::vector<std::string> recipients;  // Data, EndOfMessage: accepted so far (for the logs)
+  // Sent ahead of its command (RFC 2920), predicting earlier accepts
+  // (session.proto Event.speculative).
+  bool speculative = false;
+  bool operator==(const SessionEvent&) const = default;
 };
 
 // A change to the message, asked for at end of message.
@@ -169,6 +173,9 @@ struct Decision {
   // the default reply) and the hook it ran ("rcpt").
   std::string script;
   std::string hook;
+  // A speculative event that ran no hook: an earlier decision broke the
+  // front's prediction (session.proto Decision.skipped).
+  bool skipped = false;
 
   static Decision proceed(std::uint64_t seq) { return Decision{.seq = seq}; }
   static Decision respond(std::uint64_t seq, mailhook::Reply r, bool close = false) {
@@ -181,6 +188,7 @@ struct Capabilities {
   EventSet events;
   bool wants_message = false;
   std::string policy_name;
+  bool honours_speculative = false;  // policyd skips speculative events after a broken prediction
   bool connect_hook = false;  // a script decides at connect (not on the wire:
                               // the connect decision always comes)
 };

@@ -55,6 +55,12 @@ ChosenReply command_reply(SessionMachine& machine, Step& step, const Decision* d
   return out;
 }
 
+bool keeps_prediction(const SessionEvent& event, const Decision& d) {
+  if (d.skipped || d.disconnect || d.limits || !event.default_reply) return false;
+  const ChosenReply c = choose_reply(d, *event.default_reply, event.kind == EventKind::Data);
+  return !c.close && c.reply.code / 100 == event.default_reply->code / 100;
+}
+
 ChosenReply connect_reply(const Decision& d, const Reply& greeting) {
   ChosenReply out = choose_reply(d, greeting);
   if (out.reply.code >= 400) out.close = true;

@@ -42,6 +42,14 @@ Limits limits_of(const SessionLimits& l);
 // The caller still commits the step with the reply.
 ChosenReply command_reply(SessionMachine& machine, Step& step, const Decision* d);
 
+// Whether decision `d` on `event` leaves the session as a front predicted
+// when it sent later pipelined events ahead (RFC 2920; session.proto
+// Event.speculative): the front's reply is of the default's class, so
+// SessionMachine::commit changes the state alike, nothing closes and no
+// new limits change later default replies. policyd's chain of
+// speculative events breaks exactly when this is false.
+bool keeps_prediction(const SessionEvent& event, const Decision& d);
+
 // The greeting for the connect decision; refused (the session ends) when
 // the reply is >= 400 or the decision disconnects.
 ChosenReply connect_reply(const Decision& d, const Reply& greeting);

@@ -112,6 +112,7 @@ void to_proto(SessionEvent&& in, v1::Event* out) {
   out->set_message_size(in.message_size);
   out->set_sender(std::move(in.sender));
   for (auto& r : in.recipients) out->add_recipients(std::move(r));
+  out->set_speculative(in.speculative);
 }
 
 SessionEvent from_proto(v1::Event&& in) {
@@ -139,6 +140,7 @@ SessionEvent from_proto(v1::Event&& in) {
   out.sender = std::move(*in.mutable_sender());
   out.recipients.reserve(static_cast<std::size_t>(in.recipients_size()));
   for (auto& r : *in.mutable_recipients()) out.recipients.push_back(std::move(r));
+  out.speculative = in.speculative();
   return out;
 }
 
@@ -168,6 +170,7 @@ void to_proto(const Decision& in, v1::Decision* out) {
   for (const auto& k : in.ehlo_keywords) out->add_ehlo_keywords(k);
   out->set_script(in.script);
   out->set_hook(in.hook);
+  out->set_skipped(in.skipped);
 }
 
 Decision from_proto(const v1::Decision& in) {
@@ -197,6 +200,7 @@ Decision from_proto(const v1::Decision& in) {
   out.ehlo_keywords.assign(in.ehlo_keywords().begin(), in.ehlo_keywords().end());
   out.script = in.script();
   out.hook = in.hook();
+  out.skipped = in.skipped();
   return out;
 }
 
@@ -206,6 +210,7 @@ void to_proto(const Capabilities& in, v1::Capabilities* out) {
   }
   out->set_wants_message(in.wants_message);
   out->set_policy_name(in.policy_name);
+  out->set_honours_speculative(in.honours_speculative);
 }
 
 Capabilities from_proto(const v1::Capabilities& in) {
@@ -215,6 +220,7 @@ Capabilities from_proto(const v1::Capabilities& in) {
   }
   out.wants_message = in.wants_message();
   out.policy_name = in.policy_name();
+  out.honours_speculative = in.honours_speculative();
   return out;
 }
 

@@ -184,6 +184,7 @@ void compute_capabilities(Generation& g) {
     if (g.script_shadow[i]) names += " (shadow)";
   }
   g.capabilities.policy_name = names;
+  g.capabilities.honours_speculative = true;  // run_session skips after a broken prediction
 }
 
 // --lua-read-dir / --lua-write-dir, canonical; a missing one is an error.

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "mailcore/net/cidr.h"
+#include "mailcore/session/reply_rules.h"
 #include "mailcore/telemetry/log.h"
 #include "mailcore/util/fifo.h"
 #include "policyd/dns/resolver.h"
@@ -90,6 +91,10 @@ struct SessionRecord {
   bool closing = false;            // the transport is gone
   bool close_hook_ran = false;
   bool ended = false;
+  // A decision since the last non-speculative event broke the front's
+  // prediction (reply_rules.h keeps_prediction): speculative events run
+  // no hook until the next non-speculative one (session.proto).
+  bool prediction_broken = false;
 
   ~SessionRecord() {
     if (!ended) discard_session(ctx);  // the worker stopped first: no hooks
@@ -124,10 +129,21 @@ asio::awaitable<void> run_session(std::shared_ptr<SessionRecord> r, bool opening
   }
   while (!r->queue.empty() && !s.aborted) {
     const SessionEvent e = r->queue.pop_front();
+    if (e.speculative && r->prediction_broken) {
+      // The front built it on a prediction that failed: the script must
+      // see only the events it would see unpipelined, so nothing runs.
+      Decision skipped = Decision::proceed(e.seq);
+      skipped.skipped = true;
+      if (e.wants_reply && r->observer) r->observer->decided(std::move(skipped));
+      if (r->observer) r->observer->handled();
+      continue;
+    }
+    if (!e.speculative) r->prediction_broken = false;
     if (e.kind == EventKind::Close) r->close_hook_ran = true;
     r->activity->before(e);  // a new transaction's checks go on its own line
     std::optional<Decision> d = co_await handle_event(s, e);
     r->activity->record(e, d);
+    if (d && e.wants_reply && !session::keeps_prediction(e, *d)) r->prediction_broken = true;
     if (d && r->observer) r->observer->decided(std::move(*d));
     if (r->observer) r->observer->handled();
   }

@@ -277,3 +277,151 @@ TEST_F(FrontWithFakePolicy, SessionEndTellsPolicydAndClosesTheSession) {
   ASSERT_FALSE(script_->notified.empty());
   EXPECT_EQ(script_->notified.back().kind, EventKind::Close);
 }
+
+// RFC 2920 pipelining: the events of commands already read go ahead in one
+// batch; the script sees what it would see unpipelined.
+namespace {
+
+const std::string kPipelined =
+    "MAIL FROM:<a@sender.example>\r\nRCPT TO:<b1@rcpt.example>\r\nRCPT TO:<b2@rcpt.example>\r\n"
+    "RCPT TO:<b3@rcpt.example>\r\nDATA\r\n";
+
+std::vector<EventKind> kinds_of(const std::vector<SessionEvent>& events) {
+  std::vector<EventKind> out;
+  for (const SessionEvent& e : events) out.push_back(e.kind);
+  return out;
+}
+
+}  // namespace
+
+// Greeted, with EHLO's ask forgotten: the tests below count MAIL onwards.
+#define greeted_quietly() \
+  [this] {                                 \
+    auto c = greeted();                    \
+    std::lock_guard l(script_->mu);        \
+    script_->asked.clear();                \
+    return c;                              \
+  }()
+
+namespace {
+
+std::vector<std::string> replies(Client& c, int n) {
+  std::vector<std::string> out;
+  for (int i = 0; i < n; ++i) out.push_back(c.reply().substr(0, 3));
+  return out;
+}
+
+}  // namespace
+
+TEST_F(FrontWithFakePolicy, PipelinedMailRcptDataGoInOneBatch) {
+  script_->capabilities.honours_speculative = true;
+  auto c = greeted_quietly();
+  c->send(kPipelined);
+  EXPECT_EQ(replies(*c, 5), (std::vector<std::string>{"250", "250", "250", "250", "354"}));
+  EXPECT_EQ(c->say("Subject: hi\r\n\r\nbody\r\n.").substr(0, 3), "250");
+  std::lock_guard l(script_->mu);
+  ASSERT_EQ(script_->frames.size(), 1u);
+  const std::vector<SessionEvent>& frame = script_->frames[0];
+  EXPECT_EQ(kinds_of(frame), (std::vector<EventKind>{EventKind::Mail, EventKind::Rcpt, EventKind::Rcpt,
+                                                     EventKind::Rcpt, EventKind::Data}));
+  EXPECT_FALSE(frame[0].speculative);
+  for (std::size_t i = 1; i < frame.size(); ++i) EXPECT_TRUE(frame[i].speculative) << i;
+  EXPECT_EQ(metrics_.policy_sent_ahead.value(), 4u);
+  // What the script saw: each command's own event, as if asked one by one.
+  ASSERT_EQ(script_->asked.size(), 6u);  // MAIL, 3 RCPT, DATA, end of message
+  for (std::size_t i = 0; i + 1 < script_->asked.size(); ++i) {
+    EXPECT_EQ(script_->asked[i].seq, script_->asked[0].seq + i);
+  }
+  EXPECT_EQ(script_->asked[2].address, "b2@rcpt.example");
+  EXPECT_EQ(script_->asked[1].transaction_id, script_->asked[0].transaction_id);
+  EXPECT_FALSE(script_->asked[0].transaction_id.empty());
+  EXPECT_EQ(script_->asked[4].recipients,
+            (std::vector<std::string>{"b1@rcpt.example", "b2@rcpt.example", "b3@rcpt.example"}));
+  EXPECT_EQ(script_->asked[4].sender, "a@sender.example");
+  EXPECT_EQ(script_->skipped, 0);
+}
+
+TEST_F(FrontWithFakePolicy, RefusedPipelinedMailGives503sWithoutAskingTheRcpts) {
+  script_->capabilities.honours_speculative = true;
+  script_->on[EventKind::Mail] = Scripted::decide(Decision::respond(0, kNoThanks));
+  auto c = greeted_quietly();
+  c->send(kPipelined);
+  EXPECT_EQ(replies(*c, 5), (std::vector<std::string>{"550", "503", "503", "503", "503"}));
+  {
+    std::lock_guard l(script_->mu);
+    ASSERT_EQ(script_->frames.size(), 1u);
+    EXPECT_EQ(script_->frames[0].size(), 5u);
+    EXPECT_EQ(kinds_of(script_->asked), std::vector<EventKind>{EventKind::Mail});  // no hook.rcpt, no hook.data
+  }
+  // The next ask consumes the skipped answers first, in order.
+  EXPECT_EQ(c->say("MAIL FROM:<c@sender.example>"), "550 5.7.1 no thanks");
+  std::lock_guard l(script_->mu);
+  EXPECT_EQ(script_->skipped, 4);
+  EXPECT_EQ(metrics_.policy_skipped.value(), 4u);
+  EXPECT_EQ(kinds_of(script_->asked), (std::vector<EventKind>{EventKind::Mail, EventKind::Mail}));
+  EXPECT_EQ(script_->asked[1].address, "c@sender.example");
+}
+
+TEST_F(FrontWithFakePolicy, RefusedSecondPipelinedRcptStillAsksTheThird) {
+  script_->capabilities.honours_speculative = true;
+  script_->on_address["b2@rcpt.example"] = Scripted::decide(Decision::respond(0, kNoThanks));
+  auto c = greeted_quietly();
+  c->send(kPipelined);
+  EXPECT_EQ(replies(*c, 5), (std::vector<std::string>{"250", "250", "550", "250", "354"}));
+  EXPECT_EQ(c->say("Subject: hi\r\n\r\nbody\r\n.").substr(0, 3), "250");
+  std::lock_guard l(script_->mu);
+  EXPECT_EQ(kinds_of(script_->asked), (std::vector<EventKind>{EventKind::Mail, EventKind::Rcpt, EventKind::Rcpt,
+                                                              EventKind::Rcpt, EventKind::Data,
+                                                              EventKind::EndOfMessage}));
+  EXPECT_EQ(script_->asked[3].address, "b3@rcpt.example");
+  EXPECT_EQ(script_->asked[4].recipients, (std::vector<std::string>{"b1@rcpt.example", "b3@rcpt.example"}));
+  // The third RCPT and DATA went again in a second batch after the refusal.
+  ASSERT_EQ(script_->frames.size(), 2u);
+  EXPECT_EQ(kinds_of(script_->frames[1]), (std::vector<EventKind>{EventKind::Rcpt, EventKind::Data}));
+  EXPECT_EQ(script_->skipped, 2);
+}
+
+TEST_F(FrontWithFakePolicy, PipelineDepthBoundsTheEventsSentAhead) {
+  script_->capabilities.honours_speculative = true;
+  config_.policy_pipeline_depth = 2;
+  auto c = greeted_quietly();
+  c->send(kPipelined);
+  EXPECT_EQ(replies(*c, 5), (std::vector<std::string>{"250", "250", "250", "250", "354"}));
+  std::lock_guard l(script_->mu);
+  ASSERT_EQ(script_->frames.size(), 2u);
+  EXPECT_EQ(script_->frames[0].size(), 3u);  // MAIL and 2 ahead
+  EXPECT_EQ(kinds_of(script_->frames[1]), (std::vector<EventKind>{EventKind::Rcpt, EventKind::Data}));
+  EXPECT_EQ(metrics_.policy_sent_ahead.value(), 3u);
+  EXPECT_EQ(script_->asked.size(), 5u);
+}
+
+TEST_F(FrontWithFakePolicy, NothingGoesAheadWithDepthZeroOrWithoutTheCapability) {
+  config_.policy_pipeline_depth = 0;
+  script_->capabilities.honours_speculative = true;
+  auto c = greeted_quietly();
+  c->send(kPipelined);
+  EXPECT_EQ(replies(*c, 5), (std::vector<std::string>{"250", "250", "250", "250", "354"}));
+  std::lock_guard l(script_->mu);
+  EXPECT_TRUE(script_->frames.empty());
+  EXPECT_EQ(script_->asked.size(), 5u);
+}
+
+TEST_F(FrontWithFakePolicy, NothingGoesAheadToAPolicydThatDoesNotHonourSpeculation) {
+  auto c = greeted_quietly();  // capabilities.honours_speculative false: an older policyd
+  c->send(kPipelined);
+  EXPECT_EQ(replies(*c, 5), (std::vector<std::string>{"250", "250", "250", "250", "354"}));
+  std::lock_guard l(script_->mu);
+  EXPECT_TRUE(script_->frames.empty());
+  EXPECT_EQ(script_->asked.size(), 5u);
+}
+
+TEST_F(FrontWithFakePolicy, LookAheadStopsAtARcptTheRecipientLimitRefuses) {
+  script_->capabilities.honours_speculative = true;
+  config_.max_recipients = 2;
+  auto c = greeted_quietly();
+  c->send(kPipelined);
+  EXPECT_EQ(replies(*c, 5), (std::vector<std::string>{"250", "250", "250", "452", "354"}));
+  std::lock_guard l(script_->mu);
+  ASSERT_GE(script_->frames.size(), 1u);
+  EXPECT_EQ(kinds_of(script_->frames[0]), (std::vector<EventKind>{EventKind::Mail, EventKind::Rcpt, EventKind::Rcpt}));
+}

@@ -1,11 +1,14 @@
 // FakePolicySession: a PolicySession that answers from a script instead of
 // policyd, for driving a real Connection in unit tests. Per event kind it
 // decides, fails (as a transport would) or says nothing until the
-// deadline; it records what the connection sent and when it closed. Test
-// code only; never used by the daemons.
+// deadline; it records what the connection sent and when it closed. Events
+// sent ahead (pipelining) it runs or skips as policyd does (a broken
+// prediction skips the speculative ones). Test code only; never used by
+// the daemons.
 #pragma once
 
 #include <asio.hpp>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -15,6 +18,7 @@
 #include <vector>
 
 #include "frontend/policy_client/policy_session.h"
+#include "mailcore/session/reply_rules.h"
 
 namespace mailhook::front::testing {
 
@@ -42,9 +46,13 @@ struct PolicyScript {
   Capabilities capabilities;
   Scripted connect = Scripted::decide(Decision::proceed(0));
   std::map<EventKind, Scripted> on;  // an event without an entry: proceed
+  std::map<std::string, Scripted> on_address;  // MAIL/RCPT by address: before `on`
 
   std::mutex mu;
-  std::vector<SessionEvent> asked;     // every ask, in order
+  bool batches = true;  // the transport can send ahead (capabilities.honours_speculative decides too)
+  std::vector<SessionEvent> asked;     // every event a "script" ran on (asked or sent ahead), in order
+  std::vector<std::vector<SessionEvent>> frames;  // every send_ahead batch, as sent
+  int skipped = 0;                     // events sent ahead that were skipped
   std::vector<SessionEvent> notified;  // every notify, in order
   // For each ask: how far its deadline lay beyond the moment it was asked.
   std::vector<std::chrono::milliseconds> ask_budgets;
@@ -77,6 +85,41 @@ class FakePolicySession final : public PolicySession {
   }
 
   asio::awaitable<PolicyAnswer> ask(SessionEvent event, PolicyClock::time_point deadline) override {
+    co_return co_await run(std::move(event), deadline);
+  }
+
+  bool batches() const override {
+    std::lock_guard l(script_->mu);
+    return script_->batches && !finished_;
+  }
+  void send_ahead(std::vector<SessionEvent> events) override {
+    std::lock_guard l(script_->mu);
+    script_->frames.push_back(events);
+    for (SessionEvent& e : events) ahead_.push_back(std::move(e));
+  }
+  asio::awaitable<PolicyAnswer> decision(std::uint64_t seq, PolicyClock::time_point deadline) override {
+    if (ahead_.empty() || ahead_.front().seq != seq) {
+      finished_ = true;
+      co_return PolicyAnswer{.fault = PolicyFault::OutOfOrder, .failure = "fake: no such event sent ahead"};
+    }
+    SessionEvent e = std::move(ahead_.front());
+    ahead_.pop_front();
+    if (e.speculative && broken_) {
+      std::lock_guard l(script_->mu);
+      ++script_->skipped;
+      PolicyAnswer a;
+      a.decision = Decision::proceed(seq);
+      a.decision.skipped = true;
+      co_return a;
+    }
+    co_return co_await run(std::move(e), deadline);
+  }
+
+ private:
+  // What policyd does with one event it runs: the scripted answer, and
+  // the prediction chain (a non-speculative event starts it afresh).
+  asio::awaitable<PolicyAnswer> run(SessionEvent event, PolicyClock::time_point deadline) {
+    if (!event.speculative) broken_ = false;
     const auto now = PolicyClock::now();
     Scripted s;
     {
@@ -86,13 +129,20 @@ class FakePolicySession final : public PolicySession {
       script_->asked.push_back(event);
       auto it = script_->on.find(event.kind);
       s = it == script_->on.end() ? Scripted::decide(Decision::proceed(0)) : it->second;
+      if (auto a = script_->on_address.find(event.address);
+          (event.kind == EventKind::Mail || event.kind == EventKind::Rcpt) && a != script_->on_address.end()) {
+        s = a->second;
+      }
     }
     PolicyAnswer a;
     co_await play(s, deadline, a.fault, a.failure, a.decision);
     a.decision.seq = event.seq;
     finished_ = a.fault != PolicyFault::None;
+    if (a.fault == PolicyFault::None && !session::keeps_prediction(event, a.decision)) broken_ = true;
     co_return a;
   }
+
+ public:
 
   void notify(SessionEvent event) override {
     std::lock_guard l(script_->mu);
@@ -133,6 +183,8 @@ class FakePolicySession final : public PolicySession {
   std::shared_ptr<PolicyScript> script_;
   asio::steady_timer timer_;
   bool finished_ = false;
+  std::deque<SessionEvent> ahead_;  // sent, not yet answered
+  bool broken_ = false;             // a decision broke the prediction
 };
 
 class FakePolicyLink final : public PolicyLink {

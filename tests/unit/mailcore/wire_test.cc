@@ -23,14 +23,14 @@ namespace {
 // when SessionEvent gains one, so the comparison below cannot skip it.
 auto members(const SessionEvent& e) {
   const auto& [seq, kind, wants_reply, input, argument, address, parameters, chunk, default_reply, error_code,
-               error_text, client, transaction_id, message_size, helo, sender, recipients] = e;
+               error_text, client, transaction_id, message_size, helo, sender, recipients, speculative] = e;
   return std::tie(seq, kind, wants_reply, input, argument, address, parameters, chunk, default_reply, error_code,
-                  error_text, client, transaction_id, message_size, helo, sender, recipients);
+                  error_text, client, transaction_id, message_size, helo, sender, recipients, speculative);
 }
 
 auto members(const Decision& d) {
-  const auto& [seq, action, reply, disconnect, changes, limits, ehlo_keywords, script, hook] = d;
-  return std::tie(seq, action, reply, disconnect, changes, limits, ehlo_keywords, script, hook);
+  const auto& [seq, action, reply, disconnect, changes, limits, ehlo_keywords, script, hook, skipped] = d;
+  return std::tie(seq, action, reply, disconnect, changes, limits, ehlo_keywords, script, hook, skipped);
 }
 
 auto members(const SessionStart& s) {
