@@ -95,7 +95,8 @@ asio::awaitable<bool> Connection::on_command(std::string command) {
           step.verb == smtp::Verb::Mail ? id_ + "T" + std::to_string(transactions_ + 2) : next_transaction_id();
       std::vector<SessionEvent> events = session::events_ahead(machine_, step, in_, room, later_id);
       if (!events.empty() && log::enabled(log::Level::Debug)) {
-        log::debug("session={} sends {} events ahead (--policy-pipeline-depth {})", id_, events.size(), room);
+        log::debug("session={} sends {} events ahead{}", id_, events.size(),
+                   events.size() == room ? " (--policy-pipeline-depth reached: later commands go in a later frame)" : "");
       }
       return events;
     };

@@ -56,7 +56,9 @@ ChosenReply command_reply(SessionMachine& machine, Step& step, const Decision* d
 }
 
 bool keeps_prediction(const SessionEvent& event, const Decision& d) {
-  if (d.skipped || d.disconnect || d.limits || !event.default_reply) return false;
+  // Message changes only apply at end of message; a decision carrying any
+  // is still not counted on, should one ever change the envelope sooner.
+  if (d.skipped || d.disconnect || d.limits || !d.changes.empty() || !event.default_reply) return false;
   const ChosenReply c = choose_reply(d, *event.default_reply, event.kind == EventKind::Data);
   return !c.close && c.reply.code / 100 == event.default_reply->code / 100;
 }

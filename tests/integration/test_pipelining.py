@@ -147,5 +147,32 @@ class DepthZeroGivesTheSameReplies(Pipelining):
         self.assertEqual(self.metric("mailhook_front_policy_events_sent_ahead_total"), 0)
 
 
+class OneCallPerSessionNeverBatches(MailhookTest):
+    """--policy-streams 0, and a front that fell back to one call per
+    session before an older policyd: the depth is ignored, the replies
+    are the same."""
+
+    def check(self, front_port, metrics_port, rcpt_reply):
+        c = self.client(port=front_port)
+        c.cmd("EHLO client.example")
+        c.send("".join(l + "\r\n" for l in commands()))
+        replies = [c.read_reply() for _ in range(5)]
+        self.assertEqual([code for code, _ in replies], [250, 250, 250, 250, 354])
+        self.assertEqual(replies[2][1][-1], rcpt_reply)
+        self.assertEqual(sample(scrape(metrics_port), "mailhook_front_policy_events_sent_ahead_total"), 0)
+
+    def test_per_call_streams(self):
+        metrics = free_port()
+        self.start_both(SCRIPT, front_args=["--policy-streams", "0", "--metrics", "127.0.0.1:%d" % metrics])
+        self.check(self.front_port, metrics, "250 2.1.5 Ok")
+
+    def test_behind_an_older_policyd(self):
+        import test_policy_mux
+        metrics = free_port()
+        self.FRONT_ARGS = ["--metrics", "127.0.0.1:%d" % metrics]
+        test_policy_mux.start_behind_older_policyd(self)
+        self.check(self.front_port, metrics, "250 2.1.5 old policyd took b2@rcpt.example")
+
+
 if __name__ == "__main__":
     unittest.main()

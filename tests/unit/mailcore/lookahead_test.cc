@@ -93,6 +93,9 @@ TEST(Lookahead, KeepsPredictionOnlyWhenTheReplyKeepsTheDefaultsClass) {
   Decision limits = Decision::proceed(1);
   limits.limits = SessionLimits{1000, 1, 0};
   EXPECT_FALSE(keeps_prediction(rcpt, limits));  // later RCPTs' defaults follow the new limits
+  Decision changes = Decision::proceed(1);
+  changes.changes.push_back(MessageChange{.kind = MessageChange::Kind::ChangeFrom, .value = "x@y.example"});
+  EXPECT_FALSE(keeps_prediction(rcpt, changes));
   Decision skipped = Decision::proceed(1);
   skipped.skipped = true;
   EXPECT_FALSE(keeps_prediction(rcpt, skipped));
