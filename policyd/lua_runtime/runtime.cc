@@ -143,7 +143,7 @@ asio::awaitable<void> run_session(std::shared_ptr<SessionRecord> r, bool opening
     r->activity->before(e);  // a new transaction's checks go on its own line
     std::optional<Decision> d = co_await handle_event(s, e);
     r->activity->record(e, d);
-    if (d && e.wants_reply && !session::keeps_prediction(e, *d)) r->prediction_broken = true;
+    if (e.wants_reply && (!d || !session::keeps_prediction(e, *d))) r->prediction_broken = true;
     if (d && r->observer) r->observer->decided(std::move(*d));
     if (r->observer) r->observer->handled();
   }
