@@ -17,9 +17,10 @@
 
 namespace mailhook::front {
 
+// No defaults here: the flags' (frontend/config.h) are the only ones.
 struct PolicyRules {
-  std::chrono::milliseconds timeout{2000};  // --policy-timeout, per event
-  PolicyFailure failure = PolicyFailure::Tempfail;  // --policy-failure
+  std::chrono::milliseconds timeout{};  // --policy-timeout, per event
+  PolicyFailure failure{};              // --policy-failure
 };
 
 struct PolicyMetrics {
