@@ -2,8 +2,9 @@
 // the flags and --help and fills a const PolicyConfig that main() passes
 // down. Never a global; nothing here opens files or sockets. The Lua
 // runtime's defaults are declared in its RuntimeConfig and taken here in
-// the flags' units, and the milter's limits in its StateLimits, so each
-// default lives in one place.
+// the flags' units, and the milter's in its MilterConfig and StateLimits,
+// so each default lives in one place (tests/unit/policyd/config_defaults_test.cc
+// compares what the flags hand down with those structs).
 #pragma once
 
 #include <cstddef>
@@ -13,7 +14,7 @@
 #include <vector>
 
 #include "policyd/lua_runtime/runtime_options.h"
-#include "policyd/milter/milter_state.h"
+#include "policyd/milter/milter_config.h"
 
 namespace mailhook::policyd {
 
@@ -38,10 +39,10 @@ struct PolicyConfig {
   bool ptr_lookup = runtime_defaults().ptr_lookup;
   std::string metrics;                // HOST:PORT; empty: none
   std::string milter;                 // inet:PORT@HOST or unix:PATH; empty: none
-  int milter_timeout_s = 7210;
-  std::size_t milter_max_packet = 1u << 20;  // bytes
-  std::size_t milter_max_connections = 1000;
-  std::string milter_socket_mode = "0660";   // octal, of a unix milter socket
+  int milter_timeout_s = milter::MilterConfig{}.timeout_s;
+  std::size_t milter_max_packet = milter::MilterConfig{}.max_packet;  // bytes
+  std::size_t milter_max_connections = milter::MilterConfig{}.max_connections;
+  std::string milter_socket_mode = milter::octal_mode(milter::MilterConfig{}.socket_mode);  // of a unix milter socket
   std::uint64_t milter_max_message_size = milter::StateLimits{}.max_message_size;  // bytes
   std::size_t milter_max_line = milter::StateLimits{}.max_line;  // bytes, CRLF included
   std::size_t milter_max_headers = milter::StateLimits{}.max_headers;

@@ -21,10 +21,11 @@
 
 namespace mailhook::front {
 
+// No defaults here: the flags' (frontend/config.h) are the only ones.
 struct PolicyRules {
-  std::chrono::milliseconds timeout{2000};  // --policy-timeout, per event
-  PolicyFailure failure = PolicyFailure::Tempfail;  // --policy-failure
-  std::size_t pipeline_depth = 0;  // --policy-pipeline-depth: events sent ahead per ask (0: none)
+  std::chrono::milliseconds timeout{};  // --policy-timeout, per event
+  PolicyFailure failure{};              // --policy-failure
+  std::size_t pipeline_depth{};         // --policy-pipeline-depth: events sent ahead per ask (0: none)
 };
 
 struct PolicyMetrics {

@@ -28,16 +28,49 @@ void SessionMux::fall_back(const std::string& why) {
     for (auto& s : streams_) s->retire();
     streams_.clear();
   }
-  if (fell_back_.exchange(true)) return;
-  log::warning("policy daemon {} {}: one gRPC call per SMTP session, shared streams tried again every "
-               "--policy-stream-age {}s (upgrade policyd to get them back, or set --policy-streams 0 to say so)",
-               log::escape_text(target_), log::escape_text(why), options_.stream_age.count());
+  const FallbackNotices::Note note = notices_.fell_back(Clock::now());
+  const std::string target = log::escape_text(target_);
+  switch (note.say) {
+    case FallbackNotices::Say::OlderPolicyd:
+      log::warning("policy daemon {} {}: one gRPC call per SMTP session, shared streams tried again every "
+                   "--policy-stream-age {}s (upgrade policyd to get them back, or set --policy-streams 0 to say so)",
+                   target, log::escape_text(why), options_.stream_age.count());
+      break;
+    case FallbackNotices::Say::ReplicasDiffer:
+      // `why` is the older replicas' UNIMPLEMENTED, said with OlderPolicyd.
+      log::warning("policy daemon {}: replicas differ: some serve shared streams, some do not (Sessions "
+                   "UNIMPLEMENTED: mixed versions, as in a rolling upgrade): new SMTP sessions switch between "
+                   "shared streams and one gRPC call each every --policy-stream-age {}s; said again at most every "
+                   "{} min with the count, and once when every replica serves shared streams",
+                   target, options_.stream_age.count(),
+                   std::chrono::duration_cast<std::chrono::minutes>(FallbackNotices::kSummaryEvery).count());
+      break;
+    case FallbackNotices::Say::StillDiffer:
+      log::warning("policy daemon {}: replicas still differ: {} more switches to one gRPC call per SMTP session "
+                   "in {} min (finish the upgrade)",
+                   target, note.flips,
+                   std::chrono::duration_cast<std::chrono::minutes>(FallbackNotices::kSummaryEvery).count());
+      break;
+    case FallbackNotices::Say::Flip:
+      log::debug("policy daemon {}: replicas differ, switch {} to one gRPC call per SMTP session for {}s", target,
+                 note.flips, options_.stream_age.count());
+      break;
+    default:  // a re-probe met the older policyd again, or a session racing to the same broken stream
+      break;
+  }
 }
 
 void SessionMux::streams_serve() {
-  if (!fell_back_.load(std::memory_order_relaxed) || !fell_back_.exchange(false)) return;
-  log::info("policy daemon {} serves shared streams again: new SMTP sessions share {} streams",
-            log::escape_text(target_), options_.streams);
+  const FallbackNotices::Note note = notices_.served(Clock::now());
+  if (note.say == FallbackNotices::Say::ServeAgain) {
+    log::info("policy daemon {} serves shared streams again: new SMTP sessions share {} streams",
+              log::escape_text(target_), options_.streams);
+  } else if (note.say == FallbackNotices::Say::AllServe) {
+    log::info("policy daemon {}: every replica it reaches serves shared streams ({}s without a fallback, after {} "
+              "switches since the replicas differed): new SMTP sessions share {} streams",
+              log::escape_text(target_), options_.stream_age.count() * FallbackNotices::kHealAges, note.flips,
+              options_.streams);
+  }
 }
 
 SessionMux::~SessionMux() {

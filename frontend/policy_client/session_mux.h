@@ -7,7 +7,9 @@
 // Sessions (older, UNIMPLEMENTED) turns the mux into the per-call link,
 // said once at warning, for --policy-stream-age: then the next new session
 // tries a shared stream again (an upgraded policyd is a restarted replica,
-// met on the same cadence), said once at info when it works. Never blocks
+// met on the same cadence), said once at info when it works; replicas of
+// mixed versions are said to differ once, not at every flip
+// (FallbackNotices). Never blocks
 // a connection's thread; never decides a reply (PolicyConversation does).
 #pragma once
 
@@ -19,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "frontend/policy_client/fallback_notices.h"
 #include "frontend/policy_client/policy_session.h"
 #include "mailhook/v1/session.grpc.pb.h"
 
@@ -49,11 +52,11 @@ class SessionMux final : public PolicyLink {
   const std::string& target() const { return target_; }
   // New sessions go one call each for --policy-stream-age, then try a
   // shared stream again: policyd answered Sessions with UNIMPLEMENTED
-  // (`why`, gRPC's words). Logged once, not again at each failed re-probe.
-  // Any thread.
+  // (`why`, gRPC's words). Logged once, not again at each failed re-probe
+  // nor at each flip of mixed replicas (FallbackNotices). Any thread.
   void fall_back(const std::string& why);
   // A session opened on a shared stream: if the mux had fallen back, it
-  // says once that shared streams serve again. Any thread.
+  // says once that shared streams serve again (FallbackNotices). Any thread.
   void streams_serve();
   bool per_call_only() const {
     return std::chrono::steady_clock::now().time_since_epoch().count() <
@@ -70,7 +73,7 @@ class SessionMux final : public PolicyLink {
   PolicyLink& per_call_;
   // steady_clock ticks until which new sessions go one call each (0: none).
   std::atomic<std::chrono::steady_clock::rep> per_call_until_{0};
-  std::atomic<bool> fell_back_{false};  // said at warning, not yet said to be over
+  FallbackNotices notices_{options_.stream_age};  // what fall_back / streams_serve say
   std::mutex mu_;
   std::vector<std::shared_ptr<Stream>> streams_;
   std::size_t next_ = 0;

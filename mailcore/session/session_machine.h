@@ -12,16 +12,10 @@
 #include <vector>
 
 #include "mailcore/event/event.h"
+#include "mailcore/session/limits.h"
 #include "mailcore/smtp/command.h"
 
 namespace mailhook::session {
-
-// 0 lifts a limit.
-struct Limits {
-  std::uint64_t max_message_size = 26214400;
-  std::uint32_t max_recipients = 100;
-  std::uint32_t max_line_length = 0;  // message lines, CRLF included (commands: RFC 5321's 512)
-};
 
 enum class State : std::uint8_t {
   Connected,    // greeting sent, no HELO/EHLO yet

@@ -19,14 +19,16 @@
 
 namespace mailhook::policyd::dns {
 
+// No defaults here: RuntimeConfig's (lua_runtime/runtime_options.h), which
+// the --dns-* flags take, are the only ones; the runtime fills every field.
 struct ResolverConfig {
-  std::string servers;                      // "ip[:port],…"; empty: /etc/resolv.conf
-  std::chrono::milliseconds timeout{5000};  // per query
-  std::size_t cache_entries = 10000;        // answers kept for their TTL; 0: none
+  std::string servers;                    // "ip[:port],…"; empty: /etc/resolv.conf
+  std::chrono::milliseconds timeout{};    // per query
+  std::size_t cache_entries{};            // answers kept for their TTL; 0: none
   // SO_RCVBUF of c-ares' sockets (--dns-receive-buffer), bytes; 0: the
   // system's default. Answers that arrive while the worker runs Lua wait
   // here; a full buffer drops them and c-ares asks again a round later.
-  int receive_buffer = 1 << 20;
+  int receive_buffer{};
 };
 
 struct Answer {

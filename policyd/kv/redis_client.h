@@ -27,9 +27,10 @@ struct Reply {
   long long integer = 0;     // Integer
 };
 
+// No defaults here: RuntimeConfig's (--kv, --kv-timeout) are the only ones.
 struct Config {
   std::string address;  // "IP:PORT" or "[IPv6]:PORT"
-  std::chrono::milliseconds timeout{1000};
+  std::chrono::milliseconds timeout{};
 };
 
 // Parses --kv; false and `error` when it is not IP:PORT.

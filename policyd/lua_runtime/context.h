@@ -63,7 +63,8 @@ struct Generation {
   using ReplyCounters = std::array<std::array<telemetry::Counter*, 4>, static_cast<std::size_t>(kLastHookPhase) + 1>;
   std::vector<ReplyCounters> script_replies;
   Capabilities capabilities;
-  std::chrono::milliseconds hook_timeout{5000};
+  // From RuntimeConfig (load_generation), whose defaults are the only ones.
+  std::chrono::milliseconds hook_timeout{};
   bool hook_error_tempfail = false;     // --hook-error tempfail: an error answers 451 4.3.0
   std::filesystem::path spool_dir;
   // The sandbox's grants, directories canonical (realpath) without a
@@ -72,13 +73,13 @@ struct Generation {
   std::vector<std::string> write_dirs;  // --lua-write-dir (read too)
   std::string lua_path;                 // --lua-path
   std::vector<std::string> lua_env;     // --lua-env
-  std::chrono::milliseconds load_timeout{30000};
+  std::chrono::milliseconds load_timeout{};
   std::shared_ptr<map::MapStore> map_store;  // map.file snapshots, shared by every worker
   std::vector<map::MapHandle> maps;          // this generation's map.file objects
-  unsigned spf_max_dns_lookups = 10;    // --spf-max-dns-lookups (spf.check's default)
-  unsigned spf_max_void_lookups = 2;    // --spf-max-void-lookups
-  std::chrono::seconds spf_timeout{20}; // --spf-timeout
-  std::size_t dkim_max_signatures = 8;  // --dkim-max-signatures (lua_api/dkim.cc)
+  unsigned spf_max_dns_lookups{};      // --spf-max-dns-lookups (spf.check's default)
+  unsigned spf_max_void_lookups{};     // --spf-max-void-lookups
+  std::chrono::seconds spf_timeout{};  // --spf-timeout
+  std::size_t dkim_max_signatures{};   // --dkim-max-signatures (lua_api/dkim.cc)
   std::shared_ptr<ScriptClock> clock;   // --test's case clock; nullptr: the system clock (script_clock.h)
   bool loading = false;                 // the scripts' top-level code runs (no session)
   // Set while a hook of a session runs (one at a time per worker).

@@ -30,6 +30,14 @@
 namespace mailhook::policyd {
 namespace {
 
+// The resolver's part of the runtime's options (--dns-*), every field.
+dns::ResolverConfig resolver_config_of(const RuntimeConfig& c) {
+  return dns::ResolverConfig{.servers = c.dns_servers,
+                             .timeout = c.dns_timeout,
+                             .cache_entries = c.dns_cache_entries,
+                             .receive_buffer = c.dns_receive_buffer};
+}
+
 class Worker {
  public:
   explicit Worker(std::shared_ptr<Generation> g) : generation_(std::move(g)), guard_(io_.get_executor()) {}
@@ -37,8 +45,7 @@ class Worker {
 
   bool start(const RuntimeConfig& c, std::string& error) {
     resolver_ = c.fake_dns ? dns::make_fake_resolver(io_, c.fake_dns)
-                           : dns::Resolver::create(io_, dns::ResolverConfig{c.dns_servers, c.dns_timeout,
-                                                                            c.dns_cache_entries, c.dns_receive_buffer}, error);
+                           : dns::Resolver::create(io_, resolver_config_of(c), error);
     if (!resolver_) return false;
     if (!c.kv_address.empty()) {
       kv_ = kv::RedisClient::create(io_, kv::Config{c.kv_address, c.kv_timeout});
@@ -390,7 +397,7 @@ std::unique_ptr<Runtime> Runtime::create(const RuntimeConfig& config, std::strin
 std::string Runtime::check(const RuntimeConfig& config) {
   std::string error;
   if (!load_generation(config, error)) return error;
-  return dns::Resolver::check(dns::ResolverConfig{config.dns_servers, config.dns_timeout});
+  return dns::Resolver::check(resolver_config_of(config));
 }
 
 }  // namespace mailhook::policyd

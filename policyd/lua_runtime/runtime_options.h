@@ -3,7 +3,10 @@
 // PolicyConfig onto it (runtime_config_of); the runtime never sees the
 // daemon's flags table or policyd/config.h. Plain data, no behaviour. Its
 // member initialisers are the one place the runtime's defaults are
-// declared; policyd/config.h's flags take them (runtime_defaults()).
+// declared (the SPF limits take RFC 7208's from spf::Limits); policyd/
+// config.h's flags take them (runtime_defaults()), and the structs the
+// runtime fills from it (dns::ResolverConfig, kv::Config, Generation)
+// declare none.
 #pragma once
 
 #include <chrono>
@@ -15,6 +18,7 @@
 
 #include "mailcore/telemetry/metrics.h"
 #include "policyd/lua_runtime/lua_module.h"
+#include "policyd/spf/check.h"
 
 namespace mailhook::policyd {
 
@@ -40,8 +44,8 @@ struct RuntimeConfig {
   std::size_t dns_cache_entries = 10000;          // per worker; 0: no cache
   int dns_receive_buffer = 1 << 20;               // --dns-receive-buffer: SO_RCVBUF of the resolver's sockets
   bool ptr_lookup = true;                         // resolve client.host when not given
-  unsigned spf_max_dns_lookups = 10;              // --spf-max-dns-lookups: spf.check's default
-  unsigned spf_max_void_lookups = 2;              // --spf-max-void-lookups
+  unsigned spf_max_dns_lookups = spf::Limits{}.dns_lookups;    // --spf-max-dns-lookups: spf.check's default
+  unsigned spf_max_void_lookups = spf::Limits{}.void_lookups;  // --spf-max-void-lookups
   std::chrono::seconds spf_timeout{20};           // --spf-timeout: one whole spf.check
   std::string kv_address;                         // --kv IP:PORT of Redis; empty: kv.* answer an error
   std::chrono::milliseconds kv_timeout{1000};     // per kv command

@@ -11,19 +11,9 @@
 
 #include "policyd/config.h"
 #include "policyd/lua_runtime/runtime.h"
-#include "policyd/milter/milter_state.h"
+#include "policyd/milter/milter_config.h"
 
 namespace mailhook::policyd::milter {
-
-struct MilterConfig {
-  std::string socket;                   // "inet:PORT@HOST", "inet6:PORT@HOST" or "unix:PATH"
-  int timeout_s = 7210;                 // how long a silent MTA connection is kept
-  std::size_t max_packet = 1u << 20;    // the largest milter packet accepted from the MTA
-  std::size_t max_connections = 1000;   // MTA connections open at once; past it one is closed at accept
-  unsigned socket_mode = 0660;          // of a unix socket
-  StateLimits limits;                   // macros and message per connection
-  telemetry::Registry* registry = nullptr;  // --metrics; nullptr: kept private
-};
 
 // The milter's part of policyd's flags (config.h).
 MilterConfig config_of(const PolicyConfig& c);

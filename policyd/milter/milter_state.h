@@ -13,14 +13,15 @@
 #include <string_view>
 
 #include "mailcore/event/event.h"
+#include "mailcore/session/limits.h"
 
 namespace mailhook::policyd::milter {
 
-// The per-connection limits (--milter-max-* flags).
+// The per-connection limits (--milter-max-* flags, which take these).
 struct StateLimits {
   std::size_t max_macros = 1000;                // name/value pairs held, all stages
   std::size_t max_macro_bytes = 256 * 1024;     // their names and values, all stages
-  std::uint64_t max_message_size = 26214400;    // headers and body as the message's bytes (the front's default)
+  std::uint64_t max_message_size = session::Limits{}.max_message_size;  // headers and body (the front's default)
   std::size_t max_line = 1024 * 1024;           // a body line, its CRLF included
   std::size_t max_headers = 1000;               // header fields of one message
   std::size_t max_header_bytes = 1024 * 1024;   // their bytes ("Name: value\r\n")

@@ -19,18 +19,20 @@
 
 namespace mailhook::policyd {
 
-// How the gRPC port is served (PolicyConfig's part of it).
+// How the gRPC port is served (PolicyConfig's part of it). No defaults
+// here: the flags' (policyd/config.h) are the only ones; main() fills
+// every field.
 struct ServerOptions {
   std::string listen;  // host:port or unix:PATH
   // After it, a front's connection is told to go (GOAWAY) so it reconnects
   // and re-resolves dns:/// targets (new replicas get sessions); open
   // sessions finish on the old connection. 0: never.
-  std::chrono::seconds max_connection_age{300};
+  std::chrono::seconds max_connection_age{};
   // Events of one stream queued on its worker before the stream is no
   // longer read (flow control).
-  std::size_t max_pending_events = 64;
+  std::size_t max_pending_events{};
   // Sessions open at once on one Sessions stream (many sessions per call).
-  std::size_t max_sessions_per_stream = 10000;
+  std::size_t max_sessions_per_stream{};
   // Mutual TLS: all three PEM files or none (server_credentials.h).
   std::string tls_cert, tls_key, tls_client_ca;
 };
@@ -59,7 +61,7 @@ class PolicyServer {
         grpc::CallbackServerContext* context) override;
     grpc::ServerBidiReactor<v1::FrontFrame, v1::PolicyFrame>* Sessions(
         grpc::CallbackServerContext* context) override;
-    std::size_t max_pending_events = 64;
+    std::size_t max_pending_events{};  // ServerOptions'
     SessionsLimits sessions_limits;
     telemetry::Counter* paused_streams = nullptr;
     telemetry::Counter* ended_sessions = nullptr;

@@ -25,12 +25,13 @@ namespace mailhook::policyd {
 class SessionCounter;
 class SessionsRegistry;
 
-// What a Sessions stream is held to (the daemon's flags).
+// What a Sessions stream is held to (the daemon's flags, whose defaults in
+// policyd/config.h are the only ones; PolicyServer::start fills these).
 struct SessionsLimits {
-  std::size_t max_pending_events = 64;   // per session: --max-pending-events
-  std::size_t max_sessions = 10000;      // per stream: --max-sessions-per-stream
+  std::size_t max_pending_events{};       // per session: --max-pending-events
+  std::size_t max_sessions{};             // per stream: --max-sessions-per-stream
   std::size_t max_frame_bytes = 4 << 20;  // gRPC's receive cap
-  std::chrono::seconds max_age{300};     // --max-connection-age: then Drain; 0: never
+  std::chrono::seconds max_age{};         // --max-connection-age: then Drain; 0: never
 };
 
 class SessionsReactor final : public grpc::ServerBidiReactor<v1::FrontFrame, v1::PolicyFrame> {

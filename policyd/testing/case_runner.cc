@@ -210,11 +210,14 @@ std::optional<Failure> CaseRun::run() {
   start.client.address = c_.client_address;
   start.client.port = c_.client_port;
   start.client.host = c_.client_host;
-  start.limits = {26214400, 100, 0};
+  // The front's defaults (--max-message-size, --max-recipients), as a
+  // front started without those flags announces them.
+  const session::Limits limits;
+  start.limits = {limits.max_message_size, limits.max_recipients, limits.max_line_length};
   session_ = runtime_.open(start, observer_);
   std::optional<Decision> opened = observer_->next(limit_);
   if (!opened) return Failure{c_.line, "policyd did not open the session"};
-  machine_ = std::make_unique<session::SessionMachine>("mx.test", session::Limits{}, observer_->capabilities().events);
+  machine_ = std::make_unique<session::SessionMachine>("mx.test", limits, observer_->capabilities().events);
   machine_->allow_plaintext_auth(true);  // as if under TLS: cases may AUTH
   if (opened->limits) machine_->set_limits(session::limits_of(*opened->limits));
   const session::ChosenReply greeting = session::connect_reply(*opened, Reply{220, "", {"mx.test ESMTP mailhook"}});

@@ -5,7 +5,8 @@ path (--policy-streams 0) still keeps every promise of the balancing,
 failover and scale-out suites; a pipelined burst of sessions all get their
 own replies; a large message is paced; a front meeting an older
 policyd without the Sessions RPC falls back to one call per session, and
-takes shared streams again once that policyd was upgraded."""
+takes shared streams again once that policyd was upgraded; replicas of
+mixed versions are said to differ once, not at every flip."""
 
 import itertools
 import os
@@ -138,6 +139,99 @@ class UpgradedPolicydGetsSharedStreamsBack(MailhookTest):
         again = [l for l in out.splitlines() if "serves shared streams again" in l]
         self.assertEqual(len(again), 1, out)
         self.assertIn("info", again[0])
+
+
+class MixedReplicasAreSaidToDifferOnce(MailhookTest):
+    """A rolling upgrade: one --policyd target (ipv4:, round robin) lists a
+    current policyd and an older one (the proxy, no Sessions RPC). New
+    shared streams land on both, so the front falls back, tries again a
+    --policy-stream-age later, serves, falls back... It says the replicas
+    differ once, at warning, not at every flip (each flip only at debug);
+    once the older replica is gone and five stream ages pass with no
+    fallback, one info line says every replica serves shared streams."""
+    FRONT_ARGS = ("--policy-stream-age", "1", "--log-level", "debug")
+
+    def test_the_flips_are_said_once_and_the_end_of_them_once(self):
+        self.start_policyd('function hook.rcpt(r) return "250 2.1.5 took " .. r .. "\\r\\n" end\n')
+        port = harness.free_port()
+        proxy = harness.Process([SESSION_ONLY_PROXY, "127.0.0.1:%d" % port,
+                                 "127.0.0.1:%d" % self.policyd_port, "60"],
+                                os.path.join(self.dir, "old-policyd.log"))
+        self.processes.append(proxy)
+        wait_for(lambda: "listening on" in proxy.output() or not proxy.alive(), what="old policyd listening")
+        self.assertTrue(proxy.alive(), proxy.output())
+        self.start_front(policyd_target="ipv4:127.0.0.1:%d,127.0.0.1:%d" % (self.policyd_port, port))
+
+        stop = threading.Event()
+        older_gone = threading.Event()
+        errors = []
+
+        def sessions(k):
+            # Sessions one after another, paced (load, not synchronisation),
+            # at most 30 s; each must be served while both replicas run.
+            # Four of these at once: a re-probe's first streams then meet
+            # both replicas, whatever the round robin's turn.
+            for i in range(k, 4 * 600, 4):
+                if stop.wait(0.05):
+                    return
+                try:
+                    c = harness.SmtpClient(self.front_port)
+                    try:
+                        c.read_reply()
+                        c.cmd("EHLO c%d.example" % i)
+                        c.cmd("MAIL FROM:<a@example.com>")
+                        reply = c.cmd("RCPT TO:<r%d@example.com>" % i)
+                        c.cmd("QUIT")
+                    finally:
+                        c.close()
+                    if reply != (250, ["250 2.1.5 took r%d@example.com" % i]) and not older_gone.is_set():
+                        errors.append("session %d: %r" % (i, reply))
+                except (OSError, EOFError) as e:
+                    if not older_gone.is_set():
+                        errors.append("session %d: %r" % (i, e))
+
+        loops = [threading.Thread(target=sessions, args=(k,)) for k in range(4)]
+        for loop in loops:
+            loop.start()
+            self.addCleanup(loop.join, 35)
+        self.addCleanup(stop.set)
+
+        def lines(text):
+            return [l for l in self.front.output().splitlines() if text in l]
+
+        # Three flips after the replicas were said to differ: several
+        # stream ages of switching, each said only at debug.
+        try:
+            wait_for(lambda: len(lines("replicas differ, switch")) >= 3, timeout=15,
+                     what="three flips between shared streams and one call per session")
+        except AssertionError as e:
+            self.fail("%s\n%s" % (e, "\n".join(l for l in self.front.output().splitlines() if "session=" not in l)))
+        self.assertEqual(errors, [])
+        out = self.front.output()
+        said = lines("replicas differ: some serve shared streams, some do not")
+        self.assertEqual(len(said), 1, out)
+        self.assertIn("warning", said[0])
+        self.assertIn("UNIMPLEMENTED", said[0])
+        self.assertEqual(len(lines("serves no shared streams")), 1, out)  # the first fallback's warning
+        self.assertEqual(len(lines("serves shared streams again")), 1, out)
+        self.assertEqual(lines("every replica it reaches serves shared streams"), [], out)
+        for l in lines("replicas differ, switch"):
+            self.assertIn("debug", l)
+
+        # The upgrade completes: the older replica is gone, and five
+        # stream ages serve with no fallback.
+        older_gone.set()
+        proxy.stop()
+        wait_for(lambda: lines("every replica it reaches serves shared streams"), timeout=15,
+                 what="the front saying every replica serves shared streams")
+        stop.set()
+        for loop in loops:
+            loop.join(10)
+        out = self.front.output()
+        healed = lines("every replica it reaches serves shared streams")
+        self.assertEqual(len(healed), 1, out)
+        self.assertIn("info", healed[0])
+        self.assertEqual(len(lines("replicas differ: some serve")), 1, out)
 
 
 class ManySessionsShareStreams(MailhookTest):
