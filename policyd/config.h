@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "mailcore/wire/stream_limits.h"
 #include "policyd/lua_runtime/runtime_options.h"
 #include "policyd/milter/milter_config.h"
 
@@ -57,7 +58,7 @@ struct PolicyConfig {
   std::vector<std::string> shadow_scripts;
   std::vector<std::string> trace;
   bool log_stderr = false;
-  std::size_t max_pending_events = 64;  // per gRPC stream, then reading pauses
+  std::size_t max_pending_events = wire::StreamLimitDefaults::max_pending_events;  // per gRPC stream, then reading pauses
   std::string tls_cert;                 // gRPC mTLS: all three or none
   std::string tls_key;
   std::string tls_client_ca;
@@ -72,7 +73,7 @@ struct PolicyConfig {
   std::string hook_error = "default";       // --hook-error default|tempfail
   bool hook_error_tempfail = false;         // derived: a script error answers 451 4.3.0
   std::string config_file;                  // --config FILE; empty: none
-  std::size_t max_sessions_per_stream = 10000;  // --max-sessions-per-stream: open on one Sessions stream
+  std::size_t max_sessions_per_stream = wire::StreamLimitDefaults::max_sessions_per_stream;  // --max-sessions-per-stream
 };
 
 // Parses argv. Returns the config, or exits the process with CLI11's

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "frontend/policy_client/session_mux.h"
+#include "mailcore/wire/stream_limits.h"
 #include "mailcore/util/fifo.h"
 #include "mailhook/v1/session.grpc.pb.h"
 
@@ -137,8 +138,9 @@ class SessionMux::Stream final : public grpc::ClientBidiReactor<v1::FrontFrame, 
   std::size_t frame_bytes_ = 0;
   std::unordered_map<std::uint64_t, std::shared_ptr<Inbox>> inboxes_;
   std::uint64_t last_id_ = 0;
-  std::size_t window_ = 64;          // StreamLimits once known
-  std::size_t max_sessions_ = 10000;
+  // policyd's defaults until its StreamLimits come.
+  std::size_t window_ = wire::StreamLimitDefaults::max_pending_events;
+  std::size_t max_sessions_ = wire::StreamLimitDefaults::max_sessions_per_stream;
   bool writing_ = false;
   bool write_failed_ = false;  // OnDone follows with the status
   bool broken_ = false;        // OnDone ran
