@@ -25,18 +25,25 @@ PER_CALL = ("--policy-streams", "0")
 SESSION_ONLY_PROXY = os.environ.get("MAILHOOK_SESSION_ONLY_PROXY", "build/tests/integration/session_only_proxy")
 
 
-def start_behind_older_policyd(test):
-    """A real policyd behind session_only_proxy (an older policyd: no
-    Sessions RPC), and the test's front pointed at the proxy. Returns the
-    proxy process and its port."""
-    test.start_policyd('function hook.rcpt(r) return "250 2.1.5 old policyd took " .. r .. "\\r\\n" end\n')
+def start_session_only_proxy(test, seconds):
+    """session_only_proxy (an older policyd: no Sessions RPC) in front of
+    the test's policyd, for at most `seconds`. Returns the proxy process
+    and its port."""
     port = harness.free_port()
     proxy = harness.Process([SESSION_ONLY_PROXY, "127.0.0.1:%d" % port,
-                             "127.0.0.1:%d" % test.policyd_port, "120"],
+                             "127.0.0.1:%d" % test.policyd_port, str(seconds)],
                             os.path.join(test.dir, "old-policyd.log"))
     test.processes.append(proxy)
     wait_for(lambda: "listening on" in proxy.output() or not proxy.alive(), what="old policyd listening")
     test.assertTrue(proxy.alive(), proxy.output())
+    return proxy, port
+
+
+def start_behind_older_policyd(test):
+    """A real policyd behind session_only_proxy, and the test's front
+    pointed at the proxy. Returns the proxy process and its port."""
+    test.start_policyd('function hook.rcpt(r) return "250 2.1.5 old policyd took " .. r .. "\\r\\n" end\n')
+    proxy, port = start_session_only_proxy(test, 120)
     test.start_front(policyd_target="127.0.0.1:%d" % port)
     return proxy, port
 
@@ -153,13 +160,7 @@ class MixedReplicasAreSaidToDifferOnce(MailhookTest):
 
     def test_the_flips_are_said_once_and_the_end_of_them_once(self):
         self.start_policyd('function hook.rcpt(r) return "250 2.1.5 took " .. r .. "\\r\\n" end\n')
-        port = harness.free_port()
-        proxy = harness.Process([SESSION_ONLY_PROXY, "127.0.0.1:%d" % port,
-                                 "127.0.0.1:%d" % self.policyd_port, "60"],
-                                os.path.join(self.dir, "old-policyd.log"))
-        self.processes.append(proxy)
-        wait_for(lambda: "listening on" in proxy.output() or not proxy.alive(), what="old policyd listening")
-        self.assertTrue(proxy.alive(), proxy.output())
+        proxy, port = start_session_only_proxy(self, 60)
         self.start_front(policyd_target="ipv4:127.0.0.1:%d,127.0.0.1:%d" % (self.policyd_port, port))
 
         stop = threading.Event()
