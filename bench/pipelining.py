@@ -84,6 +84,10 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--depth", type=int, default=16, help="the depth measured against 0")
     a = ap.parse_args()
+    if not 1 <= a.depth <= 64:
+        ap.error("--depth is measured against 0: give 1 to 64 (the front's --policy-pipeline-depth range)")
+    if min(a.sessions, a.messages, a.rcpts, a.rounds) < 1:
+        ap.error("--sessions, --messages, --rcpts and --rounds must be at least 1")
     raise_nofile()
     tmp = tempfile.mkdtemp(prefix="mailhook-pipelining-")
     stacks = {}
@@ -107,14 +111,19 @@ def main():
                 totals[depth][2] += cpu
         print("pipelining: %d sessions, MAIL + %d RCPT + DATA in one write, hook.rcpt; %d messages x %d rounds per "
               "stack" % (a.sessions, a.rcpts, a.messages, a.rounds))
-        rows = {}
+        rows, sent_ahead = {}, {}
         for depth, (n, secs, cpu) in totals.items():
             ahead = sample(scrape(stacks[depth][3]), "mailhook_front_policy_events_sent_ahead_total") or 0
+            sent_ahead[depth] = ahead
             rows[depth] = (n / secs, cpu / n * 1e3)
             print("  --policy-pipeline-depth %-3d %8.0f msgs/s  %.3f ms CPU/msg (front+policyd)  events sent ahead: %d"
                   % (depth, n / secs, cpu / n * 1e3, ahead))
         print("  ratio depth %d / depth 0: msgs/s x%.2f, CPU/msg x%.2f"
               % (a.depth, rows[a.depth][0] / rows[0][0], rows[a.depth][1] / rows[0][1]))
+        if not sent_ahead[a.depth] or sent_ahead[0]:
+            # The comparison means nothing unless one stack batched and the other did not.
+            sys.exit("pipelining: events sent ahead were %d at depth %d and %d at depth 0: expected some, then none"
+                     % (sent_ahead[a.depth], a.depth, sent_ahead[0]))
     finally:
         for st, *_ in stacks.values():
             st.stop()

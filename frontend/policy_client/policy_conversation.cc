@@ -1,10 +1,10 @@
 // PolicyConversation: the deadline, the failure mode and their telemetry
 // around any PolicySession (ARCHITECTURE pattern 4: one named failure
-// mode, its reply texts in frontend/server/replies.h, one counter, one
+// mode, its reply texts in frontend/replies.h, one counter, one
 // log line per trip). Never blocks; never logs a client byte unescaped.
 #include "frontend/policy_client/policy_conversation.h"
 
-#include "frontend/server/replies.h"
+#include "frontend/replies.h"
 #include "mailcore/session/reply_rules.h"
 #include "mailcore/telemetry/log.h"
 

@@ -6,7 +6,7 @@
 #include "frontend/server/session_connection.h"
 
 #include <chrono>
-#include "frontend/server/replies.h"
+#include "frontend/replies.h"
 #include "frontend/server/xclient.h"
 #include "mailcore/session/lookahead.h"
 #include "mailcore/session/session_machine.h"

@@ -9,7 +9,7 @@
 #include <asio/experimental/awaitable_operators.hpp>
 #include <chrono>
 #include "frontend/delivery/envelope.h"
-#include "frontend/server/replies.h"
+#include "frontend/replies.h"
 #include "frontend/server/xclient.h"
 #include "mailcore/session/session_machine.h"
 #include "mailcore/smtp/ascii.h"

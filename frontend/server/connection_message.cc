@@ -4,7 +4,7 @@
 // (RFC 5321 4.1.1.4, 6.1: a 250 means the mail is safe). Never blocks:
 // the spool's committer thread does the disk writes.
 #include "frontend/delivery/envelope.h"
-#include "frontend/server/replies.h"
+#include "frontend/replies.h"
 #include "frontend/server/session_connection.h"
 #include "mailcore/event/change_check.h"
 #include "mailcore/smtp/dot_decoder.h"
