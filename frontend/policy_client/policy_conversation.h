@@ -8,7 +8,6 @@
 
 #include <chrono>
 #include <cstddef>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -18,6 +17,7 @@
 #include "frontend/config.h"
 #include "frontend/policy_client/policy_session.h"
 #include "mailcore/telemetry/metrics.h"
+#include "mailcore/util/fifo.h"
 
 namespace mailhook::front {
 
@@ -91,7 +91,9 @@ class PolicyConversation {
   std::string id_;  // the SMTP session's, for log lines
   bool down_ = false;
   bool honours_speculative_ = false;  // the opening's Capabilities
-  std::deque<SessionEvent> ahead_;    // sent ahead, decisions to come, in order (speculative cleared)
+  // Sent ahead, decisions to come, in order (speculative cleared). A Fifo,
+  // not a std::deque: an idle session must not hold a deque's ~600 bytes.
+  Fifo<SessionEvent> ahead_;
 };
 
 }  // namespace mailhook::front
