@@ -4,7 +4,9 @@
 // answers writes itself when the stream's writer is idle (no extra hop).
 // Session state the workers touch lives in Core/Slot behind Core's mutex,
 // so an answer arriving after the stream ended is dropped, not written to
-// freed memory.
+// freed memory. The mutex guards bookkeeping only: protobuf conversion and
+// gRPC's StartWrite happen outside it, so two workers answering sessions
+// of one stream do not queue behind each other's syscalls.
 #include "policyd/server/sessions_reactor.h"
 
 #include <algorithm>
@@ -46,39 +48,51 @@ class SessionsReactor::Outbox final : public SessionObserver {
       : core_(std::move(core)), slot_(std::move(slot)), credit_step_(std::max<std::size_t>(1, window / 2)) {}
 
   void opened(Capabilities capabilities, Decision connect) override {
-    std::lock_guard l(core_->mu);
-    if (!core_->reactor || slot_->gone) return;
     v1::PolicyTagged m;
     auto* o = m.mutable_opened();
     wire::to_proto(capabilities, o->mutable_capabilities());
     wire::to_proto(connect, o->mutable_decision());
-    send_locked(std::move(m));
+    SessionsReactor* writer = nullptr;
+    {
+      std::lock_guard l(core_->mu);
+      if (!core_->reactor || slot_->gone) return;
+      writer = send_locked(std::move(m));
+    }
+    if (writer) writer->start_write();
   }
 
   // The decision counts the event as handled at once, so the credit it
   // carries is exact; the handled() call that follows only balances.
   void decided(Decision decision) override {
-    std::lock_guard l(core_->mu);
-    count_handled_locked();
-    ++slot_->decided;
-    if (!core_->reactor || slot_->gone) return;
     v1::PolicyTagged m;
     wire::to_proto(decision, m.mutable_decision());
-    send_locked(std::move(m));
+    SessionsReactor* writer = nullptr;
+    {
+      std::lock_guard l(core_->mu);
+      count_handled_locked();
+      ++slot_->decided;
+      if (!core_->reactor || slot_->gone) return;
+      writer = send_locked(std::move(m));
+    }
+    if (writer) writer->start_write();
   }
 
   void handled() override {
-    std::lock_guard l(core_->mu);
-    if (slot_->decided > 0) {
-      --slot_->decided;
-      return;
+    SessionsReactor* writer = nullptr;
+    {
+      std::lock_guard l(core_->mu);
+      if (slot_->decided > 0) {
+        --slot_->decided;
+        return;
+      }
+      count_handled_locked();
+      if (!core_->reactor || slot_->gone) return;
+      // Credit-only: after half a window, so the front never waits for it
+      // (it blocks only with a whole window outstanding) and chunks cost
+      // one small message per half window, not one each.
+      if (slot_->handled - slot_->reported >= credit_step_) writer = send_locked(v1::PolicyTagged());
     }
-    count_handled_locked();
-    if (!core_->reactor || slot_->gone) return;
-    // Credit-only: after half a window, so the front never waits for it
-    // (it blocks only with a whole window outstanding) and chunks cost
-    // one small message per half window, not one each.
-    if (slot_->handled - slot_->reported >= credit_step_) send_locked(v1::PolicyTagged());
+    if (writer) writer->start_write();
   }
 
  private:
@@ -86,11 +100,12 @@ class SessionsReactor::Outbox final : public SessionObserver {
     if (slot_->pending > 0) --slot_->pending;
     ++slot_->handled;
   }
-  void send_locked(v1::PolicyTagged m) {
+  // The reactor when this call must start its write (after unlocking).
+  SessionsReactor* send_locked(v1::PolicyTagged m) {
     m.set_session(slot_->id);
     m.set_handled(slot_->handled);
     slot_->reported = slot_->handled;
-    core_->reactor->append_locked(std::move(m));
+    return core_->reactor->append_locked(std::move(m)) ? core_->reactor : nullptr;
   }
 
   std::shared_ptr<Core> core_;
@@ -108,6 +123,7 @@ SessionsReactor::SessionsReactor(Runtime& runtime, SessionCounter& counter, Sess
       core_(std::make_shared<Core>()) {
   core_->reactor = this;
   registry_.add(this);
+  bool write = false;
   {
     // The first frame: the limits the front paces itself by.
     std::lock_guard l(core_->mu);
@@ -116,11 +132,9 @@ SessionsReactor::SessionsReactor(Runtime& runtime, SessionCounter& counter, Sess
     s->set_max_sessions(static_cast<std::uint32_t>(limits_.max_sessions));
     s->set_max_frame_bytes(limits_.max_frame_bytes);
     core_->dirty = true;
-    core_->writing = true;
-    core_->sending.Swap(&core_->pending);
-    core_->dirty = false;
-    StartWrite(&core_->sending);
+    write = take_write_locked();
   }
+  if (write) start_write();
   StartRead(&in_);
 }
 
@@ -131,8 +145,12 @@ void SessionsReactor::OnReadDone(bool ok) {
   }
   if (limits_.max_age.count() > 0 && std::chrono::steady_clock::now() - born_ >= limits_.max_age) {
     // Checked when the front sends (a stream nobody uses needs no rebalancing).
-    std::lock_guard l(core_->mu);
-    drain_locked("max-connection-age");
+    bool write = false;
+    {
+      std::lock_guard l(core_->mu);
+      write = drain_locked("max-connection-age");
+    }
+    if (write) start_write();
   }
   for (v1::FrontTagged& m : *in_.mutable_messages()) handle(m);
   in_.Clear();
@@ -200,8 +218,12 @@ void SessionsReactor::start_session(std::uint64_t id, v1::SessionStart& start) {
     v1::PolicyTagged m;
     m.set_session(id);
     m.mutable_ended()->set_reason(fmt::format("over --max-sessions-per-stream ({})", limits_.max_sessions));
-    std::lock_guard l(core_->mu);
-    append_locked(std::move(m));
+    bool write = false;
+    {
+      std::lock_guard l(core_->mu);
+      write = append_locked(std::move(m));
+    }
+    if (write) start_write();
     return;
   }
   auto slot = std::make_shared<Slot>();
@@ -218,6 +240,7 @@ void SessionsReactor::end_session(std::uint64_t id, const std::string& reason) {
   if (it == sessions_.end()) return;
   const std::shared_ptr<Slot> slot = std::move(it->second);
   sessions_.erase(it);
+  bool write = false;
   {
     std::lock_guard l(core_->mu);
     slot->gone = true;
@@ -225,8 +248,9 @@ void SessionsReactor::end_session(std::uint64_t id, const std::string& reason) {
     m.set_session(id);
     m.set_handled(slot->handled);
     m.mutable_ended()->set_reason(reason);
-    append_locked(std::move(m));
+    write = append_locked(std::move(m));
   }
+  if (write) start_write();
   slot->session->close();
   slot->session.reset();  // the Outbox holds the Slot: no cycle through the runtime
   counter_.down();
@@ -250,55 +274,57 @@ void SessionsReactor::end_reads() {
   maybe_finish_locked();
 }
 
-void SessionsReactor::append_locked(v1::PolicyTagged message) {
-  if (core_->reads_done || core_->finished) return;  // nobody reads it any more
+bool SessionsReactor::append_locked(v1::PolicyTagged message) {
+  if (core_->reads_done || core_->finished) return false;  // nobody reads it any more
   *core_->pending.add_messages() = std::move(message);
   core_->dirty = true;
-  if (core_->writing) return;  // goes with the next write, batched
+  return take_write_locked();  // false while a write is in flight: goes with the next, batched
+}
+
+bool SessionsReactor::take_write_locked() {
+  if (core_->writing || !core_->dirty) return false;
   core_->writing = true;
   core_->sending.Clear();
   core_->sending.Swap(&core_->pending);
   core_->dirty = false;
-  StartWrite(&core_->sending);
+  return true;
 }
+
+void SessionsReactor::start_write() { StartWrite(&core_->sending); }
 
 void SessionsReactor::drain(const std::string& reason) {
-  std::lock_guard l(core_->mu);
-  drain_locked(reason);
+  bool write = false;
+  {
+    std::lock_guard l(core_->mu);
+    write = drain_locked(reason);
+  }
+  if (write) start_write();
 }
 
-void SessionsReactor::drain_locked(const std::string& reason) {
-  if (core_->drained || core_->reads_done || core_->finished) return;
+bool SessionsReactor::drain_locked(const std::string& reason) {
+  if (core_->drained || core_->reads_done || core_->finished) return false;
   core_->drained = true;
   log::info("sessions stream drained ({}): the front opens its next sessions elsewhere", reason);
   core_->pending.mutable_drain()->set_reason(reason);
   core_->dirty = true;
-  if (core_->writing) return;
-  core_->writing = true;
-  core_->sending.Clear();
-  core_->sending.Swap(&core_->pending);
-  core_->dirty = false;
-  StartWrite(&core_->sending);
+  return take_write_locked();
 }
 
 void SessionsReactor::OnWriteDone(bool ok) {
-  std::lock_guard l(core_->mu);
-  core_->writing = false;
-  if (!ok) {  // the stream broke; reads end too
-    core_->pending.Clear();
-    core_->dirty = false;
-    maybe_finish_locked();
-    return;
+  bool write = false;
+  {
+    std::lock_guard l(core_->mu);
+    core_->writing = false;
+    if (!ok) {  // the stream broke; reads end too
+      core_->pending.Clear();
+      core_->dirty = false;
+      maybe_finish_locked();
+      return;
+    }
+    write = take_write_locked();
+    if (!write) maybe_finish_locked();
   }
-  if (core_->dirty) {
-    core_->writing = true;
-    core_->sending.Clear();
-    core_->sending.Swap(&core_->pending);
-    core_->dirty = false;
-    StartWrite(&core_->sending);
-    return;
-  }
-  maybe_finish_locked();
+  if (write) start_write();
 }
 
 void SessionsReactor::maybe_finish_locked() {

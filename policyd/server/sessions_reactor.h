@@ -57,9 +57,18 @@ class SessionsReactor final : public grpc::ServerBidiReactor<v1::FrontFrame, v1:
   // policyd gives the session up: closed in the runtime, `ended` sent.
   void end_session(std::uint64_t id, const std::string& reason);
   void end_reads();
-  // Under core_->mu: queue one tagged message for the next write.
-  void append_locked(v1::PolicyTagged message);
-  void drain_locked(const std::string& reason);
+  // Under core_->mu: queue one tagged message (or the Drain) for the next
+  // write. True when the writer was idle: the caller then owns the write
+  // and calls start_write() once it has let go of the mutex, so no thread
+  // waits on the mutex while gRPC takes the frame (a sendmsg, often).
+  [[nodiscard]] bool append_locked(v1::PolicyTagged message);
+  [[nodiscard]] bool drain_locked(const std::string& reason);
+  // Under core_->mu: `pending` becomes the write in flight, if the writer is
+  // idle and there is something; true when the caller must start_write().
+  [[nodiscard]] bool take_write_locked();
+  // Not under core_->mu: writes `sending` (what take_write_locked() took).
+  // The reactor lives until that write's OnWriteDone: Finish waits for it.
+  void start_write();
   void maybe_finish_locked();
 
   Runtime& runtime_;
