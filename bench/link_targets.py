@@ -445,6 +445,24 @@ def pair(text, what):
     return name, value
 
 
+def builds_of(ap, args):
+    """The Builds of --build NAME=DIR (default: this=$MAILHOOK_BUILD or
+    build/) with their --front-flag / --policyd-flag NAME=FLAG; a name given
+    twice or unknown is the parser's error."""
+    builds, names = [], set()
+    for name, directory in args.build or [("this", compare.BUILD)]:
+        if name in names:
+            ap.error("two builds named %s" % name)
+        names.add(name)
+        builds.append(Build(name, directory))
+    for opt, pairs in (("front_flags", args.front_flag), ("policyd_flags", args.policyd_flag)):
+        for name, flag in pairs:
+            if name not in names:
+                ap.error("no build named %s" % name)
+            getattr(next(b for b in builds if b.name == name), opt).append(flag)
+    return builds
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -464,17 +482,7 @@ def main():
                     help="other milters, comma-separated subset of %s; empty: none" % ",".join(MILTER_PEERS))
     ap.add_argument("--json", help="also write every figure to this file")
     args = ap.parse_args()
-    builds, names = [], set()
-    for name, directory in args.build or [("this", compare.BUILD)]:
-        if name in names:
-            ap.error("two builds named %s" % name)
-        names.add(name)
-        builds.append(Build(name, directory))
-    for opt, pairs in (("front_flags", args.front_flag), ("policyd_flags", args.policyd_flag)):
-        for name, flag in pairs:
-            if name not in names:
-                ap.error("no build named %s" % name)
-            getattr(next(b for b in builds if b.name == name), opt).append(flag)
+    builds = builds_of(ap, args)
     unknown = [p for p in args.milter_peers.split(",") if p and p not in MILTER_PEERS]
     if unknown:
         ap.error("unknown milter peer(s): %s" % ",".join(unknown))

@@ -100,21 +100,14 @@ def one_pass(build, pass_name, messages, run):
         run.procs.stop(sink.proc)
 
 
-def pair(text, what):
-    name, sep, value = text.partition("=")
-    if not sep or not name or not value:
-        raise argparse.ArgumentTypeError("%s wants NAME=VALUE, got %r" % (what, text))
-    return name, value
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--build", action="append", type=lambda t: pair(t, "--build"), metavar="NAME=DIR",
+    ap.add_argument("--build", action="append", type=lambda t: link_targets.pair(t, "--build"), metavar="NAME=DIR",
                     help="a build directory; repeat (the same directory twice with different flags is fine)")
-    ap.add_argument("--front-flag", action="append", default=[], type=lambda t: pair(t, "--front-flag"),
+    ap.add_argument("--front-flag", action="append", default=[], type=lambda t: link_targets.pair(t, "--front-flag"),
                     metavar="NAME=FLAG", help="add FLAG to build NAME's front; repeat")
-    ap.add_argument("--policyd-flag", action="append", default=[], type=lambda t: pair(t, "--policyd-flag"),
+    ap.add_argument("--policyd-flag", action="append", default=[], type=lambda t: link_targets.pair(t, "--policyd-flag"),
                     metavar="NAME=FLAG", help="add FLAG to build NAME's policyd; repeat")
     ap.add_argument("--pass", dest="passes", default="B", choices=["A", "B", "AB"])
     ap.add_argument("--messages", type=int, default=8000, help="per pass (default 8000)")
@@ -122,17 +115,7 @@ def main():
     args = ap.parse_args()
     if args.messages < 1 or args.rounds < 1:
         ap.error("--messages and --rounds must be at least 1")
-    builds, names = [], set()
-    for name, directory in args.build or [("this", compare.BUILD)]:
-        if name in names:
-            ap.error("two builds named %s" % name)
-        names.add(name)
-        builds.append(link_targets.Build(name, directory))
-    for attr, pairs in (("front_flags", args.front_flag), ("policyd_flags", args.policyd_flag)):
-        for name, flag in pairs:
-            if name not in names:
-                ap.error("no build named %s" % name)
-            getattr(next(b for b in builds if b.name == name), attr).append(flag)
+    builds = link_targets.builds_of(ap, args)
     for b in builds:
         if b.missing():
             ap.error(b.missing())

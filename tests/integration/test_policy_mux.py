@@ -39,6 +39,25 @@ def start_session_only_proxy(test, seconds):
     return proxy, port
 
 
+def run_sessions(test, session, indices, seconds):
+    """session(i) for each index, each on its own thread, at once; waits up
+    to `seconds` for each and fails the test with every session's error."""
+    errors = []
+
+    def one(i):
+        try:
+            session(i)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append("session %d: %r" % (i, e))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in indices]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds)
+    test.assertEqual(errors, [])
+
+
 def start_behind_older_policyd(test):
     """A real policyd behind session_only_proxy, and the test's front
     pointed at the proxy. Returns the proxy process and its port."""
@@ -67,27 +86,18 @@ class OlderPolicydFallsBackToOneCallPerSession(MailhookTest):
 
     def test_sessions_are_served_one_call_each_and_it_is_said_once(self):
         start_behind_older_policyd(self)
-        errors = []
 
         def one(i):
-            try:
-                c = self.client()
-                c.cmd("EHLO c%d.example" % i)
-                self.assertEqual(c.cmd("MAIL FROM:<a@example.com>")[0], 250)
-                self.assertEqual(c.cmd("RCPT TO:<r%d@example.com>" % i),
-                                 (250, ["250 2.1.5 old policyd took r%d@example.com" % i]))
-                c.cmd("QUIT")
-            except Exception as e:  # noqa: BLE001 - reported below
-                errors.append("session %d: %r" % (i, e))
+            c = self.client()
+            c.cmd("EHLO c%d.example" % i)
+            self.assertEqual(c.cmd("MAIL FROM:<a@example.com>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<r%d@example.com>" % i),
+                             (250, ["250 2.1.5 old policyd took r%d@example.com" % i]))
+            c.cmd("QUIT")
 
         # A burst first (sessions racing to the first stream), then more.
         for burst in (8, 4):
-            threads = [threading.Thread(target=one, args=(i,)) for i in range(burst)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(30)
-            self.assertEqual(errors, [])
+            run_sessions(self, one, range(burst), 30)
         out = self.front.output()
         said = [l for l in out.splitlines() if "serves no shared streams" in l]
         self.assertEqual(len(said), 1, out)
@@ -240,27 +250,18 @@ class ManySessionsShareStreams(MailhookTest):
 
     def test_concurrent_sessions_each_get_their_own_reply(self):
         self.start_both('function hook.rcpt(r) return "250 2.1.5 ok " .. client.id_log .. " " .. r .. "\\r\\n" end\n')
-        errors = []
 
         def one(i):
-            try:
-                c = self.client()
-                c.cmd("EHLO c%d.example" % i)
-                self.assertEqual(c.cmd("MAIL FROM:<a@example.com>")[0], 250)
-                for k in range(3):
-                    code, lines = c.cmd("RCPT TO:<r%d-%d@example.com>" % (i, k))
-                    self.assertEqual(code, 250, lines)
-                    self.assertIn("r%d-%d@example.com" % (i, k), lines[0])
-                c.cmd("QUIT")
-            except Exception as e:  # noqa: BLE001 - reported below
-                errors.append("session %d: %r" % (i, e))
+            c = self.client()
+            c.cmd("EHLO c%d.example" % i)
+            self.assertEqual(c.cmd("MAIL FROM:<a@example.com>")[0], 250)
+            for k in range(3):
+                code, lines = c.cmd("RCPT TO:<r%d-%d@example.com>" % (i, k))
+                self.assertEqual(code, 250, lines)
+                self.assertIn("r%d-%d@example.com" % (i, k), lines[0])
+            c.cmd("QUIT")
 
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(40)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        self.assertEqual(errors, [])
+        run_sessions(self, one, range(40), 60)
 
 
 class LargeMessageOnASharedStream(MailhookTest):
