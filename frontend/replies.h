@@ -1,5 +1,6 @@
 // The front's fixed reply texts, in one place: failure modes, limits and
-// DATA faults (SPEC "Bad input" and "Failure, in numbers").
+// DATA faults (SPEC "Bad input" and "Failure, in numbers"). Constant texts:
+// never a client byte, so a reply built from them needs no escaping.
 #pragma once
 
 #include "mailcore/event/event.h"

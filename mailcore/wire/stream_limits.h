@@ -1,7 +1,8 @@
 // The bounds of one shared Sessions stream (proto StreamLimits) as policyd
 // defaults them. policyd's --max-pending-events and --max-sessions-per-stream
 // take them; the front assumes them for a stream until policyd's first frame
-// gives the real ones. Declared once here, below both daemons.
+// gives the real ones. Declared once here, below both daemons; constants
+// only, never read from a flag or the wire (policyd's StreamLimits is).
 #pragma once
 
 #include <cstddef>
