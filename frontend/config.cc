@@ -48,7 +48,7 @@ void build_table(CLI::App& app, daemon::Options& opts, FrontConfig& c, std::stri
   app.add_option("--policy-streams", c.policy_streams,
                  "SMTP sessions share this many long-lived gRPC streams to policyd (spread over replicas; a "
                  "policyd without them gets one call per session); 0: one call per session")
-      ->check(CLI::Range(std::size_t{0}, std::size_t{64}))
+      ->check(CLI::Range(std::size_t{0}, kMaxPolicyStreams))
       ->capture_default_str();
   app.add_option("--policy-stream-age", c.policy_stream_age_s,
                  "after this a shared stream takes no new session and a new one is opened, so replicas that came "

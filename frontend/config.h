@@ -12,6 +12,9 @@
 
 namespace mailhook::front {
 
+// --policy-streams' ceiling: the shared streams a front keeps open.
+inline constexpr std::size_t kMaxPolicyStreams = 64;
+
 enum class PolicyFailure : std::uint8_t {
   Tempfail,  // 421 4.3.0 at connect, 451 4.3.0 in a session
   Accept,    // default replies, mail goes on

@@ -33,6 +33,10 @@ std::string describe(const grpc::Status& status) {
 
 void SessionMux::Stream::OnReadDone(bool ok) {
   if (!ok) return;  // OnDone follows
+  if (!peer_known_.load(std::memory_order_relaxed)) {  // policyd's first frame: the call reached a replica
+    peer_ = context_.peer();
+    peer_known_.store(true, std::memory_order_release);
+  }
   std::vector<std::pair<std::shared_ptr<Inbox>, v1::PolicyTagged>> routed;
   {
     std::lock_guard l(mu_);

@@ -11,6 +11,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <asio.hpp>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -79,6 +80,10 @@ class SessionMux::Stream final : public grpc::ClientBidiReactor<v1::FrontFrame, 
     if (age.count() > 0 && now - born_ >= age) retiring_ = true;
     return usable_locked();
   }
+  // The replica this stream reached (gRPC's peer, "ipv4:10.0.0.7:7890"),
+  // learnt from policyd's first frame; nullptr until then. Set once, so
+  // it is read without the lock. Any thread.
+  const std::string* peer() const { return peer_known_.load(std::memory_order_acquire) ? &peer_ : nullptr; }
   // Takes no new session; half-closes when its last one ended.
   void retire() {
     std::lock_guard l(mu_);
@@ -132,6 +137,8 @@ class SessionMux::Stream final : public grpc::ClientBidiReactor<v1::FrontFrame, 
   v1::PolicyFrame in_;
   v1::FrontFrame sending_;
   std::shared_ptr<Stream> self_;  // held until OnDone
+  std::string peer_;                     // written once, by the first OnReadDone
+  std::atomic<bool> peer_known_{false};  // then set (release)
 
   std::mutex mu_;
   std::deque<v1::FrontFrame> frames_;  // waiting; the back one fills

@@ -89,14 +89,33 @@ std::shared_ptr<SessionMux::Stream> SessionMux::pick() {
     return true;
   });
   // Fewer than asked: a new stream, which gRPC's round robin places on the
-  // next replica.
+  // next replica; the session that opened it goes on it (so a replica
+  // without shared streams is met by that session, which falls back).
   if (streams_.size() < options_.streams) {
     auto s = std::make_shared<Stream>(stub_);
     s->start();
     streams_.push_back(s);
     return s;
   }
-  return streams_[next_++ % streams_.size()];
+  // Other sessions go round robin over the replicas the streams reached,
+  // on one stream each (the oldest there): the more sessions share a
+  // stream, the more of their messages go in one write (bench/switches.py,
+  // one replica: 0.51 against 0.65 ms of CPU per message when they spread
+  // over four). The others on a replica stand by and take over when it
+  // retires or breaks. A stream is placed once policyd's first frame came
+  // (it reached a replica that serves); until one has, the oldest serves.
+  std::array<const std::string*, kMaxPolicyStreams> peers{};
+  std::array<std::size_t, kMaxPolicyStreams> leads{};
+  std::size_t replicas = 0;
+  for (std::size_t i = 0; i < streams_.size() && i < kMaxPolicyStreams; ++i) {
+    peers[i] = streams_[i]->peer();
+    if (!peers[i]) continue;
+    bool seen = false;
+    for (std::size_t j = 0; j < i && !seen; ++j) seen = peers[j] && *peers[j] == *peers[i];
+    if (!seen) leads[replicas++] = i;
+  }
+  if (replicas == 0) return streams_.front();
+  return streams_[leads[next_++ % replicas]];
 }
 
 std::unique_ptr<PolicySession> SessionMux::session(asio::any_io_executor executor) {

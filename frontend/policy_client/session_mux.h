@@ -1,7 +1,8 @@
 // SessionMux: a PolicyLink whose sessions share a few long-lived gRPC
 // Sessions streams (proto/mailhook/v1/session.proto) instead of one call
-// each. New sessions go round robin over the streams, and the streams over
-// the replicas (gRPC round robin places each new stream); a stream that
+// each. gRPC round robin places each new stream on the next replica; new
+// sessions go round robin over the replicas the streams reached, on one
+// stream per replica (the others there stand by); a stream that
 // policyd drains, or that is older than --policy-stream-age, takes no new
 // session and half-closes when its last one ended. A policyd without
 // Sessions (older, UNIMPLEMENTED) turns the mux into the per-call link,
@@ -13,6 +14,7 @@
 // a connection's thread; never decides a reply (PolicyConversation does).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -21,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "frontend/config.h"
 #include "frontend/policy_client/fallback_notices.h"
 #include "frontend/policy_client/policy_session.h"
 #include "mailhook/v1/session.grpc.pb.h"

@@ -114,12 +114,13 @@ class SessionsReactor::Outbox final : public SessionObserver {
 };
 
 SessionsReactor::SessionsReactor(Runtime& runtime, SessionCounter& counter, SessionsRegistry& registry,
-                                 SessionsLimits limits, telemetry::Counter& ended_sessions)
+                                 SessionsLimits limits, telemetry::Counter& ended_sessions, std::string peer)
     : runtime_(runtime),
       counter_(counter),
       registry_(registry),
       limits_(limits),
       ended_sessions_(ended_sessions),
+      peer_(log::escape(peer)),
       core_(std::make_shared<Core>()) {
   core_->reactor = this;
   registry_.add(this);
@@ -231,6 +232,7 @@ void SessionsReactor::start_session(std::uint64_t id, v1::SessionStart& start) {
   slot->log_id = log::escape(start.session_id());
   auto outbox = std::make_shared<Outbox>(core_, slot, limits_.max_pending_events);
   sessions_.emplace(id, slot);
+  ++opened_;
   counter_.up();
   slot->session = runtime_.open(wire::from_proto(std::move(start)), std::move(outbox));
 }
@@ -259,6 +261,11 @@ void SessionsReactor::end_session(std::uint64_t id, const std::string& reason) {
 }
 
 void SessionsReactor::end_reads() {
+  // How many sessions a front put on one stream: it keeps one per replica
+  // busy and the others standing by (frontend/policy_client/session_mux.cc).
+  log::debug("sessions stream from {} ended after {}s: {} sessions opened on it", peer_,
+             std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - born_).count(),
+             opened_);
   for (auto& [id, slot] : sessions_) {
     {
       std::lock_guard l(core_->mu);

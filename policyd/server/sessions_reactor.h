@@ -36,8 +36,10 @@ struct SessionsLimits {
 
 class SessionsReactor final : public grpc::ServerBidiReactor<v1::FrontFrame, v1::PolicyFrame> {
  public:
+  // `peer`: the front's address as gRPC names it, for the debug line at
+  // the stream's end.
   SessionsReactor(Runtime& runtime, SessionCounter& counter, SessionsRegistry& registry, SessionsLimits limits,
-                  telemetry::Counter& ended_sessions);
+                  telemetry::Counter& ended_sessions, std::string peer);
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -81,6 +83,8 @@ class SessionsReactor final : public grpc::ServerBidiReactor<v1::FrontFrame, v1:
   // The reader's own: OnReadDone calls never overlap.
   std::unordered_map<std::uint64_t, std::shared_ptr<Slot>> sessions_;
   bool limit_logged_ = false;
+  const std::string peer_;     // escaped
+  std::uint64_t opened_ = 0;  // sessions opened here (the debug line at the end)
 
   // Shared with every session's Outbox (worker threads).
   std::shared_ptr<Core> core_;

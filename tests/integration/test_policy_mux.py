@@ -10,6 +10,7 @@ mixed versions are said to differ once, not at every flip."""
 
 import itertools
 import os
+import re
 import threading
 import unittest
 
@@ -245,8 +246,37 @@ class MixedReplicasAreSaidToDifferOnce(MailhookTest):
         self.assertEqual(len(lines("replicas differ: some serve")), 1, out)
 
 
+class SessionsOfOneReplicaShareOneStream(MailhookTest):
+    """One replica, the default --policy-streams (4): each of the first four
+    sessions opens a stream (the session that opens one goes on it), then
+    every new session goes on the oldest stream of the replica and the
+    other three stand by, so the sessions' messages share writes. policyd
+    says at debug how many sessions each stream carried when it ended."""
+    FRONT_ARGS = ("--policy-stream-age", "600")  # no stream retires during the test
+
+    def test_one_stream_carries_the_sessions_and_the_others_stand_by(self):
+        self.start_both('function hook.rcpt(r) return "250 2.1.5 took " .. r .. "\\r\\n" end\n',
+                        policyd_args=["--log-level", "debug"])
+        for i in range(16):
+            c = self.client()
+            c.cmd("EHLO c%d.example" % i)
+            self.assertEqual(c.cmd("MAIL FROM:<a@example.com>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<r%d@example.com>" % i), (250, ["250 2.1.5 took r%d@example.com" % i]))
+            c.cmd("QUIT")
+            self.assertTrue(c.closed())
+        self.front.stop()  # its streams end; policyd logs each
+
+        def carried():
+            return [int(m.group(1)) for m in
+                    re.finditer(r"sessions stream from \S+ ended after \d+s: (\d+) sessions opened on it",
+                                self.policyd.output())]
+
+        wait_for(lambda: len(carried()) == 4, what="the four streams' end in policyd's log")
+        self.assertEqual(sorted(carried()), [1, 1, 1, 13])
+
+
 class ManySessionsShareStreams(MailhookTest):
-    FRONT_ARGS = ("--policy-streams", "2")  # 40 sessions on two streams
+    FRONT_ARGS = ("--policy-streams", "2")  # 40 sessions on the replica's stream, the other standing by
 
     def test_concurrent_sessions_each_get_their_own_reply(self):
         self.start_both('function hook.rcpt(r) return "250 2.1.5 ok " .. client.id_log .. " " .. r .. "\\r\\n" end\n')
