@@ -10,6 +10,8 @@
 #include "policyd/server/sessions_reactor.h"
 
 #include <algorithm>
+#include <asio/post.hpp>
+#include <vector>
 
 #include "mailcore/telemetry/log.h"
 #include "mailcore/wire/convert.h"
@@ -24,6 +26,10 @@ struct SessionsReactor::Core {
   v1::PolicyFrame pending;   // what the next write carries
   bool dirty = false;        // `pending` has something to send
   bool writing = false;
+  // Per worker: its flush() is on its way, so `pending` waits for it. Per
+  // worker, so a worker busy in a hook never holds another's answers.
+  std::vector<char> flush_posted;
+  bool flushes_posted() const { return std::find(flush_posted.begin(), flush_posted.end(), 1) != flush_posted.end(); }
   bool reads_done = false;
   bool finished = false;
   bool drained = false;
@@ -35,6 +41,8 @@ struct SessionsReactor::Slot {
   std::uint64_t id = 0;
   std::string log_id;  // SessionStart.session_id, escaped
   std::shared_ptr<Session> session;
+  std::size_t worker = 0;              // the session's worker (its answers are written from there)
+  asio::any_io_executor worker_executor;
   std::size_t pending = 0;      // events posted, not yet handled
   std::uint64_t handled = 0;    // events handled (what the credit says)
   std::uint64_t reported = 0;   // `handled` as last sent to the front
@@ -52,13 +60,12 @@ class SessionsReactor::Outbox final : public SessionObserver {
     auto* o = m.mutable_opened();
     wire::to_proto(capabilities, o->mutable_capabilities());
     wire::to_proto(connect, o->mutable_decision());
-    SessionsReactor* writer = nullptr;
     {
       std::lock_guard l(core_->mu);
       if (!core_->reactor || slot_->gone) return;
-      writer = send_locked(std::move(m));
+      if (!send_locked(std::move(m))) return;
     }
-    if (writer) writer->start_write();
+    post_flush();
   }
 
   // The decision counts the event as handled at once, so the credit it
@@ -66,19 +73,17 @@ class SessionsReactor::Outbox final : public SessionObserver {
   void decided(Decision decision) override {
     v1::PolicyTagged m;
     wire::to_proto(decision, m.mutable_decision());
-    SessionsReactor* writer = nullptr;
     {
       std::lock_guard l(core_->mu);
       count_handled_locked();
       ++slot_->decided;
       if (!core_->reactor || slot_->gone) return;
-      writer = send_locked(std::move(m));
+      if (!send_locked(std::move(m))) return;
     }
-    if (writer) writer->start_write();
+    post_flush();
   }
 
   void handled() override {
-    SessionsReactor* writer = nullptr;
     {
       std::lock_guard l(core_->mu);
       if (slot_->decided > 0) {
@@ -90,9 +95,9 @@ class SessionsReactor::Outbox final : public SessionObserver {
       // Credit-only: after half a window, so the front never waits for it
       // (it blocks only with a whole window outstanding) and chunks cost
       // one small message per half window, not one each.
-      if (slot_->handled - slot_->reported >= credit_step_) writer = send_locked(v1::PolicyTagged());
+      if (slot_->handled - slot_->reported < credit_step_ || !send_locked(v1::PolicyTagged())) return;
     }
-    if (writer) writer->start_write();
+    post_flush();
   }
 
  private:
@@ -100,12 +105,24 @@ class SessionsReactor::Outbox final : public SessionObserver {
     if (slot_->pending > 0) --slot_->pending;
     ++slot_->handled;
   }
-  // The reactor when this call must start its write (after unlocking).
-  SessionsReactor* send_locked(v1::PolicyTagged m) {
+  // Queues `m` for the stream's next write; true when the caller must
+  // post_flush() (after unlocking): no flush is on its way yet.
+  bool send_locked(v1::PolicyTagged m) {
     m.set_session(slot_->id);
     m.set_handled(slot_->handled);
     slot_->reported = slot_->handled;
-    return core_->reactor->append_locked(std::move(m)) ? core_->reactor : nullptr;
+    if (!core_->reactor->queue_locked(std::move(m))) return false;
+    std::vector<char>& posted = core_->flush_posted;
+    if (posted.size() <= slot_->worker) posted.resize(slot_->worker + 1, 0);
+    if (posted[slot_->worker]) return false;
+    posted[slot_->worker] = 1;
+    return true;
+  }
+  // On the worker (the observer's calls come from there): the write
+  // starts once the handlers it has ready ran, so the answers of every
+  // session it serves that decides meanwhile go in one frame.
+  void post_flush() {
+    asio::post(slot_->worker_executor, [core = core_, worker = slot_->worker] { SessionsReactor::flush(core, worker); });
   }
 
   std::shared_ptr<Core> core_;
@@ -230,11 +247,14 @@ void SessionsReactor::start_session(std::uint64_t id, v1::SessionStart& start) {
   auto slot = std::make_shared<Slot>();
   slot->id = id;
   slot->log_id = log::escape(start.session_id());
+  const std::size_t worker = runtime_.least_busy_worker();
+  slot->worker = worker;
+  slot->worker_executor = runtime_.worker_executor(worker);
   auto outbox = std::make_shared<Outbox>(core_, slot, limits_.max_pending_events);
   sessions_.emplace(id, slot);
   ++opened_;
   counter_.up();
-  slot->session = runtime_.open(wire::from_proto(std::move(start)), std::move(outbox));
+  slot->session = runtime_.open_on(worker, wire::from_proto(std::move(start)), std::move(outbox));
 }
 
 void SessionsReactor::end_session(std::uint64_t id, const std::string& reason) {
@@ -282,10 +302,29 @@ void SessionsReactor::end_reads() {
 }
 
 bool SessionsReactor::append_locked(v1::PolicyTagged message) {
+  return queue_locked(std::move(message)) && take_write_locked();  // false while a write is in flight: goes with the next
+}
+
+bool SessionsReactor::queue_locked(v1::PolicyTagged message) {
   if (core_->reads_done || core_->finished) return false;  // nobody reads it any more
   *core_->pending.add_messages() = std::move(message);
   core_->dirty = true;
-  return take_write_locked();  // false while a write is in flight: goes with the next, batched
+  return true;
+}
+
+void SessionsReactor::flush(const std::shared_ptr<Core>& core, std::size_t worker) {
+  SessionsReactor* writer = nullptr;
+  {
+    std::lock_guard l(core->mu);
+    core->flush_posted[worker] = 0;
+    if (!core->reactor || core->finished) return;
+    if (core->reactor->take_write_locked()) {
+      writer = core->reactor;
+    } else {
+      core->reactor->maybe_finish_locked();
+    }
+  }
+  if (writer) writer->start_write();  // alive: Finish waits for this write's OnWriteDone
 }
 
 bool SessionsReactor::take_write_locked() {
@@ -335,7 +374,7 @@ void SessionsReactor::OnWriteDone(bool ok) {
 }
 
 void SessionsReactor::maybe_finish_locked() {
-  if (core_->finished || core_->writing || !core_->reads_done) return;
+  if (core_->finished || core_->writing || core_->flushes_posted() || !core_->reads_done) return;
   core_->finished = true;
   Finish(grpc::Status::OK);
 }

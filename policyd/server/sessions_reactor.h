@@ -64,6 +64,12 @@ class SessionsReactor final : public grpc::ServerBidiReactor<v1::FrontFrame, v1:
   // and calls start_write() once it has let go of the mutex, so no thread
   // waits on the mutex while gRPC takes the frame (a sendmsg, often).
   [[nodiscard]] bool append_locked(v1::PolicyTagged message);
+  // Under core_->mu: queue it for the next write without starting one
+  // (a worker's Outbox, which then posts flush()); false once nobody reads.
+  [[nodiscard]] bool queue_locked(v1::PolicyTagged message);
+  // On a worker, not under core->mu: what was queued goes in one write,
+  // unless one is in flight (its OnWriteDone takes it).
+  static void flush(const std::shared_ptr<Core>& core, std::size_t worker);
   [[nodiscard]] bool drain_locked(const std::string& reason);
   // Under core_->mu: `pending` becomes the write in flight, if the writer is
   // idle and there is something; true when the caller must start_write().
