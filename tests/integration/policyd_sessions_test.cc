@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <set>
@@ -160,8 +161,9 @@ class PolicydSessions : public ::testing::Test {
     const fs::path script = dir_ / ("policy" + std::to_string(processes_.size()) + ".lua");
     std::ofstream(script) << lua;
     std::vector<std::string> args = {"--listen", target_, "--script", script.string(), "--log-stderr",
-                                     "--workers", "1", "--ptr-lookup", "no", "--spool-dir",
-                                     (dir_ / "spool").string(), "--drain-timeout", drain_timeout};
+                                     "--ptr-lookup", "no", "--spool-dir", (dir_ / "spool").string(),
+                                     "--drain-timeout", drain_timeout};
+    if (std::find(extra.begin(), extra.end(), "--workers") == extra.end()) extra.insert(extra.end(), {"--workers", "1"});
     args.insert(args.end(), extra.begin(), extra.end());
     processes_.push_back(std::make_unique<PolicydProcess>(
         args, dir_ / ("policyd-" + std::to_string(processes_.size()) + ".log")));
@@ -222,6 +224,52 @@ TEST_F(PolicydSessions, ManySessionsOnOneStreamKeepTheirOwnOrder) {
   std::vector<v1::FrontTagged> ends;
   for (int i = 1; i <= kSessions; ++i) ends.push_back(end_of(i));
   ASSERT_TRUE(c.write(ends));
+  EXPECT_TRUE(c.finish().ok());
+}
+
+// Two workers, one stream: a worker that answered one of its sessions and
+// then runs a long hook for another still owes that stream a write. The
+// other worker's answer must not wait for it: each worker starts the
+// writes of what it answered. Session 1 (worker 1) answers a NOOP and then
+// spends 1.5 s of CPU on HELP; session 2 (worker 2) is answered first.
+TEST_F(PolicydSessions, AWorkerBusyInAHookHoldsNoOtherWorkersAnswers) {
+  auto& p = start(
+      "function hook.noop() return '250 2.0.0 ' .. client.address .. ' fast\\r\\n' end\n"
+      "function hook.help()\n"
+      "  local t = os.clock() while os.clock() - t < 1.5 do end\n"
+      "  return '214 2.0.0 ' .. client.address .. ' slow\\r\\n'\n"
+      "end\n",
+      {"--workers", "2", "--log-level", "debug"});
+  ASSERT_TRUE(p.wait_listening()) << p.log();
+  auto s = stub();
+  MuxClient c(*s);
+  // Opened together: the least busy worker takes each, so one apiece.
+  ASSERT_TRUE(c.write({start_of(1, "192.0.2.1"), start_of(2, "192.0.2.2")}));
+  for (int i = 1; i <= 2; ++i) {
+    auto o = c.opened(i);
+    ASSERT_TRUE(o && o->has_opened()) << i;
+  }
+  ASSERT_TRUE(c.write({event_of(1, v1::EVENT_NOOP, 1, true), event_of(1, v1::EVENT_HELP, 2, true)}));
+  // Session 2 asks once worker 1 answered session 1's NOOP (its debug line)
+  // and so owes the stream a write while it runs HELP.
+  ASSERT_TRUE(wait_until([&] { return p.log().find("session=S1 script=") != std::string::npos; },
+                         std::chrono::seconds(10)))
+      << p.log();
+  ASSERT_TRUE(c.write({event_of(2, v1::EVENT_NOOP, 1, true)}));
+  auto d = c.decision(2);
+  ASSERT_TRUE(d && d->has_decision());
+  EXPECT_EQ(reply_line(*d), "192.0.2.2 fast");
+  for (const auto& m : c.seen()) {
+    EXPECT_FALSE(m.session() == 1 && m.has_decision() && m.decision().seq() == 2)
+        << "session 2's answer waited for session 1's slow hook";
+  }
+  auto slow = c.decision(1);  // the fast one
+  ASSERT_TRUE(slow && slow->has_decision());
+  EXPECT_EQ(reply_line(*slow), "192.0.2.1 fast");
+  slow = c.decision(1);
+  ASSERT_TRUE(slow && slow->has_decision());
+  EXPECT_EQ(reply_line(*slow), "192.0.2.1 slow");
+  ASSERT_TRUE(c.write({end_of(1), end_of(2)}));
   EXPECT_TRUE(c.finish().ok());
 }
 
