@@ -7,7 +7,10 @@ switches per message (voluntary/involuntary), for builds or flags side by side.
       --front-flag percall=--policy-streams=0 [--pass B] [--messages 8000] [--rounds 4]
 
 The load is bench/compare.py's (smtp-source, 50 sessions, 2 KiB, relayed to
-smtp-sink): pass A one message per connection, pass B kept sessions. Rounds
+smtp-sink): pass A one message per connection, pass B kept sessions; or
+bench/scale.py's NOOP clients into front + policyd with hook.noop, every
+NOOP one policy round trip: pass N 50 closed-loop sessions, pass 1 one
+session (--messages NOOPs in all; figures per NOOP, with the p50). Rounds
 alternate the builds (the machine is shared and noisy); the table gives
 medians. Threads are grouped by name (/proc/PID/task/TID/comm: gRPC's
 "nexting_thread" callback threads, "default-executo", the daemons' own
@@ -70,6 +73,10 @@ def switches(before, after, messages):
     return groups
 
 
+def unit(pass_name):
+    return "msg" if pass_name in "AB" else "NOOP"
+
+
 def one_pass(build, pass_name, messages, run):
     cls = link_targets.mailhook_class(build)
 
@@ -100,6 +107,38 @@ def one_pass(build, pass_name, messages, run):
         run.procs.stop(sink.proc)
 
 
+def one_noop_pass(build, sessions, count, run):
+    """`sessions` closed-loop NOOP clients (bench/scale.py's), `count`
+    NOOPs each, into front + policyd with hook.noop: every NOOP is one
+    policy round trip. The same figures, per NOOP instead of per message."""
+    st = link_targets.stack_factory(build, run.recorder)(run.work)
+    try:
+        port, ppid, fpid, _, _ = st.mailhook(link_targets.HOOK_NOOP, link_targets.RT_POLICYD, link_targets.RT_FRONT)
+        pids = {"front": fpid, "policyd": ppid}
+        out = {}
+        meters = {d: Meter([pid]) for d, pid in pids.items()}
+        before = {}
+
+        def ready():  # every client warmed up: the counts start here
+            for d, pid in pids.items():
+                meters[d].reset()
+                before[d] = threads(pid)
+
+        lat, elapsed, _ = scale.noop_run(port, sessions, count, 0, min(sessions, link_targets.RT_CLIENTS), ready)
+        n = len(lat)
+        if n != sessions * count:
+            raise RuntimeError("%d of %d NOOPs answered" % (n, sessions * count))
+        for d, pid in pids.items():
+            out["cpu_" + d] = 1000.0 * meters[d].seconds() / n
+            out["threads_" + d] = switches(before[d], threads(pid), n)
+        out["cpu"] = out["cpu_front"] + out["cpu_policyd"]
+        out["msgs_per_s"] = n / elapsed
+        out["p50_us"] = scale.pct(lat, 0.5)
+        return out
+    finally:
+        st.stop()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -109,7 +148,9 @@ def main():
                     metavar="NAME=FLAG", help="add FLAG to build NAME's front; repeat")
     ap.add_argument("--policyd-flag", action="append", default=[], type=lambda t: link_targets.pair(t, "--policyd-flag"),
                     metavar="NAME=FLAG", help="add FLAG to build NAME's policyd; repeat")
-    ap.add_argument("--pass", dest="passes", default="B", choices=["A", "B", "AB"])
+    ap.add_argument("--pass", dest="passes", default="B", choices=["A", "B", "AB", "N", "1", "N1"],
+                    help="A, B: bench/compare's passes (per message); N: 50 closed-loop NOOP sessions with "
+                         "hook.noop, 1: one such session (per NOOP: one policy round trip each)")
     ap.add_argument("--messages", type=int, default=8000, help="per pass (default 8000)")
     ap.add_argument("--rounds", type=int, default=4, help="builds alternate between rounds (default 4)")
     args = ap.parse_args()
@@ -135,21 +176,26 @@ def main():
         for round_no in range(1, args.rounds + 1):
             for b in builds if round_no % 2 else list(reversed(builds)):
                 for p in args.passes:
-                    r = one_pass(b, p, args.messages, run)
+                    if p in "AB":
+                        r = one_pass(b, p, args.messages, run)
+                    else:  # NOOPs: 50 sessions, or one; --messages NOOPs in all
+                        sessions = link_targets.RT_SESSIONS if p == "N" else 1
+                        r = one_noop_pass(b, sessions, max(1, args.messages // sessions), run)
                     results.setdefault((b.name, p), []).append(r)
-                    print("  round %d %-10s pass %s: %5.0f msgs/s, CPU/msg %.3f ms (front %.3f, policyd %.3f)"
-                          % (round_no, b.name, p, r["msgs_per_s"], r["cpu"], r["cpu_front"], r["cpu_policyd"]))
+                    print("  round %d %-10s pass %s: %5.0f %s/s, CPU/%s %.3f ms (front %.3f, policyd %.3f)%s"
+                          % (round_no, b.name, p, r["msgs_per_s"], unit(p), unit(p), r["cpu"], r["cpu_front"],
+                             r["cpu_policyd"], ", p50 %.0f us" % r["p50_us"] if "p50_us" in r else ""))
                     sys.stdout.flush()
     finally:
         run.procs.stop_all()
         shutil.rmtree(work, ignore_errors=True)
 
-    print("\nmedians of %d round(s); switches per message, voluntary/involuntary, by thread name (count):"
-          % args.rounds)
+    print("\nmedians of %d round(s); switches per message (per NOOP in passes N and 1), voluntary/involuntary, "
+          "by thread name (count):" % args.rounds)
     for (name, p), rounds in results.items():
         med = {k: statistics.median(r[k] for r in rounds) for k in ("msgs_per_s", "cpu", "cpu_front", "cpu_policyd")}
-        print("%s pass %s: %.0f msgs/s, CPU/msg %.3f ms (front %.3f, policyd %.3f)"
-              % (name, p, med["msgs_per_s"], med["cpu"], med["cpu_front"], med["cpu_policyd"]))
+        print("%s pass %s: %.0f %s/s, CPU/%s %.3f ms (front %.3f, policyd %.3f)"
+              % (name, p, med["msgs_per_s"], unit(p), unit(p), med["cpu"], med["cpu_front"], med["cpu_policyd"]))
         for d in DAEMONS:
             groups = {}
             for r in rounds:
