@@ -32,7 +32,14 @@ std::string describe(const grpc::Status& status) {
 }  // namespace
 
 void SessionMux::Stream::OnReadDone(bool ok) {
-  if (!ok) return;  // OnDone follows
+  if (!ok) {  // the call is ending: nothing starts from outside a reaction any more, then OnDone may come
+    {
+      std::lock_guard l(mu_);
+      ended_ = true;
+    }
+    RemoveHold();
+    return;
+  }
   if (!peer_known_.load(std::memory_order_relaxed)) {  // policyd's first frame: the call reached a replica
     peer_ = context_.peer();
     peer_known_.store(true, std::memory_order_release);
@@ -80,7 +87,7 @@ void SessionMux::Stream::OnDone(const grpc::Status& status) {
   const std::string why = status.ok() ? "stream ended" : describe(status);
   {
     std::lock_guard l(mu_);
-    broken_ = true;
+    ended_ = true;
     failure_ = why;
     unimplemented_ = status.error_code() == grpc::StatusCode::UNIMPLEMENTED;
     orphans.swap(inboxes_);

@@ -42,6 +42,10 @@ class SessionMux::Stream final : public grpc::ClientBidiReactor<v1::FrontFrame, 
   void start() {
     self_ = shared_from_this();
     stub_.async()->Sessions(&context_, this);
+    // Writes and the half-close start from the connections' threads, not
+    // only from reactions: the hold keeps OnDone away until the read
+    // failed (OnReadDone(false)), after which none starts (ended_).
+    AddHold();
     StartRead(&in_);
     StartCall();
   }
@@ -66,7 +70,7 @@ class SessionMux::Stream final : public grpc::ClientBidiReactor<v1::FrontFrame, 
   // frame: fewer writes, reads and callbacks at both ends.
   void send(std::vector<v1::FrontTagged> batch, const asio::any_io_executor& executor) {
     std::lock_guard l(mu_);
-    if (broken_ || write_failed_ || half_closed_) return;
+    if (ended_ || write_failed_ || half_closed_) return;
     for (v1::FrontTagged& m : batch) {
       const std::size_t size = m.ByteSizeLong();
       if (frames_.empty() || (frame_bytes_ + size > kFrameBytes && frames_.back().messages_size() > 0)) {
@@ -119,12 +123,12 @@ class SessionMux::Stream final : public grpc::ClientBidiReactor<v1::FrontFrame, 
 
  private:
   bool usable_locked() const {
-    return !broken_ && !drained_ && !retiring_ && !half_closed_ && inboxes_.size() < max_sessions_;
+    return !ended_ && !drained_ && !retiring_ && !half_closed_ && inboxes_.size() < max_sessions_;
   }
   void flush() {
     std::lock_guard l(mu_);
     flush_posted_ = false;
-    if (broken_ || write_failed_ || half_closed_ || writing_) return;
+    if (ended_ || write_failed_ || half_closed_ || writing_) return;
     write_next_locked();
     if (!writing_) maybe_half_close_locked();
   }
@@ -137,7 +141,7 @@ class SessionMux::Stream final : public grpc::ClientBidiReactor<v1::FrontFrame, 
     StartWrite(&sending_);
   }
   void maybe_half_close_locked() {
-    if ((drained_ || retiring_) && inboxes_.empty() && !writing_ && frames_.empty() && !half_closed_ && !broken_ &&
+    if ((drained_ || retiring_) && inboxes_.empty() && !writing_ && frames_.empty() && !half_closed_ && !ended_ &&
         !write_failed_) {
       half_closed_ = true;
       StartWritesDone();
@@ -164,7 +168,7 @@ class SessionMux::Stream final : public grpc::ClientBidiReactor<v1::FrontFrame, 
   bool writing_ = false;
   bool flush_posted_ = false;  // a flush() is on its way
   bool write_failed_ = false;  // OnDone follows with the status
-  bool broken_ = false;        // OnDone ran
+  bool ended_ = false;         // the read failed (or OnDone ran): the call is ending, the hold is gone
   std::string failure_;
   bool unimplemented_ = false;
   bool drained_ = false;
