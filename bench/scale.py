@@ -150,6 +150,24 @@ class Stack:
             raise RuntimeError("%s exited: %s" % (name, open(log_path).read()[-2000:]))
         return p
 
+    @staticmethod
+    def merged(defaults, flags):
+        """`defaults` without the options `flags` set again, then `flags`: a
+        build's own flag (--policyd-flag w1=--workers=1) wins over the
+        measurement's default (--workers 2); the daemons refuse an option
+        given twice."""
+        names = {f.split("=", 1)[0] for f in flags if f.startswith("--")}
+        out, i = [], 0
+        while i < len(defaults):
+            a = defaults[i]
+            if a.startswith("--") and a.split("=", 1)[0] in names:
+                has_value = "=" not in a and i + 1 < len(defaults) and not defaults[i + 1].startswith("--")
+                i += 2 if has_value else 1
+                continue
+            out.append(a)
+            i += 1
+        return out + list(flags)
+
     def mailhook(self, script_text, policyd_args=(), front_args=()):
         """policyd + front; returns (front port, policyd pid, front pid, policyd metrics, front metrics)."""
         script = os.path.join(self.tmp, "scale-%d.lua" % len(self.procs))
@@ -158,10 +176,12 @@ class Stack:
         pport, fport, pm, fm = free_port(), free_port(), free_port(), free_port()
         policyd = self.start([self.policyd, "--listen", "127.0.0.1:%d" % pport, "--script", script, "--log-stderr",
                               "--temp-dir", os.path.join(self.tmp, "ptmp"), "--ptr-lookup", "no",
-                              "--metrics", "127.0.0.1:%d" % pm] + list(policyd_args) + self.policyd_flags, "policyd")
+                              "--metrics", "127.0.0.1:%d" % pm] + self.merged(list(policyd_args), self.policyd_flags),
+                             "policyd")
         front = self.start([self.front, "--listen", "127.0.0.1:%d" % fport, "--policyd", "127.0.0.1:%d" % pport,
                             "--queue-dir", os.path.join(self.tmp, "spool"), "--hostname", "scale.test", "--log-stderr",
-                            "--metrics", "127.0.0.1:%d" % fm] + list(front_args) + self.front_flags, "front")
+                            "--metrics", "127.0.0.1:%d" % fm] + self.merged(list(front_args), self.front_flags),
+                           "front")
         return fport, policyd.pid, front.pid, pm, fm
 
     def sink(self):
