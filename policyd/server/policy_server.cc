@@ -17,7 +17,8 @@ grpc::ServerBidiReactor<v1::FrontMessage, v1::PolicyMessage>* PolicyServer::Serv
 
 grpc::ServerBidiReactor<v1::FrontFrame, v1::PolicyFrame>* PolicyServer::Service::Sessions(
     grpc::CallbackServerContext* context) {
-  return new SessionsReactor(runtime_, counter_, registry, sessions_limits, *ended_sessions, context->peer());  // deletes itself in OnDone
+  // Deletes itself in OnDone.
+  return new SessionsReactor(runtime_, counter_, registry, sessions_limits, *ended_sessions, context->peer());
 }
 
 PolicyServer::PolicyServer(Runtime& runtime, telemetry::Registry* registry) : service_(runtime, counter_) {

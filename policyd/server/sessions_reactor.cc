@@ -122,7 +122,8 @@ class SessionsReactor::Outbox final : public SessionObserver {
   // starts once the handlers it has ready ran, so the answers of every
   // session it serves that decides meanwhile go in one frame.
   void post_flush() {
-    asio::post(slot_->worker_executor, [core = core_, worker = slot_->worker] { SessionsReactor::flush(core, worker); });
+    asio::post(slot_->worker_executor,
+               [core = core_, worker = slot_->worker] { SessionsReactor::flush(core, worker); });
   }
 
   std::shared_ptr<Core> core_;
@@ -302,7 +303,8 @@ void SessionsReactor::end_reads() {
 }
 
 bool SessionsReactor::append_locked(v1::PolicyTagged message) {
-  return queue_locked(std::move(message)) && take_write_locked();  // false while a write is in flight: goes with the next
+  // False while a write is in flight: it goes with the next.
+  return queue_locked(std::move(message)) && take_write_locked();
 }
 
 bool SessionsReactor::queue_locked(v1::PolicyTagged message) {

@@ -163,7 +163,9 @@ class PolicydSessions : public ::testing::Test {
     std::vector<std::string> args = {"--listen", target_, "--script", script.string(), "--log-stderr",
                                      "--ptr-lookup", "no", "--spool-dir", (dir_ / "spool").string(),
                                      "--drain-timeout", drain_timeout};
-    if (std::find(extra.begin(), extra.end(), "--workers") == extra.end()) extra.insert(extra.end(), {"--workers", "1"});
+    if (std::find(extra.begin(), extra.end(), "--workers") == extra.end()) {
+      extra.insert(extra.end(), {"--workers", "1"});
+    }
     args.insert(args.end(), extra.begin(), extra.end());
     processes_.push_back(std::make_unique<PolicydProcess>(
         args, dir_ / ("policyd-" + std::to_string(processes_.size()) + ".log")));
